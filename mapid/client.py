@@ -1,0 +1,535 @@
+"""The client library: `Client` (blocking) and `AsyncClient` (asyncio).
+
+Both speak PROTOCOL.md over one DEALER socket with a stable routing id, so the daemon's
+reply cache and private notifications follow the client across reconnects. Each has one
+method per operation (named after the op: `session.status_table` is `session_status_table`)
+and a generic `call`. Errors are distinct: `DaemonUnreachable` when no daemon is there,
+`RequestTimedOut` when one is there but did not answer in time, and `MapiError` when it
+answered with a MAPI error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from mapid import envelope
+from mapid.codec import CodecError, pack, unpack
+from mapid.errors import DaemonUnreachable, ErrorCode, MapiError, RequestTimedOut
+from mapid.paths import ConnectionInfo, read_connection_file, runtime_dir
+
+DEFAULT_TIMEOUT = 10.0
+
+Flags = int | str | Sequence[str] | None
+TableArgs = Mapping[str, Any]
+
+
+class Result(dict[str, Any]):
+    """An op's result map; `warning` holds a MAPI warning such as `MAPI_W_NO_SERVICE`."""
+
+    warning: str | None = None
+
+
+def resolve_connection(
+    runtime: str | os.PathLike[str] | None = None, endpoint: str | None = None
+) -> tuple[str, ConnectionInfo | None, Path]:
+    """Find the request endpoint: an explicit one, else the connection file's."""
+    directory = Path(runtime) if runtime is not None else runtime_dir()
+    info = read_connection_file(directory)
+    if endpoint is not None:
+        return endpoint, info, directory
+    if info is None:
+        raise DaemonUnreachable(
+            f"no daemon is running: no connection file {directory / 'mapid.json'} "
+            "(start one with `mapid run`)"
+        )
+    return info.request, info, directory
+
+
+def probe(endpoint: str, info: ConnectionInfo | None) -> str | None:
+    """Why the daemon at `endpoint` cannot be reached, or None when something listens there."""
+    if info is not None and info.pid > 0:
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return f"the daemon (pid {info.pid}) is not running"
+        except PermissionError:
+            pass
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(path)
+            except OSError as exc:
+                return f"nothing listens at {endpoint}: {exc.strerror or exc}"
+    elif endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                pass
+        except (OSError, ValueError) as exc:
+            return f"nothing listens at {endpoint}: {exc}"
+    return None
+
+
+def _reply_result(payload: Mapping[str, Any]) -> Result:
+    if payload.get("ok") is True:
+        result = Result(payload.get("result") or {})
+        warning = payload.get("warning")
+        result.warning = warning if isinstance(warning, str) else None
+        return result
+    raise MapiError.from_wire(payload.get("error"))
+
+
+def _configure_socket(sock: zmq.Socket[Any], curve: Mapping[str, bytes] | None) -> None:
+    sock.setsockopt(zmq.ROUTING_ID, b"mapid-" + secrets.token_hex(8).encode())
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, -1)
+    if curve:
+        sock.curve_serverkey = curve["server_key"]
+        sock.curve_publickey = curve["public_key"]
+        sock.curve_secretkey = curve["secret_key"]
+
+
+R = TypeVar("R")
+
+
+class _Ops(Generic[R]):
+    """One method per operation of PROTOCOL.md section 6, shared by both clients."""
+
+    def call(
+        self,
+        op: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        token: bytes | None = None,
+        timeout: float | None = None,
+        deadline_ms: int | None = None,
+    ) -> R:
+        raise NotImplementedError
+
+    def _op(self, op: str, token: bytes | None = None, /, **args: Any) -> R:
+        return self.call(op, {k: v for k, v in args.items() if v is not None}, token=token)
+
+    def _table(self, op: str, token: bytes | None, table: TableArgs | None, **args: Any) -> R:
+        merged = dict(table or {})
+        merged.update({k: v for k, v in args.items() if v is not None})
+        return self.call(op, merged, token=token)
+
+    # 6.1 daemon
+    def daemon_hello(self) -> R:
+        return self._op("daemon.hello")
+
+    def daemon_ping(self) -> R:
+        return self._op("daemon.ping")
+
+    def daemon_snapshot(self, prefix: str | None = None, cursor: str | None = None) -> R:
+        return self._op("daemon.snapshot", None, prefix=prefix, cursor=cursor)
+
+    def daemon_sessions(self) -> R:
+        return self._op("daemon.sessions")
+
+    def daemon_reload(self, check: bool | None = None) -> R:
+        return self._op("daemon.reload", None, check=check)
+
+    def daemon_stats(self) -> R:
+        return self._op("daemon.stats")
+
+    # 6.2 profiles
+    def profiles_table(self, table: TableArgs | None = None) -> R:
+        return self._table("profiles.table", None, table)
+
+    def profiles_create(self, name: str) -> R:
+        return self._op("profiles.create", None, name=name)
+
+    def profiles_delete(self, name: str) -> R:
+        return self._op("profiles.delete", None, name=name)
+
+    def profiles_copy(self, name: str, new_name: str) -> R:
+        return self._op("profiles.copy", None, name=name, new_name=new_name)
+
+    def profiles_rename(self, name: str, new_name: str) -> R:
+        return self._op("profiles.rename", None, name=name, new_name=new_name)
+
+    def profiles_set_default(self, name: str | None) -> R:
+        return self.call("profiles.set_default", {"name": name})
+
+    # 6.4 session
+    def session_logon(
+        self,
+        profile: str | None = None,
+        flags: Flags = None,
+        *,
+        client: Mapping[str, Any] | None = None,
+        lease_s: float | None = None,
+    ) -> R:
+        if client is None:
+            client = {"name": "mapid.client", "pid": os.getpid()}
+        return self._op(
+            "session.logon", None, profile=profile, flags=flags, client=client, lease_s=lease_s
+        )
+
+    def session_logoff(self, token: bytes, flags: Flags = None) -> R:
+        return self._op("session.logoff", token, flags=flags)
+
+    def session_renew(self, token: bytes) -> R:
+        return self._op("session.renew", token)
+
+    def session_get_last_error(self, token: bytes) -> R:
+        return self._op("session.get_last_error", token)
+
+    def session_status_table(self, token: bytes, table: TableArgs | None = None) -> R:
+        return self._table("session.status_table", token, table)
+
+    def session_msg_stores_table(self, token: bytes, table: TableArgs | None = None) -> R:
+        return self._table("session.msg_stores_table", token, table)
+
+    def session_open_msg_store(self, token: bytes, entryid: bytes, flags: Flags = None) -> R:
+        return self._op("session.open_msg_store", token, entryid=entryid, flags=flags)
+
+    def session_open_address_book(self, token: bytes, flags: Flags = None) -> R:
+        return self._op("session.open_address_book", token, flags=flags)
+
+    def session_open_entry(self, token: bytes, entryid: bytes | None, flags: Flags = None) -> R:
+        args: dict[str, Any] = {"entryid": entryid}
+        if flags is not None:
+            args["flags"] = flags
+        return self.call("session.open_entry", args, token=token)
+
+    def session_compare_entryids(self, token: bytes, a: bytes, b: bytes) -> R:
+        return self._op("session.compare_entryids", token, a=a, b=b)
+
+    def session_query_identity(self, token: bytes) -> R:
+        return self._op("session.query_identity", token)
+
+    def session_set_default_store(self, token: bytes, flags: Flags, entryid: bytes | None) -> R:
+        return self.call(
+            "session.set_default_store", {"flags": flags, "entryid": entryid}, token=token
+        )
+
+    def session_open_profile_section(self, token: bytes, uid: bytes, flags: Flags = None) -> R:
+        return self._op("session.open_profile_section", token, uid=uid, flags=flags)
+
+    def session_enum_adr_types(self, token: bytes) -> R:
+        return self._op("session.enum_adr_types", token)
+
+    def session_advise(self, token: bytes, event_mask: Flags, entryid: bytes | None = None) -> R:
+        return self.call(
+            "session.advise", {"entryid": entryid, "event_mask": event_mask}, token=token
+        )
+
+    def session_unadvise(self, token: bytes, connection: int) -> R:
+        return self._op("session.unadvise", token, connection=connection)
+
+    # 6.3 services
+    def services_available(self) -> R:
+        return self._op("services.available")
+
+    def services_table(
+        self, token: bytes | None = None, *, profile: str | None = None, table: TableArgs | None = None
+    ) -> R:
+        return self._table("services.table", token, table, profile=profile)
+
+    def services_providers(
+        self,
+        token: bytes | None = None,
+        *,
+        profile: str | None = None,
+        service_uid: bytes | None = None,
+        table: TableArgs | None = None,
+    ) -> R:
+        return self._table(
+            "services.providers", token, table, profile=profile, service_uid=service_uid
+        )
+
+    # 6.5 objects
+    def object_get_props(self, token: bytes, handle: int, tags: Sequence[str] | None = None) -> R:
+        return self._op("object.get_props", token, handle=handle, tags=tags)
+
+    def object_set_props(self, token: bytes, handle: int, props: Mapping[str, Any]) -> R:
+        return self._op("object.set_props", token, handle=handle, props=props)
+
+    def object_delete_props(self, token: bytes, handle: int, tags: Sequence[str]) -> R:
+        return self._op("object.delete_props", token, handle=handle, tags=tags)
+
+    def object_save_changes(self, token: bytes, handle: int) -> R:
+        return self._op("object.save_changes", token, handle=handle)
+
+    def object_release(self, token: bytes, handle: int) -> R:
+        return self._op("object.release", token, handle=handle)
+
+    def container_hierarchy_table(
+        self, token: bytes, handle: int, table: TableArgs | None = None
+    ) -> R:
+        return self._table("container.hierarchy_table", token, table, handle=handle)
+
+    def container_contents_table(
+        self, token: bytes, handle: int, table: TableArgs | None = None
+    ) -> R:
+        return self._table("container.contents_table", token, table, handle=handle)
+
+    def container_open_entry(self, token: bytes, handle: int, entryid: bytes | None) -> R:
+        return self.call(
+            "container.open_entry", {"handle": handle, "entryid": entryid}, token=token
+        )
+
+    def ab_resolve_names(self, token: bytes, handle: int, names: Sequence[str]) -> R:
+        return self._op("ab.resolve_names", token, handle=handle, names=list(names))
+
+    # 6.6 status objects
+    def status_validate_state(self, token: bytes, handle: int, flags: Flags = 0) -> R:
+        return self.call("status.validate_state", {"handle": handle, "flags": flags}, token=token)
+
+    def status_flush_queues(self, token: bytes, handle: int, flags: Flags = 0) -> R:
+        return self.call("status.flush_queues", {"handle": handle, "flags": flags}, token=token)
+
+    def status_settings(
+        self, token: bytes, handle: int, config: Mapping[str, Any] | None = None
+    ) -> R:
+        return self._op("status.settings", token, handle=handle, config=config)
+
+    def status_change_password(self, token: bytes, handle: int, old: str, new: str) -> R:
+        return self._op("status.change_password", token, handle=handle, old=old, new=new)
+
+
+class Client(_Ops[Result]):
+    """A blocking client. Not thread-safe: use one per thread.
+
+    `timeout` bounds each call; within it the request is resent `retries` times with the
+    same id (the daemon answers a resend from its reply cache, never running it twice).
+    Private notifications that arrive meanwhile are kept for `recv_notification`.
+    """
+
+    def __init__(
+        self,
+        runtime: str | os.PathLike[str] | None = None,
+        *,
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 1,
+        curve: Mapping[str, bytes] | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint, self.info, self.runtime_dir = resolve_connection(runtime, endpoint)
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket[Any] = self._ctx.socket(zmq.DEALER)
+        _configure_socket(self._sock, curve)
+        self._sock.connect(self.endpoint)
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(4)
+        self.notifications: collections.deque[dict[str, Any]] = collections.deque()
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def call(
+        self,
+        op: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        token: bytes | None = None,
+        timeout: float | None = None,
+        deadline_ms: int | None = None,
+    ) -> Result:
+        req_id = self.new_id()
+        payload = envelope.request(req_id, op, args, token=token, deadline_ms=deadline_ms)
+        return self.send_payload(pack(payload), req_id, timeout=timeout, op=op)
+
+    def send_payload(
+        self, data: bytes, req_id: object, *, timeout: float | None = None, op: str = "?"
+    ) -> Result:
+        """Send raw payload bytes and wait for the reply with `req_id` (also for tests)."""
+        total = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + total
+        interval = total / (self.retries + 1)
+        frames = [b"", data]
+        self._sock.send_multipart(frames)
+        next_send = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now >= next_send:
+                self._sock.send_multipart(frames)
+                next_send = now + interval
+            wait_ms = max(1, int(1000 * (min(deadline, next_send) - now)))
+            if not self._sock.poll(wait_ms, zmq.POLLIN):
+                continue
+            reply = self._read_one()
+            if reply is not None and reply.get("id") == req_id:
+                return _reply_result(reply)
+        why = probe(self.endpoint, self.info)
+        if why is not None:
+            raise DaemonUnreachable(why)
+        raise RequestTimedOut(f"{op}: no reply within {total:g} s", op=op)
+
+    def _read_one(self) -> dict[str, Any] | None:
+        frames = self._sock.recv_multipart()
+        if len(frames) != 2 or frames[0] != b"":
+            return None
+        try:
+            payload = unpack(frames[1])
+        except CodecError:
+            return None
+        if not isinstance(payload, dict):
+            return None
+        if "notify" in payload and "id" not in payload:
+            self.notifications.append(payload["notify"])
+            return None
+        return payload
+
+    def recv_notification(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next private notification (PROTOCOL.md 7.4), or None after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.notifications:
+            wait = -1 if deadline is None else int(1000 * max(0.0, deadline - time.monotonic()))
+            if not self._sock.poll(wait, zmq.POLLIN):
+                return None
+            self._read_one()
+        return self.notifications.popleft()
+
+
+class AsyncClient(_Ops[Awaitable[Result]]):
+    """An asyncio client; calls may run concurrently on the one socket."""
+
+    def __init__(
+        self,
+        runtime: str | os.PathLike[str] | None = None,
+        *,
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 1,
+        curve: Mapping[str, bytes] | None = None,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        self.endpoint, self.info, self.runtime_dir = resolve_connection(runtime, endpoint)
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        _configure_socket(self._sock, curve)
+        self._sock.connect(self.endpoint)
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(4)
+        self._waiting: dict[object, asyncio.Future[dict[str, Any]]] = {}
+        self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._sock.close(linger=0)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _read_loop(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart()
+            if len(frames) != 2 or frames[0] != b"":
+                continue
+            try:
+                payload = unpack(frames[1])
+            except CodecError:
+                continue
+            if not isinstance(payload, dict):
+                continue
+            if "notify" in payload and "id" not in payload:
+                self.notifications.put_nowait(payload["notify"])
+                continue
+            fut = self._waiting.get(payload.get("id"))
+            if fut is not None and not fut.done():
+                fut.set_result(payload)
+
+    def call(
+        self,
+        op: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        token: bytes | None = None,
+        timeout: float | None = None,
+        deadline_ms: int | None = None,
+    ) -> Awaitable[Result]:
+        return self._call(op, args, token, timeout, deadline_ms)
+
+    async def _call(
+        self,
+        op: str,
+        args: Mapping[str, Any] | None,
+        token: bytes | None,
+        timeout: float | None,
+        deadline_ms: int | None,
+    ) -> Result:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        req_id = f"{self._prefix}-{next(self._ids)}"
+        frames = envelope.encode_request_frames(
+            envelope.request(req_id, op, args, token=token, deadline_ms=deadline_ms)
+        )
+        total = self.timeout if timeout is None else timeout
+        interval = total / (self.retries + 1)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = fut
+        try:
+            for _attempt in range(self.retries + 1):
+                await self._sock.send_multipart(frames)
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(fut), interval)
+                except TimeoutError:
+                    continue
+                return _reply_result(reply)
+        finally:
+            self._waiting.pop(req_id, None)
+        why = await asyncio.to_thread(probe, self.endpoint, self.info)
+        if why is not None:
+            raise DaemonUnreachable(why)
+        raise RequestTimedOut(f"{op}: no reply within {total:g} s", op=op)
+
+    async def recv_notification(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        try:
+            return await asyncio.wait_for(self.notifications.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DaemonUnreachable",
+    "ErrorCode",
+    "MapiError",
+    "RequestTimedOut",
+    "Result",
+]

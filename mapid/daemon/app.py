@@ -1,0 +1,293 @@
+"""The daemon: wires the sockets, sessions, publisher and configuration together and runs them.
+
+One asyncio loop owns all state (DESIGN.md 2). Start-up binds both sockets in the checked
+runtime directory, then writes the connection file; SIGTERM or SIGINT ends every session,
+removes the connection file and returns, well within five seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+import mapid
+from mapid import envelope, paths
+from mapid.codec import MAX_PAYLOAD
+from mapid.daemon import default_profile, ops, runtime_dir
+from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
+from mapid.daemon.profiles import Profile, diff, read_profiles
+from mapid.daemon.publisher import Publisher
+from mapid.daemon.registry import REGISTRY
+from mapid.daemon.server import RequestServer
+from mapid.daemon.service_registry import ServiceRegistry
+from mapid.daemon.session import SessionEnv
+from mapid.daemon.session_manager import SessionManager
+from mapid.daemon.snapshot import SnapshotStore
+from mapid.constants import LogonFlags
+from mapid.errors import MapiError
+from mapid.paths import ConnectionInfo
+
+log = logging.getLogger("mapid.daemon")
+
+STOP_BUDGET = 3.5
+"""Seconds shutdown may spend logging sessions off; the rest of the 5 s is for the sockets."""
+MAX_IPC_PATH = 107
+
+assert ops  # importing the package registers every op
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and how to fix it."""
+
+
+class Daemon:
+    version = mapid.__version__
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.epoch = secrets.token_hex(8)
+        self.started = datetime.now(UTC)
+        self.config_gen = 0
+        self.last_reload: dict[str, Any] | None = None
+        self.reloads = 0
+        self.config_problems: list[ConfigProblem] = []
+        self.registry = ServiceRegistry()
+        self.profiles: dict[str, Profile] = {}
+        self.publisher = Publisher(None, self.epoch)
+        self.publisher.heartbeat_fields = lambda: {
+            "sessions": len(self.sessions.public_sessions()),
+            "config_gen": self.config_gen,
+        }
+        env = SessionEnv(
+            publish=self.publisher.publish,
+            forget_topics=self.publisher.forget_topics,
+            send_notification=self._send_notification,
+            registry=self.registry,
+            config_dir=config.config_dir,
+            provider_timeout=config.provider_timeout,
+            max_handles=config.max_handles,
+        )
+        self.sessions = SessionManager(
+            env,
+            profiles=lambda: self.profiles,
+            default_profile=lambda: self.config.default_profile,
+            lease_s=lambda: self.config.lease_s,
+        )
+        self.server = RequestServer(
+            None,
+            self.sessions,
+            self,
+            epoch=self.epoch,
+            max_in_flight=lambda: self.config.max_in_flight,
+        )
+        self.snapshots = SnapshotStore(
+            self.publisher, self.sessions.public_sessions, self.config_info
+        )
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._ctx: zmq.asyncio.Context | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.connection: ConnectionInfo | None = None
+
+    # -- configuration -------------------------------------------------------------------
+    def load_initial_config(self) -> None:
+        if default_profile.needs_default(self.config.config_dir):
+            path = default_profile.write_default(self.config.config_dir)
+            log.info("no configuration: wrote the embedded default profile %s", path)
+        self.config, problems = load_daemon_config(self.config)
+        profiles, profile_problems = read_profiles(self.config.profiles_dir)
+        self.profiles = profiles
+        self.config_problems = problems + profile_problems
+        self.config_gen = 1
+        for problem in self.config_problems:
+            log.error("configuration: %s", problem)
+        self.last_reload = self._report([], [], [], self.config_problems, ok=not problems)
+
+    def config_info(self) -> dict[str, Any]:
+        return {"gen": self.config_gen, "last_reload": self.last_reload}
+
+    def capabilities(self) -> list[str]:
+        return ["snapshot.cursor", "logon.lease", *REGISTRY.names()]
+
+    def _report(
+        self,
+        added: list[str],
+        removed: list[str],
+        changed: list[str],
+        problems: list[ConfigProblem],
+        *,
+        ok: bool | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "gen": self.config_gen,
+            "ok": not problems if ok is None else ok,
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "errors": [p.to_wire() for p in problems],
+            "ts": datetime.now(UTC),
+        }
+
+    async def reload(self, *, check: bool = False, trigger: str = "request") -> dict[str, Any]:
+        """Re-read every file; a broken file keeps its last good version (DESIGN.md 8)."""
+        async with self._reload_lock:
+            config, problems = load_daemon_config(self.config)
+            fresh, profile_problems = await asyncio.to_thread(
+                read_profiles, self.config.profiles_dir
+            )
+            problems += profile_problems
+            broken = {Path(p.file).stem for p in profile_problems}
+            for name in broken:
+                if name in self.profiles and name not in fresh:
+                    fresh[name] = self.profiles[name]  # keep the last good version
+            added, removed, changed = diff(self.profiles, fresh)
+            if check:
+                return self._report(added, removed, changed, problems)
+            self.config = config
+            self.profiles = fresh
+            self.config_gen += 1
+            self.reloads += 1
+            self.config_problems = problems
+            report = self._report(added, removed, changed, problems)
+            self.last_reload = report
+            kind = "reloaded" if report["ok"] else "reload_failed"
+            self.publisher.publish(envelope.TOPIC_DAEMON, kind, trigger=trigger, **report)
+            log.info(
+                "reload %d (%s): added %s removed %s changed %s errors %d",
+                self.config_gen,
+                trigger,
+                added,
+                removed,
+                changed,
+                len(problems),
+            )
+            return report
+
+    # -- sockets -------------------------------------------------------------------------
+    def _send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
+        self.server.send_notification(identity, payload)
+
+    def _bind(self) -> None:
+        rdir = self.config.runtime_dir
+        try:
+            runtime_dir.prepare(rdir, self.config.system)
+        except runtime_dir.RuntimeDirError as exc:
+            raise StartupError(str(exc)) from exc
+        other = runtime_dir.live_daemon_pid(rdir)
+        if other is not None:
+            raise StartupError(
+                f"another mapid daemon (pid {other}) already runs on {rdir}; stop it first, "
+                "or set MAPID_RUNTIME_DIR to run one more"
+            )
+        request_path = rdir / paths.REQUEST_SOCKET
+        events_path = rdir / paths.EVENTS_SOCKET
+        for path in (request_path, events_path):
+            if len(str(path)) > MAX_IPC_PATH:
+                raise StartupError(
+                    f"socket path {path} is longer than {MAX_IPC_PATH} bytes, the limit of "
+                    "Unix sockets; use a shorter MAPID_RUNTIME_DIR"
+                )
+            path.unlink(missing_ok=True)  # a stale socket of a daemon that died
+        self._ctx = zmq.asyncio.Context()
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD)
+        router.setsockopt(zmq.SNDHWM, 10_000)
+        router.setsockopt(zmq.RCVHWM, 10_000)
+        xpub = self._ctx.socket(zmq.XPUB)
+        xpub.setsockopt(zmq.LINGER, 200)
+        xpub.setsockopt(zmq.SNDHWM, self.config.events_hwm)
+        xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        xpub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+        request_ep = f"ipc://{request_path}"
+        events_ep = f"ipc://{events_path}"
+        router.bind(request_ep)
+        xpub.bind(events_ep)
+        for path in (request_path, events_path):
+            os.chmod(path, 0o660 if self.config.system else 0o600)
+        self.server.sock = router
+        self.publisher.sock = xpub
+        self.connection = ConnectionInfo(
+            protocol=envelope.PROTOCOL_VERSION,
+            version=self.version,
+            pid=os.getpid(),
+            epoch=self.epoch,
+            request=request_ep,
+            events=events_ep,
+        )
+        runtime_dir.write_connection_file(rdir, self.connection)
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._bind()
+        self.publisher.publish(envelope.TOPIC_DAEMON, "started", version=self.version, pid=os.getpid())
+        for runner in (self.server.run(), self.publisher.run(), self.sessions.run_leases()):
+            self._tasks.append(loop.create_task(runner))
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        await self._autologon()
+        log.info(
+            "mapid %s ready on %s (pid %d, epoch %s)",
+            self.version,
+            self.config.runtime_dir,
+            os.getpid(),
+            self.epoch,
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(trigger="sighup"))
+        self._tasks.append(task)
+
+    async def _autologon(self) -> None:
+        chosen = [p for p in self.profiles.values() if p.autologon]
+        if not chosen:
+            return
+        flags = LogonFlags.MAPI_NEW_SESSION | LogonFlags.MAPI_ALLOW_OTHERS
+        try:
+            session, _member = await self.sessions.logon(
+                chosen[0].name, flags, {"name": "mapid (autologon)", "pid": os.getpid()}, None, 0
+            )
+            log.info("autologon: profile %s is session %s", chosen[0].name, session.id)
+        except MapiError as exc:
+            log.error("autologon of profile %s failed: %s", chosen[0].name, exc)
+
+    async def _shutdown(self) -> None:
+        log.info("stopping")
+        self.publisher.publish(envelope.TOPIC_DAEMON, "stopping")
+        try:
+            await asyncio.wait_for(self.sessions.end_all(), STOP_BUDGET)
+        except TimeoutError:
+            log.warning("sessions did not all log off within %.1f s", STOP_BUDGET)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self.server.tasks):
+            task.cancel()
+        runtime_dir.remove_connection_file(self.config.runtime_dir, os.getpid())
+        if self.server.sock is not None:
+            self.server.sock.close(linger=0)
+        if self.publisher.sock is not None:
+            self.publisher.sock.close(linger=200)
+        for name in (paths.REQUEST_SOCKET, paths.EVENTS_SOCKET):
+            (self.config.runtime_dir / name).unlink(missing_ok=True)
+        if self._ctx is not None:
+            self._ctx.term()
+        log.info("stopped")

@@ -1,0 +1,151 @@
+"""The daemon's own configuration, `mapid.toml` (DESIGN.md 3).
+
+Every key has a default, so a missing file is a valid configuration. A broken file is
+reported with its line and the defaults (or, on reload, the last good values) stay in force.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mapid import paths
+
+CONFIG_FILE = "mapid.toml"
+PROFILES_DIR = "profiles"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """A problem in one configuration file, for reload reports and `mapid check-config`."""
+
+    file: str
+    message: str
+    line: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"file": self.file, "message": self.message}
+        if self.line is not None:
+            data["line"] = self.line
+        return data
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    config_dir: Path
+    state_dir: Path
+    runtime_dir: Path
+    system: bool = False
+    default_profile: str | None = None
+    lease_s: float = 60.0
+    events_hwm: int = 10_000
+    log_level: str = "info"
+    max_in_flight: int = 64
+    """Requests one client may have running at once; more get MAPI_E_BUSY."""
+    max_handles: int = 10_000
+    provider_timeout: float = 30.0
+    """How long one provider may take to log on or off before it counts as failed."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / CONFIG_FILE
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.config_dir / PROFILES_DIR
+
+    @classmethod
+    def defaults(cls, system: bool = False) -> DaemonConfig:
+        return cls(
+            config_dir=paths.config_dir(system),
+            state_dir=paths.state_dir(system),
+            runtime_dir=paths.runtime_dir(system),
+            system=system,
+        )
+
+
+_LINE_RE = re.compile(r"at line (\d+)")
+
+
+def toml_problem(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigProblem:
+    """A TOML syntax error with the line tomllib names."""
+    match = _LINE_RE.search(str(exc))
+    line = int(match.group(1)) if match else None
+    return ConfigProblem(str(file), f"not valid TOML: {exc}", line)
+
+
+def find_line(text: str, key: str) -> int | None:
+    """The line where `key` is assigned, to point a problem at it."""
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _number(
+    data: dict[str, Any], key: str, kind: type, low: float, problems: list[str]
+) -> Any | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        problems.append(f"{key} must be a number >= {low:g}")
+        return None
+    if kind is int and not isinstance(value, int):
+        problems.append(f"{key} must be a whole number")
+        return None
+    return kind(value)
+
+
+def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigProblem]]:
+    """Read `mapid.toml` over `base`; problems leave the base values in force."""
+    file = base.config_file
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return base, []
+    except OSError as exc:
+        return base, [ConfigProblem(str(file), f"cannot read: {exc.strerror}")]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return base, [toml_problem(file, exc)]
+    messages: list[str] = []
+    changes: dict[str, Any] = {}
+    if "default_profile" in data:
+        value = data["default_profile"]
+        if isinstance(value, str) and value:
+            changes["default_profile"] = value
+        else:
+            messages.append("default_profile must be a profile name")
+    for key, kind, low in (
+        ("lease_s", float, 0),
+        ("events_hwm", int, 1),
+        ("max_in_flight", int, 1),
+        ("max_handles", int, 1),
+        ("provider_timeout", float, 0.1),
+    ):
+        value = _number(data, key, kind, low, messages)
+        if value is not None:
+            changes[key] = value
+    if "log_level" in data:
+        level = data["log_level"]
+        if isinstance(level, str) and level.lower() in LOG_LEVELS:
+            changes["log_level"] = level.lower()
+        else:
+            messages.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    known = {"default_profile", "log_level", "lease_s", "events_hwm", "max_in_flight"}
+    known |= {"max_handles", "provider_timeout"}
+    extra = {k: v for k, v in data.items() if k not in known}
+    problems = [
+        ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages
+    ]
+    return replace(base, extra=extra, **changes), problems

@@ -1,0 +1,436 @@
+"""Provider logon and logoff for one session, with MAPI's rules (DESIGN.md 4).
+
+Address books log on first, then stores, then (while a member is mail-enabled) transports.
+A provider that answers MAPI_E_UNCONFIGURED gets its service configured once and one retry;
+MAPI_E_FAILONEPROVIDER disables only that provider; any other failure, a time-out or an
+exception disables its whole service for the session. Nothing a provider does can take the
+daemon down: its status row says what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mapid import entryid
+from mapid.constants import (
+    NotificationEvent,
+    ResourceFlags,
+    ResourceMethods,
+    ResourceType,
+    StatusCode,
+)
+from mapid.daemon.profiles import ServiceSection
+from mapid.daemon.service_registry import ServiceUnavailable
+from mapid.daemon.session import Session
+from mapid.daemon.status_table import RowKey
+from mapid.errors import ErrorCode, MapiError
+from mapid.providers.base import (
+    MessageService,
+    Provider,
+)
+
+log = logging.getLogger("mapid.logon")
+T = TypeVar("T")
+
+MAPID_DLL = "mapid"
+_STATUS_MARK = b"mapid-status\0"
+
+
+class SlotState(enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    FAILED = "failed"
+    """This provider failed alone (MAPI_E_FAILONEPROVIDER)."""
+    DISABLED = "disabled"
+    """Its service was disabled for the session."""
+    LOGGED_OFF = "logged_off"
+
+
+def _phase(cls: type[Provider]) -> int:
+    kind = getattr(cls, "resource_type", None)
+    if kind == ResourceType.MAPI_AB_PROVIDER:
+        return 0
+    if kind == ResourceType.MAPI_TRANSPORT_PROVIDER:
+        return 2
+    return 1
+
+
+@dataclass
+class ServiceInstance:
+    """One `[services.<key>]` of the session's profile, loaded (or not) in this session."""
+
+    section: ServiceSection
+    cls: type[MessageService] | None
+    config: dict[str, Any]
+    slots: list[ProviderSlot] = field(default_factory=list)
+    disabled: str | None = None
+    row: RowKey | None = None
+
+
+@dataclass
+class ProviderSlot:
+    """One provider of one service in one session."""
+
+    service: ServiceInstance
+    cls: type[Provider]
+    provider_uid: bytes
+    provider: Provider | None = None
+    row: RowKey | None = None
+    state: SlotState = SlotState.PENDING
+    uids: list[bytes] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def key(self) -> str:
+        """Owner key of this provider's handles."""
+        return f"{self.service.section.key}/{self.cls.name}"
+
+    @property
+    def resource_type(self) -> ResourceType:
+        return self.cls.resource_type
+
+    @property
+    def is_transport(self) -> bool:
+        return self.resource_type == ResourceType.MAPI_TRANSPORT_PROVIDER
+
+
+class Support:
+    """The support object a provider gets (MAPI's IMAPISupport); see providers.base."""
+
+    def __init__(self, session: Session, slot: ProviderSlot) -> None:
+        self._session = session
+        self._slot = slot
+        self.profile_name = session.profile.name
+        self.service_key = slot.service.section.key
+        self.service_uid = slot.service.section.uid
+        self.provider_uid = slot.provider_uid
+        self.logger = logging.getLogger(f"mapid.provider.{slot.service.section.service}")
+
+    def config(self) -> Mapping[str, Any]:
+        return self._slot.service.config
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else self._session.env.config_dir / path
+
+    def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
+        row = self._slot.row
+        if row is None or self._session.state.value == "closed":
+            return
+        if not update:
+            # A provider replaces its own columns, never the ones MAPI keeps for it.
+            keep = base_row(self._slot)
+            keep.update(props)
+            props = keep
+        self._session.table.modify(row, props, update=update)
+
+    def set_provider_uid(self, uid: bytes) -> None:
+        if len(uid) != 16:
+            raise ValueError("a MAPIUID is 16 bytes")
+        self._slot.uids.append(uid)
+        self._session.routes[uid] = self._slot
+
+    def notify(
+        self, event: NotificationEvent, *, entryid: bytes | None = None, **fields: Any
+    ) -> int:
+        reached = 0
+        for advise in list(self._session.advises.values()):
+            if advise.slot is not self._slot or not advise.mask & event:
+                continue
+            if entryid is not None and advise.entryid is not None:
+                provider = self._slot.provider
+                same = provider.compare_entryids(advise.entryid, entryid) if provider else False
+                if not same and advise.entryid != fields.get("parent_entryid"):
+                    if not _is_store_advise(advise.entryid, self._slot):
+                        continue
+            if entryid is not None:
+                fields.setdefault("entryid", entryid)
+            reached += self._session.notify_advise(advise, event, **fields)
+        return reached
+
+    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+
+def _is_store_advise(advise_entryid: bytes, slot: ProviderSlot) -> bool:
+    """An advise on a provider's top object (its store) hears about everything in it."""
+    provider = slot.provider
+    store_entryid = getattr(provider, "store_entryid", None)
+    if callable(store_entryid):
+        try:
+            return bool(advise_entryid == store_entryid())
+        except Exception:
+            return False
+    return False
+
+
+def status_entryid(uid: bytes, rowid: int) -> bytes:
+    return entryid.make(uid, _STATUS_MARK + struct.pack(">I", rowid))
+
+
+def base_row(slot: ProviderSlot) -> dict[str, Any]:
+    """The columns MAPI supplies for a provider's row (the provider cannot change these)."""
+    provider = slot.provider
+    name = provider.display_name() if provider else slot.service.section.key
+    flags = int(slot.cls.resource_flags)
+    row_flags = getattr(provider, "row_flags", None)
+    if callable(row_flags):
+        try:
+            flags |= int(row_flags())
+        except Exception:
+            log.exception("row_flags of %s failed", slot.key)
+    return {
+        "PR_DISPLAY_NAME": name,
+        "PR_PROVIDER_DISPLAY": slot.cls.display,
+        "PR_PROVIDER_DLL_NAME": slot.service.section.service,
+        "PR_RESOURCE_TYPE": int(slot.cls.resource_type),
+        "PR_RESOURCE_FLAGS": flags,
+        "PR_RESOURCE_METHODS": int(slot.cls.resource_methods),
+    }
+
+
+class ProviderHost:
+    """Loads a session's services and logs their providers on and off."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.env = session.env
+
+    # -- building ------------------------------------------------------------------------
+    def load_services(self) -> None:
+        """Resolve each section's service; an unavailable one gets its one failure row."""
+        session = self.session
+        for section in session.profile.services:
+            try:
+                cls: type[MessageService] | None = self.env.registry.get(section.service)
+            except ServiceUnavailable as exc:
+                cls = None
+                reason = str(exc)
+            instance = ServiceInstance(section, cls, dict(section.config))
+            session.services.append(instance)
+            if cls is None:
+                instance.disabled = reason
+                instance.row = self._add_row(
+                    entryid.MAPID_UID,
+                    {
+                        "PR_DISPLAY_NAME": section.config.get("display_name", section.key),
+                        "PR_PROVIDER_DISPLAY": section.service,
+                        "PR_PROVIDER_DLL_NAME": section.service,
+                        "PR_RESOURCE_TYPE": int(ResourceType.MAPI_PROFILE_PROVIDER),
+                        "PR_RESOURCE_FLAGS": 0,
+                        "PR_RESOURCE_METHODS": 0,
+                        "PR_STATUS_CODE": int(StatusCode.STATUS_FAILURE),
+                        "PR_STATUS_STRING": reason,
+                    },
+                )
+                continue
+            for provider_cls in cls.providers:
+                uid = entryid.uid_from_name(
+                    "provider", session.profile.name, section.key, provider_cls.name
+                )
+                instance.slots.append(ProviderSlot(instance, provider_cls, uid))
+
+    def _add_row(self, uid: bytes, props: Mapping[str, Any]) -> RowKey:
+        session = self.session
+        made: list[bytes] = []
+
+        def entryid_for(rowid: int) -> bytes:
+            made.append(status_entryid(uid, rowid))
+            return made[-1]
+
+        key = session.table.add(entryid_for, props)
+        session.status_objects[made[0]] = key
+        return key
+
+    def _slots(self, *, transports: bool) -> list[ProviderSlot]:
+        slots = [s for inst in self.session.services for s in inst.slots]
+        slots.sort(key=lambda s: _phase(s.cls))  # stable: profile order within a phase
+        return [s for s in slots if s.is_transport == transports]
+
+    # -- logon ---------------------------------------------------------------------------
+    async def log_on_all(self, *, mail: bool) -> None:
+        for slot in self._slots(transports=False):
+            await self._log_on_slot(slot)
+        if mail:
+            await self.log_on_transports()
+        self.apply_profile_rules()
+
+    async def log_on_transports(self) -> None:
+        self.session.transports_on = True
+        for slot in self._slots(transports=True):
+            slot.state = SlotState.PENDING
+            await self._log_on_slot(slot)
+
+    async def _log_on_slot(self, slot: ProviderSlot) -> None:
+        service = slot.service
+        if service.disabled is not None:
+            if slot.row is None:
+                slot.state = SlotState.DISABLED
+                slot.row = self._add_row(slot.provider_uid, self._failure_row(slot, service.disabled))
+            return
+        provider = slot.cls(Support(self.session, slot))  # type: ignore[arg-type]
+        slot.provider = provider
+        slot.row = self._add_row(slot.provider_uid, {**base_row(slot), "PR_STATUS_CODE": 0})
+        self.session.routes[slot.provider_uid] = slot
+        try:
+            await self._attempt(slot, provider)
+        except MapiError as exc:
+            if exc.code == ErrorCode.MAPI_E_UNCONFIGURED and service.cls is not None:
+                try:
+                    new_config = await self._bounded(service.cls.configure(service.config))
+                    if new_config is not None:
+                        service.config = dict(new_config)
+                    await self._attempt(slot, provider)
+                except Exception as retry_exc:  # the one retry failed: disable the service
+                    await self.disable_service(service, _reason(retry_exc, "after configure"))
+                    return
+            elif exc.code == ErrorCode.MAPI_E_FAILONEPROVIDER:
+                await self._fail_slot(slot, _reason(exc), SlotState.FAILED)
+                return
+            else:
+                await self.disable_service(service, _reason(exc))
+                return
+        except Exception as exc:
+            if not isinstance(exc, TimeoutError):
+                log.exception("provider %s of profile %s failed", slot.key, self.session.profile.name)
+            await self.disable_service(service, _reason(exc))
+            return
+        slot.state = SlotState.ACTIVE
+        row = base_row(slot)
+        row.update(provider.status_props())
+        self.session.table.modify(slot.row, row)
+
+    async def _attempt(self, slot: ProviderSlot, provider: Provider) -> None:
+        await self._bounded(provider.logon())
+
+    async def _bounded(self, aw: Awaitable[T]) -> T:
+        return await asyncio.wait_for(aw, self.env.provider_timeout)
+
+    def _failure_row(self, slot: ProviderSlot, reason: str) -> dict[str, Any]:
+        row = base_row(slot)
+        row["PR_RESOURCE_METHODS"] = 0
+        row["PR_STATUS_CODE"] = int(StatusCode.STATUS_FAILURE)
+        row["PR_STATUS_STRING"] = reason
+        return row
+
+    async def _fail_slot(self, slot: ProviderSlot, reason: str, state: SlotState) -> None:
+        if slot.state == SlotState.ACTIVE:
+            await self._log_off_provider(slot)
+        self._unroute(slot)
+        slot.state = state
+        slot.reason = reason
+        log.warning("profile %s: %s: %s", self.session.profile.name, slot.key, reason)
+        if slot.row is not None:
+            self.session.table.modify(slot.row, self._failure_row(slot, reason), update=False)
+
+    async def disable_service(self, service: ServiceInstance, reason: str) -> None:
+        """Any failure but FAILONEPROVIDER: every provider of the service stops for the session."""
+        service.disabled = reason
+        for slot in service.slots:
+            if slot.row is None:
+                continue  # not reached yet: it gets its failure row when its turn comes
+            await self._fail_slot(slot, f"service disabled: {reason}", SlotState.DISABLED)
+
+    def _unroute(self, slot: ProviderSlot) -> None:
+        routes = self.session.routes
+        for uid in [u for u, s in routes.items() if s is slot]:
+            del routes[uid]
+        slot.uids.clear()
+        for connection in [c for c, a in self.session.advises.items() if a.slot is slot]:
+            del self.session.advises[connection]
+
+    # -- profile-wide rules --------------------------------------------------------------
+    def apply_profile_rules(self) -> None:
+        """One primary identity and one default store per session (mapi-digest 6 and 7.5)."""
+        table = self.session.table
+        identity_seen = False
+        default_seen = False
+        stores: list[RowKey] = []
+        for instance in self.session.services:
+            for slot in instance.slots:
+                row = table.get(slot.row) if slot.row is not None else None
+                if row is None or slot.state != SlotState.ACTIVE:
+                    continue
+                flags = int(row.get("PR_RESOURCE_FLAGS", 0))
+                new = flags
+                if flags & ResourceFlags.STATUS_PRIMARY_IDENTITY:
+                    if identity_seen:
+                        new &= ~ResourceFlags.STATUS_PRIMARY_IDENTITY
+                    identity_seen = True
+                if slot.resource_type == ResourceType.MAPI_STORE_PROVIDER:
+                    stores.append(slot.row)  # type: ignore[arg-type]
+                    if flags & ResourceFlags.STATUS_DEFAULT_STORE:
+                        if default_seen:
+                            new &= ~ResourceFlags.STATUS_DEFAULT_STORE
+                        default_seen = True
+                if new != flags:
+                    table.modify(slot.row, {"PR_RESOURCE_FLAGS": new})  # type: ignore[arg-type]
+        if not default_seen:
+            for key in stores:
+                row = table.get(key) or {}
+                flags = int(row.get("PR_RESOURCE_FLAGS", 0))
+                if not flags & ResourceFlags.STATUS_NO_DEFAULT_STORE:
+                    table.modify(key, {"PR_RESOURCE_FLAGS": flags | ResourceFlags.STATUS_DEFAULT_STORE})
+                    break
+
+    # -- logoff --------------------------------------------------------------------------
+    async def _log_off_provider(self, slot: ProviderSlot) -> None:
+        provider = slot.provider
+        if provider is None:
+            return
+        for entry in self.session.handles.drop_owner(slot.key):
+            try:
+                await self._bounded(entry.obj.release())
+            except Exception:
+                log.exception("release of an object of %s failed", slot.key)
+        try:
+            await self._bounded(provider.logoff())
+        except Exception:
+            log.exception("logoff of provider %s failed", slot.key)
+        slot.state = SlotState.LOGGED_OFF
+
+    async def log_off_slot(self, slot: ProviderSlot) -> None:
+        """Log one provider off and remove its row (TABLE_ROW_DELETED)."""
+        if slot.state == SlotState.ACTIVE:
+            await self._log_off_provider(slot)
+        self._unroute(slot)
+        if slot.row is not None:
+            self.session.table.delete(slot.row)
+            self.session.status_objects = {
+                e: k for e, k in self.session.status_objects.items() if k != slot.row
+            }
+            slot.row = None
+        slot.state = SlotState.PENDING if slot.is_transport else SlotState.LOGGED_OFF
+
+    async def log_off_transports(self) -> None:
+        self.session.transports_on = False
+        for slot in reversed(self._slots(transports=True)):
+            await self.log_off_slot(slot)
+
+    async def log_off_all(self) -> None:
+        """Reverse order of logon; every provider's row goes as it logs off."""
+        order = self._slots(transports=False) + self._slots(transports=True)
+        for slot in reversed(order):
+            await self.log_off_slot(slot)
+        for instance in self.session.services:
+            if instance.row is not None:
+                self.session.table.delete(instance.row)
+                instance.row = None
+
+
+def _reason(exc: BaseException, context: str = "") -> str:
+    if isinstance(exc, MapiError):
+        text = f"{exc.code.name}: {exc.message}"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return f"{text} ({context})" if context else text

@@ -1,0 +1,108 @@
+"""The `mapid` command: `mapid run` starts the daemon, `mapid check-config` checks files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import mapid
+from mapid.daemon.app import Daemon, StartupError
+from mapid.daemon.config import LOG_LEVELS, DaemonConfig, load_daemon_config
+from mapid.daemon.profiles import read_profiles
+
+app = typer.Typer(
+    help="The mapid daemon: MAPI sessions as a Linux service. Control it with `mapictl`.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+class _LineFormatter(logging.Formatter):
+    """One event a line, as journald wants it: no multi-line tracebacks in the stream."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\n", " | ")
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@app.command()
+def run(
+    system: Annotated[
+        bool, typer.Option("--system", help="Run as the machine's daemon (/run/mapid, /etc/mapid).")
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help=f"One of {', '.join(LOG_LEVELS)}; overrides log_level."),
+    ] = None,
+) -> None:
+    """Start the daemon in the foreground (systemd runs it this way).
+
+    With no configuration at all it writes the embedded default profile (a Maildir and a
+    vCard folder under $XDG_DATA_HOME/mapid/) and logs it on. SIGTERM or SIGINT stop it
+    cleanly, SIGHUP re-reads the configuration.
+    """
+    if log_level is not None and log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    _setup_logging(log_level or "info")
+    daemon = Daemon(DaemonConfig.defaults(system))
+    daemon.load_initial_config()
+    _setup_logging(log_level or daemon.config.log_level)
+    try:
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        logging.getLogger("mapid.daemon").error("cannot start: %s", exc)
+        raise typer.Exit(1) from None
+
+
+@app.command("check-config")
+def check_config(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A configuration directory (default: the daemon's)."),
+    ] = None,
+    system: Annotated[bool, typer.Option("--system", help="Check /etc/mapid.")] = False,
+) -> None:
+    """Check mapid.toml and every profile without starting anything (like `nginx -t`).
+
+    Prints each problem as FILE:LINE: MESSAGE and exits 1 when there is any.
+    """
+    base = DaemonConfig.defaults(system)
+    if path is not None:
+        base = replace(base, config_dir=path)
+    config, problems = load_daemon_config(base)
+    profiles, profile_problems = read_profiles(config.profiles_dir)
+    problems += profile_problems
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    typer.echo(
+        f"{config.config_dir}: {len(profiles)} profile(s) loaded, {len(problems)} problem(s)"
+    )
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(mapid.__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""The request socket: receive, check, dispatch, reply (PROTOCOL.md 2, 3 and 4).
+
+One ROUTER socket; each request runs as its own task (ops that never wait run inline), a
+client may have `max_in_flight` of them running, and every answer is kept for 60 seconds per
+client identity and request id, so a resend is answered from the cache instead of running
+twice. Nothing a client sends can stop the loop: every failure becomes an error reply or, when
+no id can be read, a counted drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from mapid import envelope
+from mapid.codec import MAX_PAYLOAD, CodecError, pack, salvage_id, unpack, valid_id
+from mapid.daemon.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
+from mapid.daemon.session_manager import SessionManager
+from mapid.daemon.table_query import TableQuery
+from mapid.envelope import PROTOCOL_VERSION
+from mapid.errors import ErrorCode, MapiError
+
+log = logging.getLogger("mapid.server")
+
+REPLY_CACHE_TTL = 60.0
+REPLY_CACHE_MAX = 200_000
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    malformed: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _Pending:
+    """A request still running; duplicates that arrive meanwhile wait for its reply."""
+
+    duplicates: int = 0
+
+
+@dataclass
+class ReplyCache:
+    """Replies by (client identity, request id), kept `ttl` seconds after they were sent."""
+
+    ttl: float = REPLY_CACHE_TTL
+    limit: int = REPLY_CACHE_MAX
+    entries: OrderedDict[tuple[bytes, object], tuple[float, bytes | _Pending]] = field(
+        default_factory=OrderedDict
+    )
+
+    def _purge(self, now: float) -> None:
+        entries = self.entries
+        while entries:
+            key, (expires, value) = next(iter(entries.items()))
+            if expires > now and len(entries) <= self.limit:
+                break
+            entries.popitem(last=False)
+
+    def get(self, key: tuple[bytes, object]) -> bytes | _Pending | None:
+        self._purge(time.monotonic())
+        found = self.entries.get(key)
+        return None if found is None else found[1]
+
+    def start(self, key: tuple[bytes, object]) -> None:
+        self.entries[key] = (time.monotonic() + self.ttl, _Pending())
+
+    def finish(self, key: tuple[bytes, object], reply: bytes) -> int:
+        """Store the reply; return how many duplicates were waiting for it."""
+        found = self.entries.pop(key, None)
+        self.entries[key] = (time.monotonic() + self.ttl, reply)
+        if found is not None and isinstance(found[1], _Pending):
+            return found[1].duplicates
+        return 0
+
+    def forget(self, key: tuple[bytes, object]) -> None:
+        self.entries.pop(key, None)
+
+
+def _id_key(req_id: object) -> object:
+    return (type(req_id).__name__, req_id)
+
+
+class RequestServer:
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket | None,
+        sessions: SessionManager,
+        daemon: Any,
+        *,
+        epoch: str,
+        max_in_flight: Callable[[], int],
+        registry: OpRegistry = REGISTRY,
+    ) -> None:
+        self.sock = sock
+        self.sessions = sessions
+        self.daemon = daemon
+        self.epoch = epoch
+        self.registry = registry
+        self.max_in_flight = max_in_flight
+        self.stats = Stats()
+        self.cache = ReplyCache()
+        self.in_flight: dict[bytes, int] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- sending -------------------------------------------------------------------------
+    def _send(self, identity: bytes, data: bytes) -> None:
+        if self.sock is None:
+            return
+        try:
+            fut = self.sock.send_multipart([identity, b"", data], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("reply to a client not sent: %s", exc)
+            return
+        if isinstance(fut, asyncio.Future):
+            fut.add_done_callback(_consume)
+
+    def send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
+        self._send(identity, pack(payload))
+
+    def _error(self, req_id: object, error: MapiError) -> bytes:
+        self.stats.errors += 1
+        return pack(envelope.error_reply(req_id, self.epoch, error))
+
+    # -- receiving -----------------------------------------------------------------------
+    async def run(self) -> None:
+        assert self.sock is not None
+        while True:
+            frames = await self.sock.recv_multipart()
+            self.handle_frames(frames)
+
+    def handle_frames(self, frames: list[bytes]) -> None:
+        self.stats.requests += 1
+        if len(frames) != 3 or frames[1] != b"":
+            self.stats.malformed += 1
+            return
+        identity, data = frames[0], frames[2]
+        try:
+            payload = unpack(data)
+        except CodecError as exc:
+            req_id = salvage_id(data)
+            if req_id is None:
+                self.stats.malformed += 1
+            else:
+                error = MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, f"malformed payload: {exc}")
+                self._send(identity, self._error(req_id, error))
+            return
+        if not isinstance(payload, dict) or not valid_id(payload.get("id")):
+            self.stats.malformed += 1
+            return
+        req_id = payload["id"]
+        key = (identity, _id_key(req_id))
+        cached = self.cache.get(key)
+        if isinstance(cached, bytes):
+            self._send(identity, cached)
+            return
+        if isinstance(cached, _Pending):
+            cached.duplicates += 1
+            return
+        if self.in_flight.get(identity, 0) >= self.max_in_flight():
+            error = MapiError(
+                ErrorCode.MAPI_E_BUSY,
+                f"more than {self.max_in_flight()} requests in flight from this client",
+            )
+            self._send(identity, self._error(req_id, error))
+            return
+        try:
+            spec, ctx, args = self._check(identity, req_id, payload)
+        except MapiError as exc:
+            self._finish(key, identity, self._error(req_id, exc), counted=False)
+            return
+        self.cache.start(key)
+        self.in_flight[identity] = self.in_flight.get(identity, 0) + 1
+        if not spec.is_async and not spec.token:
+            self._finish(key, identity, self._run_inline(spec, ctx, args))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run(key, spec, ctx, args, payload.get("deadline_ms"))
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _check(
+        self, identity: bytes, req_id: object, payload: dict[str, Any]
+    ) -> tuple[OpSpec, OpContext, dict[str, Any]]:
+        """The checks of PROTOCOL.md 3, in its order, up to the handle (checked under lock)."""
+        version = payload.get("v")
+        if not is_int(version):
+            raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "v must be an int")
+        if version != PROTOCOL_VERSION:
+            raise MapiError(
+                ErrorCode.MAPI_E_VERSION,
+                f"protocol version {version} is not spoken here; this daemon speaks "
+                f"{PROTOCOL_VERSION}",
+                details={"supported": [PROTOCOL_VERSION]},
+            )
+        name = payload.get("op")
+        if not isinstance(name, str):
+            raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "op must be a str")
+        spec = self.registry.get(name)
+        if spec is None:
+            raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, f"no operation {name!r}")
+        ctx = OpContext(self.daemon, identity, req_id)
+        if spec.token:
+            ctx.session, ctx.member = self.sessions.lookup(payload.get("token"))
+        try:
+            args = spec.parse_args(payload.get("args"))
+            if spec.table:
+                ctx.table = TableQuery.parse(args)
+            deadline = payload.get("deadline_ms")
+            if deadline is not None and (not is_int(deadline) or deadline < 0):
+                raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "deadline_ms must be an int >= 0")
+        except MapiError as exc:
+            if ctx.session is not None:
+                ctx.session.last_error = exc
+            raise
+        if ctx.member is not None:
+            self.sessions.touch(ctx.member)
+        return spec, ctx, args
+
+    def _run_inline(self, spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> bytes:
+        try:
+            return self._ok(ctx.req_id, spec.handler(ctx, args))
+        except MapiError as exc:
+            return self._error(ctx.req_id, exc)
+        except Exception:
+            log.exception("op %s failed", spec.name)
+            return self._error(ctx.req_id, _internal(spec.name))
+
+    async def _run(
+        self,
+        key: tuple[bytes, object],
+        spec: OpSpec,
+        ctx: OpContext,
+        args: dict[str, Any],
+        deadline_ms: int | None,
+    ) -> None:
+        try:
+            coro = self._execute(spec, ctx, args)
+            if deadline_ms is not None:
+                result = await asyncio.wait_for(coro, deadline_ms / 1000)
+            else:
+                result = await coro
+            data = self._ok(ctx.req_id, result)
+        except MapiError as exc:
+            if ctx.session is not None:
+                ctx.session.last_error = exc
+            data = self._error(ctx.req_id, exc)
+        except TimeoutError:
+            error = MapiError(ErrorCode.MAPI_E_TIMEOUT, f"deadline of {deadline_ms} ms passed")
+            if ctx.session is not None:
+                ctx.session.last_error = error
+            data = self._error(ctx.req_id, error)
+        except asyncio.CancelledError:
+            self.cache.forget(key)
+            self._release(ctx.identity)
+            raise
+        except Exception:
+            log.exception("op %s failed", spec.name)
+            data = self._error(ctx.req_id, _internal(spec.name))
+        self._finish(key, ctx.identity, data)
+
+    async def _execute(self, spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> Any:
+        session = ctx.session
+        if session is None or not spec.locks_session:
+            return await _call(spec, ctx, args)
+        async with session.lock:
+            if not session.alive or (ctx.member and ctx.member.token not in session.members):
+                raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session has ended")
+            if spec.handle:
+                ctx.obj = session.handles.get(args["handle"])
+            return await _call(spec, ctx, args)
+
+    def _ok(self, req_id: object, result: Any) -> bytes:
+        if isinstance(result, Reply):
+            msg = envelope.ok_reply(req_id, self.epoch, result.result, warning=result.warning)
+        else:
+            msg = envelope.ok_reply(req_id, self.epoch, result or {})
+        data = pack(msg)
+        if len(data) > MAX_PAYLOAD:
+            error = MapiError(
+                ErrorCode.MAPI_E_TABLE_TOO_BIG,
+                f"the reply would be {len(data)} bytes, over the {MAX_PAYLOAD}-byte limit; "
+                "ask for fewer rows or columns (limit, offset, columns)",
+            )
+            return self._error(req_id, error)
+        return data
+
+    def _release(self, identity: bytes) -> None:
+        left = self.in_flight.get(identity, 1) - 1
+        if left > 0:
+            self.in_flight[identity] = left
+        else:
+            self.in_flight.pop(identity, None)
+
+    def _finish(
+        self, key: tuple[bytes, object], identity: bytes, data: bytes, counted: bool = True
+    ) -> None:
+        if counted:
+            self._release(identity)
+        duplicates = self.cache.finish(key, data)
+        for _ in range(duplicates + 1):
+            self._send(identity, data)
+
+    async def drain(self, timeout: float) -> None:
+        """Let running requests finish (at shutdown), up to `timeout` seconds."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
+
+async def _call(spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> Any:
+    result = spec.handler(ctx, args)
+    if asyncio.iscoroutine(result):
+        return await result
+    return result
+
+
+def _internal(op: str) -> MapiError:
+    return MapiError(
+        ErrorCode.MAPI_E_CALL_FAILED,
+        f"{op} failed inside the daemon; it keeps serving (details are in its log)",
+    )
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

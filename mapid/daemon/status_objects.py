@@ -1,0 +1,204 @@
+"""Status objects (IMAPIStatus, PROTOCOL.md 6.6) and the other objects MAPI itself owns.
+
+A status object is a view of one status row. MAPI's own three rows are served here; a
+provider's row forwards its methods to the provider. Which methods an object supports is
+exactly its row's PR_RESOURCE_METHODS (reference/mapi-digest.md 5.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from mapid import entryid as eid
+from mapid.constants import (
+    FlushFlags,
+    ObjectType,
+    ResourceMethods,
+    ResourceType,
+    ValidateStateFlags,
+)
+from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState, base_row
+from mapid.daemon.session import Session
+from mapid.daemon.status_table import RowKey
+from mapid.errors import ErrorCode, MapiError
+from mapid.providers.base import MapiObject
+
+log = logging.getLogger("mapid.status")
+
+
+def _pick(props: Mapping[str, Any], tags: list[str] | None) -> dict[str, Any]:
+    if tags is None:
+        return dict(props)
+    return {t: props[t] for t in tags if t in props}
+
+
+class StatusObject(MapiObject):
+    object_type = ObjectType.MAPI_STATUS
+
+    def __init__(self, session: Session, row: RowKey) -> None:
+        self.session = session
+        self.row = row
+
+    def props(self) -> dict[str, Any]:
+        row = self.session.table.get(self.row)
+        if row is None:
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_OBJECT, "the status row behind this object is gone"
+            )
+        return row
+
+    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
+        return _pick(self.props(), tags)
+
+    def _kind(self) -> ResourceType:
+        return ResourceType(int(self.props().get("PR_RESOURCE_TYPE", 0)))
+
+    def _slot(self) -> ProviderSlot | None:
+        for instance in self.session.services:
+            for slot in instance.slots:
+                if slot.row == self.row:
+                    return slot
+        return None
+
+    def require(self, method: ResourceMethods, name: str) -> None:
+        methods = int(self.props().get("PR_RESOURCE_METHODS", 0))
+        if not methods & method:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                f"this status object does not support {name} (PR_RESOURCE_METHODS)",
+            )
+
+    def _active_slots(self, kind: ResourceType | None = None) -> list[ProviderSlot]:
+        return [
+            s
+            for inst in self.session.services
+            for s in inst.slots
+            if s.state == SlotState.ACTIVE
+            and s.provider is not None
+            and (kind is None or s.resource_type == kind)
+        ]
+
+    def _refresh_row(self, slot: ProviderSlot) -> None:
+        if slot.row is not None and slot.state == SlotState.ACTIVE:
+            self.session.table.modify(slot.row, base_row(slot))
+
+    async def validate_state(self, flags: ValidateStateFlags) -> None:
+        self.require(ResourceMethods.STATUS_VALIDATE_STATE, "validate_state")
+        if self.row in self.session.busy:
+            raise MapiError(ErrorCode.MAPI_E_BUSY, "another operation runs on this object")
+        kind = self._kind()
+        if kind == ResourceType.MAPI_SUBSYSTEM:
+            targets = self._active_slots()
+        elif kind == ResourceType.MAPI_AB:
+            targets = self._active_slots(ResourceType.MAPI_AB_PROVIDER)
+        elif kind == ResourceType.MAPI_SPOOLER:
+            await self._relogon_transports()
+            return
+        else:
+            slot = self._slot()
+            targets = [slot] if slot is not None and slot.provider is not None else []
+        for slot in targets:
+            assert slot.provider is not None
+            try:
+                await slot.provider.validate_state(flags)
+            except MapiError:
+                if len(targets) == 1:
+                    raise
+                log.warning("validate_state of %s failed", slot.key, exc_info=True)
+            self._refresh_row(slot)
+
+    async def _relogon_transports(self) -> None:
+        """The spooler's ValidateState logs every transport on again (mapi-digest 5.1)."""
+        if not self.session.transports_on:
+            return
+        host = ProviderHost(self.session)
+        await host.log_off_transports()
+        for instance in self.session.services:
+            if instance.disabled is not None and all(s.is_transport for s in instance.slots):
+                instance.disabled = None
+        await host.log_on_transports()
+        host.apply_profile_rules()
+
+    async def flush_queues(self, flags: FlushFlags) -> None:
+        self.require(ResourceMethods.STATUS_FLUSH_QUEUES, "flush_queues")
+        kind = self._kind()
+        if kind == ResourceType.MAPI_SPOOLER:
+            targets = self._active_slots(ResourceType.MAPI_TRANSPORT_PROVIDER)
+        else:
+            if flags & FlushFlags.FLUSH_ASYNC_OK:
+                raise MapiError(
+                    ErrorCode.MAPI_E_UNKNOWN_FLAGS, "only the spooler accepts FLUSH_ASYNC_OK"
+                )
+            slot = self._slot()
+            targets = [slot] if slot is not None and slot.provider is not None else []
+        if self.row in self.session.busy:
+            raise MapiError(ErrorCode.MAPI_E_BUSY, "a flush of this object is running")
+
+        async def flush() -> None:
+            self.session.busy.add(self.row)
+            try:
+                for slot in targets:
+                    assert slot.provider is not None
+                    await slot.provider.flush_queues(flags)
+            finally:
+                self.session.busy.discard(self.row)
+
+        if flags & FlushFlags.FLUSH_ASYNC_OK:
+            task = asyncio.get_running_loop().create_task(flush())
+            task.add_done_callback(_log_failure)
+            return
+        await flush()
+
+    async def settings(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        self.require(ResourceMethods.STATUS_SETTINGS_DIALOG, "settings")
+        slot = self._slot()
+        if slot is None or slot.service.cls is None:
+            raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "no settings behind this object")
+        if config is not None:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                "changing settings through a status object is not available yet; "
+                "edit the profile file",
+            )
+        cls = slot.service.cls
+        masked = {
+            k: ("********" if k in cls.secret_keys else v) for k, v in slot.service.config.items()
+        }
+        return {"config": masked, "schema": cls.config_schema}
+
+    async def change_password(self, old: str, new: str) -> None:
+        self.require(ResourceMethods.STATUS_CHANGE_PASSWORD, "change_password")
+        slot = self._slot()
+        if slot is None or slot.provider is None:
+            raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "no provider behind this object")
+        await slot.provider.change_password(old, new)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("asynchronous flush failed: %s", task.exception())
+
+
+class OneOffUser(MapiObject):
+    """A mail user built from a one-off entry ID: it belongs to no provider."""
+
+    object_type = ObjectType.MAPI_MAILUSER
+
+    def __init__(self, entryid: bytes, one_off: eid.OneOff) -> None:
+        self.entryid = entryid
+        self.one_off = one_off
+
+    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "PR_ENTRYID": self.entryid,
+            "PR_RECORD_KEY": self.entryid,
+            "PR_OBJECT_TYPE": int(ObjectType.MAPI_MAILUSER),
+            "PR_DISPLAY_NAME": self.one_off.display_name,
+            "PR_ADDRTYPE": self.one_off.addrtype,
+            "PR_EMAIL_ADDRESS": self.one_off.address,
+            "PR_SEARCH_KEY": eid.search_key(self.one_off.addrtype, self.one_off.address),
+        }
+        return _pick(props, tags)
