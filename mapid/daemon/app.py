@@ -108,9 +108,16 @@ class Daemon:
         self.profiles = profiles
         self.config_problems = problems + profile_problems
         self.config_gen = 1
+        self._apply_config()
         for problem in self.config_problems:
             log.error("configuration: %s", problem)
         self.last_reload = self._report([], [], [], self.config_problems, ok=not problems)
+
+    def _apply_config(self) -> None:
+        """Hand the settings that sessions read to their environment."""
+        env = self.sessions.env
+        env.provider_timeout = self.config.provider_timeout
+        env.max_handles = self.config.max_handles
 
     def config_info(self) -> dict[str, Any]:
         return {"gen": self.config_gen, "last_reload": self.last_reload}
@@ -153,6 +160,7 @@ class Daemon:
             if check:
                 return self._report(added, removed, changed, problems)
             self.config = config
+            self._apply_config()
             self.profiles = fresh
             self.config_gen += 1
             self.reloads += 1
