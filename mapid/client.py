@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import os
 import secrets
@@ -238,7 +239,11 @@ class _Ops(Generic[R]):
         return self._op("services.available")
 
     def services_table(
-        self, token: bytes | None = None, *, profile: str | None = None, table: TableArgs | None = None
+        self,
+        token: bytes | None = None,
+        *,
+        profile: str | None = None,
+        table: TableArgs | None = None,
     ) -> R:
         return self._table("services.table", token, table, profile=profile)
 
@@ -441,10 +446,8 @@ class AsyncClient(_Ops[Awaitable[Result]]):
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
         self._sock.close(linger=0)
 
     async def __aenter__(self) -> AsyncClient:

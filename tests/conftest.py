@@ -57,9 +57,7 @@ def standard_profile(root: Path, *, identity: bool = True, autologon: bool = Fal
         f"autologon = {'true' if autologon else 'false'}\n"
         "[services.contacts]\n"
         'service = "vcard"\n'
-        f'path = "{contacts}"\n'
-        + (ident if identity else "")
-        + "\n[services.mail]\n"
+        f'path = "{contacts}"\n' + (ident if identity else "") + "\n[services.mail]\n"
         'service = "maildir"\n'
         f'path = "{root / "Mail"}"\n'
         "primary_store = true\n"
@@ -90,15 +88,14 @@ class DaemonProc:
             return ""
 
     def start(self, timeout: float = 15.0) -> DaemonProc:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mapid", "run"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mapid", "run"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -162,7 +159,10 @@ def prepare_daemon(
             config if config is not None else 'default_profile = "alpha"\n'
         )
         if profiles is None:
-            profiles = {"alpha": standard_profile(root / "alpha"), "beta": standard_profile(root / "beta", identity=False)}
+            profiles = {
+                "alpha": standard_profile(root / "alpha"),
+                "beta": standard_profile(root / "beta", identity=False),
+            }
         for name, text in profiles.items():
             (config_dir / "profiles" / f"{name}.toml").write_text(text)
     full_env = dict(os.environ)

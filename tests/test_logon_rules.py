@@ -216,9 +216,7 @@ def test_15_unconfigured_gets_one_configure_and_one_retry(
     assert hopeless["PR_RESOURCE_METHODS"] == 0
 
 
-def test_16_a_failure_disables_the_whole_service(
-    make_daemon: DaemonFactory, tmp_path: Any
-) -> None:
+def test_16_a_failure_disables_the_whole_service(make_daemon: DaemonFactory, tmp_path: Any) -> None:
     proc = make_daemon(
         profiles={
             "alpha": _profile_with(
@@ -247,7 +245,9 @@ def test_17_failoneprovider_disables_only_that_provider(
 ) -> None:
     proc = make_daemon(
         profiles={
-            "alpha": _profile_with(tmp_path, '[services.half]\nservice = "providers_for_tests:FailOne"')
+            "alpha": _profile_with(
+                tmp_path, '[services.half]\nservice = "providers_for_tests:FailOne"'
+            )
         }
     )
     client = proc.client()
@@ -263,7 +263,9 @@ def test_a_hanging_provider_times_out(make_daemon: DaemonFactory, tmp_path: Any)
     proc = make_daemon(
         config='default_profile = "alpha"\nprovider_timeout = 0.5\n',
         profiles={
-            "alpha": _profile_with(tmp_path, '[services.slow]\nservice = "providers_for_tests:Hanging"')
+            "alpha": _profile_with(
+                tmp_path, '[services.slow]\nservice = "providers_for_tests:Hanging"'
+            )
         },
     )
     client = proc.client()
@@ -294,7 +296,9 @@ def test_18_no_mail_has_no_transports_and_a_failing_spooler(
 ) -> None:
     proc = make_daemon(
         profiles={
-            "alpha": _profile_with(tmp_path, '[services.out]\nservice = "providers_for_tests:Transport"')
+            "alpha": _profile_with(
+                tmp_path, '[services.out]\nservice = "providers_for_tests:Transport"'
+            )
         }
     )
     client = proc.client()
@@ -446,7 +450,9 @@ def test_49_unknown_validate_state_bits(client: Client) -> None:
 def test_45_provider_row_updates_merge(make_daemon: DaemonFactory, tmp_path: Any) -> None:
     proc = make_daemon(
         profiles={
-            "alpha": _profile_with(tmp_path, '[services.out]\nservice = "providers_for_tests:Transport"')
+            "alpha": _profile_with(
+                tmp_path, '[services.out]\nservice = "providers_for_tests:Transport"'
+            )
         }
     )
     client = proc.client()
@@ -553,9 +559,7 @@ def test_55_flagged_row_without_entryid_gives_a_one_off(
     make_daemon: DaemonFactory, tmp_path: Any
 ) -> None:
     proc = make_daemon(
-        profiles={
-            "alpha": '[services.who]\nservice = "providers_for_tests:FlaggedNoEntryId"\n'
-        }
+        profiles={"alpha": '[services.who]\nservice = "providers_for_tests:FlaggedNoEntryId"\n'}
     )
     client = proc.client()
     token = client.session_logon("alpha", NEW)["token"]

@@ -22,6 +22,7 @@ import zmq.asyncio
 import mapid
 from mapid import envelope, paths
 from mapid.codec import MAX_PAYLOAD
+from mapid.constants import LogonFlags
 from mapid.daemon import default_profile, ops, runtime_dir
 from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
 from mapid.daemon.profiles import Profile, diff, read_profiles
@@ -32,7 +33,6 @@ from mapid.daemon.service_registry import ServiceRegistry
 from mapid.daemon.session import SessionEnv
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.snapshot import SnapshotStore
-from mapid.constants import LogonFlags
 from mapid.errors import MapiError
 from mapid.paths import ConnectionInfo
 
@@ -238,7 +238,9 @@ class Daemon:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._bind()
-        self.publisher.publish(envelope.TOPIC_DAEMON, "started", version=self.version, pid=os.getpid())
+        self.publisher.publish(
+            envelope.TOPIC_DAEMON, "started", version=self.version, pid=os.getpid()
+        )
         for runner in (self.server.run(), self.publisher.run(), self.sessions.run_leases()):
             self._tasks.append(loop.create_task(runner))
         loop.add_signal_handler(signal.SIGTERM, self.stop)

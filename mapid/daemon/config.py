@@ -145,7 +145,5 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
     known = {"default_profile", "log_level", "lease_s", "events_hwm", "max_in_flight"}
     known |= {"max_handles", "provider_timeout"}
     extra = {k: v for k, v in data.items() if k not in known}
-    problems = [
-        ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages
-    ]
+    problems = [ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages]
     return replace(base, extra=extra, **changes), problems

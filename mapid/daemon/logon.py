@@ -23,7 +23,6 @@ from mapid import entryid
 from mapid.constants import (
     NotificationEvent,
     ResourceFlags,
-    ResourceMethods,
     ResourceType,
     StatusCode,
 )
@@ -141,20 +140,26 @@ class Support:
     def notify(
         self, event: NotificationEvent, *, entryid: bytes | None = None, **fields: Any
     ) -> int:
+        if entryid is not None:
+            fields.setdefault("entryid", entryid)
         reached = 0
         for advise in list(self._session.advises.values()):
             if advise.slot is not self._slot or not advise.mask & event:
                 continue
-            if entryid is not None and advise.entryid is not None:
-                provider = self._slot.provider
-                same = provider.compare_entryids(advise.entryid, entryid) if provider else False
-                if not same and advise.entryid != fields.get("parent_entryid"):
-                    if not _is_store_advise(advise.entryid, self._slot):
-                        continue
-            if entryid is not None:
-                fields.setdefault("entryid", entryid)
-            reached += self._session.notify_advise(advise, event, **fields)
+            if entryid is None or self._hears(advise.entryid, entryid, fields):
+                reached += self._session.notify_advise(advise, event, **fields)
         return reached
+
+    def _hears(self, target: bytes | None, entryid: bytes, fields: Mapping[str, Any]) -> bool:
+        """An advise hears about its object, the object's children, and (on a store) all."""
+        provider = self._slot.provider
+        if target is None or provider is None:
+            return True
+        return (
+            provider.compare_entryids(target, entryid)
+            or target == fields.get("parent_entryid")
+            or _is_store_advise(target, self._slot)
+        )
 
     async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -274,9 +279,11 @@ class ProviderHost:
         if service.disabled is not None:
             if slot.row is None:
                 slot.state = SlotState.DISABLED
-                slot.row = self._add_row(slot.provider_uid, self._failure_row(slot, service.disabled))
+                slot.row = self._add_row(
+                    slot.provider_uid, self._failure_row(slot, service.disabled)
+                )
             return
-        provider = slot.cls(Support(self.session, slot))  # type: ignore[arg-type]
+        provider = slot.cls(Support(self.session, slot))
         slot.provider = provider
         slot.row = self._add_row(slot.provider_uid, {**base_row(slot), "PR_STATUS_CODE": 0})
         self.session.routes[slot.provider_uid] = slot
@@ -300,7 +307,9 @@ class ProviderHost:
                 return
         except Exception as exc:
             if not isinstance(exc, TimeoutError):
-                log.exception("provider %s of profile %s failed", slot.key, self.session.profile.name)
+                log.exception(
+                    "provider %s of profile %s failed", slot.key, self.session.profile.name
+                )
             await self.disable_service(service, _reason(exc))
             return
         slot.state = SlotState.ACTIVE
@@ -378,7 +387,9 @@ class ProviderHost:
                 row = table.get(key) or {}
                 flags = int(row.get("PR_RESOURCE_FLAGS", 0))
                 if not flags & ResourceFlags.STATUS_NO_DEFAULT_STORE:
-                    table.modify(key, {"PR_RESOURCE_FLAGS": flags | ResourceFlags.STATUS_DEFAULT_STORE})
+                    table.modify(
+                        key, {"PR_RESOURCE_FLAGS": flags | ResourceFlags.STATUS_DEFAULT_STORE}
+                    )
                     break
 
     # -- logoff --------------------------------------------------------------------------

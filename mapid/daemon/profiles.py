@@ -84,9 +84,7 @@ def parse_profile(path: Path, text: str) -> tuple[Profile | None, list[ConfigPro
     services_data = data.get("services", {})
     sections: list[ServiceSection] = []
     if not isinstance(services_data, dict):
-        problems.append(
-            ConfigProblem(file, "services must be a table of [services.<key>] tables")
-        )
+        problems.append(ConfigProblem(file, "services must be a table of [services.<key>] tables"))
         services_data = {}
     for key, body in services_data.items():
         if not isinstance(body, dict):
@@ -95,9 +93,7 @@ def parse_profile(path: Path, text: str) -> tuple[Profile | None, list[ConfigPro
         service = body.get("service")
         if not isinstance(service, str) or not service:
             line = _section_line(text, key)
-            problems.append(
-                ConfigProblem(file, f"[services.{key}] needs service = \"<name>\"", line)
-            )
+            problems.append(ConfigProblem(file, f'[services.{key}] needs service = "<name>"', line))
             continue
         config = {k: v for k, v in body.items() if k != "service"}
         uid = entryid.uid_from_name("service", name, key)

@@ -61,7 +61,7 @@ class ReplyCache:
     def _purge(self, now: float) -> None:
         entries = self.entries
         while entries:
-            key, (expires, value) = next(iter(entries.items()))
+            _key, (expires, _value) = next(iter(entries.items()))
             if expires > now and len(entries) <= self.limit:
                 break
             entries.popitem(last=False)
@@ -218,7 +218,9 @@ class RequestServer:
                 ctx.table = TableQuery.parse(args)
             deadline = payload.get("deadline_ms")
             if deadline is not None and (not is_int(deadline) or deadline < 0):
-                raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "deadline_ms must be an int >= 0")
+                raise MapiError(
+                    ErrorCode.MAPI_E_INVALID_PARAMETER, "deadline_ms must be an int >= 0"
+                )
         except MapiError as exc:
             if ctx.session is not None:
                 ctx.session.last_error = exc

@@ -323,7 +323,10 @@ class SessionManager:
                     heapq.heappush(self._leases, entry)
                     continue
                 async with session.lock:
-                    if member.token in session.members and (member.expires or 0) <= time.monotonic():
+                    if (
+                        member.token in session.members
+                        and (member.expires or 0) <= time.monotonic()
+                    ):
                         log.info("session %s: a member's lease expired", session.id)
                         await self.logoff(session, member, reason="expired")
 

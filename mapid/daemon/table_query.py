@@ -84,7 +84,7 @@ def compile_restriction(node: object, path: str = "restriction") -> Predicate:
                 return False
             have = row[tag]
             if not _comparable(have, value):
-                return op == "ne"
+                return bool(op == "ne")
             return compare(have, value)
 
         return prop_pred
@@ -102,7 +102,7 @@ def compile_restriction(node: object, path: str = "restriction") -> Predicate:
             have = row.get(tag)
             if not isinstance(have, int) or isinstance(have, bool):
                 return False
-            return bool(have & mask) == want_set
+            return bool(have & mask) is want_set
 
         return bitmask_pred
     if "exists" in node:
@@ -193,7 +193,9 @@ class TableQuery:
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise _bad("offset must be an int >= 0")
         limit = args.get("limit")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
             raise _bad("limit must be an int >= 1 (MAPI's QueryRows takes no count of 0)")
         return cls(cols, pred, tuple(sort), offset, limit)
 

@@ -203,9 +203,7 @@ class MessageService:
     def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
         """Problems with a configuration; the default checks `required` of the schema."""
         required = cls.config_schema.get("required", [])
-        return [
-            ConfigProblem(str(key), "required") for key in required if key not in config
-        ]
+        return [ConfigProblem(str(key), "required") for key in required if key not in config]
 
     @classmethod
     async def configure(cls, config: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -198,7 +198,7 @@ def read_vdir(folder: Path, logger: logging.Logger) -> VdirScan:
     for path in files:
         try:
             cards = read_vcf(path)
-        except Exception as exc:  # noqa: BLE001 - vobject raises many kinds on bad input
+        except Exception as exc:
             logger.warning("vcard: skipping unreadable file %s: %s", path, exc)
             unreadable.append(path)
             continue

@@ -32,9 +32,12 @@ def ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 def snapshot(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Sessions and status tables at one `seq`, in parts when large (the clone recipe)."""
     snapshots = ctx.daemon.snapshots
+    part: dict[str, Any]
     if args["cursor"] is not None:
-        return snapshots.next_part(args["cursor"])
-    return snapshots.take(args["prefix"] or "")
+        part = snapshots.next_part(args["cursor"])
+    else:
+        part = snapshots.take(args["prefix"] or "")
+    return part
 
 
 @op("daemon.sessions", token=False)

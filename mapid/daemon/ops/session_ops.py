@@ -7,9 +7,9 @@ from typing import Any
 
 from mapid import entryid as eid
 from mapid.constants import (
+    MAPI_ONE_OFF_UID,
     LogoffFlags,
     LogonFlags,
-    MAPI_ONE_OFF_UID,
     NotificationEvent,
     OpenFlags,
     ResourceFlags,
@@ -77,7 +77,7 @@ async def logoff(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("session.renew", token=True, locks_session=False)
 def renew(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    _session_, member = _session(ctx)
+    member = _session(ctx)[1]
     if member.lease_s <= 0:
         return {"lease_expires": None}
     return {"lease_expires": datetime.now(UTC) + timedelta(seconds=member.lease_s)}
@@ -136,9 +136,7 @@ def _one_off_from_row(row: dict[str, Any]) -> bytes:
     return eid.one_off(str(display), addrtype, address)
 
 
-async def open_object(
-    session: Session, entryid: bytes, flags: int
-) -> tuple[MapiObject, str, bool]:
+async def open_object(session: Session, entryid: bytes, flags: int) -> tuple[MapiObject, str, bool]:
     """Route an entry ID to whoever owns it: a status row, a one-off, or a provider."""
     row = session.status_objects.get(entryid)
     if row is not None:
@@ -228,9 +226,7 @@ async def advise(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if not mask:
         raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "event_mask must name an event")
     if mask & NotificationEvent.fnevStatusObjectModified:
-        raise MapiError(
-            ErrorCode.MAPI_E_NO_SUPPORT, "fnevStatusObjectModified is internal to MAPI"
-        )
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "fnevStatusObjectModified is internal to MAPI")
     target = args["entryid"]
     if target is None:
         if mask & ~SESSION_EVENTS:

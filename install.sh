@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install mapid into .venv beside this file, link `mapid` and `mapictl` into ~/.local/bin,
+# then start the daemon in the foreground (`mapid run`). `--no-start` only installs.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "install.sh: mapid needs Python 3.11 or newer ($PY is $("$PY" --version 2>&1))" >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PY" -m venv .venv >/dev/null 2>&1; then
+        rm -rf .venv
+        # Debian ships venv separately (python3-venv).
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv
+        elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+            sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv
+        else
+            echo "install.sh: '$PY -m venv' failed; install Debian's python3-venv and run again" >&2
+            exit 1
+        fi
+        "$PY" -m venv .venv
+    fi
+fi
+
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+mkdir -p "$HOME/.local/bin"
+ln -sf "$PWD/.venv/bin/mapid" "$HOME/.local/bin/mapid"
+ln -sf "$PWD/.venv/bin/mapictl" "$HOME/.local/bin/mapictl"
+echo "mapid installed: $HOME/.local/bin/mapid and $HOME/.local/bin/mapictl"
+
+if [ "${1:-}" = "--no-start" ]; then
+    exit 0
+fi
+echo "starting the daemon (Ctrl-C stops it; in another terminal try: mapictl status)"
+exec .venv/bin/mapid run
