@@ -1,0 +1,171 @@
+"""Start-up, the embedded default, the runtime directory, configuration checks, clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from conftest import DaemonFactory, prepare_daemon
+
+from mapid import envelope
+from mapid.client import Client
+from mapid.errors import DaemonUnreachable
+from mapid.paths import read_connection_file
+
+
+def _subscribe(runtime: Path) -> zmq.Socket:  # type: ignore[type-arg]
+    info = read_connection_file(runtime)
+    assert info is not None
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "")
+    sub.connect(info.events)
+    assert sub.poll(3000)  # the heartbeat that greets a new subscription
+    return sub
+
+
+def _drain(sub: zmq.Socket, seconds: float) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    events = []
+    deadline = time.monotonic() + seconds
+    while sub.poll(max(1, int(1000 * (deadline - time.monotonic())))):
+        topic, payload = envelope.decode_event_frames(sub.recv_multipart())
+        if topic != "hb":
+            events.append((topic, payload))
+        if time.monotonic() > deadline:
+            break
+    return events
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_cleanly(make_daemon: DaemonFactory, sig: int) -> None:
+    proc = make_daemon()
+    client = proc.client()
+    logon = client.session_logon("alpha", ["MAPI_NEW_SESSION"])
+    sub = _subscribe(proc.runtime)
+    started = time.monotonic()
+    assert proc.stop(sig) == 0
+    assert time.monotonic() - started < 5
+    assert not (proc.runtime / "mapid.json").exists()
+    events = _drain(sub, 0.5)
+    sub.close()
+    kinds = [(t, p["type"]) for t, p in events]
+    assert ("daemon", "stopping") in kinds
+    assert (f"session.{logon['session']}", "logoff") in kinds
+    deleted = [k for k in kinds if k == (f"status.{logon['session']}", "TABLE_ROW_DELETED")]
+    assert len(deleted) == 5
+    with pytest.raises(DaemonUnreachable):
+        Client(proc.runtime)
+
+
+def test_the_embedded_default_profile(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon(embedded=True)
+    data = Path(proc.env["XDG_DATA_HOME"]) / "mapid"
+    assert (data / "Mail" / "cur").is_dir()
+    assert (data / "Mail" / "mapid.uid").is_file()
+    assert (data / "contacts").is_dir()
+    profile = proc.config_dir / "profiles" / "default.toml"
+    assert oct(profile.stat().st_mode & 0o777) == "0o600"
+    client = proc.client()
+    sessions = client.daemon_sessions()["sessions"]
+    assert [s["profile"] for s in sessions] == ["default"]  # autologon, shared
+    attached = client.session_logon(None, 0)
+    assert attached["session"] == sessions[0]["session"]
+    rows = client.session_status_table(attached["token"])["rows"]
+    assert {r["PR_PROVIDER_DLL_NAME"] for r in rows} == {"mapid", "vcard", "maildir"}
+    assert all(r["PR_STATUS_CODE"] & 1 for r in rows)
+    assert client.session_query_identity(attached["token"]).warning is None
+    # A second start keeps the user's files as they are.
+    profile.write_text(profile.read_text() + "# edited\n")
+    proc.stop()
+    proc.start()
+    assert profile.read_text().endswith("# edited\n")
+
+
+def test_a_loose_runtime_directory_is_refused(tmp_path: Path) -> None:
+    proc = prepare_daemon(tmp_path / "d")
+    proc.runtime.mkdir(mode=0o755)
+    os.chmod(proc.runtime, 0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "mapid", "run"],
+        env=proc.env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert str(proc.runtime) in result.stderr
+    assert f"chmod 700 {proc.runtime}" in result.stderr
+    assert not (proc.runtime / "request.sock").exists()
+
+
+def test_a_second_daemon_on_the_same_directory_is_refused(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon()
+    result = subprocess.run(
+        [sys.executable, "-m", "mapid", "run"],
+        env=proc.env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert f"pid {proc.proc.pid}" in result.stderr  # type: ignore[union-attr]
+    assert proc.client().daemon_ping() == {}
+
+
+def test_a_stale_connection_file_and_socket_are_replaced(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon()
+    proc.stop(signal.SIGKILL)
+    assert (proc.runtime / "mapid.json").exists()
+    with pytest.raises(DaemonUnreachable):
+        Client(proc.runtime, timeout=0.5).daemon_ping()
+    proc.start()
+    assert proc.client().daemon_ping() == {}
+
+
+def test_check_config_names_file_and_line(tmp_path: Path) -> None:
+    proc = prepare_daemon(tmp_path / "d")
+    good = subprocess.run(
+        [sys.executable, "-m", "mapid", "check-config", str(proc.config_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0, good.stderr
+    broken = proc.config_dir / "profiles" / "broken.toml"
+    broken.write_text('autologon = false\n[services.x]\nservice = "vcard"\npath = \n')
+    bad = subprocess.run(
+        [sys.executable, "-m", "mapid", "check-config", str(proc.config_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert f"{broken}:4:" in bad.stderr
+
+
+def test_reload_keeps_the_last_good_version_of_a_broken_file(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon()
+    client = proc.client()
+    sub = _subscribe(proc.runtime)
+    beta = proc.config_dir / "profiles" / "beta.toml"
+    beta.write_text("this is not toml\n")
+    (proc.config_dir / "profiles" / "gamma.toml").write_text("autologon = false\n")
+    report = client.daemon_reload()
+    assert report["ok"] is False
+    assert report["added"] == ["gamma"] and report["removed"] == []
+    assert report["errors"][0]["file"] == str(beta)
+    assert report["errors"][0]["line"] == 1
+    assert client.session_logon("beta", ["MAPI_NEW_SESSION"])["profile"] == "beta"
+    events = _drain(sub, 0.5)
+    assert ("daemon", "reload_failed") in [(t, p["type"]) for t, p in events]
+    checked = client.daemon_reload(check=True)
+    assert checked["gen"] == report["gen"]
+    os.kill(proc.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
+    events = _drain(sub, 1.0)
+    sub.close()
+    assert [p["trigger"] for t, p in events if t == "daemon"] == ["sighup"]
+    assert client.daemon_hello()["config_gen"] == report["gen"] + 1
