@@ -27,6 +27,7 @@ from mapid.providers.base import (
     AddressBookProvider,
     MapiObject,
     MessageService,
+    PropsObject,
     StoreProvider,
     TransportProvider,
 )
@@ -205,16 +206,17 @@ NOTIFY_UID = entryid.uid_from_name("tests", "notifying-store")
 NOTIFY_STORE_ENTRYID = entryid.make(NOTIFY_UID, b"store")
 
 
-class _StoreObject(MapiObject):
+class _StoreObject(PropsObject):
     object_type = ObjectType.MAPI_STORE
 
-    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
-        props = {
-            "PR_ENTRYID": NOTIFY_STORE_ENTRYID,
-            "PR_DISPLAY_NAME": "notifying store",
-            "PR_OBJECT_TYPE": int(ObjectType.MAPI_STORE),
-        }
-        return props if tags is None else {t: props[t] for t in tags if t in props}
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "PR_ENTRYID": NOTIFY_STORE_ENTRYID,
+                "PR_DISPLAY_NAME": "notifying store",
+                "PR_OBJECT_TYPE": int(ObjectType.MAPI_STORE),
+            }
+        )
 
 
 class NotifyingStoreProvider(StoreProvider):

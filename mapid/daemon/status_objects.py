@@ -24,15 +24,9 @@ from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState, base_row
 from mapid.daemon.session import Session
 from mapid.daemon.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
-from mapid.providers.base import MapiObject
+from mapid.providers.base import MapiObject, PropsObject, pick_props
 
 log = logging.getLogger("mapid.status")
-
-
-def _pick(props: Mapping[str, Any], tags: list[str] | None) -> dict[str, Any]:
-    if tags is None:
-        return dict(props)
-    return {t: props[t] for t in tags if t in props}
 
 
 class StatusObject(MapiObject):
@@ -51,7 +45,7 @@ class StatusObject(MapiObject):
         return row
 
     async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
-        return _pick(self.props(), tags)
+        return pick_props(self.props(), tags)
 
     def _kind(self) -> ResourceType:
         return ResourceType(int(self.props().get("PR_RESOURCE_TYPE", 0)))
@@ -182,23 +176,20 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.warning("asynchronous flush failed: %s", task.exception())
 
 
-class OneOffUser(MapiObject):
+class OneOffUser(PropsObject):
     """A mail user built from a one-off entry ID: it belongs to no provider."""
 
     object_type = ObjectType.MAPI_MAILUSER
 
     def __init__(self, entryid: bytes, one_off: eid.OneOff) -> None:
-        self.entryid = entryid
-        self.one_off = one_off
-
-    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
-        props: dict[str, Any] = {
-            "PR_ENTRYID": self.entryid,
-            "PR_RECORD_KEY": self.entryid,
-            "PR_OBJECT_TYPE": int(ObjectType.MAPI_MAILUSER),
-            "PR_DISPLAY_NAME": self.one_off.display_name,
-            "PR_ADDRTYPE": self.one_off.addrtype,
-            "PR_EMAIL_ADDRESS": self.one_off.address,
-            "PR_SEARCH_KEY": eid.search_key(self.one_off.addrtype, self.one_off.address),
-        }
-        return _pick(props, tags)
+        super().__init__(
+            {
+                "PR_ENTRYID": entryid,
+                "PR_RECORD_KEY": entryid,
+                "PR_OBJECT_TYPE": int(ObjectType.MAPI_MAILUSER),
+                "PR_DISPLAY_NAME": one_off.display_name,
+                "PR_ADDRTYPE": one_off.addrtype,
+                "PR_EMAIL_ADDRESS": one_off.address,
+                "PR_SEARCH_KEY": eid.search_key(one_off.addrtype, one_off.address),
+            }
+        )

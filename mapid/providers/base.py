@@ -107,6 +107,23 @@ class MapiObject:
         """The client released its handle."""
 
 
+def pick_props(props: Mapping[str, Any], tags: list[str] | None) -> dict[str, Any]:
+    """The properties named by `tags` that `props` has (all of them for None)."""
+    if tags is None:
+        return dict(props)
+    return {tag: props[tag] for tag in tags if tag in props}
+
+
+class PropsObject(MapiObject):
+    """A read-only object whose properties are fixed when it is opened."""
+
+    def __init__(self, props: Mapping[str, Any]) -> None:
+        self.props = dict(props)
+
+    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
+        return pick_props(self.props, tags)
+
+
 class Provider:
     """Base of every provider. Subclass one of the three kinds below."""
 

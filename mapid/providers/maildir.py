@@ -45,6 +45,7 @@ from mapid.providers.base import (
     ConfigProblem,
     MapiObject,
     MessageService,
+    PropsObject,
     ProviderSupport,
     StoreProvider,
 )
@@ -175,18 +176,10 @@ def _config_problems(config: Mapping[str, Any]) -> list[ConfigProblem]:
 # --- Objects ---------------------------------------------------------------------------------
 
 
-class MaildirStoreObject(MapiObject):
+class MaildirStoreObject(PropsObject):
     """The store object (IMsgStore); read-only properties for now."""
 
     object_type = ObjectType.MAPI_STORE
-
-    def __init__(self, props: Mapping[str, Any]) -> None:
-        self.props = dict(props)
-
-    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
-        if tags is None:
-            return dict(self.props)
-        return {tag: self.props[tag] for tag in tags if tag in self.props}
 
 
 # --- The provider ----------------------------------------------------------------------------

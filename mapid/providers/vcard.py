@@ -53,6 +53,7 @@ from mapid.providers.base import (
     Identity,
     MapiObject,
     MessageService,
+    PropsObject,
     ProviderSupport,
 )
 
@@ -272,18 +273,10 @@ def _identity(config: Mapping[str, Any]) -> Identity | None:
 # --- Objects --------------------------------------------------------------------------------
 
 
-class MailUser(MapiObject):
+class MailUser(PropsObject):
     """A contact opened through its entry ID: read-only, its properties fixed at open."""
 
     object_type = ObjectType.MAPI_MAILUSER
-
-    def __init__(self, props: Mapping[str, Any]) -> None:
-        self.props = dict(props)
-
-    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
-        if tags is None:
-            return dict(self.props)
-        return {tag: self.props[tag] for tag in tags if tag in self.props}
 
 
 def mailuser_props(contact: Contact, eid: bytes) -> dict[str, Any]:
