@@ -39,7 +39,6 @@ from mapid.providers.base import (
 log = logging.getLogger("mapid.logon")
 T = TypeVar("T")
 
-MAPID_DLL = "mapid"
 _STATUS_MARK = b"mapid-status\0"
 
 

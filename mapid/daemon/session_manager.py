@@ -330,9 +330,6 @@ class SessionManager:
                         log.info("session %s: a member's lease expired", session.id)
                         await self.logoff(session, member, reason="expired")
 
-    def lease_entries(self) -> int:
-        return len(self._leases)
-
     async def end_all(self) -> None:
         for session in list(self.sessions.values()):
             async with session.lock:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mapid import envelope
 from mapid.codec import MAX_PAYLOAD, pack
 from mapid.daemon.publisher import Publisher
 from mapid.daemon.session import Session
@@ -108,9 +107,3 @@ class SnapshotStore:
         del self._pending[cursor]
         return part
 
-
-def selects(prefix: str, session_id: str) -> bool:
-    return any(
-        t.startswith(prefix)
-        for t in (envelope.session_topic(session_id), envelope.status_topic(session_id))
-    )

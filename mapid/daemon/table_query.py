@@ -7,7 +7,7 @@ completely before any row is looked at: a bad restriction is an error even on an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,10 +220,3 @@ class TableQuery:
             out[INSTANCE_KEY] = row[INSTANCE_KEY]
         return out
 
-
-def table_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: args[k] for k in TABLE_ARG_NAMES if k in args}
-
-
-def run_table(rows: Sequence[Row], args: Mapping[str, Any]) -> dict[str, Any]:
-    return TableQuery.parse(args).run(rows)
