@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DaemonFactory, DaemonProc
 
 from mapid import AsyncClient, Client, DaemonUnreachable, MapiError, RequestTimedOut
 from mapid.errors import ErrorCode
 from mapid.mirror import MirrorState, Resync
+
+from conftest import DaemonFactory, DaemonProc
 
 
 def test_no_connection_file_is_unreachable(tmp_path: Path) -> None:

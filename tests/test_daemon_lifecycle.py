@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import DaemonFactory, prepare_daemon
 
 from mapid import envelope
 from mapid.client import Client
 from mapid.errors import DaemonUnreachable
 from mapid.paths import read_connection_file
+
+from conftest import DaemonFactory, prepare_daemon
 
 
 def _subscribe(runtime: Path) -> zmq.Socket:  # type: ignore[type-arg]

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import DaemonFactory, DaemonProc, standard_profile
 
 from mapid import entryid
 from mapid.client import Client
@@ -20,6 +19,8 @@ from mapid.constants import (
     StatusCode,
 )
 from mapid.errors import ErrorCode, MapiError
+
+from conftest import DaemonFactory, DaemonProc, standard_profile
 
 NEW = ["MAPI_NEW_SESSION"]
 

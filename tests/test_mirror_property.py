@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProc, prepare_daemon, standard_profile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mapid.client import Client
 from mapid.errors import MapiError
 from mapid.mirror import MirrorState, StatusMirror
+
+from conftest import DaemonProc, prepare_daemon, standard_profile
 
 TRANSPORT = '\n[services.out]\nservice = "providers_for_tests:Transport"\n'
 

@@ -1,5 +1,6 @@
-from conftest import DaemonProc
 from mapid.client import Client
+
+from conftest import DaemonProc
 
 
 def test_daemon_answers_hello(daemon: DaemonProc, client: Client) -> None:

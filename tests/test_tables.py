@@ -177,4 +177,3 @@ def test_content_on_binary_values() -> None:
 def test_restriction_checked_even_on_an_empty_table() -> None:
     with pytest.raises(MapiError):
         TableQuery.parse({"restriction": {"prop": "PR_X", "op": "eq", "value": 1}}).run([])
-

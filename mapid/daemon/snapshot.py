@@ -106,4 +106,3 @@ class SnapshotStore:
             return {**part, "next": cursor}
         del self._pending[cursor]
         return part
-

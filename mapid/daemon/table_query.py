@@ -219,4 +219,3 @@ class TableQuery:
         if INSTANCE_KEY in row:
             out[INSTANCE_KEY] = row[INSTANCE_KEY]
         return out
-
