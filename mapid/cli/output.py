@@ -1,0 +1,338 @@
+"""How mapictl shows things: wire values made JSON-safe, MAPI bits decoded into names, and
+the rich tables a person reads.
+
+Every command renders through here, so the human and the `--json` forms of the same data
+stay in step, and a status row looks the same in `status`, `status --watch` and
+`status-table`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mapid.constants import (
+    LogonFlags,
+    ObjectType,
+    ResourceFlags,
+    ResourceMethods,
+    ResourceType,
+    StatusCode,
+    flag_names,
+)
+
+# Status-row columns whose integers are MAPI flags or enums: decoded into names everywhere
+# mapictl shows a row (PROTOCOL.md 7.2). flag_names keeps unknown bits as "0x…".
+FLAG_COLUMNS: dict[str, type[Any]] = {
+    "PR_STATUS_CODE": StatusCode,
+    "PR_RESOURCE_FLAGS": ResourceFlags,
+    "PR_RESOURCE_METHODS": ResourceMethods,
+}
+ENUM_COLUMNS: dict[str, type[Any]] = {
+    "PR_RESOURCE_TYPE": ResourceType,
+    "PR_OBJECT_TYPE": ObjectType,
+}
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """A wire value as JSON: bytes as lowercase hex, datetimes as ISO 8601, keys as str."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {_json_key(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+def _json_key(key: object) -> str:
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).hex()
+    return str(key)
+
+
+def dumps(value: Any) -> str:
+    """One compact JSON line (the unit of every `--json` output)."""
+    return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def emit_json(value: Any, file: TextIO | None = None) -> None:
+    """Print one JSON line and flush, so a pipe reader sees it at once."""
+    out = file if file is not None else sys.stdout
+    out.write(dumps(value) + "\n")
+    out.flush()
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A status row with its flag and enum columns as MAPI names (lists for flags)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            if key in FLAG_COLUMNS:
+                out[key] = flag_names(FLAG_COLUMNS[key], value)
+                continue
+            if key in ENUM_COLUMNS:
+                out[key] = flag_names(ENUM_COLUMNS[key], value)[0]
+                continue
+        out[key] = value
+    return out
+
+
+def decode_session(info: Mapping[str, Any]) -> dict[str, Any]:
+    """A SESSION map with its logon flags as names."""
+    out = dict(info)
+    flags = out.get("flags")
+    if isinstance(flags, int) and not isinstance(flags, bool):
+        out["flags"] = flag_names(LogonFlags, flags)
+    return out
+
+
+def sort_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Rows in PR_ROWID order, the order the daemon adds them in."""
+    return sorted(rows, key=lambda r: _int(r.get("PR_ROWID"), 0))
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+# --- the status view -----------------------------------------------------------------------
+
+
+def status_view(
+    hello: Mapping[str, Any] | None,
+    snapshot: Mapping[str, Any],
+    sessions: Sequence[Mapping[str, Any]],
+    tables: Mapping[str, Sequence[Mapping[str, Any]]],
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The one shape behind `status` (both forms) and `status --watch --json`."""
+    now = now or dt.datetime.now(dt.UTC)
+    daemon: dict[str, Any] | None = None
+    if hello is not None:
+        daemon = {k: hello.get(k) for k in ("version", "protocol", "pid", "epoch", "started")}
+        started = hello.get("started")
+        if isinstance(started, dt.datetime):
+            daemon["uptime_s"] = round(max(0.0, (now - started).total_seconds()), 3)
+        daemon["config_gen"] = hello.get("config_gen")
+    return {
+        "daemon": daemon,
+        "epoch": snapshot.get("epoch"),
+        "seq": snapshot.get("seq"),
+        "config": dict(snapshot.get("config") or {}),
+        "sessions": [
+            {
+                **decode_session(info),
+                "status": [decode_row(r) for r in sort_rows(tables.get(info["session"], []))],
+            }
+            for info in sessions
+        ],
+    }
+
+
+def format_duration(seconds: float) -> str:
+    """`3d 4h`, `2h 5m`, `4m 12s`, `9s`: enough precision for an uptime."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def format_time(value: object) -> str:
+    """A wire datetime (or epoch float) in local time, to the second."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dt.datetime.fromtimestamp(value, dt.UTC)
+    if isinstance(value, dt.datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if value is None else str(value)
+
+
+def yes_no(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def _names(value: object) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(v) for v in value) if value else "-"
+    return "-" if value is None else str(value)
+
+
+def daemon_lines(view: Mapping[str, Any]) -> list[Text]:
+    """The daemon line and the config line of `status`."""
+    lines: list[Text] = []
+    daemon = view.get("daemon")
+    if daemon:
+        line = Text()
+        line.append("mapid ", style="bold")
+        line.append(f"{daemon.get('version')}", style="bold")
+        line.append(f"  pid {daemon.get('pid')}  epoch {daemon.get('epoch')}")
+        if "uptime_s" in daemon:
+            line.append(f"  up {format_duration(float(daemon['uptime_s']))}")
+        line.append(f"  protocol {daemon.get('protocol')}")
+        lines.append(line)
+    else:
+        lines.append(Text(f"mapid epoch {view.get('epoch')}", style="bold"))
+    lines.extend(config_lines(view.get("config") or {}))
+    return lines
+
+
+def config_lines(config: Mapping[str, Any]) -> list[Text]:
+    """`config gen N, last reload TIME ok`, then one line per reload error."""
+    line = Text(f"config gen {config.get('gen', '-')}")
+    report = config.get("last_reload")
+    errors: list[Any] = []
+    if isinstance(report, Mapping):
+        line.append(f", last reload {format_time(report.get('ts'))} ")
+        if report.get("ok", True):
+            line.append("ok", style="green")
+        else:
+            line.append("with errors", style="bold red")
+        changes = [
+            f"{what} {', '.join(map(str, report.get(what) or []))}"
+            for what in ("added", "removed", "changed")
+            if report.get(what)
+        ]
+        if changes:
+            line.append(f" ({'; '.join(changes)})")
+        errors = list(report.get("errors") or [])
+    lines = [line]
+    for err in errors:
+        if isinstance(err, Mapping):
+            where = str(err.get("file", "?"))
+            if err.get("line") is not None:
+                where += f":{err['line']}"
+            lines.append(Text(f"  error: {where}: {err.get('message', '')}", style="red"))
+        else:
+            lines.append(Text(f"  error: {err}", style="red"))
+    return lines
+
+
+def session_line(info: Mapping[str, Any]) -> Text:
+    """`session ID  profile P  shared no  members 1  state active`."""
+    line = Text()
+    line.append("session ", style="bold")
+    line.append(str(info.get("session")), style="bold cyan")
+    line.append(f"  profile {info.get('profile')}")
+    line.append(f"  shared {yes_no(info.get('shared'))}")
+    line.append(f"  members {info.get('members')}")
+    state = str(info.get("state"))
+    line.append("  state ")
+    line.append(state, style="green" if state == "active" else "yellow")
+    return line
+
+
+def _status_style(codes: object) -> str:
+    names = codes if isinstance(codes, list) else []
+    if "STATUS_FAILURE" in names:
+        return "bold red"
+    if "STATUS_OFFLINE" in names:
+        return "yellow"
+    if "STATUS_AVAILABLE" in names:
+        return "green"
+    return ""
+
+
+def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
+    """Decoded status rows (see decode_row) as a table a person can read: one MAPI name per
+    line in the flag cells, and the row's name, resource type, provider and status string
+    stacked in the first column, so it fits a terminal of about 100 columns (narrower ones
+    fold names rather than cut them)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Name", overflow="fold", min_width=16)
+    for header in ("Status", "Flags", "Methods"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        code = row.get("PR_STATUS_CODE")
+        name = Text(str(row.get("PR_DISPLAY_NAME", "")), style="bold")
+        kind = _names(row.get("PR_RESOURCE_TYPE"))
+        if row.get("PR_PROVIDER_DLL_NAME"):
+            kind += f" ({row['PR_PROVIDER_DLL_NAME']})"
+        name.append(f"\n{kind}", style="cyan")
+        if row.get("PR_STATUS_STRING"):
+            name.append(f"\n{row['PR_STATUS_STRING']}", style="italic")
+        table.add_row(
+            str(row.get("PR_ROWID", "")),
+            name,
+            Text(_names(code), style=_status_style(code)),
+            _names(row.get("PR_RESOURCE_FLAGS")),
+            _names(row.get("PR_RESOURCE_METHODS")),
+        )
+    return table
+
+
+def status_renderable(view: Mapping[str, Any]) -> RenderableType:
+    """The whole `status` output: daemon line, config line, then each session and its rows."""
+    parts: list[RenderableType] = [*daemon_lines(view)]
+    sessions = view.get("sessions") or []
+    if not sessions:
+        parts.append(Text("no sessions", style="dim"))
+    for info in sessions:
+        parts.append(Text(""))
+        parts.append(session_line(info))
+        parts.append(status_table(info.get("status") or []))
+    return Group(*parts)
+
+
+def sessions_table(sessions: Sequence[Mapping[str, Any]]) -> Table:
+    """`daemon.sessions` (decoded with decode_session) as a table."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("Session", "Profile", "Shared", "Members", "State", "Flags", "Created"):
+        table.add_column(name, no_wrap=name != "Flags")
+    for info in sessions:
+        table.add_row(
+            str(info.get("session")),
+            str(info.get("profile")),
+            yes_no(info.get("shared")),
+            str(info.get("members")),
+            str(info.get("state")),
+            _names(info.get("flags")),
+            format_time(info.get("created")),
+        )
+    return table
+
+
+# --- consoles ------------------------------------------------------------------------------
+
+
+def console(stderr: bool = False) -> Console:
+    """A console for one invocation. Off a terminal the width is generous (unless COLUMNS
+    says otherwise) so MAPI names in tables are never folded in the middle for a pipe."""
+    stream = sys.stderr if stderr else sys.stdout
+    width: int | None = None
+    if not _isatty(stream) and not os.environ.get("COLUMNS"):
+        width = 200
+    return Console(file=stream, stderr=stderr, width=width, highlight=False)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
