@@ -7,8 +7,8 @@ through these functions, so the shapes live here once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from mapid.codec import pack, unpack
@@ -89,7 +89,7 @@ def event(
         "v": PROTOCOL_VERSION,
         "epoch": epoch,
         "seq": seq,
-        "ts": time.time(),
+        "ts": datetime.now(UTC),  # a msgpack timestamp (PROTOCOL.md 2)
         "type": event_type,
     }
     if prev is not None:

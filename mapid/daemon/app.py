@@ -30,7 +30,7 @@ from mapid.daemon.publisher import Publisher
 from mapid.daemon.registry import REGISTRY
 from mapid.daemon.server import RequestServer
 from mapid.daemon.service_registry import ServiceRegistry
-from mapid.daemon.session import SessionEnv
+from mapid.daemon.session import SessionEnv, SessionState
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.snapshot import SnapshotStore
 from mapid.errors import MapiError
@@ -162,6 +162,11 @@ class Daemon:
             self.config = config
             self._apply_config()
             self.profiles = fresh
+            for session in self.sessions.public_sessions():
+                # A profile file deleted by hand leaves its sessions running, orphaned.
+                if session.profile.name in removed and session.state is SessionState.ACTIVE:
+                    session.transition(SessionState.ORPHANED)
+                    session.publish_session("orphaned")
             self.config_gen += 1
             self.reloads += 1
             self.config_problems = problems

@@ -80,7 +80,10 @@ def renew(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     member = _session(ctx)[1]
     if member.lease_s <= 0:
         return {"lease_expires": None}
-    return {"lease_expires": datetime.now(UTC) + timedelta(seconds=member.lease_s)}
+    try:
+        return {"lease_expires": datetime.now(UTC) + timedelta(seconds=member.lease_s)}
+    except OverflowError:  # a lease past year 9999 (lease_s may be any number, even inf)
+        return {"lease_expires": datetime.max.replace(tzinfo=UTC)}
 
 
 @op("session.get_last_error", token=True, locks_session=False)
