@@ -20,6 +20,9 @@ app = typer.Typer(
     help="The mapid daemon: MAPI sessions as a Linux service. Control it with `mapictl`.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -46,7 +49,11 @@ def run(
     ] = False,
     log_level: Annotated[
         str | None,
-        typer.Option("--log-level", help=f"One of {', '.join(LOG_LEVELS)}; overrides log_level."),
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help=f"One of {', '.join(LOG_LEVELS)}; overrides log_level.",
+        ),
     ] = None,
 ) -> None:
     """Start the daemon in the foreground (systemd runs it this way).
