@@ -28,7 +28,7 @@ from mapid.constants import (
 from mapid.entryid import make, parse_one_off, private_of, search_key, uid_from_name, uid_of
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.maildir import MAILDIR_STORE_TYPE, MaildirService, MaildirStore
-from mapid.providers.vcard import VCardAddressBook, VCardService
+from mapid.providers.vcard import VCardAddressBook, VCardService, read_vdir
 
 T = TypeVar("T")
 
@@ -150,6 +150,22 @@ def test_vcard_reads_3_0_and_4_0_and_counts_a_broken_file(
     assert props["PR_STATUS_STRING"] == "3 contacts, 1 unreadable file"
     assert "PR_IDENTITY_ENTRYID" not in props
     assert provider.row_flags() == ResourceFlags.STATUS_NO_PRIMARY_IDENTITY
+
+
+def test_vcard_sessions_share_one_parse_until_a_file_changes(tmp_path: Path) -> None:
+    folder = _vdir(tmp_path).resolve()
+    log = logging.getLogger("test")
+    first = read_vdir(folder, log)
+    assert read_vdir(folder, log) is first  # a second session reuses the first one's parse
+    (folder / "grace.vcf").write_text(VCARD4.replace("Grace Hopper", "Grace B. Hopper"))
+    changed = read_vdir(folder, log)
+    assert changed is not first
+    names = sorted(c.display_name for c in changed.contacts)
+    assert names == ["Ada Lovelace", "Charles Babbage", "Grace B. Hopper"]
+    unchanged = {c.uid: c for c in first.contacts}
+    assert {c.uid: c for c in changed.contacts}["ada-1"] is unchanged["ada-1"]
+    (folder / "people.vcf").unlink()
+    assert [c.display_name for c in read_vdir(folder, log).contacts] == ["Grace B. Hopper"]
 
 
 def test_vcard_identity_of_a_contact(tmp_path: Path) -> None:

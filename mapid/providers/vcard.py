@@ -10,6 +10,7 @@ real path, so entry IDs survive profile edits that keep the folder.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,21 +187,63 @@ def read_vcf(path: Path) -> list[Contact]:
     return [_contact(card, path, index) for index, card in enumerate(cards)]
 
 
+_Stamp = tuple[int, int, int]
+
+
+@dataclass
+class _FolderCache:
+    """The last parse of one folder, shared by every session that reads it."""
+
+    stamps: dict[Path, _Stamp]
+    files: dict[Path, tuple[Contact, ...] | None]
+    """Each file's contacts; None for a file that did not parse."""
+    scan: VdirScan
+
+
+_CACHE: dict[Path, _FolderCache] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _stamp(path: Path) -> _Stamp | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
 def read_vdir(folder: Path, logger: logging.Logger) -> VdirScan:
-    """Read every `.vcf` file of a folder; a file that does not parse is logged and skipped."""
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() == ".vcf" and not p.name.startswith(".") and p.is_file()
-    )
+    """Read every `.vcf` file of a folder; a file that does not parse is logged and skipped.
+
+    Parsing is the costly part, and every session of a profile reads the same folder, so
+    each file is parsed once and again only when its time, size or inode change; a folder
+    that did not change at all returns the very same scan, shared by all its sessions.
+    """
+    stamps: dict[Path, _Stamp] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() == ".vcf" and not path.name.startswith(".") and path.is_file():
+            stamp = _stamp(path)
+            if stamp is not None:
+                stamps[path] = stamp
+    with _CACHE_LOCK:
+        cached = _CACHE.get(folder)
+    if cached is not None and cached.stamps == stamps:
+        return cached.scan
+    files: dict[Path, tuple[Contact, ...] | None] = {}
+    for path, stamp in stamps.items():
+        if cached is not None and cached.stamps.get(path) == stamp and path in cached.files:
+            files[path] = cached.files[path]
+            continue
+        try:
+            files[path] = tuple(read_vcf(path))
+        except Exception as exc:
+            logger.warning("vcard: skipping unreadable file %s: %s", path, exc)
+            files[path] = None
     contacts: list[Contact] = []
     unreadable: list[Path] = []
     seen: set[str] = set()
-    for path in files:
-        try:
-            cards = read_vcf(path)
-        except Exception as exc:
-            logger.warning("vcard: skipping unreadable file %s: %s", path, exc)
+    for path, cards in files.items():
+        if cards is None:
             unreadable.append(path)
             continue
         for contact in cards:
@@ -209,7 +252,10 @@ def read_vdir(folder: Path, logger: logging.Logger) -> VdirScan:
                 continue
             seen.add(contact.uid)
             contacts.append(contact)
-    return VdirScan(tuple(contacts), tuple(unreadable))
+    scan = VdirScan(tuple(contacts), tuple(unreadable))
+    with _CACHE_LOCK:
+        _CACHE[folder] = _FolderCache(stamps, files, scan)
+    return scan
 
 
 def _prepare_folder(folder: Path) -> Path:
