@@ -64,7 +64,7 @@ class Daemon:
         self.profiles: dict[str, Profile] = {}
         self.publisher = Publisher(None, self.epoch)
         self.publisher.heartbeat_fields = lambda: {
-            "sessions": len(self.sessions.public_sessions()),
+            "sessions": self.sessions.public_count,
             "config_gen": self.config_gen,
         }
         env = SessionEnv(

@@ -67,6 +67,8 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.tokens: dict[bytes, tuple[Session, Member]] = {}
         self.shared: Session | None = None
+        self.public_count = 0
+        """Sessions that went public and have not ended: O(1) for every heartbeat."""
         self._leases: list[tuple[float, int, bytes]] = []
         self._lease_order = itertools.count()
         self.on_session_end: list[Callable[[Session], None]] = []
@@ -180,6 +182,7 @@ class SessionManager:
         self._add_member(session, member)
         self.update_mapi_rows(session)
         session.transition(SessionState.ACTIVE)
+        self.public_count += 1
         if session.flags & LogonFlags.MAPI_ALLOW_OTHERS:
             self.shared = session
         session.publish_session("logon")
@@ -297,6 +300,7 @@ class SessionManager:
         session.publish_session("logoff", **extra)
         self.env.forget_topics(*session.topics)
         session.transition(SessionState.CLOSED)
+        self.public_count -= 1
         self.sessions.pop(session.id, None)
         for hook in self.on_session_end:
             hook(session)

@@ -1,8 +1,11 @@
 """`daemon.snapshot`: the state of the selected sessions at one `seq` (PROTOCOL.md 6.1, 7.3).
 
-A snapshot is taken in one step of the event loop, so it matches the event stream exactly.
-When it would not fit in one reply it is cut between sessions; the later parts are frozen at
-the same `seq` and handed out by cursor.
+The state is captured in one step of the event loop, so it matches the event stream
+exactly. Capturing only takes references (rows are replaced, never changed in place), so it
+is cheap; the costly part, encoding, is done one part at a time: a part holds about
+`PART_BUDGET` bytes of sessions, and when more remain the reply carries a cursor for the
+next part, which is encoded only when asked for. No single request blocks the loop for
+long, however many sessions there are.
 """
 
 from __future__ import annotations
@@ -13,21 +16,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mapid.codec import MAX_PAYLOAD, pack
+from mapid.codec import pack
 from mapid.daemon.publisher import Publisher
 from mapid.daemon.session import Session
 from mapid.errors import ErrorCode, MapiError
 
-PART_BUDGET = MAX_PAYLOAD - 256 * 1024
-"""Room for one part, with a margin for the reply envelope around it."""
+PART_BUDGET = 1024 * 1024
+"""Bytes of sessions in one part: well inside the 4 MiB reply limit, quick to encode."""
 CURSOR_TTL = 60.0
 MAX_CURSORS = 64
+
+_Piece = tuple[dict[str, Any], list[dict[str, Any]], dict[str, int]]
+"""One session as captured: its SESSION map, its rows, its topics' last seqs."""
 
 
 @dataclass
 class _Pending:
     expires: float
-    parts: list[dict[str, Any]]
+    base: dict[str, Any]
+    pieces: list[_Piece]
+    next_index: int = 0
 
 
 class SnapshotStore:
@@ -49,48 +57,46 @@ class SnapshotStore:
             "config": self.config(),
         }
         topics_seq = self.publisher.topics
-        parts: list[dict[str, Any]] = []
-        current = self._empty(base)
-        size = len(pack(current))
+        pieces: list[_Piece] = []
         for session in self.sessions():
-            session_topic, status_topic = session.topics
-            if not (session_topic.startswith(prefix) or status_topic.startswith(prefix)):
+            selected = [t for t in session.topics if t.startswith(prefix)]
+            if not selected:
                 continue
-            info = session.info()
-            rows = session.table.rows()
-            topics = {
-                t: topics_seq[t]
-                for t in (session_topic, status_topic)
-                if t.startswith(prefix) and t in topics_seq
-            }
-            piece = len(pack([info, rows, topics]))
-            if current["sessions"] and size + piece > PART_BUDGET:
-                parts.append(current)
-                current = self._empty(base)
-                size = len(pack(current))
-            current["sessions"].append(info)
-            current["status"][session.id] = rows
-            current["topics"].update(topics)
-            size += piece
-        parts.append(current)
-        if len(parts) == 1:
-            return parts[0]
-        return self._hand_out(parts)
+            topics = {t: topics_seq[t] for t in selected if t in topics_seq}
+            pieces.append((session.info(), session.table.rows(), topics))
+        pending = _Pending(time.monotonic() + CURSOR_TTL, base, pieces)
+        part = self._part(pending)
+        if pending.next_index >= len(pieces):
+            return part
+        return {**part, "next": self._keep(pending)}
 
     @staticmethod
-    def _empty(base: dict[str, Any]) -> dict[str, Any]:
-        return {**base, "sessions": [], "status": {}, "topics": {}}
+    def _part(pending: _Pending) -> dict[str, Any]:
+        """The next part: sessions from `next_index` until the budget is used."""
+        part: dict[str, Any] = {**pending.base, "sessions": [], "status": {}, "topics": {}}
+        size = 0
+        pieces = pending.pieces
+        while pending.next_index < len(pieces):
+            info, rows, topics = pieces[pending.next_index]
+            piece_size = len(pack((info, rows, topics)))
+            if part["sessions"] and size + piece_size > PART_BUDGET:
+                break
+            part["sessions"].append(info)
+            part["status"][info["session"]] = rows
+            part["topics"].update(topics)
+            size += piece_size
+            pending.next_index += 1
+        return part
 
-    def _hand_out(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    def _keep(self, pending: _Pending) -> str:
         now = time.monotonic()
         for cursor in [c for c, p in self._pending.items() if p.expires < now]:
             del self._pending[cursor]
         while len(self._pending) >= MAX_CURSORS:
             self._pending.pop(next(iter(self._pending)))
         cursor = secrets.token_hex(12)
-        first, rest = parts[0], parts[1:]
-        self._pending[cursor] = _Pending(now + CURSOR_TTL, rest)
-        return {**first, "next": cursor}
+        self._pending[cursor] = pending
+        return cursor
 
     def next_part(self, cursor: str) -> dict[str, Any]:
         pending = self._pending.get(cursor)
@@ -100,8 +106,8 @@ class SnapshotStore:
                 ErrorCode.MAPI_E_NOT_FOUND,
                 "unknown or expired snapshot cursor; take a new snapshot",
             )
-        part = pending.parts.pop(0)
-        if pending.parts:
+        part = self._part(pending)
+        if pending.next_index < len(pending.pieces):
             pending.expires = time.monotonic() + CURSOR_TTL
             return {**part, "next": cursor}
         del self._pending[cursor]

@@ -9,6 +9,7 @@ real path, so entry IDs survive profile edits that keep the folder.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -91,6 +92,11 @@ class VdirScan:
 
     contacts: tuple[Contact, ...]
     unreadable: tuple[Path, ...]
+
+    @functools.cached_property
+    def by_uid(self) -> dict[str, Contact]:
+        """Contacts by UID, built once per scan and shared by its sessions."""
+        return {c.uid: c for c in self.contacts}
 
 
 # --- Reading cards (blocking; runs in the daemon's thread pool) -----------------------------
@@ -412,11 +418,11 @@ class VCardAddressBook(AddressBookProvider):
             self._registered.add(uid)
         self._folder, self._uid = real, uid
         self._contacts = scan.contacts
-        self._by_uid = {c.uid: c for c in scan.contacts}
+        self._by_uid = scan.by_uid
         self._unreadable = scan.unreadable
         self._identity = _identity(config)
         self._identity_entryid = self._make_identity_entryid(self._identity)
-        self.support.logger.info(
+        self.support.logger.debug(
             "vcard: %s: %d contacts, %d unreadable files",
             real,
             len(scan.contacts),

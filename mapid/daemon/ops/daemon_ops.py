@@ -60,7 +60,7 @@ def stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         "malformed": server.stats.malformed,
         "errors": server.stats.errors,
         "events": daemon.publisher.published,
-        "sessions": len(daemon.sessions.public_sessions()),
+        "sessions": daemon.sessions.public_count,
         "reloads": daemon.reloads,
         "in_flight": sum(server.in_flight.values()),
         "reply_cache": len(server.cache.entries),
