@@ -102,6 +102,7 @@ def new_token() -> bytes:
 class Session:
     def __init__(self, profile: Profile, flags: LogonFlags, env: SessionEnv) -> None:
         self.id = secrets.token_hex(8)
+        self.topics = (envelope.session_topic(self.id), envelope.status_topic(self.id))
         self.profile = profile
         self.flags = flags
         self.shared = bool(flags & LogonFlags.MAPI_ALLOW_OTHERS)
@@ -140,10 +141,6 @@ class Session:
     @property
     def public(self) -> bool:
         return self.state in (SessionState.ACTIVE, SessionState.ORPHANED, SessionState.CLOSING)
-
-    @property
-    def topics(self) -> tuple[str, str]:
-        return envelope.session_topic(self.id), envelope.status_topic(self.id)
 
     def info(self) -> dict[str, Any]:
         """The SESSION map of PROTOCOL.md 6.1."""
