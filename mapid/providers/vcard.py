@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -210,14 +211,6 @@ _CACHE: dict[Path, _FolderCache] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _stamp(path: Path) -> _Stamp | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
-
-
 def read_vdir(folder: Path, logger: logging.Logger) -> VdirScan:
     """Read every `.vcf` file of a folder; a file that does not parse is logged and skipped.
 
@@ -226,11 +219,18 @@ def read_vdir(folder: Path, logger: logging.Logger) -> VdirScan:
     that did not change at all returns the very same scan, shared by all its sessions.
     """
     stamps: dict[Path, _Stamp] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() == ".vcf" and not path.name.startswith(".") and path.is_file():
-            stamp = _stamp(path)
-            if stamp is not None:
-                stamps[path] = stamp
+    with os.scandir(folder) as entries:  # DirEntry caches its stat: one syscall a file
+        for entry in sorted(entries, key=lambda e: e.name):
+            name = entry.name
+            if not name.lower().endswith(".vcf") or name.startswith("."):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                info = entry.stat()
+            except OSError:
+                continue
+            stamps[folder / name] = (info.st_mtime_ns, info.st_size, info.st_ino)
     with _CACHE_LOCK:
         cached = _CACHE.get(folder)
     if cached is not None and cached.stamps == stamps:
