@@ -12,11 +12,15 @@ what it does. Hooks are coroutines; blocking work goes through `support.run_bloc
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
+
+import jsonschema
 
 from mapid.constants import (
     FlushFlags,
@@ -49,6 +53,40 @@ class ConfigProblem:
 
     key: str
     message: str
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def schema_problems(schema: Mapping[str, Any], config: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Check `config` against a JSON Schema; each problem names its key (`identity.email`).
+
+    A subschema may carry `x-error`, a plain sentence used instead of the validator's
+    message (which quotes regular expressions at the user) for any failure but a wrong type.
+    """
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    problems: list[ConfigProblem] = []
+    for error in sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.path)):
+        path = [str(part) for part in error.absolute_path]
+        wanted = error.validator_value
+        if error.validator == "required" and isinstance(error.instance, Mapping):
+            missing = (
+                [k for k in wanted if k not in error.instance] if isinstance(wanted, list) else []
+            )
+            for key in missing:
+                problems.append(ConfigProblem(".".join([*path, key]), "required"))
+            continue
+        message = error.message
+        custom = error.schema.get("x-error") if isinstance(error.schema, Mapping) else None
+        if error.validator != "type" and isinstance(custom, str):
+            message = custom  # the schema's own words for a value of the right type
+        problems.append(ConfigProblem(".".join(path) or "(config)", message))
+    return problems
 
 
 class ProviderSupport(Protocol):
@@ -218,9 +256,11 @@ class MessageService:
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
-        """Problems with a configuration; the default checks `required` of the schema."""
-        required = cls.config_schema.get("required", [])
-        return [ConfigProblem(str(key), "required") for key in required if key not in config]
+        """Problems with a configuration: whatever breaks `config_schema`.
+
+        A service with rules a schema cannot say overrides this and adds its own.
+        """
+        return schema_problems(cls.config_schema, config)
 
     @classmethod
     async def configure(cls, config: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -13,7 +13,6 @@ import mailbox
 import os
 import secrets
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +41,6 @@ from mapid.proptags import (
     PR_STORE_SUPPORT_MASK,
 )
 from mapid.providers.base import (
-    ConfigProblem,
     MapiObject,
     MessageService,
     PropsObject,
@@ -159,20 +157,6 @@ def open_maildir(root: Path) -> MaildirState:
 # --- Configuration ---------------------------------------------------------------------------
 
 
-def _config_problems(config: Mapping[str, Any]) -> list[ConfigProblem]:
-    problems: list[ConfigProblem] = []
-    path = config.get("path")
-    if path is None:
-        problems.append(ConfigProblem("path", "required: the Maildir's root folder"))
-    elif not isinstance(path, str) or not path.strip():
-        problems.append(ConfigProblem("path", "must be a non-empty string"))
-    if "display_name" in config and not isinstance(config["display_name"], str):
-        problems.append(ConfigProblem("display_name", "must be a string"))
-    if "primary_store" in config and not isinstance(config["primary_store"], bool):
-        problems.append(ConfigProblem("primary_store", "must be true or false"))
-    return problems
-
-
 # --- Objects ---------------------------------------------------------------------------------
 
 
@@ -218,7 +202,7 @@ class MaildirStore(StoreProvider):
 
     async def _load(self) -> None:
         config = self.support.config()
-        problems = _config_problems(config)
+        problems = MaildirService.check_config(config)
         if problems:
             raise MapiError(
                 ErrorCode.MAPI_E_UNCONFIGURED,
@@ -306,7 +290,8 @@ class MaildirService(MessageService):
         "properties": {
             "path": {
                 "type": "string",
-                "minLength": 1,
+                "pattern": "\\S",
+                "x-error": "must not be empty",
                 "description": "The Maildir++ root folder; created if missing.",
             },
             "display_name": {"type": "string", "description": "Name of the store."},
@@ -318,7 +303,3 @@ class MaildirService(MessageService):
         },
         "required": ["path"],
     }
-
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
-        return _config_problems(config)

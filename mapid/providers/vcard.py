@@ -52,7 +52,6 @@ from mapid.proptags import (
 )
 from mapid.providers.base import (
     AddressBookProvider,
-    ConfigProblem,
     Identity,
     MapiObject,
     MessageService,
@@ -288,27 +287,6 @@ def _scan(folder: Path, logger: logging.Logger) -> tuple[Path, VdirScan]:
 # --- Configuration --------------------------------------------------------------------------
 
 
-def _config_problems(config: Mapping[str, Any]) -> list[ConfigProblem]:
-    problems: list[ConfigProblem] = []
-    path = config.get("path")
-    if path is None:
-        problems.append(ConfigProblem("path", "required: a folder of .vcf files"))
-    elif not isinstance(path, str) or not path.strip():
-        problems.append(ConfigProblem("path", "must be a non-empty string"))
-    if "display_name" in config and not isinstance(config["display_name"], str):
-        problems.append(ConfigProblem("display_name", "must be a string"))
-    identity = config.get("identity")
-    if identity is not None:
-        if not isinstance(identity, Mapping):
-            problems.append(ConfigProblem("identity", "must be a table {display_name, email}"))
-        else:
-            for key in ("display_name", "email"):
-                value = identity.get(key)
-                if not isinstance(value, str) or not value.strip():
-                    problems.append(ConfigProblem(f"identity.{key}", "required: a string"))
-    return problems
-
-
 def _identity(config: Mapping[str, Any]) -> Identity | None:
     """The configured identity, or None when there is none or it is incomplete."""
     raw = config.get("identity")
@@ -403,7 +381,7 @@ class VCardAddressBook(AddressBookProvider):
 
     async def _load(self) -> None:
         config = self.support.config()
-        problems = _config_problems(config)
+        problems = VCardService.check_config(config)
         if problems:
             raise MapiError(
                 ErrorCode.MAPI_E_UNCONFIGURED,
@@ -569,7 +547,8 @@ class VCardService(MessageService):
         "properties": {
             "path": {
                 "type": "string",
-                "minLength": 1,
+                "pattern": "\\S",
+                "x-error": "must not be empty",
                 "description": "A folder of .vcf files (khard / vdirsyncer layout); "
                 "created if missing.",
             },
@@ -578,8 +557,16 @@ class VCardService(MessageService):
                 "type": "object",
                 "description": "The user this service stands for (the session's identity).",
                 "properties": {
-                    "display_name": {"type": "string", "minLength": 1},
-                    "email": {"type": "string", "minLength": 1, "format": "email"},
+                    "display_name": {
+                        "type": "string",
+                        "pattern": "\\S",
+                        "x-error": "must not be empty",
+                    },
+                    "email": {
+                        "type": "string",
+                        "pattern": "^[^@\\s]+@[^@\\s]+$",
+                        "x-error": "must be an e-mail address (name@domain)",
+                    },
                 },
                 "required": ["display_name", "email"],
                 "additionalProperties": False,
@@ -587,10 +574,6 @@ class VCardService(MessageService):
         },
         "required": ["path"],
     }
-
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
-        return _config_problems(config)
 
     @classmethod
     def identity(cls, config: Mapping[str, Any]) -> Identity | None:
