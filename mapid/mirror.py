@@ -232,7 +232,9 @@ class StatusMirror:
                 self._resync()
             if time.monotonic() >= deadline:
                 break
-        if time.monotonic() - self._last_hb > HEARTBEAT_TIMEOUT:
+        # A backlog still queued may hold heartbeats: silence counts only once caught up.
+        caught_up = not self._sub.poll(0, zmq.POLLIN)
+        if caught_up and time.monotonic() - self._last_hb > HEARTBEAT_TIMEOUT:
             self.last_error = f"no heartbeat for {HEARTBEAT_TIMEOUT:g} s"
             self._resync()
         return changed
