@@ -28,7 +28,7 @@ from mapid.constants import (
 )
 from mapid.daemon.profiles import ServiceSection
 from mapid.daemon.service_registry import ServiceUnavailable
-from mapid.daemon.session import Session
+from mapid.daemon.session import Session, SessionState
 from mapid.daemon.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
@@ -121,7 +121,7 @@ class Support:
 
     def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
         row = self._slot.row
-        if row is None or self._session.state.value == "closed":
+        if row is None or self._session.state is SessionState.CLOSED:
             return
         if not update:
             # A provider replaces its own columns, never the ones MAPI keeps for it.
@@ -287,14 +287,14 @@ class ProviderHost:
         slot.row = self._add_row(slot.provider_uid, {**base_row(slot), "PR_STATUS_CODE": 0})
         self.session.routes[slot.provider_uid] = slot
         try:
-            await self._attempt(slot, provider)
+            await self._bounded(provider.logon())
         except MapiError as exc:
             if exc.code == ErrorCode.MAPI_E_UNCONFIGURED and service.cls is not None:
                 try:
                     new_config = await self._bounded(service.cls.configure(service.config))
                     if new_config is not None:
                         service.config = dict(new_config)
-                    await self._attempt(slot, provider)
+                    await self._bounded(provider.logon())
                 except Exception as retry_exc:  # the one retry failed: disable the service
                     await self.disable_service(service, _reason(retry_exc, "after configure"))
                     return
@@ -315,9 +315,6 @@ class ProviderHost:
         row = base_row(slot)
         row.update(provider.status_props())
         self.session.table.modify(slot.row, row)
-
-    async def _attempt(self, slot: ProviderSlot, provider: Provider) -> None:
-        await self._bounded(provider.logon())
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
         return await asyncio.wait_for(aw, self.env.provider_timeout)
