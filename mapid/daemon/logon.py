@@ -26,7 +26,7 @@ from mapid.constants import (
     ResourceType,
     StatusCode,
 )
-from mapid.daemon.profiles import ServiceSection
+from mapid.daemon.profiles import ServiceSection, provider_uid
 from mapid.daemon.service_registry import ServiceUnavailable
 from mapid.daemon.session import Session, SessionState
 from mapid.daemon.status_table import RowKey
@@ -237,9 +237,7 @@ class ProviderHost:
                 )
                 continue
             for provider_cls in cls.providers:
-                uid = entryid.uid_from_name(
-                    "provider", session.profile.name, section.key, provider_cls.name
-                )
+                uid = provider_uid(session.profile.name, section.key, provider_cls.name)
                 instance.slots.append(ProviderSlot(instance, provider_cls, uid))
 
     def _add_row(self, uid: bytes, props: Mapping[str, Any]) -> RowKey:

@@ -39,6 +39,11 @@ def check_profile_name(name: object) -> str:
     return name
 
 
+def provider_uid(profile: str, service_key: str, provider: str) -> bytes:
+    """PR_PROVIDER_UID of one provider of a profile's service: stable, like the service's."""
+    return entryid.uid_from_name("provider", profile, service_key, provider)
+
+
 @dataclass(frozen=True)
 class ServiceSection:
     """One `[services.<key>]` table of a profile."""

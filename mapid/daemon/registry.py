@@ -181,6 +181,8 @@ class OpSpec:
     handler: Handler
     token: bool
     args: dict[str, Arg]
+    token_optional: bool = False
+    """Takes a token or works without one (the `services.*` ops: token or args.profile)."""
     handle: bool = False
     table: bool = False
     is_async: bool = True
@@ -216,6 +218,7 @@ class OpRegistry:
         *,
         token: bool,
         args: Mapping[str, Arg] | None = None,
+        token_optional: bool = False,
         handle: bool = False,
         table: bool = False,
         locks_session: bool = True,
@@ -231,6 +234,7 @@ class OpRegistry:
                 fn,
                 token,
                 specs,
+                token_optional=token_optional,
                 handle=handle,
                 table=table,
                 is_async=inspect.iscoroutinefunction(fn),

@@ -180,7 +180,7 @@ class RequestServer:
             return
         self.cache.start(key)
         self.in_flight[identity] = self.in_flight.get(identity, 0) + 1
-        if not spec.is_async and not spec.token:
+        if not spec.is_async and ctx.session is None:
             self._finish(key, identity, self._run_inline(spec, ctx, args))
             return
         task = asyncio.get_running_loop().create_task(
@@ -210,7 +210,7 @@ class RequestServer:
         if spec is None:
             raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, f"no operation {name!r}")
         ctx = OpContext(self.daemon, identity, req_id)
-        if spec.token:
+        if spec.token or (spec.token_optional and payload.get("token") is not None):
             ctx.session, ctx.member = self.sessions.lookup(payload.get("token"))
         try:
             args = spec.parse_args(payload.get("args"))

@@ -66,28 +66,3 @@ def stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         "reply_cache": len(server.cache.entries),
         "members": len(daemon.sessions.tokens),
     }
-
-
-@op("services.available", token=False)
-def services_available(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Every installed message service with its providers and config schema."""
-    found = []
-    for service in ctx.daemon.registry.available():
-        cls = service.cls
-        found.append(
-            {
-                "name": service.name,
-                "display_name": cls.display_name,
-                "providers": [
-                    {
-                        "name": p.name,
-                        "display": p.display,
-                        "resource_type": int(p.resource_type),
-                    }
-                    for p in cls.providers
-                ],
-                "flags": int(cls.flags),
-                "config_schema": cls.config_schema,
-            }
-        )
-    return {"services": found}
