@@ -163,10 +163,13 @@ class Daemon:
             self._apply_config()
             self.profiles = fresh
             for session in self.sessions.public_sessions():
+                name = session.profile.name
                 # A profile file deleted by hand leaves its sessions running, orphaned.
-                if session.profile.name in removed and session.state is SessionState.ACTIVE:
+                if name in removed and session.state is SessionState.ACTIVE:
                     session.transition(SessionState.ORPHANED)
                     session.publish_session("orphaned")
+                elif name in changed:
+                    await self.sessions.follow_profile(session, fresh[name])
             self.config_gen += 1
             self.reloads += 1
             self.config_problems = problems

@@ -25,6 +25,7 @@ from mapid.constants import (
     ResourceFlags,
     ResourceType,
     StatusCode,
+    ValidateStateFlags,
 )
 from mapid.daemon.profiles import ServiceSection, provider_uid
 from mapid.daemon.service_registry import ServiceUnavailable
@@ -211,34 +212,75 @@ class ProviderHost:
     # -- building ------------------------------------------------------------------------
     def load_services(self) -> None:
         """Resolve each section's service; an unavailable one gets its one failure row."""
+        for section in self.session.profile.services:
+            self.session.services.append(self._load_service(section))
+
+    def _load_service(self, section: ServiceSection) -> ServiceInstance:
         session = self.session
-        for section in session.profile.services:
-            try:
-                cls: type[MessageService] | None = self.env.registry.get(section.service)
-            except ServiceUnavailable as exc:
-                cls = None
-                reason = str(exc)
-            instance = ServiceInstance(section, cls, dict(section.config))
-            session.services.append(instance)
-            if cls is None:
-                instance.disabled = reason
-                instance.row = self._add_row(
-                    entryid.MAPID_UID,
-                    {
-                        "PR_DISPLAY_NAME": section.config.get("display_name", section.key),
-                        "PR_PROVIDER_DISPLAY": section.service,
-                        "PR_PROVIDER_DLL_NAME": section.service,
-                        "PR_RESOURCE_TYPE": int(ResourceType.MAPI_PROFILE_PROVIDER),
-                        "PR_RESOURCE_FLAGS": 0,
-                        "PR_RESOURCE_METHODS": 0,
-                        "PR_STATUS_CODE": int(StatusCode.STATUS_FAILURE),
-                        "PR_STATUS_STRING": reason,
-                    },
-                )
+        try:
+            cls: type[MessageService] | None = self.env.registry.get(section.service)
+        except ServiceUnavailable as exc:
+            cls = None
+            reason = str(exc)
+        instance = ServiceInstance(section, cls, dict(section.config))
+        if cls is None:
+            instance.disabled = reason
+            instance.row = self._add_row(
+                entryid.MAPID_UID,
+                {
+                    "PR_DISPLAY_NAME": section.config.get("display_name", section.key),
+                    "PR_PROVIDER_DISPLAY": section.service,
+                    "PR_PROVIDER_DLL_NAME": section.service,
+                    "PR_RESOURCE_TYPE": int(ResourceType.MAPI_PROFILE_PROVIDER),
+                    "PR_RESOURCE_FLAGS": 0,
+                    "PR_RESOURCE_METHODS": 0,
+                    "PR_STATUS_CODE": int(StatusCode.STATUS_FAILURE),
+                    "PR_STATUS_STRING": reason,
+                },
+            )
+            return instance
+        for provider_cls in cls.providers:
+            uid = provider_uid(session.profile.name, section.key, provider_cls.name)
+            instance.slots.append(ProviderSlot(instance, provider_cls, uid))
+        return instance
+
+    # -- following the profile (DESIGN.md 8) ---------------------------------------------
+    async def add_service(self, section: ServiceSection) -> None:
+        """A section added to the profile: its providers log on in this live session."""
+        instance = self._load_service(section)
+        self.session.services.append(instance)
+        for slot in sorted(instance.slots, key=lambda s: _phase(s.cls)):
+            if not slot.is_transport or self.session.transports_on:
+                await self._log_on_slot(slot)
+
+    async def remove_service(self, instance: ServiceInstance) -> None:
+        """A section removed from the profile: its providers log off, their rows go."""
+        for slot in reversed(sorted(instance.slots, key=lambda s: _phase(s.cls))):
+            await self.log_off_slot(slot)
+            slot.state = SlotState.LOGGED_OFF
+        if instance.row is not None:
+            self.session.table.delete(instance.row)
+            instance.row = None
+        self.session.services.remove(instance)
+
+    async def reconfigure(self, instance: ServiceInstance, section: ServiceSection) -> None:
+        """A section whose configuration changed: validate_state(CONFIG_CHANGED) on each."""
+        instance.section = section
+        instance.config = dict(section.config)
+        for slot in instance.slots:
+            provider = slot.provider
+            if slot.state != SlotState.ACTIVE or provider is None or slot.row is None:
                 continue
-            for provider_cls in cls.providers:
-                uid = provider_uid(session.profile.name, section.key, provider_cls.name)
-                instance.slots.append(ProviderSlot(instance, provider_cls, uid))
+            try:
+                await self._bounded(provider.validate_state(ValidateStateFlags.CONFIG_CHANGED))
+            except Exception as exc:
+                reason = f"configuration change failed: {_reason(exc)}"
+                self.session.table.modify(slot.row, self._failure_row(slot, reason))
+                continue
+            row = base_row(slot)
+            row.update(provider.status_props())
+            row.setdefault("PR_STATUS_STRING", "configuration changed")
+            self.session.table.modify(slot.row, row)
 
     def _add_row(self, uid: bytes, props: Mapping[str, Any]) -> RowKey:
         session = self.session

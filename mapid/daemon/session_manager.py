@@ -245,6 +245,35 @@ class SessionManager:
                 },
             )
 
+    # -- following the profile ---------------------------------------------------------
+    async def follow_profile(self, session: Session, profile: Profile) -> None:
+        """Apply a changed profile to a live session, as DESIGN.md 8 says.
+
+        Sections are matched by key: a new key is a service to log on, a key gone is one
+        to log off, a key whose `service` changed is both, and a key whose configuration
+        changed is reconfigured in place.
+        """
+        async with session.lock:
+            if not session.alive:
+                return
+            host = ProviderHost(session)
+            old = {inst.section.key: inst for inst in session.services}
+            new = {sec.key: sec for sec in profile.services}
+            session.profile = profile
+            for key, instance in old.items():
+                section = new.get(key)
+                if section is None or section.service != instance.section.service:
+                    await host.remove_service(instance)
+            for key, section in new.items():
+                before = old.get(key)
+                if before is None or section.service != before.section.service:
+                    await host.add_service(section)
+                elif section.config != before.section.config:
+                    await host.reconfigure(before, section)
+            order = {key: i for i, key in enumerate(new)}
+            session.services.sort(key=lambda inst: order.get(inst.section.key, len(order)))
+            host.apply_profile_rules()
+
     # -- logoff --------------------------------------------------------------------------
     async def logoff(
         self, session: Session, member: Member, *, shared: bool = False, reason: str | None = None
