@@ -12,10 +12,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +20,16 @@ import zmq
 import mapid
 from mapid.cli import events as events_mod
 from mapid.cli import watch as watch_mod
+from mapid.cli.admin import profiles_app, services_app
+from mapid.cli.context import (
+    DEFAULT_TIMEOUT,
+    JsonOpt,
+    Options,
+    RuntimeOpt,
+    TimeoutOpt,
+    connected,
+    options,
+)
 from mapid.cli.exits import (
     EXIT_CODES_HELP,
     ExitCode,
@@ -49,8 +55,6 @@ from mapid.client import Client
 from mapid.constants import LogonFlags
 from mapid.errors import ErrorCode, MapidError, MapiError
 
-DEFAULT_TIMEOUT = 5.0
-
 APP_HELP = f"""Control and watch mapid, the MAPI session daemon.
 
 mapictl finds the daemon through the connection file mapid.json in its runtime directory:
@@ -71,39 +75,7 @@ app = typer.Typer(
 )
 
 
-# --- options shared by every command --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Options:
-    json: bool = False
-    timeout: float = DEFAULT_TIMEOUT
-    runtime_dir: Path | None = None
-
-
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print JSON for scripts (one object per line).")
-]
-TimeoutOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--timeout",
-        metavar="SECONDS",
-        min=0.001,
-        help=f"How long to wait for the daemon's answer (default {DEFAULT_TIMEOUT:g}).",
-        show_default=False,
-    ),
-]
-RuntimeOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--runtime-dir",
-        metavar="PATH",
-        help="The daemon's runtime directory (default: $MAPID_RUNTIME_DIR, else "
-        "$XDG_RUNTIME_DIR/mapid, else /tmp/mapid-$UID).",
-        show_default=False,
-    ),
-]
+# --- global options ---------------------------------------------------------------------------
 
 
 @app.callback()
@@ -119,25 +91,6 @@ def main_options(
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         runtime_dir=runtime_dir,
     )
-
-
-def options(
-    ctx: typer.Context, json_output: bool, timeout: float | None, runtime_dir: Path | None
-) -> Options:
-    """The global options with the command's own on top."""
-    base = ctx.find_object(Options) or Options()
-    return Options(
-        json=base.json or json_output,
-        timeout=timeout if timeout is not None else base.timeout,
-        runtime_dir=runtime_dir if runtime_dir is not None else base.runtime_dir,
-    )
-
-
-@contextmanager
-def connected(opts: Options) -> Iterator[Client]:
-    """A client for one command, with expected failures turned into exit codes."""
-    with handled(opts.json), Client(opts.runtime_dir, timeout=opts.timeout) as client:
-        yield client
 
 
 def parse_token(token_hex: str) -> bytes:
@@ -603,6 +556,10 @@ def status_table_cmd(
 
 
 # --- entry point ----------------------------------------------------------------------------
+
+
+app.add_typer(profiles_app, name="profiles")
+app.add_typer(services_app, name="services")
 
 
 def main() -> None:
