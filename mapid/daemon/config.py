@@ -84,10 +84,14 @@ def toml_problem(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigProblem:
 
 
 def find_line(text: str, key: str) -> int | None:
-    """The line where `key` is assigned, to point a problem at it."""
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
-    match = pattern.search(text)
-    return text.count("\n", 0, match.start()) + 1 if match else None
+    """The line of the first `key =` (also `"key" =`, `a.key =`, or inside an inline table),
+    to point a problem at it."""
+    name = rf"""["']?{re.escape(key)}["']?"""
+    for pattern in (rf"^[ \t]*{name}[ \t]*=", rf"(?:^|[\s{{,.]){name}[ \t]*="):
+        for number, row in enumerate(text.splitlines(), 1):
+            if re.search(pattern, row):
+                return number
+    return None
 
 
 def _number(

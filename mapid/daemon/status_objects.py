@@ -20,6 +20,7 @@ from mapid.constants import (
     ResourceType,
     ValidateStateFlags,
 )
+from mapid.daemon.credentials import SECRET_KEYS, mask
 from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState, base_row
 from mapid.daemon.session import Session
 from mapid.daemon.status_table import RowKey
@@ -158,9 +159,7 @@ class StatusObject(MapiObject):
                 "edit the profile file",
             )
         cls = slot.service.cls
-        masked = {
-            k: ("********" if k in cls.secret_keys else v) for k, v in slot.service.config.items()
-        }
+        masked = mask(slot.service.config, SECRET_KEYS | cls.secret_keys)
         return {"config": masked, "schema": cls.config_schema}
 
     async def change_password(self, old: str, new: str) -> None:
