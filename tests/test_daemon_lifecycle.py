@@ -170,3 +170,23 @@ def test_reload_keeps_the_last_good_version_of_a_broken_file(make_daemon: Daemon
     sub.close()
     assert [p["trigger"] for t, p in events if t == "daemon"] == ["sighup"]
     assert client.daemon_hello()["config_gen"] == report["gen"] + 1
+
+
+def test_a_readable_profile_with_a_password_is_refused(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon()
+    client = proc.client()
+    secret = proc.config_dir / "profiles" / "secret.toml"
+    secret.write_text(
+        'autologon = false\n\n[services.out]\nservice = "imap"\nhost = "x"\n'
+        'password = "hunter2"\n'
+    )
+    os.chmod(secret, 0o644)
+    report = client.daemon_reload()
+    assert report["ok"] is False and "secret" not in report["added"]
+    error = report["errors"][0]
+    assert error["file"] == str(secret) and error["line"] == 6
+    assert f"chmod 600 {secret}" in error["message"]
+    assert "hunter2" not in str(report)
+    os.chmod(secret, 0o600)
+    report = client.daemon_reload()
+    assert report["ok"] is True and report["added"] == ["secret"]

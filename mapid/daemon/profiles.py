@@ -16,6 +16,7 @@ from typing import Any
 
 from mapid import entryid
 from mapid.daemon.config import ConfigProblem, find_line, toml_problem
+from mapid.daemon.credentials import check_file_secrecy
 from mapid.errors import ErrorCode, MapiError
 
 MAX_PROFILE_NAME = 64
@@ -103,6 +104,9 @@ def parse_profile(path: Path, text: str) -> tuple[Profile | None, list[ConfigPro
         config = {k: v for k, v in body.items() if k != "service"}
         uid = entryid.uid_from_name("service", name, key)
         sections.append(ServiceSection(key, service, config, uid))
+    secrecy = check_file_secrecy(path, [sec.config for sec in sections], text=text)
+    if secrecy is not None:
+        problems.append(secrecy)
     if problems:
         return None, problems
     extra = {k: v for k, v in data.items() if k not in ("autologon", "services")}
