@@ -25,14 +25,16 @@ from mapid.codec import MAX_PAYLOAD
 from mapid.constants import LogonFlags
 from mapid.daemon import default_profile, ops, runtime_dir
 from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
+from mapid.daemon.profile_admin import ProfileAdmin
 from mapid.daemon.profiles import Profile, diff, read_profiles
 from mapid.daemon.publisher import Publisher
 from mapid.daemon.registry import REGISTRY
 from mapid.daemon.server import RequestServer
 from mapid.daemon.service_registry import ServiceRegistry
-from mapid.daemon.session import SessionEnv, SessionState
+from mapid.daemon.session import Session, SessionEnv, SessionState
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.snapshot import SnapshotStore
+from mapid.daemon.watcher import ConfigWatcher
 from mapid.errors import MapiError
 from mapid.paths import ConnectionInfo
 
@@ -61,7 +63,17 @@ class Daemon:
         self.reloads = 0
         self.config_problems: list[ConfigProblem] = []
         self.registry = ServiceRegistry()
+        self.profile_files: dict[str, Profile] = {}
+        """Every profile file that loaded, by file stem."""
         self.profiles: dict[str, Profile] = {}
+        """What clients see: pending deletions hidden, pending renames applied."""
+        self.admin = ProfileAdmin(
+            config.profiles_dir,
+            config.config_file,
+            config.state_dir,
+            in_use=self._path_in_use,
+            reload=lambda trigger: self.reload(trigger=trigger),
+        )
         self.publisher = Publisher(None, self.epoch)
         self.publisher.heartbeat_fields = lambda: {
             "sessions": self.sessions.public_count,
@@ -95,6 +107,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._ctx: zmq.asyncio.Context | None = None
+        self.watcher: ConfigWatcher | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.connection: ConnectionInfo | None = None
 
@@ -104,14 +117,29 @@ class Daemon:
             path = default_profile.write_default(self.config.config_dir)
             log.info("no configuration: wrote the embedded default profile %s", path)
         self.config, problems = load_daemon_config(self.config)
+        self.admin.finish()  # what a restart must carry out: no session uses anything yet
         profiles, profile_problems = read_profiles(self.config.profiles_dir)
-        self.profiles = profiles
+        self.profile_files = profiles
+        self.profiles = self.admin.visible(profiles)
+        self.sessions.on_session_end.append(self._session_ended)
         self.config_problems = problems + profile_problems
         self.config_gen = 1
         self._apply_config()
         for problem in self.config_problems:
             log.error("configuration: %s", problem)
         self.last_reload = self._report([], [], [], self.config_problems, ok=not problems)
+
+    def _path_in_use(self, path: Path) -> bool:
+        return any(
+            s.profile.path == path and s.state is not SessionState.CLOSED
+            for s in self.sessions.sessions.values()
+        )
+
+    def _session_ended(self, session: Session) -> None:
+        """A profile whose deletion or rename waited for its last session: do it now."""
+        if self.admin.pending and self.admin.finish():
+            task = asyncio.get_running_loop().create_task(self.reload(trigger="deferred"))
+            self._tasks.append(task)
 
     def _apply_config(self) -> None:
         """Hand the settings that sessions read to their environment."""
@@ -120,7 +148,13 @@ class Daemon:
         env.max_handles = self.config.max_handles
 
     def config_info(self) -> dict[str, Any]:
-        return {"gen": self.config_gen, "last_reload": self.last_reload}
+        watcher = self.watcher
+        return {
+            "gen": self.config_gen,
+            "last_reload": self.last_reload,
+            "watcher": watcher.mode if watcher is not None else "off",
+            "watcher_warning": watcher.warning if watcher is not None else None,
+        }
 
     def capabilities(self) -> list[str]:
         return ["snapshot.cursor", "logon.lease", *REGISTRY.names()]
@@ -153,23 +187,28 @@ class Daemon:
             )
             problems += profile_problems
             broken = {Path(p.file).stem for p in profile_problems}
-            for name in broken:
-                if name in self.profiles and name not in fresh:
-                    fresh[name] = self.profiles[name]  # keep the last good version
-            added, removed, changed = diff(self.profiles, fresh)
+            for stem in broken:
+                if stem in self.profile_files and stem not in fresh:
+                    fresh[stem] = self.profile_files[stem]  # keep the last good version
+            visible = self.admin.visible(fresh)
+            added, removed, changed = diff(self.profiles, visible)
             if check:
                 return self._report(added, removed, changed, problems)
             self.config = config
             self._apply_config()
-            self.profiles = fresh
+            self.profile_files = fresh
+            self.profiles = visible
+            by_path = {p.path: p for p in fresh.values()}
             for session in self.sessions.public_sessions():
-                name = session.profile.name
+                now = by_path.get(session.profile.path)
                 # A profile file deleted by hand leaves its sessions running, orphaned.
-                if name in removed and session.state is SessionState.ACTIVE:
+                if now is None and session.state is SessionState.ACTIVE:
                     session.transition(SessionState.ORPHANED)
                     session.publish_session("orphaned")
-                elif name in changed:
-                    await self.sessions.follow_profile(session, fresh[name])
+                elif now is not None and now.digest != session.profile.digest:
+                    await self.sessions.follow_profile(session, now)
+            if self.watcher is not None:
+                self.watcher.prime()  # what we just read is no news to the watcher
             self.config_gen += 1
             self.reloads += 1
             self.config_problems = problems
@@ -254,6 +293,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        self._start_watcher()
         await self._autologon()
         log.info(
             "mapid %s ready on %s (pid %d, epoch %s)",
@@ -266,6 +306,26 @@ class Daemon:
             await self._stop.wait()
         finally:
             await self._shutdown()
+
+    def _start_watcher(self) -> None:
+        """Reload when a file changes on disk (DESIGN.md 8); polling if inotify is short."""
+        self.config.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        async def changed(paths: set[Path]) -> None:
+            log.info("configuration changed on disk: %s", ", ".join(sorted(map(str, paths))))
+            await self.reload(trigger="watcher")
+
+        self.watcher = ConfigWatcher(self.config.config_dir, changed)
+        try:
+            self.watcher.start()
+        except OSError as exc:
+            log.error(
+                "cannot watch %s: %s; use SIGHUP or mapictl reload", self.config.config_dir, exc
+            )
+            self.watcher = None
+        else:
+            if self.watcher.warning:
+                log.warning("%s", self.watcher.warning)
 
     def stop(self) -> None:
         self._stop.set()
@@ -294,6 +354,8 @@ class Daemon:
             await asyncio.wait_for(self.sessions.end_all(), STOP_BUDGET)
         except TimeoutError:
             log.warning("sessions did not all log off within %.1f s", STOP_BUDGET)
+        if self.watcher is not None:
+            await self.watcher.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -17,6 +17,7 @@ from typing import Any
 from mapid import entryid
 from mapid.daemon.config import ConfigProblem, find_line, toml_problem
 from mapid.daemon.credentials import check_file_secrecy
+from mapid.daemon.watcher import is_profile_file_name
 from mapid.errors import ErrorCode, MapiError
 
 MAX_PROFILE_NAME = 64
@@ -35,7 +36,7 @@ def check_profile_name(name: object) -> str:
         raise MapiError(
             ErrorCode.MAPI_E_INVALID_PARAMETER, "a profile name has no leading or trailing space"
         )
-    if "/" in name or "\0" in name or name in (".", ".."):
+    if "/" in name or "\0" in name or name.startswith((".", "#")):
         raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, f"{name!r} is not a usable name")
     return name
 
@@ -127,7 +128,9 @@ def read_profiles(directory: Path) -> tuple[dict[str, Profile], list[ConfigProbl
     profiles: dict[str, Profile] = {}
     problems: list[ConfigProblem] = []
     try:
-        files = sorted(p for p in directory.iterdir() if p.suffix == ".toml" and p.is_file())
+        files = sorted(
+            p for p in directory.iterdir() if is_profile_file_name(p.name) and p.is_file()
+        )
     except FileNotFoundError:
         return {}, []
     except OSError as exc:

@@ -1,10 +1,15 @@
-"""`profiles.*` operations (PROTOCOL.md 6.2, IProfAdmin): the profile table so far."""
+"""`profiles.*` operations (PROTOCOL.md 6.2, IProfAdmin); no token needed.
+
+Each change is written to the files and then reloaded like a hand edit; see profile_admin.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from mapid.daemon.registry import OpContext, op
+from mapid.daemon.registry import OpContext, Str, op
+
+NAME = Str(required=True, max_len=4096)
 
 
 @op("profiles.table", token=False, table=True)
@@ -22,3 +27,41 @@ def profiles_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     ]
     result: dict[str, Any] = ctx.table.run(rows)
     return result
+
+
+@op("profiles.create", token=False, args={"name": NAME})
+async def profiles_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A new, empty profile file (name taken: MAPI_E_NO_ACCESS)."""
+    await ctx.daemon.admin.create(args["name"], ctx.daemon.profiles)
+    return {}
+
+
+@op("profiles.delete", token=False, args={"name": NAME})
+async def profiles_delete(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Delete a profile; one in use is hidden at once and goes with its last session."""
+    daemon = ctx.daemon
+    await daemon.admin.delete(args["name"], daemon.profiles, daemon.config.default_profile)
+    return {}
+
+
+@op("profiles.copy", token=False, args={"name": NAME, "new_name": NAME})
+async def profiles_copy(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    await ctx.daemon.admin.copy(args["name"], args["new_name"], ctx.daemon.profiles)
+    return {}
+
+
+@op("profiles.rename", token=False, args={"name": NAME, "new_name": NAME})
+async def profiles_rename(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Rename a profile; one in use is renamed for new logons at once, on disk later."""
+    daemon = ctx.daemon
+    await daemon.admin.rename(
+        args["name"], args["new_name"], daemon.profiles, daemon.config.default_profile
+    )
+    return {}
+
+
+@op("profiles.set_default", token=False, args={"name": Str(required=True, nullable=True)})
+async def profiles_set_default(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The default profile for MAPI_USE_DEFAULT logons; nil leaves none."""
+    await ctx.daemon.admin.set_default(args["name"], ctx.daemon.profiles)
+    return {}

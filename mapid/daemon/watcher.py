@@ -1,0 +1,461 @@
+"""The configuration watcher (DESIGN.md 3 and 8; bus-anchors.md 6).
+
+watchdog watches the configuration *directory* and its `profiles/` subdirectory, never the
+files: editors save by writing a temporary file and renaming it over the target, and a watch
+on the file would die with the old inode. Both watches are non-recursive, so a config
+directory that also holds, say, a git repository costs two inotify watches and no noise; a
+`profiles/` directory created (or moved in) after start is watched as soon as it appears.
+
+The observer thread does nothing but filter names and hand each relevant event to the asyncio
+loop with `call_soon_threadsafe`; everything else runs on the loop:
+
+- Debounce: a round starts after `debounce` seconds without a relevant event, but never
+  later than `ceiling` seconds after the first event of the burst, so a stream of writes
+  still reloads.
+- Content gate: a round hashes every config file (`mapid.toml` and `profiles/*.toml`) in a
+  worker thread and compares with the known hashes. A touch, a duplicate event or a rewrite
+  with identical content changes nothing and calls nothing; a deleted file counts as changed.
+- Single flight: `on_change(changed_paths)` is awaited one call at a time; events that
+  arrive while it runs lead to one more round after it.
+- Editor droppings (`x.toml~`, `.x.toml.swp`, `4913`, `x.toml.tmp`, `.#x.toml`, `#x.toml#`,
+  ...) are ignored; the rename onto the real name is what counts.
+- inotify exhaustion: when adding a watch fails with ENOSPC (`fs.inotify.max_user_watches`)
+  or EMFILE (`fs.inotify.max_user_instances`), whether watchdog raises it from `schedule()`
+  or from `start()`, the watcher switches to watchdog's `PollingObserver`, logs a warning and
+  sets `warning` for `mapictl status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.polling import PollingObserver
+
+from mapid.daemon.config import CONFIG_FILE, PROFILES_DIR
+
+log = logging.getLogger("mapid.watcher")
+
+OnChange = Callable[[set[Path]], Awaitable[None]]
+ObserverFactory = Callable[[], BaseObserver]
+
+# The event kinds that can mean "content may have changed". Opened, closed-without-write and
+# attribute events are left out at the source: hashing a file opens it, and a touch is not a
+# change.
+_EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+_LIMIT_ERRNOS = {
+    errno.ENOSPC: "inotify watch limit reached (fs.inotify.max_user_watches)",
+    errno.EMFILE: "inotify instance limit reached (fs.inotify.max_user_instances)",
+}
+
+_TEMP_SUFFIXES = (
+    "~",
+    "#",
+    ".swp",
+    ".swx",
+    ".swo",
+    ".tmp",
+    ".temp",
+    ".bak",
+    ".orig",
+    ".part",
+    ".kate-swp",
+    ".dpkg-new",
+    ".dpkg-old",
+    ".dpkg-dist",
+    ".rpmnew",
+    ".rpmsave",
+)
+
+
+def is_editor_temp(name: str) -> bool:
+    """True for the files editors and tools leave next to the one being saved.
+
+    vim: `x.toml~`, `.x.toml.swp`/`.swx`/`.swo`, `4913`; emacs: `.#x.toml` (lock),
+    `#x.toml#` (autosave); kate: `.x.toml.kate-swp`; generic `*.tmp`, `*.bak`, `*.part`,
+    package-manager leftovers; and any hidden file (temporary writers like `.x.toml.XXXXXX`).
+    """
+    return (
+        not name or name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES) or name == "4913"
+    )
+
+
+def is_profile_file_name(name: str) -> bool:
+    """A file in `profiles/` that is (or would be) a profile: `<name>.toml`, not a dropping."""
+    return name.endswith(".toml") and len(name) > len(".toml") and not is_editor_temp(name)
+
+
+def _sha256(path: Path) -> str | None:
+    """Hex digest of the file's content; None if it is absent or not a regular file; a
+    marker (never a valid digest) if it cannot be read, so that becoming readable or
+    unreadable is a change too."""
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on the observer thread: filter by name, hop to the loop, nothing else."""
+
+    def __init__(self, watcher: ConfigWatcher) -> None:
+        super().__init__()
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        watcher = self._watcher
+        file_hit = False
+        dir_hit = False
+        for raw in (event.src_path, event.dest_path):
+            if not raw:
+                continue
+            path = os.fsdecode(raw)
+            if event.is_directory:
+                if path in (watcher._profiles_s, watcher._directory_s):
+                    dir_hit = True
+            elif watcher._is_config_path(path):
+                file_hit = True
+        if not (file_hit or dir_hit):
+            return
+        loop = watcher._loop
+        if loop is None:
+            return
+        # The loop may be closing while the observer thread still delivers an event.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(watcher._note_event, dir_hit)
+
+
+class ConfigWatcher:
+    """Watch a mapid configuration directory and report content changes to `on_change`.
+
+    `on_change` receives the set of config files (`mapid.toml`, `profiles/*.toml`) whose
+    content differs from the last known content: modified, created or deleted. The known
+    hashes are updated before each call, whatever the callback then does (an exception from
+    it is logged and the watcher carries on).
+
+    `use_polling=True` forces watchdog's `PollingObserver` (a stat of the two directories
+    every `poll_interval` seconds): for file systems where inotify sees no changes made by
+    other hosts, such as NFS, CIFS or some FUSE mounts, and for tests. The same observer is
+    used, with a warning, when inotify runs out of watches or instances.
+
+    `observer_factory` builds the native observer (watchdog's `Observer`, inotify on Linux);
+    it exists so the fall-back can be exercised without exhausting the system's limits.
+
+    Everything but the constructor must be called on the loop's thread.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        on_change: OnChange,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        debounce: float = 0.3,
+        ceiling: float = 2.0,
+        use_polling: bool = False,
+        poll_interval: float = 0.5,
+        observer_factory: ObserverFactory | None = None,
+    ) -> None:
+        if debounce < 0 or ceiling < debounce:
+            raise ValueError("need 0 <= debounce <= ceiling")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.directory = Path(os.path.abspath(directory))
+        self.profiles_dir = self.directory / PROFILES_DIR
+        self._directory_s = str(self.directory)
+        self._profiles_s = str(self.profiles_dir)
+        self._config_s = str(self.directory / CONFIG_FILE)
+        self._on_change = on_change
+        self._loop = loop
+        self.debounce = debounce
+        self.ceiling = ceiling
+        self.poll_interval = poll_interval
+        self._use_polling = use_polling
+        self._observer_factory: ObserverFactory = observer_factory or (lambda: Observer())
+
+        self.mode: str = "polling" if use_polling else "inotify"
+        """"inotify" (watchdog's native observer) or "polling"."""
+        self.warning: str | None = None
+        """Why the watcher fell back to polling, for `mapictl status`; None when all is well."""
+
+        self._known: dict[Path, str] = {}
+        self._primed = False
+        self._handler = _Handler(self)
+        self._observer: BaseObserver | None = None
+        self._profiles_watch: ObservedWatch | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._first: float | None = None
+        self._last: float | None = None
+        self._in_callback = False
+        self._stopping = False
+        self.rounds = 0
+        """Rounds run (hash-and-compare passes), whether or not they called `on_change`."""
+
+    # -- public -------------------------------------------------------------------------
+
+    def known(self) -> dict[Path, str]:
+        """Path -> sha256 (hex) of every config file as last seen (a copy)."""
+        return dict(self._known)
+
+    def prime(self) -> None:
+        """Record the files' current content as known, without calling `on_change`.
+
+        `start()` primes if nothing has been primed yet. The daemon may prime again after
+        applying content it has read itself, so that the same content does not come back as
+        a change (a later round would find nothing to report)."""
+        self._known = self._scan()
+        self._primed = True
+
+    def start(self) -> None:
+        """Watch the directory (which must exist) and, if present, `profiles/`."""
+        if self._task is not None:
+            raise RuntimeError("ConfigWatcher already started")
+        if not self.directory.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such directory", self._directory_s)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        if not self._primed:
+            self.prime()
+        self._stopping = False
+        if self._use_polling:
+            self._start_observer(self._new_polling_observer())
+        else:
+            try:
+                self._start_observer(self._observer_factory())
+            except OSError as exc:
+                if exc.errno not in _LIMIT_ERRNOS:
+                    raise
+                self._fall_back(exc)
+        self._task = self._loop.create_task(self._run(), name="mapid-config-watcher")
+
+    async def stop(self) -> None:
+        """Stop watching. A callback in progress is allowed to finish; a pending round is
+        dropped."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            if self._in_callback:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        observer, self._observer = self._observer, None
+        self._profiles_watch = None
+        if observer is not None:
+            await asyncio.to_thread(self._halt, observer)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- observers ----------------------------------------------------------------------
+
+    def _new_polling_observer(self) -> BaseObserver:
+        return PollingObserver(timeout=self.poll_interval)
+
+    def _schedule(self, observer: BaseObserver, path: Path) -> ObservedWatch:
+        return observer.schedule(
+            self._handler,
+            str(path),
+            recursive=False,
+            event_filter=_EVENT_FILTER,
+            follow_symlink=True,
+        )
+
+    def _start_observer(self, observer: BaseObserver) -> None:
+        """Schedule both watches and start; on failure nothing is left running."""
+        self._observer = observer
+        self._profiles_watch = None
+        try:
+            self._schedule(observer, self.directory)
+            if self.profiles_dir.is_dir():
+                self._profiles_watch = self._schedule(observer, self.profiles_dir)
+            observer.start()
+        except BaseException:
+            self._observer = None
+            self._profiles_watch = None
+            self._halt(observer)
+            raise
+
+    @staticmethod
+    def _halt(observer: BaseObserver) -> None:
+        with contextlib.suppress(Exception):
+            observer.unschedule_all()
+        with contextlib.suppress(Exception):
+            observer.stop()
+        if observer.is_alive():
+            observer.join(timeout=5)
+
+    def _fall_back(self, exc: OSError) -> None:
+        """Replace the native observer by polling after an inotify limit error."""
+        reason = _LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
+        self.warning = f"{reason}; polling every {self.poll_interval:g} s"
+        self.mode = "polling"
+        log.warning("config watcher: %s", self.warning)
+        old, self._observer = self._observer, None
+        if old is not None:
+            self._halt(old)  # stop() + join() of an inotify observer take well under 1 ms
+        self._start_observer(self._new_polling_observer())
+
+    def _sync_profiles_watch(self) -> None:
+        """(Re)watch `profiles/` after it was created, deleted, moved or replaced."""
+        observer = self._observer
+        if observer is None:
+            return
+        if self._profiles_watch is not None:
+            # A stale watch (its directory gone) would otherwise block a new one: watchdog
+            # keys watches by path and keeps the dead emitter.
+            with contextlib.suppress(KeyError, OSError):
+                observer.unschedule(self._profiles_watch)
+            self._profiles_watch = None
+        if not self.profiles_dir.is_dir():
+            return
+        try:
+            self._profiles_watch = self._schedule(observer, self.profiles_dir)
+        except FileNotFoundError:
+            self._profiles_watch = None  # gone again; its deletion event will follow
+        except OSError as exc:
+            if exc.errno not in _LIMIT_ERRNOS or self.mode == "polling":
+                log.warning("config watcher: cannot watch %s: %s", self.profiles_dir, exc)
+                return
+            try:
+                self._fall_back(exc)
+            except OSError as again:
+                self.warning = f"not watching {self.directory}: {again}"
+                log.error("config watcher: %s", self.warning)
+
+    # -- events and rounds ----------------------------------------------------------------
+
+    def _is_config_path(self, path: str) -> bool:
+        if path == self._config_s:
+            return True
+        head, name = os.path.split(path)
+        return head == self._profiles_s and is_profile_file_name(name)
+
+    def _note_event(self, dir_hit: bool) -> None:
+        """On the loop: one relevant event arrived."""
+        if self._stopping or self._loop is None:
+            return
+        now = self._loop.time()
+        if self._first is None:
+            self._first = now
+        self._last = now
+        if dir_hit:
+            if not self.directory.is_dir():
+                self.warning = (
+                    f"configuration directory {self.directory} was removed; "
+                    "restart the daemon to watch it again"
+                )
+                log.warning("config watcher: %s", self.warning)
+            # Watch a new profiles/ at once, so files written into it right after its
+            # creation are seen; the round's full scan covers any written before.
+            self._sync_profiles_watch()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        while not self._stopping:
+            await self._wake.wait()
+            while True:
+                first, last = self._first, self._last
+                if first is None or last is None:
+                    break
+                due = min(last + self.debounce, first + self.ceiling)
+                delay = due - loop.time()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
+            self._wake.clear()
+            self._first = self._last = None
+            if self._stopping:
+                return
+            await self._round()
+
+    async def _round(self) -> None:
+        self.rounds += 1
+        current = await asyncio.to_thread(self._scan)
+        if self._stopping:
+            return
+        changed = {
+            path
+            for path in self._known.keys() | current.keys()
+            if self._known.get(path) != current.get(path)
+        }
+        if not changed:
+            log.debug("config watcher: events without content change")
+            return
+        self._known = current
+        log.info("config watcher: changed %s", ", ".join(sorted(str(p) for p in changed)))
+        self._in_callback = True
+        try:
+            await self._on_change(changed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("config watcher: on_change failed")
+        finally:
+            self._in_callback = False
+
+    def _scan(self) -> dict[Path, str]:
+        """Hash `mapid.toml` and every `profiles/*.toml` (blocking; small files)."""
+        found: dict[Path, str] = {}
+        candidates = [self.directory / CONFIG_FILE]
+        try:
+            with os.scandir(self.profiles_dir) as entries:
+                candidates.extend(
+                    Path(entry.path) for entry in entries if is_profile_file_name(entry.name)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            # Unlistable: report no change for profiles rather than "all deleted".
+            log.warning("config watcher: cannot list %s: %s", self.profiles_dir, exc)
+            found.update(
+                (path, digest)
+                for path, digest in self._known.items()
+                if path.parent == self.profiles_dir
+            )
+        for path in candidates:
+            digest = _sha256(path)
+            if digest is not None:
+                found[path] = digest
+        return found
