@@ -178,8 +178,15 @@ class Daemon:
             "ts": datetime.now(UTC),
         }
 
-    async def reload(self, *, check: bool = False, trigger: str = "request") -> dict[str, Any]:
-        """Re-read every file; a broken file keeps its last good version (DESIGN.md 8)."""
+    async def reload(
+        self, *, check: bool = False, trigger: str = "request", quiet_if_same: bool = False
+    ) -> dict[str, Any]:
+        """Re-read every file; a broken file keeps its last good version (DESIGN.md 8).
+
+        With `quiet_if_same` (the watcher's reloads), a reload that finds exactly what is
+        already in force applies and publishes nothing: an explicit reload may have applied
+        the same change while the watcher was waiting out its debounce.
+        """
         async with self._reload_lock:
             config, problems = load_daemon_config(self.config)
             fresh, profile_problems = await asyncio.to_thread(
@@ -194,6 +201,14 @@ class Daemon:
             added, removed, changed = diff(self.profiles, visible)
             if check:
                 return self._report(added, removed, changed, problems)
+            same_errors = [p.to_wire() for p in problems] == [
+                p.to_wire() for p in self.config_problems
+            ]
+            nothing_new = not (added or removed or changed) and config == self.config
+            if quiet_if_same and nothing_new and same_errors:
+                if self.watcher is not None:
+                    self.watcher.prime()
+                return self.last_reload or self._report([], [], [], problems)
             self.config = config
             self._apply_config()
             self.profile_files = fresh
@@ -313,7 +328,7 @@ class Daemon:
 
         async def changed(paths: set[Path]) -> None:
             log.info("configuration changed on disk: %s", ", ".join(sorted(map(str, paths))))
-            await self.reload(trigger="watcher")
+            await self.reload(trigger="watcher", quiet_if_same=True)
 
         self.watcher = ConfigWatcher(self.config.config_dir, changed)
         try:

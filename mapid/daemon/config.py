@@ -110,12 +110,13 @@ def _number(
 
 
 def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigProblem]]:
-    """Read `mapid.toml` over `base`; problems leave the base values in force."""
+    """Read `mapid.toml`; `base` gives the directories and, where the file is broken, the
+    values that stay in force (the whole of `base` when the file does not parse)."""
     file = base.config_file
     try:
         text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return base, []
+    except FileNotFoundError:  # no file: every key takes its default
+        return DaemonConfig(base.config_dir, base.state_dir, base.runtime_dir, base.system), []
     except OSError as exc:
         return base, [ConfigProblem(str(file), f"cannot read: {exc.strerror}")]
     try:
@@ -150,4 +151,10 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
     known |= {"max_handles", "provider_timeout"}
     extra = {k: v for k, v in data.items() if k not in known}
     problems = [ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages]
-    return replace(base, extra=extra, **changes), problems
+    # A key the file does not set takes its default; a key set wrongly keeps its last value.
+    fresh = DaemonConfig(base.config_dir, base.state_dir, base.runtime_dir, base.system)
+    for message in messages:
+        key = message.split(" ", 1)[0]
+        if hasattr(base, key):
+            changes.setdefault(key, getattr(base, key))
+    return replace(fresh, extra=extra, **changes), problems
