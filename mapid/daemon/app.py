@@ -30,6 +30,7 @@ from mapid.daemon.profiles import Profile, diff, read_profiles
 from mapid.daemon.publisher import Publisher
 from mapid.daemon.registry import REGISTRY
 from mapid.daemon.server import RequestServer
+from mapid.daemon.service_admin import ServiceAdmin
 from mapid.daemon.service_registry import ServiceRegistry
 from mapid.daemon.session import Session, SessionEnv, SessionState
 from mapid.daemon.session_manager import SessionManager
@@ -67,6 +68,9 @@ class Daemon:
         """Every profile file that loaded, by file stem."""
         self.profiles: dict[str, Profile] = {}
         """What clients see: pending deletions hidden, pending renames applied."""
+        self.service_admin = ServiceAdmin(
+            self.registry, reload=lambda trigger: self.reload(trigger=trigger)
+        )
         self.admin = ProfileAdmin(
             config.profiles_dir,
             config.config_file,

@@ -240,7 +240,7 @@ class ProviderHost:
             )
             return instance
         for provider_cls in cls.providers:
-            uid = provider_uid(session.profile.name, section.key, provider_cls.name)
+            uid = provider_uid(session.profile.path.stem, section.key, provider_cls.name)
             instance.slots.append(ProviderSlot(instance, provider_cls, uid))
         return instance
 
@@ -396,7 +396,9 @@ class ProviderHost:
     def apply_profile_rules(self) -> None:
         """One primary identity and one default store per session (mapi-digest 6 and 7.5)."""
         table = self.session.table
-        identity_seen = False
+        chosen = self.session.profile.extra.get("primary_identity")
+        # services.set_primary_identity names the service ("" for none); else the first wins.
+        identity_seen = isinstance(chosen, str)
         default_seen = False
         stores: list[RowKey] = []
         for instance in self.session.services:
@@ -407,7 +409,7 @@ class ProviderHost:
                 flags = int(row.get("PR_RESOURCE_FLAGS", 0))
                 new = flags
                 if flags & ResourceFlags.STATUS_PRIMARY_IDENTITY:
-                    if identity_seen:
+                    if identity_seen and instance.section.key != chosen:
                         new &= ~ResourceFlags.STATUS_PRIMARY_IDENTITY
                     identity_seen = True
                 if slot.resource_type == ResourceType.MAPI_STORE_PROVIDER:

@@ -105,6 +105,20 @@ def parse_profile(path: Path, text: str) -> tuple[Profile | None, list[ConfigPro
         config = {k: v for k, v in body.items() if k != "service"}
         uid = entryid.uid_from_name("service", name, key)
         sections.append(ServiceSection(key, service, config, uid))
+    primary = data.get("primary_identity")
+    if primary is not None and not (
+        isinstance(primary, str) and (primary == "" or any(sec.key == primary for sec in sections))
+    ):
+        line = find_line(text, "primary_identity")
+        problems.append(ConfigProblem(file, "primary_identity must name a service key", line))
+    order = data.get("transport_order")
+    if order is not None and not (
+        isinstance(order, list) and all(isinstance(u, str) for u in order)
+    ):
+        line = find_line(text, "transport_order")
+        problems.append(
+            ConfigProblem(file, "transport_order must be a list of provider UIDs", line)
+        )
     secrecy = check_file_secrecy(path, [sec.config for sec in sections], text=text)
     if secrecy is not None:
         problems.append(secrecy)
