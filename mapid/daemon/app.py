@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,17 @@ STOP_BUDGET = 3.5
 MAX_IPC_PATH = 107
 
 assert ops  # importing the package registers every op
+
+
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 class StartupError(Exception):
@@ -270,6 +282,11 @@ class Daemon:
                     f"socket path {path} is longer than {MAX_IPC_PATH} bytes, the limit of "
                     "Unix sockets; use a shorter MAPID_RUNTIME_DIR"
                 )
+            if _listening(path):
+                raise StartupError(
+                    f"another mapid daemon listens on {path}; stop it first, or set "
+                    "MAPID_RUNTIME_DIR to run one more"
+                )
             path.unlink(missing_ok=True)  # a stale socket of a daemon that died
         self._ctx = zmq.asyncio.Context()
         router = self._ctx.socket(zmq.ROUTER)
@@ -298,7 +315,6 @@ class Daemon:
             request=request_ep,
             events=events_ep,
         )
-        runtime_dir.write_connection_file(rdir, self.connection)
 
     # -- life cycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -314,6 +330,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self._start_watcher()
         await self._autologon()
+        # Clients find the daemon through this file: only once the autologon session is up,
+        # so that the first logon attaching to the shared session finds it.
+        assert self.connection is not None
+        runtime_dir.write_connection_file(self.config.runtime_dir, self.connection)
         log.info(
             "mapid %s ready on %s (pid %d, epoch %s)",
             self.version,
