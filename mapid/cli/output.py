@@ -221,7 +221,12 @@ def config_lines(config: Mapping[str, Any]) -> list[Text]:
         if changes:
             line.append(f" ({'; '.join(changes)})")
         errors = list(report.get("errors") or [])
+    watcher = config.get("watcher")
+    if watcher:
+        line.append(f"; watching files: {watcher}")
     lines = [line]
+    if config.get("watcher_warning"):
+        lines.append(Text(f"  warning: {config['watcher_warning']}", style="yellow"))
     for err in errors:
         if isinstance(err, Mapping):
             where = str(err.get("file", "?"))
