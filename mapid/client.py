@@ -259,6 +259,72 @@ class _Ops(Generic[R]):
             "services.providers", token, table, profile=profile, service_uid=service_uid
         )
 
+    def services_create(
+        self,
+        token: bytes | None = None,
+        *,
+        profile: str | None = None,
+        service_name: str,
+        display_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> R:
+        return self._op(
+            "services.create",
+            token,
+            profile=profile,
+            service_name=service_name,
+            display_name=display_name,
+            config=config,
+        )
+
+    def services_configure(
+        self,
+        token: bytes | None = None,
+        *,
+        profile: str | None = None,
+        service_uid: bytes,
+        config: Mapping[str, Any],
+    ) -> R:
+        return self._op(
+            "services.configure", token, profile=profile, service_uid=service_uid, config=config
+        )
+
+    def services_delete(
+        self, token: bytes | None = None, *, profile: str | None = None, service_uid: bytes
+    ) -> R:
+        return self._op("services.delete", token, profile=profile, service_uid=service_uid)
+
+    def services_copy(
+        self,
+        token: bytes | None = None,
+        *,
+        profile: str | None = None,
+        service_uid: bytes,
+        to_profile: str,
+    ) -> R:
+        return self._op(
+            "services.copy", token, profile=profile, service_uid=service_uid, to_profile=to_profile
+        )
+
+    def services_set_primary_identity(
+        self, token: bytes | None = None, *, profile: str | None = None, service_uid: bytes | None
+    ) -> R:
+        args: dict[str, Any] = {"service_uid": service_uid}  # nil: no identity at all
+        if profile is not None:
+            args["profile"] = profile
+        return self.call("services.set_primary_identity", args, token=token)
+
+    def services_transport_order(
+        self,
+        token: bytes | None = None,
+        *,
+        profile: str | None = None,
+        provider_uids: Sequence[bytes],
+    ) -> R:
+        return self._op(
+            "services.transport_order", token, profile=profile, provider_uids=list(provider_uids)
+        )
+
     # 6.5 objects
     def object_get_props(self, token: bytes, handle: int, tags: Sequence[str] | None = None) -> R:
         return self._op("object.get_props", token, handle=handle, tags=tags)

@@ -27,6 +27,7 @@ from mapid.constants import LogonFlags
 from mapid.daemon import default_profile, ops, runtime_dir
 from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
 from mapid.daemon.profile_admin import ProfileAdmin
+from mapid.daemon.profile_sections import SectionLocks
 from mapid.daemon.profiles import Profile, diff, read_profiles
 from mapid.daemon.publisher import Publisher
 from mapid.daemon.registry import REGISTRY
@@ -80,6 +81,7 @@ class Daemon:
         """Every profile file that loaded, by file stem."""
         self.profiles: dict[str, Profile] = {}
         """What clients see: pending deletions hidden, pending renames applied."""
+        self.section_locks = SectionLocks()
         self.service_admin = ServiceAdmin(
             self.registry, reload=lambda trigger: self.reload(trigger=trigger)
         )

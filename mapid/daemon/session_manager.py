@@ -320,7 +320,11 @@ class SessionManager:
         if self.shared is session:
             self.shared = None
         await ProviderHost(session).log_off_all()  # releases each provider's objects first
-        session.handles.clear()
+        for entry in session.handles.clear():  # then MAPI's own (profile sections hold locks)
+            try:
+                await entry.obj.release()
+            except Exception:
+                log.exception("release of a %s failed", type(entry.obj).__name__)
         for key in list(session.mapi_rows.values()):
             session.table.delete(key)
         session.mapi_rows.clear()

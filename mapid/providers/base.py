@@ -139,7 +139,14 @@ class MapiObject:
         return {}
 
     async def set_props(self, props: Mapping[str, Any]) -> dict[str, str]:
+        """Set properties; returns the problems, tag -> error code name ({} when all went)."""
         raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, "this object is read-only")
+
+    async def delete_props(self, tags: list[str]) -> dict[str, str]:
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, "this object is read-only")
+
+    async def save_changes(self) -> None:
+        """Commit pending changes; objects without transactions have nothing to do."""
 
     async def release(self) -> None:
         """The client released its handle."""

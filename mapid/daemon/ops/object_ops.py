@@ -4,23 +4,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from mapid.constants import FlushFlags, ValidateStateFlags
-from mapid.daemon.registry import Flags, Map, OpContext, Str, StrList, op
+from mapid.constants import FlushFlags, ObjectType, ValidateStateFlags
+from mapid.daemon.registry import Arg, Flags, Map, OpContext, Str, StrList, op
 from mapid.daemon.status_objects import StatusObject
 from mapid.daemon.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
 
 
-def _tags(value: list[str] | None) -> list[str] | None:
+def _tags(value: list[str] | None, obj: Any = None) -> list[str] | None:
+    """Canonical tag names; a profile section also has plain configuration keys."""
     if value is None:
         return None
-    return [canonical_tag(t, f"tags[{i}]") for i, t in enumerate(value)]
+    plain_ok = getattr(obj, "object_type", None) == ObjectType.MAPI_PROFSECT
+    return [
+        t if plain_ok and not _looks_like_tag(t) else canonical_tag(t, f"tags[{i}]")
+        for i, t in enumerate(value)
+    ]
+
+
+def _looks_like_tag(name: str) -> bool:
+    return name.startswith(("PR_", "0x", "0X"))
 
 
 @op("object.get_props", token=True, handle=True, args={"tags": StrList()})
 async def get_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     assert ctx.obj is not None
-    return {"props": await ctx.obj.obj.get_props(_tags(args["tags"]))}
+    return {"props": await ctx.obj.obj.get_props(_tags(args["tags"], ctx.obj.obj))}
+
+
+def _props(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, f"argument {name!r} is a map")
+    return value
+
+
+@op("object.set_props", token=True, handle=True, args={"props": Arg(_props, required=True)})
+async def set_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Set properties; `problems` maps a tag to the error it got ({} when all went)."""
+    assert ctx.obj is not None
+    return {"problems": await ctx.obj.obj.set_props(args["props"])}
+
+
+@op("object.delete_props", token=True, handle=True, args={"tags": StrList(required=True)})
+async def delete_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    assert ctx.obj is not None
+    return {"problems": await ctx.obj.obj.delete_props(args["tags"])}
+
+
+@op("object.save_changes", token=True, handle=True)
+async def save_changes(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    assert ctx.obj is not None
+    await ctx.obj.obj.save_changes()
+    return {}
 
 
 @op("object.release", token=True, handle=True)

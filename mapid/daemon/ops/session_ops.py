@@ -17,7 +17,9 @@ from mapid.constants import (
 )
 from mapid.daemon.handles import OpenObject
 from mapid.daemon.logon import SlotState
+from mapid.daemon.profile_sections import current_profile, open_section
 from mapid.daemon.registry import (
+    Bin,
     EntryId,
     Flags,
     Int,
@@ -274,3 +276,33 @@ def enum_adr_types(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                     if kind not in types:
                         types.append(kind)
     return {"types": types}
+
+
+@op(
+    "session.open_profile_section",
+    token=True,
+    args={"uid": Bin(required=True), "flags": Flags(OpenFlags)},
+)
+async def open_profile_section(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A section of the session's profile; MAPI_MODIFY for writing (one writer at a time)."""
+    session, _member = _session(ctx)
+    daemon = ctx.daemon
+    profile = current_profile(session.profile.path)
+    if profile is None:
+        raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the session's profile file is gone")
+    section = await open_section(
+        profile,
+        args["uid"],
+        bool(args["flags"] & OpenFlags.MAPI_MODIFY),
+        registry=daemon.registry,
+        locks=daemon.section_locks,
+        reload=lambda why: daemon.reload(trigger=why),
+    )
+    try:
+        handle = session.handles.add(
+            OpenObject(section, MAPID_OWNER, int(section.object_type), section.writable)
+        )
+    except MapiError:
+        await section.release()
+        raise
+    return {"handle": handle}
