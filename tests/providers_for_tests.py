@@ -252,3 +252,26 @@ class NotifyingStore(MessageService):
     name = "notifying-store"
     display_name = "raises notifications"
     providers = (NotifyingStoreProvider,)
+
+
+class PasswordBook(AddressBookProvider):
+    """Asks the daemon for its service's password at logon and says how long it was."""
+
+    name = "book"
+    length = 0
+
+    async def logon(self) -> None:
+        secret = await self.support.password()
+        self.length = len(secret or "")
+
+    def status_props(self) -> dict[str, Any]:
+        return {
+            "PR_STATUS_CODE": int(StatusCode.STATUS_AVAILABLE),
+            "PR_STATUS_STRING": f"password of {self.length} characters",
+        }
+
+
+class WithPassword(MessageService):
+    name = "with-password"
+    display_name = "needs a password"
+    providers = (PasswordBook,)

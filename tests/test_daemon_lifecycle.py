@@ -189,3 +189,28 @@ def test_a_readable_profile_with_a_password_is_refused(make_daemon: DaemonFactor
     os.chmod(secret, 0o600)
     report = client.daemon_reload()
     assert report["ok"] is True and report["added"] == ["secret"]
+
+
+def test_providers_get_their_password_from_password_command(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    script = tmp_path / "secret.sh"
+    script.write_text("#!/bin/sh\necho s3cr3t-value\necho second line\n")
+    script.chmod(0o700)
+    failing = tmp_path / "fail.sh"
+    failing.write_text("#!/bin/sh\necho s3cr3t-value\nexit 3\n")
+    failing.chmod(0o700)
+    profile = (
+        f'[services.good]\nservice = "providers_for_tests:WithPassword"\n'
+        f'password_command = "{script}"\n'
+        f'[services.bad]\nservice = "providers_for_tests:WithPassword"\n'
+        f'password_command = ["{failing}"]\n'
+    )
+    proc = make_daemon(profiles={"alpha": profile})
+    client = proc.client()
+    token = client.session_logon("alpha", ["MAPI_NEW_SESSION"])["token"]
+    rows = {r["PR_DISPLAY_NAME"]: r for r in client.session_status_table(token)["rows"]}
+    assert rows["good"]["PR_STATUS_STRING"] == "password of 12 characters"
+    assert rows["bad"]["PR_STATUS_CODE"] & 4  # STATUS_FAILURE
+    assert "fail.sh" in rows["bad"]["PR_STATUS_STRING"]
+    assert "s3cr3t" not in str(rows) and "s3cr3t" not in proc.log()

@@ -27,6 +27,7 @@ from mapid.constants import (
     StatusCode,
     ValidateStateFlags,
 )
+from mapid.daemon.credentials import resolve_password
 from mapid.daemon.profiles import ServiceSection, provider_uid
 from mapid.daemon.service_registry import ServiceUnavailable
 from mapid.daemon.session import Session, SessionState
@@ -163,6 +164,10 @@ class Support:
 
     async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
+
+    async def password(self) -> str | None:
+        where = f"profile {self.profile_name}, service {self.service_key}"
+        return await resolve_password(self.config(), where=where)
 
 
 def _is_store_advise(advise_entryid: bytes, slot: ProviderSlot) -> bool:

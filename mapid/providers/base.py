@@ -128,6 +128,12 @@ class ProviderSupport(Protocol):
         """Run blocking I/O in the daemon's bounded thread pool."""
         ...
 
+    async def password(self) -> str | None:
+        """The service's secret: its `password_command`, the Secret Service (`keyring`) or a
+        `password` in a file only its owner reads; None when it names none. Failures raise
+        MapiError(MAPI_E_LOGON_FAILED) with a message that never holds the secret."""
+        ...
+
 
 class MapiObject:
     """An object a provider hands out through `open_entry` (a store, folder, mail user...)."""
