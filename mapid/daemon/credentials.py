@@ -40,6 +40,7 @@ from typing import Any
 
 from mapid.daemon.config import ConfigProblem, find_line
 from mapid.errors import ErrorCode, MapiError
+from mapid.providers.base import SECRET_KEYS
 
 __all__ = [
     "MASK",
@@ -50,7 +51,6 @@ __all__ = [
     "secret_problems",
 ]
 
-SECRET_KEYS: frozenset[str] = frozenset({"password", "password_command", "keyring"})
 """Keys whose values are never shown: the password, and what leads to it."""
 
 MASK = "********"

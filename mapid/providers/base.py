@@ -55,6 +55,10 @@ class ConfigProblem:
     message: str
 
 
+SECRET_KEYS: frozenset[str] = frozenset({"password", "password_command", "keyring"})
+"""Configuration keys whose values never appear in a log, event, table or message."""
+
+
 @functools.lru_cache(maxsize=64)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_json)
@@ -63,7 +67,11 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def schema_problems(schema: Mapping[str, Any], config: Mapping[str, Any]) -> list[ConfigProblem]:
+def schema_problems(
+    schema: Mapping[str, Any],
+    config: Mapping[str, Any],
+    secret_keys: frozenset[str] = SECRET_KEYS,
+) -> list[ConfigProblem]:
     """Check `config` against a JSON Schema; each problem names its key (`identity.email`).
 
     A subschema may carry `x-error`, a plain sentence used instead of the validator's
@@ -82,6 +90,8 @@ def schema_problems(schema: Mapping[str, Any], config: Mapping[str, Any]) -> lis
                 problems.append(ConfigProblem(".".join([*path, key]), "required"))
             continue
         message = error.message
+        if secret_keys & set(path):  # the validator quotes the value: never a secret's
+            message = f"is not a valid value ({error.validator} {error.validator_value!r})"
         custom = error.schema.get("x-error") if isinstance(error.schema, Mapping) else None
         if error.validator != "type" and isinstance(custom, str):
             message = custom  # the schema's own words for a value of the right type
@@ -265,7 +275,7 @@ class MessageService:
     flags: ClassVar[ServiceFlags] = ServiceFlags.SERVICE_NO_PRIMARY_IDENTITY
     providers: ClassVar[tuple[type[Provider], ...]] = ()
     config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
-    secret_keys: ClassVar[frozenset[str]] = frozenset({"password"})
+    secret_keys: ClassVar[frozenset[str]] = SECRET_KEYS
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
@@ -273,7 +283,7 @@ class MessageService:
 
         A service with rules a schema cannot say overrides this and adds its own.
         """
-        return schema_problems(cls.config_schema, config)
+        return schema_problems(cls.config_schema, config, SECRET_KEYS | cls.secret_keys)
 
     @classmethod
     async def configure(cls, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
