@@ -20,7 +20,7 @@ import zmq
 import mapid
 from mapid.cli import events as events_mod
 from mapid.cli import watch as watch_mod
-from mapid.cli.admin import profiles_app, services_app
+from mapid.cli.admin import config_app, profiles_app, services_app
 from mapid.cli.context import (
     DEFAULT_TIMEOUT,
     JsonOpt,
@@ -560,6 +560,7 @@ def status_table_cmd(
 
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(services_app, name="services")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:
