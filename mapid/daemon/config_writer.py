@@ -99,6 +99,8 @@ def edit_toml(
             doc = tomlkit.parse(text)
             change(doc)
             new_text = doc.as_string()
+            if new_text and not new_text.endswith("\n") and (not text or text.endswith("\n")):
+                new_text += "\n"  # a file that ended a line still does after a removal
             if new_text == text:
                 return text
             data = _checked(new_text, target)
