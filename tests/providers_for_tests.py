@@ -275,3 +275,22 @@ class WithPassword(MessageService):
     name = "with-password"
     display_name = "needs a password"
     providers = (PasswordBook,)
+
+
+class LastTransport(TestTransport):
+    """A transport that asks to be tried last (STATUS_XP_PREFER_LAST)."""
+
+    resource_flags = ResourceFlags.STATUS_XP_PREFER_LAST
+
+
+class PreferLast(MessageService):
+    name = "prefer-last"
+    display_name = "a transport that goes last"
+    providers = (LastTransport,)
+
+
+class OnlyOne(MessageService):
+    name = "only-one"
+    display_name = "one copy per profile"
+    flags = ServiceFlags.SERVICE_SINGLE_COPY | ServiceFlags.SERVICE_NO_PRIMARY_IDENTITY
+    providers = (PlainBook,)

@@ -199,3 +199,33 @@ def test_transport_order(make_daemon: DaemonFactory, tmp_path: Path) -> None:
     assert [name for _o, name, _u in after] == ["two", "one"]
     assert [uid for _o, _n, uid in after] == uids[::-1]
     assert [o for o, _n, _u in after] == [o for o, _n, _u in before]  # the same places
+
+
+def test_prefer_last_and_single_copy(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    profile = standard_profile(tmp_path / "a") + (
+        '\n[services.late]\nservice = "providers_for_tests:PreferLast"\n'
+        '\n[services.early]\nservice = "providers_for_tests:Transport"\n'
+        '\n[services.one]\nservice = "providers_for_tests:OnlyOne"\n'
+    )
+    proc = make_daemon(profiles={"alpha": profile})
+    client = proc.client()
+    found = client.services_providers(profile="alpha")["rows"]
+    order = sorted(
+        (r["PR_PROVIDER_ORDINAL"], r["PR_DISPLAY_NAME"])
+        for r in found
+        if r["PR_RESOURCE_TYPE"] == ResourceType.MAPI_TRANSPORT_PROVIDER
+    )
+    assert [name for _o, name in order] == ["early", "late"]  # STATUS_XP_PREFER_LAST
+    expect(
+        ErrorCode.MAPI_E_NO_ACCESS,
+        client,
+        "services.create",
+        {"profile": "alpha", "service_name": "providers_for_tests:OnlyOne"},
+    )
+    one = services(client, "alpha")["one"]
+    expect(  # CopyMsgService into a profile that holds it already
+        ErrorCode.MAPI_E_NO_ACCESS,
+        client,
+        "services.copy",
+        {"profile": "alpha", "service_uid": one["PR_SERVICE_UID"], "to_profile": "alpha"},
+    )

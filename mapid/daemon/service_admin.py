@@ -13,7 +13,7 @@ from typing import Any
 import tomlkit
 
 from mapid import entryid
-from mapid.constants import ResourceType, ServiceFlags
+from mapid.constants import ResourceFlags, ResourceType, ServiceFlags
 from mapid.daemon.config_writer import (
     add_service,
     edit_toml,
@@ -53,7 +53,7 @@ def _section(profile: Profile, service_uid: bytes) -> ServiceSection:
 
 def transports(profile: Profile, registry: ServiceRegistry) -> list[tuple[bytes, ServiceSection]]:
     """The profile's transport providers (PR_PROVIDER_UID, section), in transport order."""
-    found: list[tuple[bytes, ServiceSection]] = []
+    found: list[tuple[bytes, ServiceSection, bool]] = []
     for section in profile.services:
         try:
             cls = registry.get(section.service)
@@ -62,12 +62,15 @@ def transports(profile: Profile, registry: ServiceRegistry) -> list[tuple[bytes,
         for provider in cls.providers:
             if provider.resource_type == ResourceType.MAPI_TRANSPORT_PROVIDER:
                 uid = provider_uid(profile.path.stem, section.key, provider.name)
-                found.append((uid, section))
+                last = bool(provider.resource_flags & ResourceFlags.STATUS_XP_PREFER_LAST)
+                found.append((uid, section, last))
     order = profile.extra.get(TRANSPORT_ORDER_KEY)
-    if isinstance(order, list):
+    if isinstance(order, list):  # MsgServiceTransportOrder overrides STATUS_XP_PREFER_LAST
         rank = {value: i for i, value in enumerate(order)}
         found.sort(key=lambda item: rank.get(item[0].hex(), len(rank)))
-    return found
+    else:  # the order of addition, those that prefer to be last at the end
+        found.sort(key=lambda item: item[2])
+    return [(uid, section) for uid, section, _last in found]
 
 
 class ServiceAdmin:
