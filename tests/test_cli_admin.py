@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import typer
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mapid.cli.admin import config_app, parse_problems, parse_settings
 from mapid.cli.app import app
