@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from mapid import envelope
 from mapid.client import Client
 from mapid.paths import read_connection_file
 
-from conftest import DaemonProc
+from conftest import DaemonFactory, DaemonProc
 
 NEW = ["MAPI_NEW_SESSION"]
 
@@ -172,3 +174,29 @@ def test_reload_during_logons(daemon: DaemonProc) -> None:
     assert len(tokens) == 90
     for token in tokens[::9]:
         assert client.session_status_table(token)["total"] == 5
+
+
+def test_polling_when_asked(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon(config='default_profile = "alpha"\nwatch = "poll"\n')
+    client = proc.client()
+    assert client.daemon_snapshot()["config"]["watcher"] == "polling"
+    events = Events(proc)
+    try:
+        path = profile(proc, "beta")
+        path.write_text(path.read_text().replace("[services.mail]", "[services.post]"))
+        event = events.until(watcher_reload)
+        assert event["changed"] == ["beta"]
+    finally:
+        events.close()
+    code = subprocess.run(
+        [sys.executable, "-m", "mapid.cli.app", "--runtime-dir", str(proc.runtime), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "watching files: polling" in " ".join(code.stdout.split())
+
+
+def test_watch_off(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon(config='default_profile = "alpha"\nwatch = "off"\n')
+    assert proc.client().daemon_snapshot()["config"]["watcher"] == "off"

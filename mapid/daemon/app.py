@@ -356,7 +356,11 @@ class Daemon:
             log.info("configuration changed on disk: %s", ", ".join(sorted(map(str, paths))))
             await self.reload(trigger="watcher", quiet_if_same=True)
 
-        self.watcher = ConfigWatcher(self.config.config_dir, changed)
+        if self.config.watch == "off":
+            log.info('not watching %s (watch = "off")', self.config.config_dir)
+            return
+        use_polling = self.config.watch == "poll"
+        self.watcher = ConfigWatcher(self.config.config_dir, changed, use_polling=use_polling)
         try:
             self.watcher.start()
         except OSError as exc:

@@ -17,6 +17,7 @@ from mapid import paths
 CONFIG_FILE = "mapid.toml"
 PROFILES_DIR = "profiles"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WATCH_MODES = ("auto", "poll", "off")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class DaemonConfig:
     max_in_flight: int = 64
     """Requests one client may have running at once; more get MAPI_E_BUSY."""
     max_handles: int = 10_000
+    watch: str = "auto"
+    """How to notice edits: "auto" (inotify, polling when out of watches), "poll" (network
+    file systems without inotify), or "off" (SIGHUP and mapictl reload only)."""
     provider_timeout: float = 30.0
     """How long one provider may take to log on or off before it counts as failed."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,13 +145,18 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
         value = _number(data, key, kind, low, messages)
         if value is not None:
             changes[key] = value
+    if "watch" in data:
+        if data["watch"] in WATCH_MODES:
+            changes["watch"] = data["watch"]
+        else:
+            messages.append(f"watch must be one of {', '.join(WATCH_MODES)}")
     if "log_level" in data:
         level = data["log_level"]
         if isinstance(level, str) and level.lower() in LOG_LEVELS:
             changes["log_level"] = level.lower()
         else:
             messages.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
-    known = {"default_profile", "log_level", "lease_s", "events_hwm", "max_in_flight"}
+    known = {"default_profile", "log_level", "watch", "lease_s", "events_hwm", "max_in_flight"}
     known |= {"max_handles", "provider_timeout"}
     extra = {k: v for k, v in data.items() if k not in known}
     problems = [ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages]

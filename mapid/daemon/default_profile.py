@@ -54,6 +54,7 @@ def write_default(config_dir: Path, data_dir: Path | None = None) -> Path:
         "# lease_s = 60          # drop a client that is silent this long (0: never)\n"
         "# events_hwm = 10000    # events queued per subscriber before it loses some\n"
         '# log_level = "info"\n'
+        '# watch = "auto"        # "poll" on network file systems; "off": reload by hand\n'
     )
     profile = (
         "# The embedded default profile (created by `mapid run` on first start).\n"
