@@ -225,7 +225,7 @@ class Daemon:
             nothing_new = not (added or removed or changed) and config == self.config
             if quiet_if_same and nothing_new and same_errors:
                 if self.watcher is not None:
-                    self.watcher.prime()
+                    await asyncio.to_thread(self.watcher.prime)
                 return self.last_reload or self._report([], [], [], problems)
             self.config = config
             self._apply_config()
@@ -240,8 +240,8 @@ class Daemon:
                     session.publish_session("orphaned")
                 elif now is not None and now.digest != session.profile.digest:
                     await self.sessions.follow_profile(session, now)
-            if self.watcher is not None:
-                self.watcher.prime()  # what we just read is no news to the watcher
+            if self.watcher is not None:  # what we just read is no news to the watcher
+                await asyncio.to_thread(self.watcher.prime)
             self.config_gen += 1
             self.reloads += 1
             self.config_problems = problems
@@ -353,7 +353,7 @@ class Daemon:
         self.config.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         async def changed(paths: set[Path]) -> None:
-            log.info("configuration changed on disk: %s", ", ".join(sorted(map(str, paths))))
+            log.debug("configuration changed on disk: %d file(s)", len(paths))
             await self.reload(trigger="watcher", quiet_if_same=True)
 
         if self.config.watch == "off":
