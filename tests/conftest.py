@@ -28,6 +28,10 @@ from mapid.paths import read_connection_file
 
 TESTS_DIR = Path(__file__).resolve().parent
 
+DEFAULT_CONFIG = 'default_profile = "alpha"\nwatch = "off"\n'
+"""Tests that edit files reload explicitly; the watcher would race them on a loaded machine.
+tests/test_watch_reload.py turns it on."""
+
 VCARD_ADA = """BEGIN:VCARD
 VERSION:3.0
 UID:ada-1
@@ -155,9 +159,7 @@ def prepare_daemon(
     config_dir = root / "config"
     (config_dir / "profiles").mkdir(parents=True, exist_ok=True)
     if not embedded:
-        (config_dir / "mapid.toml").write_text(
-            config if config is not None else 'default_profile = "alpha"\n'
-        )
+        (config_dir / "mapid.toml").write_text(config if config is not None else DEFAULT_CONFIG)
         if profiles is None:
             profiles = {
                 "alpha": standard_profile(root / "alpha"),

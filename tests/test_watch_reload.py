@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from mapid import envelope
@@ -20,6 +21,17 @@ from mapid.paths import read_connection_file
 from conftest import DaemonFactory, DaemonProc
 
 NEW = ["MAPI_NEW_SESSION"]
+
+
+@pytest.fixture
+def daemon(make_daemon: DaemonFactory) -> DaemonProc:
+    """The standard daemon, watching its files (the default in conftest does not)."""
+    return make_daemon(config='default_profile = "alpha"\nwatch = "auto"\n')
+
+
+@pytest.fixture
+def client(daemon: DaemonProc) -> Client:
+    return daemon.client()
 
 
 class Events:
