@@ -9,6 +9,7 @@ that a restart carries them out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -125,7 +126,7 @@ class ProfileAdmin:
         doc = tomlkit.document()
         doc.add(tomlkit.comment(f"Profile {name}, created by mapid. Add [services.<key>] tables."))
         doc.add("autologon", False)
-        write_new_toml(self._path(name), doc)
+        await asyncio.to_thread(write_new_toml, self._path(name), doc)
         await self.reload("profiles.create")
 
     async def copy(self, name: str, new_name: str, visible: dict[str, Profile]) -> None:
@@ -135,7 +136,7 @@ class ProfileAdmin:
         if "autologon" in doc:
             doc["autologon"] = False  # at most one profile logs on at start
         mode = source.stat().st_mode & 0o777
-        write_new_toml(self._path(new_name), doc, mode=mode)
+        await asyncio.to_thread(write_new_toml, self._path(new_name), doc, mode=mode)
         await self.reload("profiles.copy")
 
     async def delete(self, name: str, visible: dict[str, Profile], default: str | None) -> None:
@@ -177,7 +178,7 @@ class ProfileAdmin:
             else:
                 set_value(doc, ["default_profile"], name)
 
-        edit_toml(self.config_file, change, create=True)
+        await asyncio.to_thread(edit_toml, self.config_file, change, create=True)
         if reload:
             await self.reload("profiles.set_default")
 

@@ -179,7 +179,9 @@ class ProfileSection(MapiObject):
                     "; ".join(f"{p.key}: {p.message}" for p in problems),
                     details={"errors": [{"key": p.key, "message": p.message} for p in problems]},
                 )
-            edit_toml(self.path, lambda doc: replace_service_config(doc, section.key, config))
+            await asyncio.to_thread(
+                edit_toml, self.path, lambda doc: replace_service_config(doc, section.key, config)
+            )
         else:
             where = [SECTIONS_KEY, self.uid.hex()]
 
@@ -189,7 +191,7 @@ class ProfileSection(MapiObject):
                 for key in removed:
                     remove_key(doc, [*where, key])
 
-            edit_toml(self.path, change)
+            await asyncio.to_thread(edit_toml, self.path, change)
         _reload_soon(self._reload, "profile section")
 
     async def release(self) -> None:
@@ -226,7 +228,11 @@ async def open_section(
     locks.acquire((profile.path, target), modify)
     if not known:
         try:
-            edit_toml(profile.path, lambda doc: set_value(doc, [SECTIONS_KEY, target.hex()], {}))
+            await asyncio.to_thread(
+                edit_toml,
+                profile.path,
+                lambda doc: set_value(doc, [SECTIONS_KEY, target.hex()], {}),
+            )
             _reload_soon(reload, "profile section")
         except BaseException:
             locks.release((profile.path, target), modify)

@@ -7,6 +7,7 @@ configuration is checked against its JSON Schema before anything is written.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -113,18 +114,18 @@ class ServiceAdmin:
         if display_name:
             values["display_name"] = display_name
         self._check_partial(cls, values)
-        key = self._add(profile, service_name, values)
+        key = await self._add(profile, service_name, values)
         await self.reload("services.create")
         return entryid.uid_from_name("service", profile.path.stem, key)
 
-    def _add(self, profile: Profile, service_name: str, values: Mapping[str, Any]) -> str:
+    async def _add(self, profile: Profile, service_name: str, values: Mapping[str, Any]) -> str:
         chosen: list[str] = []
 
         def change(doc: tomlkit.TOMLDocument) -> None:
             chosen.append(unique_service_key(doc, service_name))
             add_service(doc, chosen[-1], service_name, values)
 
-        edit_toml(profile.path, change)
+        await asyncio.to_thread(edit_toml, profile.path, change)
         return chosen[-1]
 
     async def configure(
@@ -138,7 +139,9 @@ class ServiceAdmin:
         problems = cls.check_config(merged)
         if problems:
             raise _invalid(problems, f"invalid configuration for {section.key}")
-        edit_toml(profile.path, lambda doc: replace_service_config(doc, section.key, merged))
+        await asyncio.to_thread(
+            edit_toml, profile.path, lambda doc: replace_service_config(doc, section.key, merged)
+        )
         await self.reload("services.configure")
 
     async def delete(self, profile: Profile, service_uid: bytes) -> None:
@@ -149,7 +152,7 @@ class ServiceAdmin:
             if doc.get(PRIMARY_IDENTITY_KEY) == section.key:
                 remove_key(doc, [PRIMARY_IDENTITY_KEY])
 
-        edit_toml(profile.path, change)
+        await asyncio.to_thread(edit_toml, profile.path, change)
         await self.reload("services.delete")
 
     async def copy(self, profile: Profile, service_uid: bytes, target: Profile) -> bytes:
@@ -162,7 +165,7 @@ class ServiceAdmin:
                 ErrorCode.MAPI_E_NO_ACCESS,
                 f"{section.service} allows one copy per profile and {target.name} has it",
             )
-        key = self._add(target, section.service, section.config)
+        key = await self._add(target, section.service, section.config)
         await self.reload("services.copy")
         return entryid.uid_from_name("service", target.path.stem, key)
 
@@ -177,7 +180,9 @@ class ServiceAdmin:
                     ErrorCode.MAPI_E_NO_ACCESS, f"{section.service} cannot supply an identity"
                 )
             key = section.key
-        edit_toml(profile.path, lambda doc: set_value(doc, [PRIMARY_IDENTITY_KEY], key))
+        await asyncio.to_thread(
+            edit_toml, profile.path, lambda doc: set_value(doc, [PRIMARY_IDENTITY_KEY], key)
+        )
         await self.reload("services.set_primary_identity")
 
     async def transport_order(self, profile: Profile, provider_uids: list[bytes]) -> None:
@@ -191,5 +196,7 @@ class ServiceAdmin:
             if uid not in known:
                 raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"{uid.hex()} is not a transport here")
         order = [uid.hex() for uid in provider_uids]
-        edit_toml(profile.path, lambda doc: set_value(doc, [TRANSPORT_ORDER_KEY], order))
+        await asyncio.to_thread(
+            edit_toml, profile.path, lambda doc: set_value(doc, [TRANSPORT_ORDER_KEY], order)
+        )
         await self.reload("services.transport_order")
