@@ -214,3 +214,27 @@ def test_providers_get_their_password_from_password_command(
     assert rows["bad"]["PR_STATUS_CODE"] & 4  # STATUS_FAILURE
     assert "fail.sh" in rows["bad"]["PR_STATUS_STRING"]
     assert "s3cr3t" not in str(rows) and "s3cr3t" not in proc.log()
+
+
+def test_a_request_running_at_sigterm_is_still_answered(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon(
+        config='default_profile = "alpha"\nwatch = "off"\nprovider_timeout = 0.3\n',
+        profiles={"alpha": '[services.slow]\nservice = "providers_for_tests:Hanging"\n'},
+    )
+    from mapid.codec import pack, unpack
+
+    info = read_connection_file(proc.runtime)
+    assert info is not None
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(info.request)
+    request = {"v": 1, "id": 1, "op": "session.logon", "args": {"profile": "alpha"}}
+    dealer.send_multipart([b"", pack(request)])
+    time.sleep(0.1)  # the logon now waits on its hanging provider
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGTERM)
+    assert dealer.poll(3000), "the running logon got no answer"
+    reply = unpack(dealer.recv_multipart()[1])
+    dealer.close()
+    assert reply["id"] == 1 and reply["ok"] is True
+    assert proc.proc.wait(5) == 0

@@ -45,6 +45,8 @@ log = logging.getLogger("mapid.daemon")
 
 STOP_BUDGET = 3.5
 """Seconds shutdown may spend logging sessions off; the rest of the 5 s is for the sockets."""
+DRAIN_BUDGET = 0.5
+"""Seconds running requests get to answer at shutdown, before sessions are ended."""
 MAX_IPC_PATH = 107
 
 assert ops  # importing the package registers every op
@@ -325,6 +327,7 @@ class Daemon:
         self.publisher.publish(
             envelope.TOPIC_DAEMON, "started", version=self.version, pid=os.getpid()
         )
+        # The request loop must stay first: _shutdown stops it before the rest.
         for runner in (self.server.run(), self.publisher.run(), self.sessions.run_leases()):
             self._tasks.append(loop.create_task(runner))
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -395,6 +398,9 @@ class Daemon:
     async def _shutdown(self) -> None:
         log.info("stopping")
         self.publisher.publish(envelope.TOPIC_DAEMON, "stopping")
+        # Take no new request, let the running ones answer, then end the sessions.
+        self._tasks[0].cancel()  # the request loop (started first in run())
+        await self.server.drain(DRAIN_BUDGET)
         try:
             await asyncio.wait_for(self.sessions.end_all(), STOP_BUDGET)
         except TimeoutError:

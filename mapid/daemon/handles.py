@@ -55,9 +55,6 @@ class HandleTable:
             )
         return entry
 
-    def has(self, handle: int) -> bool:
-        return handle in self._objects
-
     def remove(self, handle: int) -> OpenObject:
         entry = self.get(handle)
         del self._objects[handle]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mapid import entryid as eid
@@ -189,7 +189,6 @@ class OpSpec:
     locks_session: bool = True
     """Runs under the session's lock (every op but the few that must not wait)."""
     doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def parse_args(self, raw: object) -> dict[str, Any]:
         if raw is None:

@@ -13,7 +13,7 @@ import enum
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,6 @@ class Member:
     """The ZeroMQ routing id of the client that logged on (None: the daemon's own member)."""
     lease_s: float
     expires: float | None
-    joined: datetime = field(default_factory=lambda: datetime.now(UTC))
     queued: bool = False
     """Whether the lease heap holds an entry for this member."""
 
