@@ -17,10 +17,45 @@ from typing import Any
 from mapid import entryid
 from mapid.daemon.config import ConfigProblem, find_line, toml_problem
 from mapid.daemon.credentials import check_file_secrecy
-from mapid.daemon.watcher import is_profile_file_name
 from mapid.errors import ErrorCode, MapiError
 
 MAX_PROFILE_NAME = 64
+
+_TEMP_SUFFIXES = (
+    "~",
+    "#",
+    ".swp",
+    ".swx",
+    ".swo",
+    ".tmp",
+    ".temp",
+    ".bak",
+    ".orig",
+    ".part",
+    ".kate-swp",
+    ".dpkg-new",
+    ".dpkg-old",
+    ".dpkg-dist",
+    ".rpmnew",
+    ".rpmsave",
+)
+
+
+def is_editor_temp(name: str) -> bool:
+    """True for the files editors and tools leave next to the one being saved.
+
+    vim: `x.toml~`, `.x.toml.swp`/`.swx`/`.swo`, `4913`; emacs: `.#x.toml` (lock),
+    `#x.toml#` (autosave); kate: `.x.toml.kate-swp`; generic `*.tmp`, `*.bak`, `*.part`,
+    package-manager leftovers; and any hidden file (temporary writers like `.x.toml.XXXXXX`).
+    """
+    return (
+        not name or name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES) or name == "4913"
+    )
+
+
+def is_profile_file_name(name: str) -> bool:
+    """A file in `profiles/` that is (or would be) a profile: `<name>.toml`, not a dropping."""
+    return name.endswith(".toml") and len(name) > len(".toml") and not is_editor_temp(name)
 
 
 def check_profile_name(name: object) -> str:

@@ -53,6 +53,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from mapid.daemon.config import CONFIG_FILE, PROFILES_DIR
+from mapid.daemon.profiles import is_profile_file_name
 
 log = logging.getLogger("mapid.watcher")
 
@@ -77,42 +78,6 @@ _LIMIT_ERRNOS = {
     errno.ENOSPC: "inotify watch limit reached (fs.inotify.max_user_watches)",
     errno.EMFILE: "inotify instance limit reached (fs.inotify.max_user_instances)",
 }
-
-_TEMP_SUFFIXES = (
-    "~",
-    "#",
-    ".swp",
-    ".swx",
-    ".swo",
-    ".tmp",
-    ".temp",
-    ".bak",
-    ".orig",
-    ".part",
-    ".kate-swp",
-    ".dpkg-new",
-    ".dpkg-old",
-    ".dpkg-dist",
-    ".rpmnew",
-    ".rpmsave",
-)
-
-
-def is_editor_temp(name: str) -> bool:
-    """True for the files editors and tools leave next to the one being saved.
-
-    vim: `x.toml~`, `.x.toml.swp`/`.swx`/`.swo`, `4913`; emacs: `.#x.toml` (lock),
-    `#x.toml#` (autosave); kate: `.x.toml.kate-swp`; generic `*.tmp`, `*.bak`, `*.part`,
-    package-manager leftovers; and any hidden file (temporary writers like `.x.toml.XXXXXX`).
-    """
-    return (
-        not name or name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES) or name == "4913"
-    )
-
-
-def is_profile_file_name(name: str) -> bool:
-    """A file in `profiles/` that is (or would be) a profile: `<name>.toml`, not a dropping."""
-    return name.endswith(".toml") and len(name) > len(".toml") and not is_editor_temp(name)
 
 
 def _sha256(path: Path) -> str | None:
