@@ -544,6 +544,17 @@ class MessageFlags(enum.IntFlag):
     MSGFLAG_NRN_PENDING = 0x00000200
 
 
+class MsgStatus(enum.IntFlag):
+    """PR_MSG_STATUS: a message's status within its folder (IMAPIFolder::SetMessageStatus)."""
+
+    MSGSTATUS_HIGHLIGHTED = 0x00000001
+    MSGSTATUS_TAGGED = 0x00000002
+    MSGSTATUS_HIDDEN = 0x00000004
+    MSGSTATUS_DELMARKED = 0x00000008
+    MSGSTATUS_REMOTE_DOWNLOAD = 0x00001000
+    MSGSTATUS_REMOTE_DELETE = 0x00002000
+
+
 class FolderType(enum.IntEnum):
     """PR_FOLDER_TYPE."""
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -30,6 +31,7 @@ from mapid.constants import (
     ResourceMethods,
     ResourceType,
     ServiceFlags,
+    SpoolerNotify,
     StatusCode,
     ValidateStateFlags,
 )
@@ -144,6 +146,20 @@ class ProviderSupport(Protocol):
         MapiError(MAPI_E_LOGON_FAILED) with a message that never holds the secret."""
         ...
 
+    def watch_directory(
+        self, path: Path, callback: Callable[[set[Path]], None]
+    ) -> Callable[[], None]:
+        """Call `callback` on the event loop with the paths that changed in the directory
+        `path` (not recursive; events are coalesced for about 100 ms). Returns a function that
+        stops the watch. The daemon shares one inotify watch among all who watch a path and
+        falls back to polling where inotify runs out; providers never start observers."""
+        ...
+
+    def spooler_notify(self, flags: SpoolerNotify) -> None:
+        """IMAPISupport::SpoolerNotify: NOTIFY_READYTOSEND after a store queued a message or a
+        transport recovered, NOTIFY_CONFIG_CHANGE after a transport's address types changed."""
+        ...
+
 
 class MapiObject:
     """An object a provider hands out through `open_entry` (a store, folder, mail user...)."""
@@ -183,6 +199,142 @@ class PropsObject(MapiObject):
 
     async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
         return pick_props(self.props, tags)
+
+
+Row = Mapping[str, Any]
+"""A table row: properties by tag name; every row carries PR_INSTANCE_KEY."""
+
+
+class Container(MapiObject):
+    """An object with children (IMAPIContainer): a folder, a store's root, an AB container.
+
+    Tables come back as whole row lists in the container's natural order; the daemon applies
+    the table arguments (columns, restriction, sort, offset, limit) to them, so every table
+    filters and pages alike. Return the same list object while nothing changed: a folder of
+    100 000 messages must not be rebuilt for every page. The daemon never mutates rows.
+    """
+
+    async def hierarchy_rows(self) -> Sequence[Row]:
+        """Rows of the child containers (container.hierarchy_table)."""
+        return ()
+
+    async def contents_rows(self) -> Sequence[Row]:
+        """Rows of the contents: messages of a folder, mail users of an AB container."""
+        return ()
+
+    async def open_child(self, entryid: bytes | None, flags: int) -> MapiObject:
+        """container.open_entry: an object inside this container; None is the root of the
+        provider's tree (a store's root folder). `flags` holds MAPI_MODIFY when the handle
+        it was opened from is writable."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this container opens nothing")
+
+
+class Folder(Container):
+    """A message folder (IMAPIFolder). The daemon checks write access before calling the
+    methods that change things: a provider never sees them on a read-only handle."""
+
+    async def create_folder(self, name: str) -> tuple[Folder, bytes]:
+        """A new sub-folder: (its object, its entry ID). A taken name: MAPI_E_COLLISION."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this folder cannot hold folders")
+
+    async def create_message(self) -> Message:
+        """A new, unsaved message in this folder; object.save_changes stores it."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this folder cannot hold messages")
+
+    async def import_message(self, mime: bytes) -> bytes:
+        """Store an RFC 5322 message as it is; returns its entry ID."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this folder cannot hold messages")
+
+    async def delete_messages(self, entryids: Sequence[bytes]) -> None:
+        """Delete messages of this folder (MAPI deletes them for good; the daemon moves them
+        to Deleted Items through copy_messages(move=True) where the store has one)."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this folder holds no messages")
+
+    async def copy_messages(
+        self, entryids: Sequence[bytes], dest: bytes, move: bool
+    ) -> list[bytes]:
+        """Copy or move messages of this folder into the folder `dest` of the same store;
+        returns the new entry IDs in order. Another store's folder: MAPI_E_NO_SUPPORT (the
+        daemon then copies through MIME)."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this folder holds no messages")
+
+
+class Message(MapiObject):
+    """A message (IMessage): properties, recipients, MIME, submission."""
+
+    async def get_mime(self) -> bytes:
+        """The message as RFC 5322 bytes (what message.get_mime returns)."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this message has no MIME form")
+
+    async def recipients_rows(self) -> Sequence[Row]:
+        """Rows of the recipient table: PR_DISPLAY_NAME, PR_EMAIL_ADDRESS, PR_ADDRTYPE,
+        PR_RECIPIENT_TYPE, PR_ROWID, PR_INSTANCE_KEY and whatever the client passed."""
+        return ()
+
+    async def modify_recipients(self, recipients: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the recipients (MODRECIP_* collapsed to "set them all"), pending until
+        save_changes; each map has at least PR_EMAIL_ADDRESS and PR_RECIPIENT_TYPE."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this message has no recipients")
+
+    async def submit(self) -> bytes:
+        """Save pending changes and queue the message: move it to the store's Outbox marked
+        for the spooler. Returns the entry ID of the queued message."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this message cannot be submitted")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient of a message the spooler sends."""
+
+    address: str
+    display_name: str = ""
+    addrtype: str = "SMTP"
+    recipient_type: int = 1
+    """MAPI_TO (1), MAPI_CC (2), MAPI_BCC (3)."""
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A queued message as the spooler hands it to a transport."""
+
+    entryid: bytes
+    mime: bytes
+    """RFC 5322 bytes with From set and Bcc removed, ready for the wire."""
+    recipients: tuple[Recipient, ...]
+    sender: Identity | None = None
+    """The envelope sender the spooler chose (the session's identity), if any."""
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """What a store tells the spooler about one message of its Outbox."""
+
+    entryid: bytes
+    mime: bytes
+    """The message as stored (From may be missing, Bcc present)."""
+    recipients: tuple[Recipient, ...]
+    delete_after_submit: bool = False
+    submitted: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a transport's send did. Recipients not named in `refused` were accepted."""
+
+    refused: Mapping[str, str] = field(default_factory=dict)
+    """Address -> the server's words (e.g. "550 5.1.1 no such user"): permanent refusals."""
+    response: str = ""
+    """The server's last reply, for the status row and the log."""
+
+
+class TransportFailure(Exception):
+    """A send that failed as a whole. `permanent` failures (a 5xx reply) give a non-delivery
+    report at once; the others (a connection refused, a 4xx, a time-out) are retried."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
 
 
 class Provider:
@@ -248,9 +400,62 @@ class AddressBookProvider(Provider):
         """An entry ID of mine for the identity; None lets the daemon build a one-off."""
         return None
 
+    def top_containers(self) -> list[Row]:
+        """Hierarchy rows of my top-level containers in the integrated address book
+        (PR_ENTRYID, PR_DISPLAY_NAME, PR_OBJECT_TYPE = MAPI_ABCONT, PR_CONTAINER_FLAGS,
+        PR_DEPTH, PR_INSTANCE_KEY); session.open_address_book lists them all."""
+        return []
+
+    async def resolve_names(self, name: str) -> list[tuple[int, Row]]:
+        """ab.resolve_names for one name: (rank, mail-user props) pairs, best first.
+
+        Rank 0 is an exact match of the display name or an address, 1 a prefix, 2 a
+        substring, all case-insensitive. The props are a recipient row: PR_ENTRYID,
+        PR_DISPLAY_NAME, PR_EMAIL_ADDRESS, PR_ADDRTYPE, PR_SEARCH_KEY, PR_OBJECT_TYPE,
+        PR_DISPLAY_TYPE. The daemon merges every provider's answer and decides ambiguity.
+        """
+        return []
+
 
 class StoreProvider(Provider):
+    """A message store. Besides open_entry, it serves the store table and the spooler."""
+
     resource_type = ResourceType.MAPI_STORE_PROVIDER
+
+    def store_entryid(self) -> bytes:
+        """The long-term entry ID of the store (msg_stores_table's PR_ENTRYID)."""
+        raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "this store has no entry ID")
+
+    def store_props(self) -> dict[str, Any]:
+        """The store object's properties; the store table's row takes its columns from it."""
+        return {}
+
+    async def open_store(self, flags: int) -> MapiObject:
+        """The store object (IMsgStore), for session.open_msg_store; `flags` are MdbFlags."""
+        return await self.open_entry(self.store_entryid(), flags)
+
+    # The spooler's side (DESIGN.md 7): the Outbox is the queue, on disk.
+
+    async def queued(self) -> list[bytes]:
+        """Entry IDs of the messages submitted and not yet sent, oldest first."""
+        return []
+
+    async def queued_message(self, entryid: bytes) -> QueuedMessage:
+        """One queued message; MAPI_E_NOT_FOUND when it left the queue meanwhile."""
+        raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "this store queues nothing")
+
+    async def finished(
+        self, entryid: bytes, *, sent_mime: bytes | None, delete: bool
+    ) -> bytes | None:
+        """The spooler is done with a queued message: move it to Sent Items (stored as
+        `sent_mime`, the bytes that went out, when given) or delete it (`delete`, from
+        PR_DELETE_AFTER_SUBMIT or a failure already reported). Returns the Sent Items entry ID."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this store queues nothing")
+
+    async def deliver(self, mime: bytes) -> bytes:
+        """Put a message into the Inbox (a non-delivery report, or mail a transport received)
+        and raise fnevNewMail; returns its entry ID."""
+        raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this store takes no deliveries")
 
 
 class TransportProvider(Provider):
@@ -263,7 +468,15 @@ class TransportProvider(Provider):
         return {"PR_STATUS_CODE": int(code)}
 
     async def flush_queues(self, flags: FlushFlags) -> None:
-        """Send what is queued now (the spooler drives this)."""
+        """A flush of my queue was asked for (status.flush_queues on my row). The spooler
+        does the sending; a transport that keeps a connection may reconnect here."""
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send one message to its recipients (those of my address types). Raise
+        TransportFailure for a failure of the whole send; permanent refusals of single
+        recipients come back in SendResult.refused. The spooler keeps my status row's
+        STATUS_OUTBOUND_ACTIVE and PR_REMOTE_PROGRESS; I say why I failed in my own row."""
+        raise TransportFailure("this transport cannot send", permanent=True)
 
 
 class MessageService:
