@@ -356,6 +356,56 @@ class _Ops(Generic[R]):
             "container.open_entry", {"handle": handle, "entryid": entryid}, token=token
         )
 
+    def folder_create_folder(self, token: bytes, handle: int, name: str) -> R:
+        return self._op("folder.create_folder", token, handle=handle, name=name)
+
+    def folder_create_message(self, token: bytes, handle: int) -> R:
+        return self._op("folder.create_message", token, handle=handle)
+
+    def folder_import_message(self, token: bytes, handle: int, mime: bytes) -> R:
+        return self._op("folder.import_message", token, handle=handle, mime=mime)
+
+    def folder_delete_messages(self, token: bytes, handle: int, entryids: Sequence[bytes]) -> R:
+        return self._op("folder.delete_messages", token, handle=handle, entryids=list(entryids))
+
+    def folder_copy_messages(
+        self,
+        token: bytes,
+        handle: int,
+        entryids: Sequence[bytes],
+        dest: bytes,
+        move: bool | None = None,
+    ) -> R:
+        return self._op(
+            "folder.copy_messages",
+            token,
+            handle=handle,
+            entryids=list(entryids),
+            dest=dest,
+            move=move,
+        )
+
+    def message_get_mime(self, token: bytes, handle: int) -> R:
+        return self._op("message.get_mime", token, handle=handle)
+
+    def message_modify_recipients(
+        self, token: bytes, handle: int, recipients: Sequence[Mapping[str, Any]]
+    ) -> R:
+        return self._op(
+            "message.modify_recipients",
+            token,
+            handle=handle,
+            recipients=[dict(r) for r in recipients],
+        )
+
+    def message_recipients_table(
+        self, token: bytes, handle: int, table: TableArgs | None = None
+    ) -> R:
+        return self._table("message.recipients_table", token, table, handle=handle)
+
+    def message_submit(self, token: bytes, handle: int) -> R:
+        return self._op("message.submit", token, handle=handle)
+
     def ab_resolve_names(self, token: bytes, handle: int, names: Sequence[str]) -> R:
         return self._op("ab.resolve_names", token, handle=handle, names=list(names))
 
