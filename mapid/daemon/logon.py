@@ -24,10 +24,12 @@ from mapid.constants import (
     NotificationEvent,
     ResourceFlags,
     ResourceType,
+    SpoolerNotify,
     StatusCode,
     ValidateStateFlags,
 )
 from mapid.daemon.credentials import resolve_password
+from mapid.daemon.file_watch import shared_watcher
 from mapid.daemon.profiles import ServiceSection, provider_uid
 from mapid.daemon.service_registry import ServiceUnavailable
 from mapid.daemon.session import Session, SessionState
@@ -87,6 +89,8 @@ class ProviderSlot:
     state: SlotState = SlotState.PENDING
     uids: list[bytes] = field(default_factory=list)
     reason: str = ""
+    watches: list[Callable[[], None]] = field(default_factory=list)
+    """Stop functions of the provider's directory watches (stopped when it logs off)."""
 
     @property
     def key(self) -> str:
@@ -168,6 +172,32 @@ class Support:
     async def password(self) -> str | None:
         where = f"profile {self.profile_name}, service {self.service_key}"
         return await resolve_password(self.config(), where=where)
+
+    def watch_directory(
+        self, path: Path, callback: Callable[[set[Path]], None]
+    ) -> Callable[[], None]:
+        slot = self._slot
+
+        def guarded(paths: set[Path]) -> None:
+            # Events still queued when the provider logged off are not its business.
+            if slot.state in (SlotState.PENDING, SlotState.ACTIVE):
+                callback(paths)
+
+        stop_watch = shared_watcher().watch(path, guarded)
+
+        def stop() -> None:
+            stop_watch()
+            if stop in slot.watches:
+                slot.watches.remove(stop)
+
+        slot.watches.append(stop)
+        return stop
+
+    def spooler_notify(self, flags: SpoolerNotify) -> None:
+        if flags & (SpoolerNotify.NOTIFY_READYTOSEND | SpoolerNotify.NOTIFY_CONFIG_CHANGE):
+            spooler = getattr(self._session, "spooler", None)
+            if spooler is not None:
+                spooler.kick()
 
 
 def _is_store_advise(advise_entryid: bytes, slot: ProviderSlot) -> bool:
@@ -390,6 +420,9 @@ class ProviderHost:
             await self._fail_slot(slot, f"service disabled: {reason}", SlotState.DISABLED)
 
     def _unroute(self, slot: ProviderSlot) -> None:
+        for stop in list(slot.watches):  # a provider that failed may have left some
+            stop()
+        slot.watches.clear()
         routes = self.session.routes
         for uid in [u for u, s in routes.items() if s is slot]:
             del routes[uid]
@@ -449,6 +482,9 @@ class ProviderHost:
             await self._bounded(provider.logoff())
         except Exception:
             log.exception("logoff of provider %s failed", slot.key)
+        for stop in list(slot.watches):  # the watches it forgot to stop
+            stop()
+        slot.watches.clear()
         slot.state = SlotState.LOGGED_OFF
 
     async def log_off_slot(self, slot: ProviderSlot) -> None:
