@@ -28,6 +28,8 @@ from mapid.paths import read_connection_file
 
 TESTS_DIR = Path(__file__).resolve().parent
 
+pytest_plugins = ["smtp_server"]  # smtp_server, make_smtp_server, tls_ca: a real aiosmtpd
+
 DEFAULT_CONFIG = 'default_profile = "alpha"\nwatch = "off"\n'
 """Tests that edit files reload explicitly; the watcher would race them on a loaded machine.
 tests/test_watch_reload.py turns it on."""
