@@ -1,0 +1,301 @@
+"""A private Dovecot IMAP server on loopback, reading a Maildir that mapid writes.
+
+The `dovecot` fixture starts Debian's Dovecot 2.3 (`dovecot-imapd`) from its own config
+file in a temp dir, on 127.0.0.1 and a free port, with one test user whose mail is the
+Maildir the test names. It is the real peer of the interoperability tests: what mapid writes,
+Dovecot must read, and the other way round.
+
+Dovecot will not touch mail as root, so mail belongs to a dedicated system user
+(`mapid-dovecot-test`, created when missing). mapid's daemon runs as root in the tests and
+writes there regardless; `DovecotServer.imap()` hands the tree to the test user again
+before each IMAP connection, since files mapid created meanwhile belong to root.
+
+Without Dovecot (or without root to run it) the tests skip and say why, except under CI
+(the CI variable set): there a missing Dovecot fails them, so CI never skips them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TEST_USER = "mapid-dovecot-test"
+"""The system user Dovecot accesses mail as (never root)."""
+IMAP_USER = "ada"
+IMAP_PASSWORD = "dovecot-test-password"  # a throwaway, on loopback
+
+CONFIG = """\
+# Written by tests/dovecot_server.py: a private Dovecot {version} for one test.
+protocols = imap
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+first_valid_gid = {gid}
+last_valid_gid = {gid}
+mail_location = maildir:{maildir}:LAYOUT=maildir++
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home
+}}
+namespace inbox {{
+  inbox = yes
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = create
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+    auto = create
+  }}
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = create
+  }}
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+# Each `{` block opens on its own line with one setting a line: Dovecot rejects one-line
+# blocks ("Garbage after '{'"). Dovecot 2.4 renamed the settings; this is the 2.3 syntax.
+
+
+def _unavailable(reason: str) -> None:
+    """Skip with the reason; under CI fail instead, so a broken CI image cannot hide."""
+    if os.environ.get("CI"):
+        pytest.fail(f"Dovecot tests cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(f"Dovecot tests skipped: {reason}")
+
+
+def find_dovecot() -> tuple[str, str]:
+    """(path of the dovecot binary, its version), or skip/fail saying what is missing."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    exe = shutil.which("dovecot", path=search)
+    if exe is None:
+        _unavailable(
+            "no `dovecot` binary (install Debian's dovecot-imapd: "
+            "apt-get install --no-install-recommends dovecot-imapd; .ci/run does)"
+        )
+        raise AssertionError("unreachable")
+    version = subprocess.run(
+        [exe, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.strip()
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match[1]), int(match[2])) != (2, 3):
+        _unavailable(f"{exe} is version {version!r}; this fixture writes a Dovecot 2.3 config")
+    return exe, version
+
+
+def mail_user() -> pwd.struct_passwd:
+    """The dedicated system user, created with useradd when missing (as root)."""
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        pass
+    if os.geteuid() != 0:
+        _unavailable(f"the system user {TEST_USER} is missing and only root can create it")
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "mapid Dovecot tests",
+            TEST_USER,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return pwd.getpwnam(TEST_USER)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    """Give `path` and everything below it to uid:gid (mapid, as root, still writes)."""
+    os.chown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+@dataclass
+class DovecotServer:
+    """One running Dovecot serving `maildir` as the INBOX of IMAP_USER."""
+
+    root: Path
+    maildir: Path
+    port: int
+    uid: int
+    gid: int
+    proc: subprocess.Popen[bytes]
+    version: str
+    connections: list[imaplib.IMAP4] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dovecot.log"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def chown_mail(self) -> None:
+        chown_tree(self.maildir, self.uid, self.gid)
+
+    def imap(self) -> imaplib.IMAP4:
+        """A logged-in IMAP connection (closed with the fixture). Chowns the Maildir first."""
+        self.chown_mail()
+        conn = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+        self.connections.append(conn)
+        conn.login(IMAP_USER, IMAP_PASSWORD)
+        return conn
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for conn in self.connections:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                conn.logout()
+        self.connections.clear()
+        if self.proc.poll() is not None:
+            return
+        try:
+            pid = int((self.root / "run" / "master.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            pid = self.proc.pid
+        os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_dovecot(
+    root: Path, maildir: Path, *, exe: str, version: str, timeout: float = 15.0
+) -> DovecotServer:
+    """Write the config into `root`, start Dovecot in the foreground, wait for its greeting."""
+    user = mail_user()
+    uid, gid = user.pw_uid, user.pw_gid
+    for sub in ("run", "state", "home"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    os.chown(root / "home", uid, gid)
+    (root / "passwd").write_text(f"{IMAP_USER}:{IMAP_PASSWORD}\n")
+    maildir.mkdir(parents=True, exist_ok=True)
+    chown_tree(maildir, uid, gid)
+    port = free_port()
+    config = root / "dovecot.conf"
+    config.write_text(
+        CONFIG.format(version=version, root=root, maildir=maildir, uid=uid, gid=gid, port=port)
+    )
+    with open(root / "dovecot.out", "ab") as out:
+        proc = subprocess.Popen(
+            [exe, "-F", "-c", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    server = DovecotServer(root, maildir, port, uid, gid, proc, version)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = (root / "dovecot.out").read_text(errors="replace")
+            raise RuntimeError(f"dovecot exited with {proc.returncode}:\n{output}{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                if sock.recv(200).startswith(b"* OK"):
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.02)
+    server.stop()
+    raise RuntimeError(f"dovecot did not answer on port {port} in {timeout} s:\n{server.log()}")
+
+
+class DovecotFactory:
+    """What the `dovecot` fixture yields: `root`, a folder the test user can reach, to put
+    the Maildir in (pytest's tmp_path is private to root), and `start(maildir)`."""
+
+    def __init__(self, root: Path, exe: str, version: str) -> None:
+        self.root = root
+        self.exe = exe
+        self.version = version
+        self.servers: list[DovecotServer] = []
+
+    def start(self, maildir: Path) -> DovecotServer:
+        for parent in maildir.resolve().parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise RuntimeError(
+                    f"{TEST_USER} cannot reach {maildir}: {parent} is not searchable by "
+                    "others; put the Maildir under dovecot.root"
+                )
+        server = start_dovecot(
+            self.root / f"dovecot-{len(self.servers)}", maildir, exe=self.exe, version=self.version
+        )
+        self.servers.append(server)
+        return server
+
+
+@pytest.fixture
+def dovecot() -> Iterator[DovecotFactory]:
+    """Start private Dovecot servers on Maildirs: `dovecot.start(dovecot.root / "Mail")`."""
+    exe, version = find_dovecot()
+    if os.geteuid() != 0:
+        _unavailable("the tests start Dovecot as root (it then drops to its test user)")
+    mail_user()
+    root = Path(tempfile.mkdtemp(prefix="mapid-dc-", dir="/tmp"))
+    os.chmod(root, 0o711)  # the test user passes through to the Maildir, lists nothing
+    factory = DovecotFactory(root, exe, version)
+    try:
+        yield factory
+    finally:
+        for server in factory.servers:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
