@@ -3,12 +3,18 @@
 Every op that returns rows parses its arguments with `TableQuery.parse` and answers with
 `TableQuery.run`, so all tables filter, sort and page the same way. Arguments are checked
 completely before any row is looked at: a bad restriction is an error even on an empty table.
+
+Providers hand over whole row lists (a folder of 100 000 messages is one list), so `run` does
+as little per row as it can: with no restriction and no sort only the page is copied, and a
+sort computes each row's key once, in C where the column holds one plain type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mapid.errors import ErrorCode, MapiError
@@ -26,6 +32,13 @@ _RELOPS: dict[str, Callable[[Any, Any], bool]] = {
     "gt": lambda a, b: bool(a > b),
     "ge": lambda a, b: bool(a >= b),
 }
+
+
+def _aware(value: datetime) -> datetime:
+    """Times on the wire are UTC; a naive one from a provider is read as UTC too."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 _MATCHES = ("full", "prefix", "substring")
 INSTANCE_KEY = "PR_INSTANCE_KEY"
 
@@ -77,6 +90,8 @@ def compile_restriction(node: object, path: str = "restriction") -> Predicate:
         if "value" not in node:
             raise _bad(f"{path}.value is missing")
         value = node["value"]
+        if isinstance(value, datetime):
+            value = _aware(value)
         compare = _RELOPS[str(op)]
 
         def prop_pred(row: Row) -> bool:
@@ -85,6 +100,8 @@ def compile_restriction(node: object, path: str = "restriction") -> Predicate:
             have = row[tag]
             if not _comparable(have, value):
                 return bool(op == "ne")
+            if isinstance(have, datetime):
+                have = _aware(have)
             return compare(have, value)
 
         return prop_pred
@@ -143,20 +160,50 @@ def _content_predicate(tag: str, text: str | bytes, match: str, ignore_case: boo
     return content_pred
 
 
-_TYPE_RANK = {bool: 0, int: 1, float: 1, str: 2, bytes: 3}
+_TYPE_RANK: dict[type, int] = {bool: 0, int: 1, float: 1, str: 2, bytes: 3, datetime: 4}
 
 
-def _sort_key(tag: str) -> Callable[[Row], tuple[Any, ...]]:
-    def key(row: Row) -> tuple[Any, ...]:
-        if tag not in row:
-            return (1, 0, 0)
-        value = row[tag]
-        rank = _TYPE_RANK.get(type(value))
-        if rank is None:
-            return (0, 9, repr(value))
-        return (0, rank, value)
+def _value_key(value: Any) -> tuple[int, Any]:
+    """Orders values of mixed types: by type first (bool, numbers, str, bin, time, other)."""
+    kind = type(value)
+    rank = _TYPE_RANK.get(kind)
+    if rank is None:
+        if isinstance(value, datetime):
+            return (4, _aware(value).timestamp())
+        return (9, repr(value))
+    if rank == 4:
+        return (4, _aware(value).timestamp())
+    return (rank, value)
 
-    return key
+
+def _sort_keys(values: list[Any]) -> list[Any]:
+    """One key per value, the values themselves where they are of one orderable type."""
+    kinds = {type(v) for v in values}
+    if len(kinds) == 1 and next(iter(kinds)) in (int, float, str, bytes, bool):
+        return values
+    if kinds <= {int, float}:
+        return values
+    if kinds == {datetime}:
+        if all(v.tzinfo is not None for v in values):
+            return values
+        return [_aware(v) for v in values]
+    return [_value_key(v) for v in values]
+
+
+def _sort_by(rows: list[Row], tag: str, descending: bool, want: int | None) -> list[Row]:
+    """Rows sorted by `tag` (stable, so earlier passes survive), those without it last.
+
+    With `want`, only the first `want` rows are needed: a heap finds them without sorting
+    the rest (heapq.nsmallest is documented as `sorted(...)[:n]`, ties included).
+    """
+    present = [row for row in rows if tag in row]
+    absent = [row for row in rows if tag not in row] if len(present) < len(rows) else []
+    keys = _sort_keys([row[tag] for row in present])
+    if want is not None and want < len(present) // 4:
+        pick = heapq.nlargest if descending else heapq.nsmallest
+        return [present[i] for i in pick(want, range(len(present)), key=keys.__getitem__)]
+    order = sorted(range(len(present)), key=keys.__getitem__, reverse=descending)
+    return [present[i] for i in order] + absent
 
 
 @dataclass(frozen=True)
@@ -201,14 +248,18 @@ class TableQuery:
 
     def run(self, rows: Iterable[Row]) -> dict[str, Any]:
         """Filter, sort, page and project; `total` counts matches before paging."""
-        matched = [r for r in rows if self.restriction is None or self.restriction(r)]
-        for tag, descending in reversed(self.sort):
-            present = [r for r in matched if tag in r]
-            absent = [r for r in matched if tag not in r]
-            present.sort(key=_sort_key(tag), reverse=descending)
-            matched = present + absent  # rows without the column go last either way
-        total = len(matched)
         end = None if self.limit is None else self.offset + self.limit
+        if self.restriction is None and not self.sort:
+            seq: Sequence[Row] = rows if isinstance(rows, (list, tuple)) else list(rows)
+            page = seq[self.offset : end]  # the rows are never copied, only the page
+            return {"rows": [self.project(r) for r in page], "total": len(seq)}
+        pred = self.restriction
+        matched = list(rows) if pred is None else [r for r in rows if pred(r)]
+        total = len(matched)
+        passes = list(reversed(self.sort))  # least significant first, each pass stable
+        for i, (tag, descending) in enumerate(passes):
+            last = i == len(passes) - 1
+            matched = _sort_by(matched, tag, descending, end if last else None)
         page = matched[self.offset : end]
         return {"rows": [self.project(r) for r in page], "total": total}
 
