@@ -458,6 +458,10 @@ class StoreProvider(Provider):
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this store takes no deliveries")
 
 
+REMOTE_PROGRESS_IDLE = -1
+"""PR_REMOTE_PROGRESS of a transport while nothing is being sent (0-100 while sending)."""
+
+
 class TransportProvider(Provider):
     resource_type = ResourceType.MAPI_TRANSPORT_PROVIDER
     resource_methods = ResourceMethods.STATUS_VALIDATE_STATE | ResourceMethods.STATUS_FLUSH_QUEUES
@@ -470,6 +474,11 @@ class TransportProvider(Provider):
     async def flush_queues(self, flags: FlushFlags) -> None:
         """A flush of my queue was asked for (status.flush_queues on my row). The spooler
         does the sending; a transport that keeps a connection may reconnect here."""
+
+    def sender_override(self) -> Identity | None:
+        """The From this transport sends as instead of the session's identity (smtp's `from`
+        key); None: the spooler uses the session's identity."""
+        return None
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one message to its recipients (those of my address types). Raise
