@@ -1,0 +1,291 @@
+"""1 000 messages through the spooler to aiosmtpd, beside plain smtplib to the same server.
+
+An aiosmtpd server runs on 127.0.0.1 in its own process (so it does not share this
+process's GIL), with a Sink-like handler that only counts: messages, duplicates (by
+Subject, each unique) and the time of the last one (CLOCK_MONOTONIC, the same clock here).
+
+- mapid: the real daemon, profile `alpha` (vCard with identity, Maildir) plus an `smtp`
+  service pointing at that server. One client logs on, opens the default store with
+  MDB_WRITE, and for each of `--messages` messages (default 1 000): folder.create_message in
+  the Outbox, object.set_props (PR_SUBJECT, PR_BODY), message.modify_recipients (one To),
+  message.submit, object.release; one request at a time, as a simple client does. Timed
+  from the first request to the server's last delivery (end to end), and also until Sent
+  Items holds them all.
+- smtplib: the same messages (same subjects, recipients, bodies), each built with
+  email.message.EmailMessage and sent with send_message over one connection, as a good
+  client does; timed from connect to the server's last delivery. Run before and after
+  mapid; the faster of the two is the baseline.
+
+Printed: messages/s for both, and the ratio mapid / smtplib (target: at least 0.7).
+
+    python bench/spool.py [--messages 1000] [--keep] [--py-spy out.svg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import smtplib
+import socket
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from _daemon import PROFILE, BenchDaemon, handle_sigterm, interrupt_exit, machine, py_spy
+
+from mapid.client import Client
+
+SENDER = "Ada Lovelace <ada@example.org>"
+RECIPIENTS = [
+    ("Grace Hopper", "grace@example.org"),
+    ("Alan Turing", "alan@example.net"),
+    ("Edsger Dijkstra", "edsger@example.com"),
+]
+BODY = (
+    "Hello,\n\nthe figures for this week are in the shared folder.\n"
+    "Let me know if anything looks wrong.\n\nBest regards,\nAda\n"
+)
+
+
+# --- the SMTP server, in its own process ------------------------------------------------
+
+
+@dataclass
+class Counters:
+    """Shared with the server process."""
+
+    count: Any  # multiprocessing.Value("q")
+    duplicates: Any  # multiprocessing.Value("q")
+    last: Any  # multiprocessing.Value("d"): time.monotonic() of the last message
+
+
+def _serve(port: int, counters: Counters, ready: Any, stop: Any) -> None:
+    from aiosmtpd.controller import Controller
+
+    seen: set[bytes] = set()
+
+    class CountingSink:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            content: bytes = envelope.original_content or b""
+            start = content.find(b"\nSubject:")
+            subject = content[start : content.find(b"\n", start + 1)] if start >= 0 else b""
+            with counters.count.get_lock():
+                if subject in seen:
+                    counters.duplicates.value += 1
+                seen.add(subject)
+                counters.count.value += 1
+                counters.last.value = time.monotonic()
+            return "250 2.0.0 OK"
+
+    controller = Controller(CountingSink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    stop.wait()
+    controller.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class SinkServer:
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.port = free_port()
+        self.counters = Counters(ctx.Value("q", 0), ctx.Value("q", 0), ctx.Value("d", 0.0))
+        ready = ctx.Event()
+        self._stop = ctx.Event()
+        self.proc = ctx.Process(
+            target=_serve, args=(self.port, self.counters, ready, self._stop), daemon=True
+        )
+        self.proc.start()
+        if not ready.wait(20):
+            raise RuntimeError("the aiosmtpd server did not start")
+
+    def reset(self) -> None:
+        with self.counters.count.get_lock():
+            self.counters.count.value = 0
+            self.counters.last.value = 0.0
+
+    @property
+    def count(self) -> int:
+        return int(self.counters.count.value)
+
+    def wait_for(self, count: int, timeout: float) -> float | None:
+        """The monotonic time of the `count`-th message, or None after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.counters.count.get_lock():
+                if self.counters.count.value >= count:
+                    return float(self.counters.last.value)
+            time.sleep(0.002)
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+# --- the two senders -----------------------------------------------------------------------
+
+
+def subject(kind: str, i: int) -> str:
+    return f"Weekly figures {i} [{kind}]"
+
+
+def run_smtplib(server: SinkServer, n: int, kind: str) -> float:
+    """Messages per second: connect, build and send_message each, wait for the last."""
+    server.reset()
+    started = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+        for i in range(n):
+            name, addr = RECIPIENTS[i % len(RECIPIENTS)]
+            msg = EmailMessage()
+            msg["From"] = SENDER
+            msg["To"] = f"{name} <{addr}>"
+            msg["Subject"] = subject(kind, i)
+            msg["Date"] = formatdate(localtime=True)
+            msg["Message-ID"] = make_msgid(domain="example.org")
+            msg.set_content(BODY)
+            smtp.send_message(msg)
+    last = server.wait_for(n, 30)
+    if last is None:
+        raise RuntimeError(f"smtplib: only {server.count} of {n} messages arrived")
+    return n / (last - started)
+
+
+@dataclass
+class MapidRun:
+    submitted_s: float
+    delivered_s: float
+    sent_items_s: float | None
+    sent_items: int
+    daemon_cpu_s: float
+    client_cpu_s: float
+
+
+def sent_items_count(client: Client, token: bytes, sent: int) -> int:
+    page = client.container_contents_table(token, sent, {"columns": ["PR_ENTRYID"], "limit": 1})
+    return int(page["total"])
+
+
+def run_mapid(daemon: BenchDaemon, server: SinkServer, n: int, spy: str | None) -> MapidRun:
+    server.reset()
+    with daemon.client(timeout=60.0) as client:
+        token: bytes = client.session_logon(PROFILE, ["MAPI_NEW_SESSION"])["token"]
+        stores = client.session_msg_stores_table(token)["rows"]
+        store_row = next((r for r in stores if r.get("PR_DEFAULT_STORE")), stores[0])
+        store = client.session_open_msg_store(token, store_row["PR_ENTRYID"], ["MDB_WRITE"])
+        props = store["props"]
+        outbox = client.session_open_entry(token, props["PR_IPM_OUTBOX_ENTRYID"], ["MAPI_MODIFY"])
+        sent = client.session_open_entry(token, props["PR_IPM_SENTMAIL_ENTRYID"])
+        sent_before = sent_items_count(client, token, sent["handle"])
+        cpu0, own0 = daemon.cpu_seconds(), time.process_time()
+        with py_spy(daemon.pid, spy):
+            started = time.monotonic()
+            for i in range(n):
+                name, addr = RECIPIENTS[i % len(RECIPIENTS)]
+                handle = client.folder_create_message(token, outbox["handle"])["handle"]
+                client.object_set_props(
+                    token, handle, {"PR_SUBJECT": subject("mapid", i), "PR_BODY": BODY}
+                )
+                client.message_modify_recipients(
+                    token,
+                    handle,
+                    [
+                        {
+                            "PR_DISPLAY_NAME": name,
+                            "PR_EMAIL_ADDRESS": addr,
+                            "PR_ADDRTYPE": "SMTP",
+                            "PR_RECIPIENT_TYPE": 1,
+                        }
+                    ],
+                )
+                client.message_submit(token, handle)
+                client.object_release(token, handle)
+            submitted = time.monotonic()
+            last = server.wait_for(n, 300)
+            if last is None:
+                raise RuntimeError(
+                    f"mapid: only {server.count} of {n} messages arrived in 300 s "
+                    f"(log: {daemon.log_path})"
+                )
+        cpu1, own1 = daemon.cpu_seconds(), time.process_time()
+        deadline = time.monotonic() + 60
+        in_sent = sent_items_count(client, token, sent["handle"]) - sent_before
+        while in_sent < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+            in_sent = sent_items_count(client, token, sent["handle"]) - sent_before
+        sent_s = time.monotonic() - started if in_sent >= n else None
+        client.session_logoff(token)
+    return MapidRun(submitted - started, last - started, sent_s, in_sent, cpu1 - cpu0, own1 - own0)
+
+
+SMTP_SECTION = """
+[services.outgoing]
+service = "smtp"
+host = "127.0.0.1"
+port = {port}
+security = "none"
+timeout = 30
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--keep", action="store_true", help="keep the daemon's temp dir")
+    parser.add_argument("--py-spy", metavar="OUT", help="profile the daemon while it sends")
+    args = parser.parse_args()
+    handle_sigterm()
+    n = args.messages
+    print(f"mapid spooler benchmark — {time.strftime('%Y-%m-%d %H:%M:%S')} — {machine()}")
+    with interrupt_exit():
+        server = SinkServer()
+        daemon = BenchDaemon(keep=args.keep)
+        try:
+            profile = daemon.config_dir / "profiles" / f"{PROFILE}.toml"
+            with profile.open("a", encoding="utf-8") as handle:
+                handle.write(SMTP_SECTION.format(port=server.port))
+            daemon.start()
+            print(f"  aiosmtpd (counting sink) on 127.0.0.1:{server.port}; {n} messages each")
+            before = run_smtplib(server, n, "smtplib-1")
+            run = run_mapid(daemon, server, n, args.py_spy)
+            after = run_smtplib(server, n, "smtplib-2")
+        finally:
+            daemon.close()
+            server.close()
+        mapid_rate = n / run.delivered_s
+        baseline = max(before, after)
+        print(f"\n  smtplib, one connection: {before:.0f} msg/s before mapid, {after:.0f} after")
+        print(
+            f"  mapid: {n} submitted in {run.submitted_s:.2f} s "
+            f"({n / run.submitted_s:.0f}/s), last delivered after {run.delivered_s:.2f} s, "
+            + (
+                f"all in Sent Items after {run.sent_items_s:.2f} s"
+                if run.sent_items_s is not None
+                else f"only {run.sent_items} in Sent Items after 60 s more"
+            )
+        )
+        print(
+            f"  mapid CPU while submitting and sending: daemon {run.daemon_cpu_s:.2f} s "
+            f"({run.daemon_cpu_s / n * 1e3:.2f} ms/message), this client {run.client_cpu_s:.2f} s"
+        )
+        print(f"  duplicates seen by the server: {int(server.counters.duplicates.value)}")
+        ratio = mapid_rate / baseline
+        verdict = "met" if ratio >= 0.7 else f"MISSED ({ratio / 0.7:.0%} of the target)"
+        print(
+            f"\n  end to end: mapid {mapid_rate:.0f} msg/s, smtplib {baseline:.0f} msg/s, "
+            f"ratio {ratio:.2f} (target >= 0.7: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()
