@@ -46,6 +46,7 @@ __all__ = [
     "DefaultStoreFlag",
     "DisplayType",
     "EntryIdFlags",
+    "FlagStatus",
     "FlushFlags",
     "FolderType",
     "FuzzyLevel",
@@ -553,6 +554,13 @@ class MsgStatus(enum.IntFlag):
     MSGSTATUS_DELMARKED = 0x00000008
     MSGSTATUS_REMOTE_DOWNLOAD = 0x00001000
     MSGSTATUS_REMOTE_DELETE = 0x00002000
+
+
+class FlagStatus(enum.IntEnum):
+    """PR_FLAG_STATUS: a message's follow-up flag (IMAP \\Flagged, Maildir F)."""
+
+    followupComplete = 0x00000001
+    followupFlagged = 0x00000002
 
 
 class FolderType(enum.IntEnum):
