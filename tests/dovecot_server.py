@@ -283,8 +283,8 @@ class DovecotFactory:
         return server
 
 
-@pytest.fixture
-def dovecot() -> Iterator[DovecotFactory]:
+@pytest.fixture(name="dovecot")
+def dovecot_fixture() -> Iterator[DovecotFactory]:
     """Start private Dovecot servers on Maildirs: `dovecot.start(dovecot.root / "Mail")`."""
     exe, version = find_dovecot()
     if os.geteuid() != 0:

@@ -1,0 +1,356 @@
+"""Cross-check with a real peer: Dovecot reads over IMAP what mapid wrote, and the reverse.
+
+mapid's daemon (through the client library, as a MAPI client would) and a private Dovecot
+(tests/dovecot_server.py) share one Maildir++ tree. What a mutt or Thunderbird user
+expects: the folders mapid created are IMAP mailboxes with the same hierarchy, the special
+folders carry their SPECIAL-USE, read and flagged messages are \\Seen and \\Flagged, a
+deleted message is in Trash, a sent one in Sent; and mail another program puts there
+(IMAP APPEND, a flag set in another client) shows in mapid's tables with the right
+PR_MESSAGE_FLAGS, raises fnevNewMail, and leaves entry IDs valid across restarts.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import imaplib
+import re
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any, TypeVar
+
+from dovecot_server import DovecotFactory, DovecotServer, dovecot_fixture  # noqa: F401 (the fixture)
+from smtp_server import SmtpServer, smtp_section
+
+from mapid.client import Client
+from mapid.constants import FlagStatus, MessageFlags
+
+from conftest import DaemonFactory, standard_profile
+
+T = TypeVar("T")
+
+READ = int(MessageFlags.MSGFLAG_READ)
+FLAGGED = int(FlagStatus.followupFlagged)
+COLUMNS = ["PR_ENTRYID", "PR_SUBJECT", "PR_MESSAGE_FLAGS", "PR_FLAG_STATUS"]
+
+
+def mime(subject: str, sender: str = "Grace Hopper <grace@example.org>") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "Ada Lovelace <ada@example.org>"
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    msg.set_content(f"This is {subject!r}.\n")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def wait_until(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
+    """Poll `check` until it returns something other than None (or fail naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Mapi:
+    """One logon with the default store open for writing, and folder look-ups by name."""
+
+    def __init__(self, client: Client, profile: str = "alpha") -> None:
+        self.client = client
+        self.token: bytes = client.session_logon(profile, ["MAPI_NEW_SESSION"])["token"]
+        rows = client.session_msg_stores_table(self.token)["rows"]
+        row = next(r for r in rows if r.get("PR_DEFAULT_STORE"))
+        store = client.session_open_msg_store(self.token, row["PR_ENTRYID"], ["MDB_WRITE"])
+        self.store_props: dict[str, Any] = store["props"]
+
+    def open(self, entryid: bytes) -> int:
+        handle: int = self.client.session_open_entry(self.token, entryid, ["MAPI_MODIFY"])["handle"]
+        return handle
+
+    def subtree(self) -> int:
+        return self.open(self.store_props["PR_IPM_SUBTREE_ENTRYID"])
+
+    def child_entryid(self, parent: int, name: str) -> bytes:
+        rows = self.client.container_hierarchy_table(
+            self.token, parent, {"columns": ["PR_ENTRYID", "PR_DISPLAY_NAME"]}
+        )["rows"]
+        names = [r.get("PR_DISPLAY_NAME") for r in rows]
+        found = [r["PR_ENTRYID"] for r in rows if r.get("PR_DISPLAY_NAME") == name]
+        assert found, f"no folder {name!r} among {names}"
+        entryid: bytes = found[0]
+        return entryid
+
+    def folder(self, *path: str) -> int:
+        """A writable handle on the folder at `path` under the IPM subtree."""
+        handle = self.subtree()
+        for name in path:
+            handle = self.open(self.child_entryid(handle, name))
+        return handle
+
+    def import_message(self, folder: int, subject: str) -> bytes:
+        entryid: bytes = self.client.folder_import_message(self.token, folder, mime(subject))[
+            "entryid"
+        ]
+        return entryid
+
+    def contents(self, folder: int) -> dict[str, dict[str, Any]]:
+        """The folder's rows by subject."""
+        rows = self.client.container_contents_table(self.token, folder, {"columns": COLUMNS})[
+            "rows"
+        ]
+        return {row.get("PR_SUBJECT", ""): row for row in rows}
+
+    def set_and_save(self, entryid: bytes, props: dict[str, Any]) -> None:
+        handle = self.open(entryid)
+        assert self.client.object_set_props(self.token, handle, props)["problems"] == {}
+        self.client.object_save_changes(self.token, handle)
+        self.client.object_release(self.token, handle)
+
+
+# --- the IMAP side ---------------------------------------------------------------------------
+
+LIST_LINE = re.compile(rb'\((?P<flags>[^)]*)\) (?:"(?P<delim>[^"]*)"|NIL) (?P<name>.+)')
+
+
+def imap_list(conn: imaplib.IMAP4) -> tuple[str, dict[str, set[str]]]:
+    """(hierarchy delimiter, {mailbox name: its LIST attributes})."""
+    typ, lines = conn.list()
+    assert typ == "OK", lines
+    delim = ""
+    boxes: dict[str, set[str]] = {}
+    for line in lines:
+        assert isinstance(line, bytes), line
+        match = LIST_LINE.match(line)
+        assert match, line
+        delim = (match["delim"] or b"").decode()
+        name = match["name"].decode()
+        if name.startswith('"') and name.endswith('"'):
+            name = name[1:-1]
+        boxes[name] = set(match["flags"].decode().split())
+    return delim, boxes
+
+
+def imap_messages(conn: imaplib.IMAP4, mailbox: str) -> dict[str, set[str]]:
+    """{subject: FLAGS} of every message in `mailbox` (examined read-only)."""
+    typ, data = conn.select(f'"{mailbox}"', readonly=True)
+    assert typ == "OK", data
+    if int(data[0] or 0) == 0:
+        return {}
+    typ, fetched = conn.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK", fetched
+    found: dict[str, set[str]] = {}
+    for item in fetched:
+        if not isinstance(item, tuple):
+            continue
+        meta, header = item
+        flags = {f.decode() for f in imaplib.ParseFlags(meta)}
+        parsed = email.message_from_bytes(header, policy=email.policy.default)
+        found[str(parsed["Subject"])] = flags
+    return found
+
+
+def imap_number(conn: imaplib.IMAP4, subject: str) -> str:
+    """The sequence number of the message with that subject in the selected mailbox."""
+    typ, data = conn.search(None, "SUBJECT", f'"{subject}"')
+    assert typ == "OK" and data[0], (subject, data)
+    return str(data[0].split()[0].decode())
+
+
+def mail_profile(dovecot: DovecotFactory, smtp: SmtpServer | None = None) -> str:
+    """The standard profile, its Maildir where Dovecot's user can reach it."""
+    text = standard_profile(dovecot.root / "alpha")
+    return text + (smtp_section(smtp) if smtp is not None else "")
+
+
+# --- mapid writes, Dovecot reads ---------------------------------------------------------
+
+
+def test_dovecot_reads_the_folders_messages_and_flags_mapid_wrote(
+    make_daemon: DaemonFactory, dovecot: DovecotFactory, smtp_server: SmtpServer
+) -> None:
+    proc = make_daemon(profiles={"alpha": mail_profile(dovecot, smtp_server)})
+    mapi = Mapi(proc.client())
+    client, token = mapi.client, mapi.token
+
+    subtree = mapi.subtree()
+    projects = client.folder_create_folder(token, subtree, "Projects")["handle"]
+    nested = client.folder_create_folder(token, projects, "2026")["handle"]
+
+    inbox = mapi.folder("Inbox")
+    read = mapi.import_message(inbox, "Read in mapid")
+    flagged = mapi.import_message(inbox, "Flagged in mapid")
+    deleted = mapi.import_message(inbox, "Deleted in mapid")
+    mapi.import_message(inbox, "Left alone")
+    mapi.import_message(projects, "Filed under Projects")
+    mapi.import_message(nested, "Filed under 2026")
+    mapi.set_and_save(read, {"PR_MESSAGE_FLAGS": READ})
+    mapi.set_and_save(flagged, {"PR_FLAG_STATUS": FLAGGED})
+    client.folder_delete_messages(token, inbox, [deleted])
+
+    outbox = mapi.open(mapi.store_props["PR_IPM_OUTBOX_ENTRYID"])
+    draft = client.folder_create_message(token, outbox)["handle"]
+    client.object_set_props(
+        token, draft, {"PR_SUBJECT": "Sent by mapid", "PR_BODY": "Through the spooler.\n"}
+    )
+    client.message_modify_recipients(
+        token,
+        draft,
+        [
+            {
+                "PR_DISPLAY_NAME": "Grace Hopper",
+                "PR_EMAIL_ADDRESS": "grace@example.org",
+                "PR_ADDRTYPE": "SMTP",
+                "PR_RECIPIENT_TYPE": 1,
+            }
+        ],
+    )
+    client.message_submit(token, draft)
+    assert smtp_server.wait_for(1)[0].rcpt_tos == ("grace@example.org",)
+    sent = mapi.open(mapi.store_props["PR_IPM_SENTMAIL_ENTRYID"])
+    wait_until(lambda: mapi.contents(sent).get("Sent by mapid"), "the sent message in Sent Items")
+    wait_until(lambda: True if not mapi.contents(outbox) else None, "an empty Outbox")
+
+    server = dovecot.start(dovecot.root / "alpha" / "Mail")
+    conn = server.imap()
+    delim, boxes = imap_list(conn)
+    assert delim, "Dovecot gave no hierarchy delimiter"
+    nested_name = f"Projects{delim}2026"
+    assert set(boxes) == {"INBOX", "Sent", "Trash", "Drafts", "Outbox", "Projects", nested_name}
+    assert "\\Sent" in boxes["Sent"]
+    assert "\\Trash" in boxes["Trash"]
+    assert "\\Drafts" in boxes["Drafts"]
+    assert "\\HasChildren" in boxes["Projects"]
+    assert "\\HasNoChildren" in boxes[nested_name]
+
+    in_inbox = imap_messages(conn, "INBOX")
+    assert set(in_inbox) == {"Read in mapid", "Flagged in mapid", "Left alone"}
+    assert "\\Seen" in in_inbox["Read in mapid"]
+    assert "\\Flagged" not in in_inbox["Read in mapid"]
+    assert "\\Flagged" in in_inbox["Flagged in mapid"]
+    assert "\\Seen" not in in_inbox["Flagged in mapid"]
+    assert not {"\\Seen", "\\Flagged"} & in_inbox["Left alone"]
+    assert set(imap_messages(conn, "Trash")) == {"Deleted in mapid"}
+    in_sent = imap_messages(conn, "Sent")
+    assert set(in_sent) == {"Sent by mapid"}
+    assert "\\Seen" in in_sent["Sent by mapid"], "sent mail should read as read"
+    assert imap_messages(conn, "Outbox") == {}
+    assert set(imap_messages(conn, "Projects")) == {"Filed under Projects"}
+    assert set(imap_messages(conn, nested_name)) == {"Filed under 2026"}
+
+
+# --- Dovecot writes, mapid reads ---------------------------------------------------------
+
+
+def wait_notification(client: Client, event: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        note = client.recv_notification(timeout=max(0.0, deadline - time.monotonic()))
+        if note is None:
+            break
+        if note.get("event") == event:
+            return note
+        seen.append(note.get("event"))
+    raise AssertionError(f"no {event} within {timeout} s (got {seen})")
+
+
+def test_mapid_sees_mail_and_flags_dovecot_wrote(
+    make_daemon: DaemonFactory, dovecot: DovecotFactory
+) -> None:
+    proc = make_daemon(profiles={"alpha": mail_profile(dovecot)})
+    mapi = Mapi(proc.client())
+    client, token = mapi.client, mapi.token
+    inbox_id = mapi.child_entryid(mapi.subtree(), "Inbox")
+    inbox = mapi.open(inbox_id)
+    mapi.import_message(inbox, "Imported by mapid")
+    client.session_advise(token, ["fnevNewMail"], inbox_id)
+
+    server = dovecot.start(dovecot.root / "alpha" / "Mail")
+    conn = server.imap()
+    # APPEND without selecting INBOX: the file stays in new/ as an MTA's delivery would.
+    typ, data = conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), mime("Hi"))
+    assert typ == "OK", data
+
+    note = wait_notification(client, "fnevNewMail")
+    row = wait_until(lambda: mapi.contents(inbox).get("Hi"), "Dovecot's APPEND in the table")
+    assert client.session_compare_entryids(token, note["entryid"], row["PR_ENTRYID"])["equal"]
+    assert client.session_compare_entryids(token, note["parent_entryid"], inbox_id)["equal"]
+    assert not note["message_flags"] & READ
+    assert not row["PR_MESSAGE_FLAGS"] & READ
+
+    conn.select("INBOX")
+    typ, data = conn.store(imap_number(conn, "Imported by mapid"), "+FLAGS", "(\\Seen)")
+    assert typ == "OK", data
+    typ, data = conn.append(
+        "INBOX", "(\\Flagged)", imaplib.Time2Internaldate(time.time()), mime("Flag this")
+    )
+    assert typ == "OK", data
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        rows = mapi.contents(inbox)
+        done = (
+            len(rows) == 3
+            and rows.get("Imported by mapid", {}).get("PR_MESSAGE_FLAGS", 0) & READ
+            and rows.get("Flag this", {}).get("PR_FLAG_STATUS") == FLAGGED
+        )
+        return rows if done else None
+
+    rows = wait_until(settled, "Dovecot's \\Seen and \\Flagged in mapid's table")
+    assert not rows["Hi"]["PR_MESSAGE_FLAGS"] & READ
+    assert not rows["Flag this"]["PR_MESSAGE_FLAGS"] & READ
+    assert rows["Hi"].get("PR_FLAG_STATUS") != FLAGGED
+
+
+# --- entry IDs across restarts and Dovecot's renames ---------------------------------------
+
+
+def test_entry_ids_stay_valid_across_a_restart_and_dovecots_renames(
+    make_daemon: DaemonFactory, dovecot: DovecotFactory
+) -> None:
+    proc = make_daemon(profiles={"alpha": mail_profile(dovecot)})
+    mapi = Mapi(proc.client())
+    subtree = mapi.subtree()
+    created = mapi.client.folder_create_folder(mapi.token, subtree, "Projects")
+    projects_id: bytes = created["entryid"]
+    inbox = mapi.folder("Inbox")
+    kept = mapi.import_message(inbox, "Kept across restarts")
+    filed = mapi.import_message(created["handle"], "Filed before the restart")
+    mapi.client.session_logoff(mapi.token)
+
+    server: DovecotServer = dovecot.start(dovecot.root / "alpha" / "Mail")
+    conn = server.imap()
+    conn.select("INBOX")  # read-write: Dovecot moves new/ to cur/ and adds its uidlist
+    conn.store(imap_number(conn, "Kept across restarts"), "+FLAGS", "(\\Seen)")
+    conn.select("Projects")
+    conn.store(imap_number(conn, "Filed before the restart"), "+FLAGS", "(\\Flagged)")
+    typ, data = conn.append("Projects", "", imaplib.Time2Internaldate(time.time()), mime("New"))
+    assert typ == "OK", data
+    conn.logout()
+    server.connections.clear()
+
+    assert proc.stop() == 0
+    proc.start()
+    mapi = Mapi(proc.client())
+    client, token = mapi.client, mapi.token
+
+    handle = mapi.open(kept)
+    props = client.object_get_props(token, handle, ["PR_SUBJECT", "PR_MESSAGE_FLAGS"])["props"]
+    assert props["PR_SUBJECT"] == "Kept across restarts"
+    assert props["PR_MESSAGE_FLAGS"] & READ
+
+    projects = mapi.open(projects_id)
+    rows = mapi.contents(projects)
+    assert set(rows) == {"Filed before the restart", "New"}
+    assert client.session_compare_entryids(
+        token, rows["Filed before the restart"]["PR_ENTRYID"], filed
+    )["equal"]
+    assert rows["Filed before the restart"]["PR_FLAG_STATUS"] == FLAGGED
+    listed = mapi.child_entryid(mapi.subtree(), "Projects")
+    assert client.session_compare_entryids(token, listed, projects_id)["equal"]
