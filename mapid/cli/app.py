@@ -25,6 +25,7 @@ from mapid.cli.context import (
     DEFAULT_TIMEOUT,
     JsonOpt,
     Options,
+    ProfileOpt,
     RuntimeOpt,
     TimeoutOpt,
     connected,
@@ -39,6 +40,7 @@ from mapid.cli.exits import (
     handled,
     until_interrupted,
 )
+from mapid.cli.mail import register as register_mail_commands
 from mapid.cli.output import (
     config_lines,
     console,
@@ -59,7 +61,9 @@ APP_HELP = f"""Control and watch mapid, the MAPI session daemon.
 
 mapictl finds the daemon through the connection file mapid.json in its runtime directory:
 --runtime-dir, else $MAPID_RUNTIME_DIR, else $XDG_RUNTIME_DIR/mapid, else /tmp/mapid-$UID.
-The options --json, --timeout and --runtime-dir work before the command and after it.
+The options --json, --timeout and --runtime-dir work before the command and after it, and
+so does --profile for the mail commands (stores, folders, ls, show, send, resolve,
+identity, flush, notify).
 
 {EXIT_CODES_HELP}
 """
@@ -84,12 +88,14 @@ def main_options(
     json_output: JsonOpt = False,
     timeout: TimeoutOpt = None,
     runtime_dir: RuntimeOpt = None,
+    profile: ProfileOpt = None,
 ) -> None:
     """Keep the global options for the command (which may override them)."""
     ctx.obj = Options(
         json=json_output,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         runtime_dir=runtime_dir,
+        profile=profile,
     )
 
 
@@ -561,6 +567,7 @@ def status_table_cmd(
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
+register_mail_commands(app)
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ class Options:
     json: bool = False
     timeout: float = DEFAULT_TIMEOUT
     runtime_dir: Path | None = None
+    profile: str | None = None
+    """The profile the mail commands log on to (None: the shared session or the default)."""
 
 
 JsonOpt = Annotated[
@@ -48,8 +50,26 @@ RuntimeOpt = Annotated[
 ]
 
 
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        metavar="NAME",
+        help="The profile to log on to. Without it the mail commands join the shared session "
+        "(the autologon profile's) if one runs, else the default profile. MAPI's rule: a "
+        "running shared session is joined whatever the name.",
+        show_default=False,
+    ),
+]
+
+
 def options(
-    ctx: typer.Context, json_output: bool, timeout: float | None, runtime_dir: Path | None
+    ctx: typer.Context,
+    json_output: bool,
+    timeout: float | None,
+    runtime_dir: Path | None,
+    profile: str | None = None,
 ) -> Options:
     """The global options with the command's own on top."""
     base = ctx.find_object(Options) or Options()
@@ -57,6 +77,7 @@ def options(
         json=base.json or json_output,
         timeout=timeout if timeout is not None else base.timeout,
         runtime_dir=runtime_dir if runtime_dir is not None else base.runtime_dir,
+        profile=profile if profile is not None else base.profile,
     )
 
 
