@@ -31,6 +31,7 @@ from mapid.constants import (
 from mapid.daemon.credentials import resolve_password
 from mapid.daemon.file_watch import shared_watcher
 from mapid.daemon.profiles import ServiceSection, provider_uid
+from mapid.daemon.service_admin import transports
 from mapid.daemon.service_registry import ServiceUnavailable
 from mapid.daemon.session import Session, SessionState
 from mapid.daemon.status_table import RowKey
@@ -44,6 +45,8 @@ log = logging.getLogger("mapid.logon")
 T = TypeVar("T")
 
 _STATUS_MARK = b"mapid-status\0"
+SIMPLE_STORE_KEY = "simple_store"
+"""Profile key naming the service whose store is the simple store (MAPI_SIMPLE_STORE_PERMANENT)."""
 
 
 class SlotState(enum.Enum):
@@ -91,6 +94,10 @@ class ProviderSlot:
     reason: str = ""
     watches: list[Callable[[], None]] = field(default_factory=list)
     """Stop functions of the provider's directory watches (stopped when it logs off)."""
+    flags_set: int = 0
+    flags_cleared: int = 0
+    """PR_RESOURCE_FLAGS bits session.set_default_store set or cleared for this session:
+    they outlast every recomputation of the row (reconfigure, validate_state)."""
 
     @property
     def key(self) -> str:
@@ -197,7 +204,8 @@ class Support:
         if flags & (SpoolerNotify.NOTIFY_READYTOSEND | SpoolerNotify.NOTIFY_CONFIG_CHANGE):
             spooler = getattr(self._session, "spooler", None)
             if spooler is not None:
-                spooler.kick()
+                spooler.notify(self._slot, flags)  # kicks a pass; a recovered transport's
+                # backoff ends, a changed one's address types are read again
 
 
 def _is_store_advise(advise_entryid: bytes, slot: ProviderSlot) -> bool:
@@ -227,6 +235,7 @@ def base_row(slot: ProviderSlot) -> dict[str, Any]:
             flags |= int(row_flags())
         except Exception:
             log.exception("row_flags of %s failed", slot.key)
+    flags = (flags | slot.flags_set) & ~slot.flags_cleared
     return {
         "PR_DISPLAY_NAME": name,
         "PR_PROVIDER_DISPLAY": slot.cls.display,
@@ -342,11 +351,32 @@ class ProviderHost:
             await self.log_on_transports()
         self.apply_profile_rules()
 
+    def transport_slots(self) -> list[ProviderSlot]:
+        """The transports in transport order: services.transport_order when the profile has
+        one, else profile order with STATUS_XP_PREFER_LAST ones last. The spooler offers a
+        message to the first that takes its address type."""
+        ranked = transports(self.session.profile, self.env.registry)
+        rank = {uid: i for i, (uid, _section) in enumerate(ranked)}
+        slots = self._slots(transports=True)
+        return sorted(slots, key=lambda s: rank.get(s.provider_uid, len(rank)))
+
     async def log_on_transports(self) -> None:
         self.session.transports_on = True
-        for slot in self._slots(transports=True):
+        for slot in self.transport_slots():
             slot.state = SlotState.PENDING
             await self._log_on_slot(slot)
+        if self.session.spooler is None:
+            from mapid.daemon.spooler import Spooler  # the spooler module imports this one
+
+            self.session.spooler = Spooler(self.session)
+            self.session.spooler.start()
+
+    async def stop_spooler(self) -> None:
+        """Before transports log off: the spooler finishes the message in hand and stops;
+        the rest of the queue stays in the Outbox."""
+        spooler, self.session.spooler = self.session.spooler, None
+        if spooler is not None:
+            await spooler.stop()
 
     async def _log_on_slot(self, slot: ProviderSlot) -> None:
         service = slot.service
@@ -438,7 +468,8 @@ class ProviderHost:
         # services.set_primary_identity names the service ("" for none); else the first wins.
         identity_seen = isinstance(chosen, str)
         default_seen = False
-        stores: list[RowKey] = []
+        stores: list[ProviderSlot] = []
+        simple = self.session.profile.extra.get(SIMPLE_STORE_KEY)
         for instance in self.session.services:
             for slot in instance.slots:
                 row = table.get(slot.row) if slot.row is not None else None
@@ -451,20 +482,33 @@ class ProviderHost:
                         new &= ~ResourceFlags.STATUS_PRIMARY_IDENTITY
                     identity_seen = True
                 if slot.resource_type == ResourceType.MAPI_STORE_PROVIDER:
-                    stores.append(slot.row)  # type: ignore[arg-type]
+                    stores.append(slot)
                     if flags & ResourceFlags.STATUS_DEFAULT_STORE:
                         if default_seen:
                             new &= ~ResourceFlags.STATUS_DEFAULT_STORE
                         default_seen = True
+                    # MAPI_SIMPLE_STORE_PERMANENT, kept as `simple_store = "<key>"`.
+                    if (
+                        isinstance(simple, str)
+                        and simple
+                        and not (slot.flags_cleared & ResourceFlags.STATUS_SIMPLE_STORE)
+                    ):
+                        if instance.section.key == simple:
+                            new |= ResourceFlags.STATUS_SIMPLE_STORE
+                        elif not slot.flags_set & ResourceFlags.STATUS_SIMPLE_STORE:
+                            new &= ~ResourceFlags.STATUS_SIMPLE_STORE
                 if new != flags:
                     table.modify(slot.row, {"PR_RESOURCE_FLAGS": new})  # type: ignore[arg-type]
         if not default_seen:
-            for key in stores:
-                row = table.get(key) or {}
+            for slot in stores:
+                if slot.flags_cleared & ResourceFlags.STATUS_DEFAULT_STORE:
+                    continue  # set_default_store(nil) said: no default store in this session
+                row = table.get(slot.row) or {}  # type: ignore[arg-type]
                 flags = int(row.get("PR_RESOURCE_FLAGS", 0))
                 if not flags & ResourceFlags.STATUS_NO_DEFAULT_STORE:
                     table.modify(
-                        key, {"PR_RESOURCE_FLAGS": flags | ResourceFlags.STATUS_DEFAULT_STORE}
+                        slot.row,  # type: ignore[arg-type]
+                        {"PR_RESOURCE_FLAGS": flags | ResourceFlags.STATUS_DEFAULT_STORE},
                     )
                     break
 
@@ -501,13 +545,15 @@ class ProviderHost:
         slot.state = SlotState.PENDING if slot.is_transport else SlotState.LOGGED_OFF
 
     async def log_off_transports(self) -> None:
+        await self.stop_spooler()
         self.session.transports_on = False
-        for slot in reversed(self._slots(transports=True)):
+        for slot in reversed(self.transport_slots()):
             await self.log_off_slot(slot)
 
     async def log_off_all(self) -> None:
         """Reverse order of logon; every provider's row goes as it logs off."""
-        order = self._slots(transports=False) + self._slots(transports=True)
+        await self.stop_spooler()
+        order = self._slots(transports=False) + self.transport_slots()
         for slot in reversed(order):
             await self.log_off_slot(slot)
         for instance in self.session.services:

@@ -110,6 +110,25 @@ def EntryId(*, required: bool = True, nullable: bool = False) -> Arg:
     return Arg(check, required, nullable=nullable)
 
 
+def EntryIdList(*, required: bool = True, min_items: int = 1) -> Arg:
+    """A list of entry IDs, each checked as `EntryId` is (`entryids[2]` names the bad one)."""
+
+    def check(value: object, name: str) -> list[bytes]:
+        if not isinstance(value, list):
+            raise _bad(name, "must be a list of entry IDs (bin)")
+        if len(value) < min_items:
+            raise _bad(name, f"must hold at least {min_items} entry ID")
+        out = []
+        for i, item in enumerate(value):
+            where = f"{name}[{i}]"
+            if not isinstance(item, bytes):
+                raise _bad(where, "must be bin (an entry ID)")
+            out.append(eid.check(item, where))
+        return out
+
+    return Arg(check, required)
+
+
 def Map(*, required: bool = False) -> Arg:
     def check(value: object, name: str) -> dict[str, Any]:
         if not isinstance(value, dict):

@@ -10,6 +10,7 @@ from mapid.constants import (
     MAPI_ONE_OFF_UID,
     LogoffFlags,
     LogonFlags,
+    MdbFlags,
     NotificationEvent,
     OpenFlags,
     ResourceFlags,
@@ -17,6 +18,13 @@ from mapid.constants import (
 )
 from mapid.daemon.handles import OpenObject
 from mapid.daemon.logon import SlotState
+from mapid.daemon.ops.store_ops import (
+    add_handle,
+    has_writable_store,
+    is_store_entryid,
+    open_store,
+    routed_slot,
+)
 from mapid.daemon.profile_sections import current_profile, open_section
 from mapid.daemon.registry import (
     Bin,
@@ -33,7 +41,7 @@ from mapid.daemon.registry import (
 from mapid.daemon.session import Member, Session
 from mapid.daemon.status_objects import OneOffUser, StatusObject
 from mapid.errors import ErrorCode, MapiError
-from mapid.providers.base import MapiObject
+from mapid.providers.base import MapiObject, StoreProvider
 
 SESSION_EVENTS = NotificationEvent.fnevCriticalError | NotificationEvent.fnevExtended
 MAPID_OWNER = "mapid"
@@ -142,7 +150,13 @@ def _one_off_from_row(row: dict[str, Any]) -> bytes:
 
 
 async def open_object(session: Session, entryid: bytes, flags: int) -> tuple[MapiObject, str, bool]:
-    """Route an entry ID to whoever owns it: a status row, a one-off, or a provider."""
+    """Route an entry ID to whoever owns it: a status row, a one-off, or a provider.
+
+    Write rules (PROTOCOL 6.4): MAPI_MODIFY (or MAPI_BEST_ACCESS) on a folder or message of a
+    store gives a writable object only while the session holds a store handle opened with
+    MDB_WRITE on that store; else the object opens read-only and the provider is asked
+    without MAPI_MODIFY. Other providers' objects (address book entries) keep MAPI_MODIFY.
+    """
     row = session.status_objects.get(entryid)
     if row is not None:
         return StatusObject(session, row), MAPID_OWNER, False
@@ -152,14 +166,16 @@ async def open_object(session: Session, entryid: bytes, flags: int) -> tuple[Map
         if one_off is None:
             raise MapiError(ErrorCode.MAPI_E_INVALID_ENTRYID, "a malformed one-off entry ID")
         return OneOffUser(entryid, one_off), MAPID_OWNER, False
-    slot = session.routes.get(uid)
-    if slot is None or slot.provider is None or slot.state != SlotState.ACTIVE:
-        raise MapiError(
-            ErrorCode.MAPI_E_UNKNOWN_ENTRYID,
-            "no provider of this session owns that entry ID's MAPIUID",
-        )
+    slot = routed_slot(session, entryid)
+    assert slot.provider is not None
+    wants = bool(flags & (OpenFlags.MAPI_MODIFY | OpenFlags.MAPI_BEST_ACCESS))
+    if isinstance(slot.provider, StoreProvider):
+        writable = wants and has_writable_store(session, slot)
+        flags = flags | OpenFlags.MAPI_MODIFY if writable else flags & ~OpenFlags.MAPI_MODIFY
+    else:
+        writable = bool(flags & OpenFlags.MAPI_MODIFY)
     obj = await slot.provider.open_entry(entryid, flags)
-    return obj, slot.key, bool(flags & OpenFlags.MAPI_MODIFY)
+    return obj, slot.key, writable
 
 
 @op(
@@ -168,15 +184,30 @@ async def open_object(session: Session, entryid: bytes, flags: int) -> tuple[Map
     args={"entryid": EntryId(nullable=True), "flags": Flags(OpenFlags)},
 )
 async def open_entry(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A store's entry ID opens the store as open_msg_store with MDB_NO_DIALOG would, with
+    MDB_WRITE for MAPI_MODIFY (mapi-digest 2, notes)."""
     session, _member = _session(ctx)
-    if args["entryid"] is None:
+    entryid = args["entryid"]
+    if entryid is None:
         raise MapiError(
             ErrorCode.MAPI_E_INVALID_PARAMETER, "the session has no root: entryid must not be nil"
         )
-    obj, owner, writable = await open_object(session, args["entryid"], int(args["flags"]))
-    props = await obj.get_props(None)
-    handle = session.handles.add(OpenObject(obj, owner, int(obj.object_type), writable))
-    return {"handle": handle, "object_type": int(obj.object_type), "props": props}
+    flags = OpenFlags(args["flags"])
+    slot = session.routes.get(eid.uid_of(entryid))
+    if (
+        entryid not in session.status_objects
+        and slot is not None
+        and slot.state == SlotState.ACTIVE
+        and is_store_entryid(slot, entryid)
+    ):
+        mdb = MdbFlags.MDB_NO_DIALOG
+        if flags & OpenFlags.MAPI_MODIFY:
+            mdb |= MdbFlags.MDB_WRITE
+        if flags & OpenFlags.MAPI_BEST_ACCESS:
+            mdb |= MdbFlags.MAPI_BEST_ACCESS
+        return await open_store(session, entryid, mdb)
+    obj, owner, writable = await open_object(session, entryid, int(flags))
+    return await add_handle(session, obj, owner, writable)
 
 
 def _known_uid(session: Session, uid: bytes) -> bool:
