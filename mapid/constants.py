@@ -613,7 +613,7 @@ class AbContainerFlags(enum.IntFlag):
 
 
 class DisplayType(enum.IntEnum):
-    """PR_DISPLAY_TYPE of address book contents-table rows."""
+    """PR_DISPLAY_TYPE of address book rows: mail users and lists, then containers."""
 
     DT_MAILUSER = 0x0
     DT_DISTLIST = 0x1
@@ -622,6 +622,12 @@ class DisplayType(enum.IntEnum):
     DT_ORGANIZATION = 0x4
     DT_PRIVATE_DISTLIST = 0x5
     DT_REMOTE_MAILUSER = 0x6
+    # Of address book containers (hierarchy-table rows).
+    DT_MODIFIABLE = 0x00010000
+    DT_GLOBAL = 0x00020000
+    DT_LOCAL = 0x00030000
+    DT_WAN = 0x00040000
+    DT_NOT_SPECIFIC = 0x00050000
 
 
 class AttachMethod(enum.IntEnum):

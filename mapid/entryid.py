@@ -86,11 +86,15 @@ def parse_one_off(entryid: bytes) -> OneOff | None:
                 end = 0
                 while end + 1 < len(rest) and rest[end : end + 2] != b"\0\0":
                     end += 2
+                if rest[end : end + 2] != b"\0\0":
+                    return None  # each string is NUL-terminated (digest 7.1): truncated
                 texts.append(rest[:end].decode("utf-16-le"))
                 rest = rest[end + 2 :]
         else:
             for _ in range(3):
-                head, _, rest = rest.partition(b"\0")
+                head, nul, rest = rest.partition(b"\0")
+                if not nul:
+                    return None
                 texts.append(head.decode("latin-1"))
     except UnicodeDecodeError:
         return None
