@@ -48,6 +48,8 @@ class Received:
     content: bytes
     login: str | None = None
     """The AUTH user of the connection it came on, if any."""
+    peer: tuple[str, int] | None = None
+    """The client's address and port: messages with the same peer came on one connection."""
 
 
 @dataclass
@@ -135,6 +137,7 @@ class RecordingHandler:
             tuple(envelope.rcpt_tos),
             bytes(content),
             login.decode() if isinstance(login, bytes) else login,
+            tuple(session.peer[:2]) if isinstance(session.peer, tuple) else None,
         )
         with self._lock:
             self._messages.append(received)
@@ -182,6 +185,23 @@ class SmtpServer:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"the SMTP server got {len(found)} messages in {timeout} s, not {count}"
+                )
+            time.sleep(0.02)
+
+    def open_connections(self) -> int:
+        """Client connections open right now."""
+        controller = self._controller
+        if controller is None:
+            return 0
+        return sum(1 for server in controller.live if server.transport is not None)
+
+    def wait_connections(self, count: int, timeout: float = 10.0) -> None:
+        """Return once exactly `count` client connections are open (polled, with a deadline)."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections() != count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.open_connections()} connections open after {timeout} s, not {count}"
                 )
             time.sleep(0.02)
 
@@ -264,6 +284,7 @@ class SmtpServer:
                     raise
                 controller = _Controller(self.handler, **kwargs)
                 time.sleep(0.05)
+        controller.live.clear()  # the Controller's own start-up probe is no client
         self._controller = controller
         return self
 
@@ -355,6 +376,13 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML for {value!r}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # AUTH on a plain loopback server is what the tests want; aiosmtpd warns about it.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Requiring AUTH while not requiring TLS:UserWarning"
+    )
 
 
 @pytest.fixture(scope="session")

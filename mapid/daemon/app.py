@@ -166,6 +166,8 @@ class Daemon:
         env = self.sessions.env
         env.provider_timeout = self.config.provider_timeout
         env.max_handles = self.config.max_handles
+        env.spooler_retry_s = self.config.spooler_retry_s
+        env.spooler_retry_max_s = self.config.spooler_retry_max_s
 
     def config_info(self) -> dict[str, Any]:
         watcher = self.watcher

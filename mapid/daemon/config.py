@@ -57,6 +57,10 @@ class DaemonConfig:
     file systems without inotify), or "off" (SIGHUP and mapictl reload only)."""
     provider_timeout: float = 30.0
     """How long one provider may take to log on or off before it counts as failed."""
+    spooler_retry_s: float = 30.0
+    """The spooler's first wait after a temporary send failure (doubled after each)."""
+    spooler_retry_max_s: float = 3600.0
+    """The longest wait between two tries of a transport that keeps failing."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -141,6 +145,8 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
         ("max_in_flight", int, 1),
         ("max_handles", int, 1),
         ("provider_timeout", float, 0.1),
+        ("spooler_retry_s", float, 0.1),
+        ("spooler_retry_max_s", float, 0.1),
     ):
         value = _number(data, key, kind, low, messages)
         if value is not None:
@@ -157,7 +163,7 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
         else:
             messages.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     known = {"default_profile", "log_level", "watch", "lease_s", "events_hwm", "max_in_flight"}
-    known |= {"max_handles", "provider_timeout"}
+    known |= {"max_handles", "provider_timeout", "spooler_retry_s", "spooler_retry_max_s"}
     extra = {k: v for k, v in data.items() if k not in known}
     problems = [ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages]
     # A key the file does not set takes its default; a key set wrongly keeps its last value.

@@ -13,7 +13,7 @@ import enum
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +22,14 @@ from mapid import envelope
 from mapid.constants import LogonFlags, NotificationEvent
 from mapid.daemon.handles import HandleTable
 from mapid.daemon.profiles import Profile
+from mapid.daemon.queue_claims import QueueClaims
 from mapid.daemon.status_table import RowKey, StatusTable
 from mapid.errors import ErrorCode, MapiError
 
 if TYPE_CHECKING:
     from mapid.daemon.logon import ProviderSlot, ServiceInstance
     from mapid.daemon.service_registry import ServiceRegistry
+    from mapid.daemon.spooler import Spooler
 
 
 class SessionState(enum.Enum):
@@ -58,6 +60,11 @@ class SessionEnv:
     config_dir: Path
     provider_timeout: float
     max_handles: int
+    spooler_retry_s: float = 30.0
+    """First wait after a temporary send failure; doubled each time, up to the cap."""
+    spooler_retry_max_s: float = 3600.0
+    queue_claims: QueueClaims = field(default_factory=QueueClaims)
+    """Which session's spooler sends each store's Outbox (daemon-wide)."""
 
 
 @dataclass
@@ -117,6 +124,8 @@ class Session:
         """Entry ID of each status row -> its row key (open_entry checks here first)."""
         self.mapi_rows: dict[str, RowKey] = {}
         self.transports_on = False
+        self.spooler: Spooler | None = None
+        """Runs while transports are logged on (a member is mail-enabled); else None."""
         self.advises: dict[int, Advise] = {}
         self._next_connection = 1
         self.last_error: MapiError | None = None

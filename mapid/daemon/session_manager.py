@@ -232,9 +232,11 @@ class SessionManager:
         if row is None:
             return
         if session.transports_on:
+            spooler = session.spooler  # it says what it does: "idle", "sending 3 of 10"...
+            text = spooler.status_string if spooler is not None else None
             session.table.modify(
                 row,
-                {"PR_STATUS_CODE": int(StatusCode.STATUS_AVAILABLE), "PR_STATUS_STRING": None},
+                {"PR_STATUS_CODE": int(StatusCode.STATUS_AVAILABLE), "PR_STATUS_STRING": text},
             )
         else:
             session.table.modify(

@@ -20,8 +20,10 @@ from mapid.constants import (
     ResourceType,
     ValidateStateFlags,
 )
-from mapid.daemon.credentials import SECRET_KEYS, mask
+from mapid.daemon.credentials import MASK, SECRET_KEYS, mask
 from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState, base_row
+from mapid.daemon.profiles import Profile
+from mapid.daemon.service_admin import ServiceAdmin
 from mapid.daemon.session import Session
 from mapid.daemon.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
@@ -147,20 +149,30 @@ class StatusObject(MapiObject):
             return
         await flush()
 
-    async def settings(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    async def settings(
+        self,
+        config: Mapping[str, Any] | None,
+        admin: ServiceAdmin | None = None,
+        profile: Profile | None = None,
+    ) -> dict[str, Any]:
+        """SettingsDialog without a dialog: the service's configuration (secrets masked) and
+        its schema. With `config`, the change services.configure makes through `admin`
+        (merged, nil removes a key, checked, written to `profile`'s file, reloaded like a hand
+        edit); a secret given back as the mask keeps its stored value. Call it without the
+        session's lock: the reload takes it to apply the change to this session."""
         self.require(ResourceMethods.STATUS_SETTINGS_DIALOG, "settings")
         slot = self._slot()
         if slot is None or slot.service.cls is None:
             raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "no settings behind this object")
-        if config is not None:
-            raise MapiError(
-                ErrorCode.MAPI_E_NO_SUPPORT,
-                "changing settings through a status object is not available yet; "
-                "edit the profile file",
-            )
         cls = slot.service.cls
-        masked = mask(slot.service.config, SECRET_KEYS | cls.secret_keys)
-        return {"config": masked, "schema": cls.config_schema}
+        hidden = SECRET_KEYS | cls.secret_keys
+        if config is not None:
+            if admin is None or profile is None:
+                raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "settings cannot be changed here")
+            change = _keep_secrets(config, slot.service.section.config, hidden)
+            await admin.configure(profile, slot.service.section.uid, change)
+            slot = self._slot() or slot  # the reload applied it: the session's config now
+        return {"config": mask(slot.service.config, hidden), "schema": cls.config_schema}
 
     async def change_password(self, old: str, new: str) -> None:
         self.require(ResourceMethods.STATUS_CHANGE_PASSWORD, "change_password")
@@ -168,6 +180,24 @@ class StatusObject(MapiObject):
         if slot is None or slot.provider is None:
             raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "no provider behind this object")
         await slot.provider.change_password(old, new)
+
+
+def _keep_secrets(
+    given: Mapping[str, Any], stored: Mapping[str, Any], hidden: frozenset[str]
+) -> dict[str, Any]:
+    """`given` with every secret that came back as the mask put back to its stored value (or
+    left out when none is stored), so showing and saving a configuration loses no secret."""
+    kept: dict[str, Any] = {}
+    for key, value in given.items():
+        before = stored.get(key)
+        if key in hidden and value == MASK:
+            if before is not None:
+                kept[key] = before
+        elif isinstance(value, Mapping) and isinstance(before, Mapping):
+            kept[key] = _keep_secrets(value, before, hidden)
+        else:
+            kept[key] = value
+    return kept
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

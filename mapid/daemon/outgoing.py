@@ -1,0 +1,132 @@
+"""A queued message made ready for the wire: From, Date and Message-ID set, Bcc gone.
+
+Only the header block is edited, line by line; the body's bytes are passed on untouched, so
+signatures and attachments survive. New header lines use the line ending the message uses.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.parser import BytesHeaderParser
+
+from mapid.providers.base import Identity
+
+_POLICY = email.policy.default.clone(linesep="\n", max_line_length=78)
+HIDDEN_FIELDS = frozenset({b"bcc", b"resent-bcc"})
+"""Header fields that never go on the wire: the envelope carries their recipients."""
+
+
+class NoSender(Exception):
+    """Neither the transport, nor the message, nor the session names a sender."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    mime: bytes
+    sender: Identity
+    """The envelope sender (MAIL FROM) and the From the message carries."""
+    message_id: str
+
+
+def split_header(mime: bytes) -> tuple[list[bytes], bytes]:
+    """The header fields (each with its continuation lines) and the rest of the message,
+    which starts with the blank line that ends the header (empty when there is none)."""
+    fields: list[bytes] = []
+    ends = [i for i in (mime.find(b"\n\n"), mime.find(b"\n\r\n")) if i >= 0]
+    head_end = min(ends) + 1 if ends else len(mime)  # only the header block is split
+    if mime.startswith((b"\n", b"\r\n")):
+        head_end = 0
+    lines = mime[:head_end].splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        elif b":" in line:
+            fields.append(line)
+        else:  # not a header line: the body starts without a blank line
+            return fields, b"".join(lines[index:]) + mime[head_end:]
+    return fields, mime[head_end:]
+
+
+def _name(field: bytes) -> bytes:
+    return field.split(b":", 1)[0].strip().lower()
+
+
+def header_value(fields: list[bytes], name: str) -> str | None:
+    """The decoded value of the first field `name`, if any."""
+    wanted = name.lower().encode()
+    for field in fields:
+        if _name(field) == wanted:
+            parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(field)
+            value = parsed.get(name)
+            return str(value) if value is not None else None
+    return None
+
+
+def header_address(fields: list[bytes], name: str) -> Identity | None:
+    """The first address of an address field (From), or None when it has none."""
+    wanted = name.lower().encode()
+    for field in fields:
+        if _name(field) != wanted:
+            continue
+        parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(field)
+        try:
+            header = parsed[name]
+            addresses = getattr(header, "addresses", ())
+        except Exception:  # a field the parser cannot make sense of counts as absent
+            return None
+        for address in addresses:
+            if address.addr_spec and "@" in address.addr_spec:
+                return Identity(address.display_name, address.addr_spec)
+        return None
+    return None
+
+
+def _field(name: str, value: str, eol: bytes) -> bytes:
+    folded: str = _POLICY.header_factory(name, value).fold(policy=_POLICY)
+    return folded.encode("ascii", "surrogateescape").replace(b"\n", eol)
+
+
+def _from_value(identity: Identity) -> str:
+    local, _, domain = identity.email.rpartition("@")
+    try:
+        return str(Address(identity.display_name, local, domain))
+    except (ValueError, IndexError):
+        return email.utils.formataddr((identity.display_name, identity.email))
+
+
+def prepare(
+    mime: bytes, *, override: Identity | None, identity: Identity | None, now: float | None = None
+) -> Prepared:
+    """The bytes to send. From: `override` (the transport's `from`) replaces the message's;
+    else the message's own From stays; else `identity` (the session's) is written. Raises
+    NoSender when none of them has an address."""
+    fields, rest = split_header(mime)
+    eol = b"\r\n" if b"\r\n" in b"".join(fields[:1]) or mime.startswith(b"\r\n") else b"\n"
+    existing = header_address(fields, "From")
+    sender = override or existing or identity
+    if sender is None or "@" not in sender.email:
+        raise NoSender("no sender: the message has no From, and the session has no identity")
+    kept = [
+        f
+        for f in fields
+        if _name(f) not in HIDDEN_FIELDS and not (override and _name(f) == b"from")
+    ]
+    added: list[bytes] = []
+    if override is not None or existing is None:
+        added.append(_field("From", _from_value(sender), eol))
+    names = {_name(f) for f in kept}
+    if b"date" not in names:
+        added.append(_field("Date", email.utils.formatdate(now, localtime=True), eol))
+    message_id = header_value(kept, "Message-ID")
+    if not message_id:
+        domain = sender.email.rpartition("@")[2] or "localhost"
+        message_id = email.utils.make_msgid(domain=domain)
+        added.append(_field("Message-ID", message_id, eol))
+    if kept and not kept[-1].endswith((b"\n", b"\r")):
+        kept[-1] += eol
+    if not rest.startswith((b"\r\n", b"\n")):
+        rest = eol + rest  # a header block needs its blank line, even before no body
+    return Prepared(b"".join(added + kept) + rest, sender, message_id.strip())

@@ -1,0 +1,60 @@
+"""Which spooler sends each store's Outbox: one per store MAPIUID, daemon-wide (DESIGN.md 7).
+
+Two sessions of one profile open the same Maildir, so they see the same Outbox; if both sent
+it, every message would go out twice. The first mail-enabled session whose default store has
+a MAPIUID claims that store's queue; later ones wait in line, and when the owner lets go
+(its transports log off or its session ends) the next in line takes over at once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Claimant(Protocol):
+    """A spooler, as the claims see it."""
+
+    @property
+    def label(self) -> str:
+        """Who it is, for status strings ("session 3f2a...")."""
+        ...
+
+    def took_over(self) -> None:
+        """The queue is now mine: start sending (called on the event loop, non-blocking)."""
+        ...
+
+
+class QueueClaims:
+    def __init__(self) -> None:
+        self._owners: dict[bytes, Claimant] = {}
+        self._waiting: dict[bytes, list[Claimant]] = {}
+
+    def claim(self, uid: bytes, who: Claimant) -> bool:
+        """Ask for the queue of the store `uid`; True when `who` owns it now."""
+        owner = self._owners.get(uid)
+        if owner is None:
+            self._owners[uid] = who
+            return True
+        if owner is who:
+            return True
+        line = self._waiting.setdefault(uid, [])
+        if who not in line:
+            line.append(who)
+        return False
+
+    def owner(self, uid: bytes) -> Claimant | None:
+        return self._owners.get(uid)
+
+    def release(self, uid: bytes, who: Claimant) -> None:
+        """`who` gives up the store `uid` (or its place in line); the next one takes over."""
+        line = self._waiting.get(uid, [])
+        if who in line:
+            line.remove(who)
+        if self._owners.get(uid) is who:
+            del self._owners[uid]
+            if line:
+                successor = line.pop(0)
+                self._owners[uid] = successor
+                successor.took_over()
+        if not line:
+            self._waiting.pop(uid, None)

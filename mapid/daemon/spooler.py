@@ -1,0 +1,688 @@
+"""The spooler (DESIGN.md 7, reference/mapi-digest.md 5.5): the default store's Outbox to the
+transports, then Sent Items.
+
+One spooler per session while a member is mail-enabled. The queue is the store's Outbox on
+disk and nothing else: a pass reads `queued()` oldest first, sends each message through the
+first active transport (in transport order) that takes its recipients' address type, then
+hands it back with `finished()`. A daemon killed between a send and `finished()` sends that
+message again after restart (at least once, never lost).
+
+Outcomes of one message:
+- every recipient accepted: Sent Items (or deleted, PR_DELETE_AFTER_SUBMIT);
+- some refused: Sent Items, and a non-delivery report for the refused ones in the Inbox;
+- nobody reached (a 5xx, every recipient refused, no transport for the type, no sender):
+  the report goes to the Inbox holding the original, then the original leaves the Outbox;
+- a temporary failure (connection refused, 4xx, time-out, a transport's bug): the message
+  stays queued and that transport is retried with exponential backoff.
+
+A message with recipients for several transports remembers, in memory, which of them are
+done while another waits, so a retry does not send to them twice within one daemon run.
+
+Two sessions with the same default store (the same MAPIUID: one Maildir) never both send it:
+`queue_claims` lets the first run the queue and the others stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mapid import entryid as eid
+from mapid.constants import ResourceFlags, ResourceType, SpoolerNotify, StatusCode
+from mapid.daemon import ndr
+from mapid.daemon.identity import identity_row, row_identity
+from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState
+from mapid.daemon.outgoing import NoSender, header_address, prepare, split_header
+from mapid.daemon.session_manager import SPOOLER_ROW
+from mapid.errors import ErrorCode, MapiError
+from mapid.providers.base import (
+    REMOTE_PROGRESS_IDLE,
+    AddressBookProvider,
+    Identity,
+    OutgoingMessage,
+    QueuedMessage,
+    Recipient,
+    StoreProvider,
+    TransportFailure,
+    TransportProvider,
+)
+
+if TYPE_CHECKING:
+    from mapid.daemon.session import Session
+
+log = logging.getLogger("mapid.spooler")
+T = TypeVar("T")
+
+STOP_GRACE = 1.0
+"""Seconds a stopping spooler lets the message in hand finish before it is cancelled (the
+message then stays queued and is sent again later)."""
+NO_TRANSPORT_STATUS = "5.1.0"
+NO_SENDER_STATUS = "5.1.7"
+NO_RECIPIENT_STATUS = "5.1.3"
+
+
+class SpoolerState(enum.Enum):
+    IDLE = "idle"
+    """Nothing queued that it could send now."""
+    SENDING = "sending"
+    WAITING_RETRY = "waiting_retry"
+    """Messages wait for a transport: a backoff timer, or a transport that is not logged on."""
+    STANDBY = "standby"
+    """Another session sends this store's queue."""
+    STOPPED = "stopped"
+
+
+_TRANSITIONS: dict[SpoolerState, frozenset[SpoolerState]] = {
+    SpoolerState.IDLE: frozenset(
+        {SpoolerState.SENDING, SpoolerState.STANDBY, SpoolerState.STOPPED}
+    ),
+    SpoolerState.SENDING: frozenset(
+        {
+            SpoolerState.IDLE,
+            SpoolerState.WAITING_RETRY,
+            SpoolerState.STANDBY,
+            SpoolerState.STOPPED,
+        }
+    ),
+    SpoolerState.WAITING_RETRY: frozenset(
+        {SpoolerState.SENDING, SpoolerState.IDLE, SpoolerState.STANDBY, SpoolerState.STOPPED}
+    ),
+    SpoolerState.STANDBY: frozenset(
+        {SpoolerState.SENDING, SpoolerState.IDLE, SpoolerState.STOPPED}
+    ),
+    SpoolerState.STOPPED: frozenset(),
+}
+
+
+@dataclass
+class _Backoff:
+    delay: float
+    until: float
+    reason: str
+
+
+@dataclass
+class _Progress:
+    """What earlier tries did with one queued message (kept while part of it waits)."""
+
+    accepted: set[str] = field(default_factory=set)
+    failures: dict[str, ndr.Failure] = field(default_factory=dict)
+    sent_mime: bytes | None = None
+    reported: bool = False
+    """The non-delivery report is in the Inbox already."""
+
+    def done(self, address: str) -> bool:
+        key = address.casefold()
+        return key in self.accepted or key in self.failures
+
+
+@dataclass
+class _Flush:
+    only: bytes | None
+    """The provider UID of the transport whose messages to send; None: all of them."""
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _Pass:
+    """One pass over the queue: what it may force, and what it found."""
+
+    forced: set[bytes] | None
+    """Transports whose backoff this pass ignores (None: all of them)."""
+    only: set[bytes] | None
+    """Send only messages that one of these transports takes (None: every message)."""
+    total: int = 0
+    index: int = 0
+    """1-based position in the queue of the message in hand."""
+    handled: int = 0
+    waiting: int = 0
+    reason: str = ""
+    failed_now: set[bytes] = field(default_factory=set)
+    """Transports that failed in this pass: the rest of their messages wait for the retry."""
+    used: dict[bytes, ProviderSlot] = field(default_factory=dict)
+
+    def is_forced(self, slot: ProviderSlot) -> bool:
+        return self.forced is None or slot.provider_uid in self.forced
+
+    def wait(self, reason: str) -> None:
+        self.waiting += 1
+        self.reason = self.reason or reason
+
+
+class _Waiting(Exception):
+    """A message cannot go on now; it stays queued."""
+
+
+def _addrtype(recipient: Recipient) -> str:
+    return (recipient.addrtype or "SMTP").upper()
+
+
+class Spooler:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.state = SpoolerState.IDLE
+        self.status_string = "idle"
+        """What the spooler's row says; "idle" from the start, so a logon whose queue is
+        empty publishes its rows once, not again when the first pass finds nothing."""
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._flushes: list[_Flush] = []
+        self._backoff: dict[bytes, _Backoff] = {}
+        self._progress: dict[bytes, _Progress] = {}
+        self._types: dict[bytes, tuple[str, ...]] = {}
+        self._claimed: bytes | None = None
+        self._next_try: float | None = None
+
+    # -- state machine -------------------------------------------------------------------
+    def _transition(self, new: SpoolerState) -> None:
+        if new is self.state:
+            return
+        if new not in _TRANSITIONS[self.state]:
+            raise MapiError(
+                ErrorCode.MAPI_E_CALL_FAILED,
+                f"spooler of session {self.session.id} cannot go from {self.state.value} "
+                f"to {new.value}",
+            )
+        self.state = new
+
+    def _enter(self, new: SpoolerState, text: str) -> None:
+        self._transition(new)
+        self._set_status(text)
+
+    def _set_status(self, text: str) -> None:
+        self.status_string = text
+        row = self.session.mapi_rows.get(SPOOLER_ROW)
+        if row is not None and self.session.transports_on:
+            self.session.table.modify(row, {"PR_STATUS_STRING": text})
+
+    # -- what others call ----------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return f"session {self.session.id}"
+
+    def start(self) -> None:
+        """Run a pass at once (start-up sends what a killed daemon left in the Outbox)."""
+        self.refresh_address_types()
+        self._wake.set()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"spooler-{self.session.id}"
+        )
+
+    def kick(self) -> None:
+        """Start a pass now (non-blocking); transports in backoff keep waiting."""
+        if not self._stopping:
+            self._wake.set()
+
+    def took_over(self) -> None:
+        """The session that sent this store's queue let go: it is ours now."""
+        self.kick()
+
+    def notify(self, slot: ProviderSlot | None, flags: SpoolerNotify) -> None:
+        """IMAPISupport::SpoolerNotify from a provider: NOTIFY_READYTOSEND from a transport
+        that recovered ends its backoff; NOTIFY_CONFIG_CHANGE re-reads address types."""
+        if flags & SpoolerNotify.NOTIFY_CONFIG_CHANGE:
+            self.refresh_address_types()
+        if flags & SpoolerNotify.NOTIFY_READYTOSEND and slot is not None and slot.is_transport:
+            self._backoff.pop(slot.provider_uid, None)
+        if flags & (SpoolerNotify.NOTIFY_READYTOSEND | SpoolerNotify.NOTIFY_CONFIG_CHANGE):
+            self.kick()
+
+    def refresh_address_types(self) -> None:
+        """IXPLogon::AddressTypes of every transport, asked again (CONFIG_CHANGED)."""
+        self._types = {
+            slot.provider_uid: self._read_types(slot)
+            for slot in ProviderHost(self.session).transport_slots()
+        }
+
+    @staticmethod
+    def _read_types(slot: ProviderSlot) -> tuple[str, ...]:
+        source: Any = slot.provider if slot.provider is not None else slot.cls
+        kinds = getattr(source, "address_types", ()) or ()
+        return tuple(str(k).upper() for k in kinds)
+
+    async def flush(self, only: ProviderSlot | None = None) -> None:
+        """status.flush_queues: a pass now that ignores the backoff (of `only`, or of every
+        transport), sending only what `only` takes when given; returns when it is done."""
+        if self._stopping:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append(_Flush(only.provider_uid if only is not None else None, done))
+        self._wake.set()
+        await done
+
+    async def stop(self) -> None:
+        """Let the message in hand finish (or cancel it after STOP_GRACE), release the queue.
+        What is still queued stays in the Outbox on disk."""
+        if self.state is SpoolerState.STOPPED:
+            return
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is not None and not task.done():
+            _done, pending = await asyncio.wait({task}, timeout=STOP_GRACE)
+            if pending:
+                task.cancel()
+                await asyncio.wait({task})
+        self._release()
+        for request in self._flushes:
+            if not request.done.done():
+                request.done.set_result(None)
+        self._flushes.clear()
+        self._transition(SpoolerState.STOPPED)
+        self.status_string = "stopped"
+
+    # -- the loop ------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping:
+            if not self._wake.is_set():
+                timeout = None
+                if self._next_try is not None:
+                    timeout = max(0.0, self._next_try - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            if self._stopping:
+                break
+            self._wake.clear()
+            flushes, self._flushes = self._flushes, []
+            failure: BaseException | None = None
+            try:
+                await self._pass(flushes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("spooler of session %s: a pass failed", self.session.id)
+                failure = exc
+                self._next_try = time.monotonic() + self.session.env.spooler_retry_s
+                retry = _seconds(self.session.env.spooler_retry_s)
+                self._set_status(f"spooler error: {_reason(exc)}; next try in {retry} s")
+            finally:
+                for request in flushes:
+                    if request.done.done():
+                        continue
+                    if failure is None:
+                        request.done.set_result(None)
+                    else:
+                        request.done.set_exception(
+                            MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"flush failed: {failure}")
+                        )
+
+    def _release(self) -> None:
+        if self._claimed is not None:
+            self.session.env.queue_claims.release(self._claimed, self)
+            self._claimed = None
+
+    def _claim(self, uid: bytes) -> bool:
+        if self._claimed is not None and self._claimed != uid:
+            self._release()  # the default store changed: let the old queue go
+        if self.session.env.queue_claims.claim(uid, self):
+            self._claimed = uid
+            return True
+        self._claimed = uid  # in line for it; release() takes us out of the line
+        return False
+
+    def _default_store(self) -> StoreProvider | None:
+        table = self.session.table
+        for instance in self.session.services:
+            for slot in instance.slots:
+                if slot.state != SlotState.ACTIVE or slot.row is None:
+                    continue
+                if slot.resource_type != ResourceType.MAPI_STORE_PROVIDER:
+                    continue
+                row = table.get(slot.row) or {}
+                if int(row.get("PR_RESOURCE_FLAGS", 0)) & ResourceFlags.STATUS_DEFAULT_STORE:
+                    provider = slot.provider
+                    return provider if isinstance(provider, StoreProvider) else None
+        return None
+
+    async def _bounded(self, aw: Awaitable[T]) -> T:
+        return await asyncio.wait_for(aw, self.session.env.provider_timeout)
+
+    async def _pass(self, flushes: list[_Flush]) -> None:
+        if flushes and all(f.only is not None for f in flushes):
+            only: set[bytes] | None = {f.only for f in flushes if f.only is not None}
+            forced: set[bytes] | None = set(only or ())
+        else:
+            only = None
+            forced = None if flushes else set()
+        run = _Pass(forced=forced, only=only)
+        self._next_try = None
+        store = self._default_store()
+        if store is None:
+            self._enter(SpoolerState.IDLE, "idle")  # no store, no Outbox: nothing to send
+            return
+        uid = eid.uid_of(store.store_entryid())
+        if not self._claim(uid):
+            owner = self.session.env.queue_claims.owner(uid)
+            who = owner.label if owner is not None else "another session"
+            self._enter(SpoolerState.STANDBY, f"standby: {who} sends this store's Outbox")
+            return
+        entryids = await self._bounded(store.queued())
+        for gone in set(self._progress) - set(entryids):
+            del self._progress[gone]
+        run.total = len(entryids)
+        if not entryids:
+            self._enter(SpoolerState.IDLE, "idle")
+            return
+        self._transition(SpoolerState.SENDING)
+        transports = ProviderHost(self.session).transport_slots()
+        try:
+            for run.index, entryid in enumerate(entryids, 1):
+                if self._stopping:
+                    return
+                try:
+                    message = await self._bounded(store.queued_message(entryid))
+                except MapiError as exc:
+                    if exc.code == ErrorCode.MAPI_E_NOT_FOUND:
+                        continue  # it left the queue meanwhile
+                    log.warning("cannot read queued message: %s", exc)
+                    run.wait(f"cannot read a queued message: {_reason(exc)}")
+                    continue
+                await self._one(store, message, transports, run)
+        finally:
+            self._end_transports(run)
+        self._after_pass(run)
+        if run.only is not None:
+            self.kick()  # the other transports' messages follow the ordinary rules
+
+    def _after_pass(self, run: _Pass) -> None:
+        if self._stopping:
+            return
+        if not run.waiting:
+            self._enter(SpoolerState.IDLE, "idle")
+            return
+        now = time.monotonic()
+        tries = [b.until for b in self._backoff.values()]
+        self._next_try = min(tries) if tries else None
+        queued = f"{run.waiting} queued"
+        if self._next_try is not None:
+            delay = max(0.0, self._next_try - now)
+            text = f"{queued}; next try in {_seconds(delay)} s: {run.reason}"
+        else:
+            text = f"{queued}: {run.reason}"
+        self._enter(SpoolerState.WAITING_RETRY, text)
+
+    # -- one message ---------------------------------------------------------------------
+    def _route(self, addrtype: str, transports: list[ProviderSlot]) -> ProviderSlot | str | None:
+        """The first active transport that takes `addrtype`; a reason (str) when only
+        transports that are not logged on take it; None when no transport does."""
+        held: str | None = None
+        for slot in transports:
+            types = self._types.get(slot.provider_uid)
+            if types is None:  # a transport added since the last refresh
+                types = self._types[slot.provider_uid] = self._read_types(slot)
+            if addrtype not in types:
+                continue
+            if slot.state == SlotState.ACTIVE and isinstance(slot.provider, TransportProvider):
+                return slot
+            if held is None:
+                why = slot.reason or slot.service.disabled or "not logged on"
+                held = f"transport {slot.service.section.key} is not available: {why}"
+        return held
+
+    async def _one(
+        self,
+        store: StoreProvider,
+        message: QueuedMessage,
+        transports: list[ProviderSlot],
+        run: _Pass,
+    ) -> None:
+        progress = self._progress.setdefault(message.entryid, _Progress())
+        groups: dict[str, list[Recipient]] = {}
+        seen: set[str] = set()
+        for recipient in message.recipients:
+            key = recipient.address.casefold()
+            if key in seen or progress.done(recipient.address):
+                continue
+            seen.add(key)
+            groups.setdefault(_addrtype(recipient), []).append(recipient)
+        if not message.recipients:
+            progress.failures["(none)"] = ndr.Failure(
+                "(none)", "", "the message has no recipients", NO_RECIPIENT_STATUS
+            )
+        routes = {kind: self._route(kind, transports) for kind in groups}
+        if run.only is not None and not any(
+            isinstance(r, ProviderSlot) and r.provider_uid in run.only for r in routes.values()
+        ):
+            return  # a flush of another transport's queue
+        fields, _rest = split_header(message.mime)
+        own_from = header_address(fields, "From")
+        waiting = ""
+        for kind, recipients in groups.items():
+            route = routes[kind]
+            if route is None:
+                for r in recipients:
+                    progress.failures[r.address.casefold()] = ndr.Failure(
+                        r.address,
+                        r.display_name,
+                        f"no transport of this profile takes address type {kind}",
+                        NO_TRANSPORT_STATUS,
+                    )
+                continue
+            if isinstance(route, str):
+                waiting = waiting or route
+                continue
+            try:
+                await self._send(route, message, recipients, progress, run)
+            except _Waiting as wait:
+                waiting = waiting or str(wait)
+        if waiting:
+            run.wait(waiting)
+            return
+        run.handled += 1
+        await self._finish(store, message, progress, own_from, run)
+
+    async def _send(
+        self,
+        slot: ProviderSlot,
+        message: QueuedMessage,
+        recipients: list[Recipient],
+        progress: _Progress,
+        run: _Pass,
+    ) -> None:
+        uid = slot.provider_uid
+        name = slot.service.section.key
+        backoff = self._backoff.get(uid)
+        if uid in run.failed_now:
+            assert backoff is not None
+            raise _Waiting(backoff.reason)
+        if backoff is not None and backoff.until > time.monotonic() and not run.is_forced(slot):
+            raise _Waiting(backoff.reason)
+        transport = slot.provider
+        assert isinstance(transport, TransportProvider)
+        try:
+            prepared = prepare(
+                message.mime, override=_sender_override(transport), identity=self._identity()
+            )
+        except NoSender as exc:
+            for r in recipients:
+                progress.failures[r.address.casefold()] = ndr.Failure(
+                    r.address, r.display_name, str(exc), NO_SENDER_STATUS
+                )
+            return
+        self._begin_transport(slot, run)
+        self._show_progress(slot, run, sent=False)
+        outgoing = OutgoingMessage(
+            message.entryid, prepared.mime, tuple(recipients), prepared.sender
+        )
+        try:
+            result = await self._bounded(transport.send(outgoing))
+        except TransportFailure as exc:
+            if exc.permanent:
+                for r in recipients:
+                    progress.failures[r.address.casefold()] = ndr.Failure(
+                        r.address, r.display_name, exc.message
+                    )
+                self._backoff.pop(uid, None)
+                self._show_progress(slot, run, sent=True)
+                return
+            self._defer(slot, f"{name}: {exc.message}", run)
+        except TimeoutError:
+            timeout = _seconds(self.session.env.provider_timeout)
+            self._defer(slot, f"{name}: no answer in {timeout} s", run)
+        except MapiError as exc:
+            self._defer(slot, f"{name}: {_reason(exc)}", run)
+        except Exception as exc:
+            log.exception("transport %s failed to send", slot.key)
+            self._defer(slot, f"{name}: {_reason(exc)}", run)
+        else:
+            self._backoff.pop(uid, None)
+            refused = {a.casefold(): words for a, words in result.refused.items()}
+            for r in recipients:
+                words = refused.get(r.address.casefold())
+                if words is None:
+                    progress.accepted.add(r.address.casefold())
+                else:
+                    progress.failures[r.address.casefold()] = ndr.Failure(
+                        r.address, r.display_name, words
+                    )
+            if progress.accepted and progress.sent_mime is None:
+                progress.sent_mime = prepared.mime
+            self._show_progress(slot, run, sent=True)
+            return
+        self._show_progress(slot, run, sent=True)
+        raise _Waiting(self._backoff[uid].reason)
+
+    def _defer(self, slot: ProviderSlot, reason: str, run: _Pass) -> None:
+        env = self.session.env
+        before = self._backoff.get(slot.provider_uid)
+        first = env.spooler_retry_s
+        cap = max(first, env.spooler_retry_max_s)
+        delay = first if before is None else min(before.delay * 2, cap)
+        self._backoff[slot.provider_uid] = _Backoff(delay, time.monotonic() + delay, reason)
+        run.failed_now.add(slot.provider_uid)
+        log.info("session %s: %s; next try in %s s", self.session.id, reason, _seconds(delay))
+
+    async def _finish(
+        self,
+        store: StoreProvider,
+        message: QueuedMessage,
+        progress: _Progress,
+        own_from: Identity | None,
+        run: _Pass,
+    ) -> None:
+        """Report the failures, then let the message leave the Outbox: the report goes
+        first, so a crash in between repeats the report rather than lose it."""
+        delivered = bool(progress.accepted)
+        failures = list(progress.failures.values())
+        try:
+            if failures and not progress.reported:
+                report = ndr.build(
+                    message.mime,
+                    failures,
+                    to=own_from or self._identity(),
+                    delivered_to_others=delivered,
+                )
+                await self._bounded(store.deliver(report))
+                progress.reported = True
+            delete = message.delete_after_submit if delivered else True
+            sent = progress.sent_mime if delivered else None
+            await self._bounded(store.finished(message.entryid, sent_mime=sent, delete=delete))
+        except Exception as exc:
+            if not isinstance(exc, MapiError | TimeoutError):
+                log.exception("the store failed to take back a sent message")
+            run.wait(f"the store did not take the message back: {_reason(exc)}")
+            run.handled -= 1
+            return
+        self._progress.pop(message.entryid, None)
+
+    # -- identity ------------------------------------------------------------------------
+    def _identity(self) -> Identity | None:
+        """The session's primary identity, as session.query_identity finds its row; the
+        address book that supplies it gives the address as written."""
+        row = identity_row(self.session.table.rows())
+        if row is None:
+            return None
+        key = row.get("PR_INSTANCE_KEY")
+        for instance in self.session.services:
+            for slot in instance.slots:
+                provider = slot.provider
+                if slot.row == key and isinstance(provider, AddressBookProvider):
+                    found = provider.identity()
+                    if found is not None and "@" in found.email:
+                        return found
+        return row_identity(row)
+
+    # -- transport rows ------------------------------------------------------------------
+    def _begin_transport(self, slot: ProviderSlot, run: _Pass) -> None:
+        if slot.provider_uid in run.used or slot.row is None:
+            return
+        run.used[slot.provider_uid] = slot
+        row = self.session.table.get(slot.row) or {}
+        code = int(row.get("PR_STATUS_CODE", 0)) | StatusCode.STATUS_OUTBOUND_ACTIVE
+        self.session.table.modify(slot.row, {"PR_STATUS_CODE": int(code)})
+
+    def _show_progress(self, slot: ProviderSlot, run: _Pass, *, sent: bool) -> None:
+        """ "sending 3 of 10" in the spooler's row; in the transport's, the share of the pass
+        done (before the send of message 3: 20 %, after it: 30 %)."""
+        total = max(run.total, 1)
+        text = f"sending {run.index} of {total}"
+        if not sent:
+            self._set_status(text)
+        if slot.row is not None:
+            done = run.index if sent else run.index - 1
+            self.session.table.modify(
+                slot.row,
+                {
+                    "PR_REMOTE_PROGRESS": min(100, done * 100 // total),
+                    "PR_REMOTE_PROGRESS_TEXT": text,
+                },
+            )
+
+    def _end_transports(self, run: _Pass) -> None:
+        """Clear STATUS_OUTBOUND_ACTIVE and put back the idle progress of each transport
+        the pass used; the transport's own PR_STATUS_STRING stays as it wrote it."""
+        for slot in run.used.values():
+            if slot.row is None:
+                continue
+            row = self.session.table.get(slot.row) or {}
+            code = int(row.get("PR_STATUS_CODE", 0)) & ~StatusCode.STATUS_OUTBOUND_ACTIVE
+            idle: Any = REMOTE_PROGRESS_IDLE
+            if slot.provider is not None and slot.state == SlotState.ACTIVE:
+                try:
+                    idle = slot.provider.status_props().get("PR_REMOTE_PROGRESS", idle)
+                except Exception:
+                    log.exception("status_props of %s failed", slot.key)
+            self.session.table.modify(
+                slot.row,
+                {
+                    "PR_STATUS_CODE": int(code),
+                    "PR_REMOTE_PROGRESS": idle,
+                    "PR_REMOTE_PROGRESS_TEXT": None,
+                },
+            )
+
+
+def _sender_override(transport: TransportProvider) -> Identity | None:
+    """The transport's own From (the smtp service's `from`), if it sets one."""
+    method = getattr(transport, "sender_override", None)
+    if not callable(method):
+        return None
+    value = method()
+    if isinstance(value, Identity):
+        return value
+    if isinstance(value, str) and value:
+        name, address = parseaddr(value)
+        if "@" in address:
+            return Identity(name, address)
+    return None
+
+
+def _seconds(value: float) -> str:
+    return str(math.ceil(value)) if value >= 1 else f"{value:.1f}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MapiError):
+        return f"{exc.code.name}: {exc.message}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"

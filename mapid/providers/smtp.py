@@ -1,0 +1,645 @@
+"""The `smtp` message service: a transport that sends through an SMTP server (DESIGN.md 4).
+
+smtplib does the talking, always in a worker thread (`support.run_blocking`). The transport
+does not connect at logon: an unreachable server is a temporary failure of a send, shown in
+the status row, never a failed logon. One connection is kept open across consecutive sends
+(a queue of a thousand messages must not pay a TLS handshake and an AUTH for each) and closed
+after `IDLE_CLOSE_S` without use, at logoff and when the configuration changes.
+
+Failures are sorted for the spooler: a 5xx reply to MAIL or DATA, or every recipient refused
+with a 5xx, is permanent (a non-delivery report); anything the user or the network can mend
+(a 4xx, a refused or timed-out connection, a TLS or certificate failure, a wrong password)
+is temporary, so the message stays queued. No message ever holds the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses, parseaddr
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mapid.constants import (
+    ResourceMethods,
+    ServiceFlags,
+    SpoolerNotify,
+    StatusCode,
+    ValidateStateFlags,
+)
+from mapid.errors import ErrorCode, MapiError
+from mapid.proptags import (
+    PR_REMOTE_PROGRESS,
+    PR_REMOTE_VALIDATE_OK,
+    PR_STATUS_CODE,
+    PR_STATUS_STRING,
+)
+from mapid.providers.base import (
+    REMOTE_PROGRESS_IDLE,
+    ConfigProblem,
+    Identity,
+    MessageService,
+    OutgoingMessage,
+    ProviderSupport,
+    SendResult,
+    TransportFailure,
+    TransportProvider,
+)
+
+__all__ = ["DEFAULT_PORTS", "SmtpService", "SmtpSettings", "SmtpTransport", "parse_sender"]
+
+ADDRTYPE = "SMTP"
+DEFAULT_PORTS: Mapping[str, int] = {"none": 25, "starttls": 587, "tls": 465}
+DEFAULT_TIMEOUT_S = 30.0
+IDLE_CLOSE_S = 30.0
+"""An open connection unused this long is closed (servers drop idle clients after minutes)."""
+CHECK_AFTER_S = 2.0
+"""A connection idle this long gets a NOOP before it is trusted with the next message."""
+
+_HEADER_PARSER = BytesHeaderParser()
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_KNOWN_FLAGS = ValidateStateFlags(0)
+for _flag in ValidateStateFlags:
+    _KNOWN_FLAGS |= _flag
+_REMOTE_ONLY = (
+    ValidateStateFlags.REFRESH_XP_HEADER_CACHE
+    | ValidateStateFlags.PROCESS_XP_HEADER_CACHE
+    | ValidateStateFlags.ABORT_XP_HEADER_OPERATION
+    | ValidateStateFlags.SHOW_XP_SESSION_UI
+)
+
+
+def parse_sender(value: str) -> Identity | None:
+    """`"Ada Lovelace <ada@example.org>"` or `"ada@example.org"` as an Identity; None if bad."""
+    if "\r" in value or "\n" in value or value.count("<") > 1:
+        return None
+    name, address = parseaddr(value)
+    if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address):
+        return None
+    return Identity(display_name=name or address, email=address, addrtype=ADDRTYPE)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """A checked configuration; what the row shows and the connection needs."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None
+    timeout: float
+    sender: Identity | None
+    ca_file: Path | None
+    helo: str | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], support: ProviderSupport) -> SmtpSettings:
+        problems = SmtpService.check_config(config)
+        if problems:
+            raise MapiError(
+                ErrorCode.MAPI_E_UNCONFIGURED,
+                "smtp: " + "; ".join(f"{p.key}: {p.message}" for p in problems),
+                details={"errors": [{"key": p.key, "message": p.message} for p in problems]},
+            )
+        security = str(config.get("security", "starttls"))
+        sender = config.get("from")
+        ca_file = config.get("ca_file")
+        return cls(
+            host=str(config["host"]),
+            port=int(config.get("port", DEFAULT_PORTS[security])),
+            security=security,
+            username=config.get("username") or None,
+            timeout=float(config.get("timeout", DEFAULT_TIMEOUT_S)),
+            sender=parse_sender(sender) if isinstance(sender, str) else None,
+            ca_file=support.resolve_path(ca_file) if isinstance(ca_file, str) else None,
+            helo=config.get("helo") or None,
+        )
+
+    @property
+    def where(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"smtp://{host}:{self.port} ({self.security})"
+
+
+class SmtpTransport(TransportProvider):
+    """Sends the spooler's messages to one SMTP server, over one reusable connection."""
+
+    name = "smtp"
+    display = "mapid SMTP transport"
+    address_types: ClassVar[tuple[str, ...]] = (ADDRTYPE,)
+    resource_methods = (
+        ResourceMethods.STATUS_VALIDATE_STATE
+        | ResourceMethods.STATUS_FLUSH_QUEUES
+        | ResourceMethods.STATUS_SETTINGS_DIALOG
+    )
+
+    def __init__(self, support: ProviderSupport) -> None:
+        super().__init__(support)
+        self._settings: SmtpSettings | None = None
+        self._conn: smtplib.SMTP | None = None
+        self._last_used = 0.0
+        self._tls: ssl.SSLContext | None = None
+        self._secret: str | None = None
+        self._lock = asyncio.Lock()
+        self._idle: asyncio.TimerHandle | None = None
+        self._idle_task: asyncio.Task[None] | None = None
+        self._offline = False
+        self._status = ""
+
+    # -- configuration and row -----------------------------------------------------------
+    @property
+    def settings(self) -> SmtpSettings:
+        if self._settings is None:
+            self._settings = SmtpSettings.from_config(self.support.config(), self.support)
+        return self._settings
+
+    def sender_override(self) -> Identity | None:
+        return self.settings.sender
+
+    def _ready_text(self) -> str:
+        if self._offline:
+            return f"Offline: {self.settings.where}"
+        return f"Ready: {self.settings.where}"
+
+    def status_props(self) -> dict[str, Any]:
+        code = StatusCode.STATUS_AVAILABLE | StatusCode.STATUS_OUTBOUND_ENABLED
+        if self._offline:
+            code |= StatusCode.STATUS_OFFLINE
+        return {
+            PR_STATUS_CODE.name: int(code),
+            PR_STATUS_STRING.name: self._status or self._ready_text(),
+            PR_REMOTE_PROGRESS.name: REMOTE_PROGRESS_IDLE,
+            PR_REMOTE_VALIDATE_OK.name: True,
+        }
+
+    def _show(self, text: str, *, code: bool = False) -> None:
+        """Put `text` in PR_STATUS_STRING (only when it changed: a queue of a thousand sends
+        must not publish a thousand events); `code` rewrites PR_STATUS_CODE too."""
+        if text == self._status and not code:
+            return
+        self._status = text
+        props = self.status_props() if code else {PR_STATUS_STRING.name: text}
+        self.support.modify_status_row(props)
+
+    # -- logon and logoff ----------------------------------------------------------------
+    async def logon(self) -> None:
+        """Check the configuration only: the server is first reached by a send."""
+        self._settings = SmtpSettings.from_config(self.support.config(), self.support)
+        self._status = self._ready_text()
+
+    async def logoff(self) -> None:
+        async with self._lock:
+            await self._drop()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        self._secret = None
+
+    # -- the connection ------------------------------------------------------------------
+    async def _drop(self) -> None:
+        """Close the connection (QUIT, then the socket). Call with the lock held."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.support.run_blocking(_quit, conn)
+
+    def _touch(self) -> None:
+        """The connection was just used: close it after IDLE_CLOSE_S more without use."""
+        self._last_used = time.monotonic()
+        if self._idle is not None:
+            self._idle.cancel()
+        if self._conn is not None:
+            loop = asyncio.get_running_loop()
+            self._idle = loop.call_later(IDLE_CLOSE_S, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        self._idle_task = asyncio.get_running_loop().create_task(self._close_if_idle())
+
+    async def _close_if_idle(self) -> None:
+        async with self._lock:
+            if self._conn is not None and time.monotonic() - self._last_used >= IDLE_CLOSE_S:
+                await self._drop()
+
+    async def _password(self) -> str | None:
+        if self.settings.username is None:
+            return None
+        if self._secret is None:
+            try:
+                self._secret = await self.support.password()
+            except MapiError as exc:  # its message says where and why, never the secret
+                raise TransportFailure(f"no password: {exc.message}") from None
+            if self._secret is None:
+                raise TransportFailure(
+                    f"username {self.settings.username} is set but no password: "
+                    "give password_command, keyring or password"
+                )
+        return self._secret
+
+    def _connect(self, password: str | None) -> smtplib.SMTP:
+        """Open, secure and authenticate a connection (in a worker thread)."""
+        s = self.settings
+        if s.security != "none" and self._tls is None:
+            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+            context.check_hostname = True
+            context.verify_mode = ssl.CERT_REQUIRED
+            self._tls = context
+        conn: smtplib.SMTP
+        if s.security == "tls":
+            conn = smtplib.SMTP_SSL(
+                s.host, s.port, local_hostname=s.helo, timeout=s.timeout, context=self._tls
+            )
+        else:
+            conn = smtplib.SMTP(s.host, s.port, local_hostname=s.helo, timeout=s.timeout)
+        try:
+            conn.ehlo_or_helo_if_needed()
+            if s.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise TransportFailure(f"{s.where}: the server does not offer STARTTLS")
+                conn.starttls(context=self._tls)
+                conn.ehlo()
+            if s.username is not None:
+                if not conn.has_extn("auth"):
+                    raise TransportFailure(
+                        f"authentication failed: {s.where} offers no AUTH"
+                        + (" before STARTTLS" if s.security == "none" else "")
+                    )
+                conn.login(s.username, password or "")
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def _usable(self, password: str | None) -> tuple[smtplib.SMTP, bool]:
+        """The open connection, checked with NOOP when idle a while, or a new one.
+        Returns (connection, whether it is new)."""
+        conn = self._conn
+        if conn is not None and time.monotonic() - self._last_used > CHECK_AFTER_S:
+            try:
+                alive = conn.noop()[0] == 250
+            except (smtplib.SMTPException, OSError):
+                alive = False
+            if not alive:
+                _close(conn)
+                conn = self._conn = None
+        if conn is not None:
+            return conn, False
+        self._conn = self._connect(password)
+        return self._conn, True
+
+    # -- sending -------------------------------------------------------------------------
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        if self._offline:
+            raise TransportFailure(
+                "offline (validate_state FORCE_XP_DISCONNECT); FORCE_XP_CONNECT to send again"
+            )
+        async with self._lock:
+            try:
+                password = await self._password()
+                result = await self.support.run_blocking(self._send_blocking, message, password)
+            except TransportFailure as failure:
+                self._show(f"Send failed: {failure.message} ({self.settings.where})")
+                if "authentication failed" in failure.message:
+                    self._secret = None  # a fixed password_command is asked again next time
+                raise
+            finally:
+                self._touch()
+        self._show(self._ready_text())
+        return result
+
+    def _send_blocking(self, message: OutgoingMessage, password: str | None) -> SendResult:
+        try:
+            return self._transaction(message, password)
+        except TransportFailure:
+            raise
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            raise self._broken(exc) from None
+
+    def _transaction(self, message: OutgoingMessage, password: str | None) -> SendResult:
+        s = self.settings
+        sender = _envelope_sender(s.sender or message.sender, message.mime)
+        recipients = _unique([r.address.strip() for r in message.recipients])
+        refused: dict[str, str] = {}
+        bad = [a for a in recipients if not _plausible(a)]
+        for address in bad:
+            refused[address] = "not a valid e-mail address (not sent)"
+        recipients = [a for a in recipients if a not in refused]
+        if not recipients:
+            raise TransportFailure("no valid recipient: " + _words(refused), permanent=True)
+        body = _BARE_LF.sub(b"\r\n", message.mime)
+
+        conn, new = self._usable(password)
+        options = self._mail_options(conn, sender, recipients, body)
+        try:
+            code, reply = conn.mail(sender, options)
+        except smtplib.SMTPServerDisconnected:
+            if new:
+                raise
+            _close(conn)  # the server dropped the connection we kept: one more, at once
+            self._conn = None
+            conn, new = self._usable(password)
+            code, reply = conn.mail(sender, options)
+        if code != 250:
+            self._reset(conn)
+            raise _reply_failure("MAIL FROM", code, reply, s)
+
+        temporary: dict[str, str] = {}
+        for address in recipients:
+            code, reply = conn.rcpt(address, [])
+            if code in (250, 251):
+                continue
+            words = f"{code} {_text(reply)}"
+            (temporary if 400 <= code < 500 else refused)[address] = words
+        if temporary:  # retry the whole message later rather than send it twice
+            self._reset(conn)
+            raise TransportFailure(f"recipient deferred: {_words(temporary)}")
+        if len(refused) == len(recipients) + len(bad):
+            self._reset(conn)
+            raise TransportFailure(f"every recipient refused: {_words(refused)}", permanent=True)
+
+        code, reply = conn.data(body)
+        if code != 250:
+            self._reset(conn)
+            raise _reply_failure("DATA", code, reply, s)
+        return SendResult(refused=refused, response=f"{code} {_text(reply)}")
+
+    @staticmethod
+    def _mail_options(
+        conn: smtplib.SMTP, sender: str, recipients: list[str], body: bytes
+    ) -> list[str]:
+        options: list[str] = []
+        if not (sender + "".join(recipients)).isascii():
+            if not conn.has_extn("smtputf8"):
+                raise TransportFailure(
+                    "the server does not take non-ASCII addresses (no SMTPUTF8)", permanent=True
+                )
+            options.append("SMTPUTF8")
+        if not body.isascii() and conn.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        return options
+
+    def _broken(self, exc: BaseException) -> TransportFailure:
+        """The connection is in an unknown state after `exc`: it goes, the next send opens
+        a new one."""
+        if self._conn is not None:
+            _close(self._conn)
+            self._conn = None
+        return _failure(exc, self.settings)
+
+    def _reset(self, conn: smtplib.SMTP) -> None:
+        """RSET after a refusal keeps the connection for the next message; if that fails,
+        the connection goes."""
+        try:
+            if conn.rset()[0] == 250:
+                return
+        except (smtplib.SMTPException, OSError):
+            pass
+        _close(conn)
+        self._conn = None
+
+    # -- status object -------------------------------------------------------------------
+    async def validate_state(self, flags: ValidateStateFlags) -> None:
+        """FORCE_XP_CONNECT: go online and reach the server now; FORCE_XP_DISCONNECT: close
+        and stay offline (sends wait in the queue); CONFIG_CHANGED: read the configuration
+        again and tell the spooler (digest 5.2). SUPPRESS_UI changes nothing: there is no UI."""
+        if int(flags) & ~int(_KNOWN_FLAGS):
+            raise MapiError(ErrorCode.MAPI_E_UNKNOWN_FLAGS, f"unknown flags {int(flags):#x}")
+        if flags & _REMOTE_ONLY:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                "smtp only sends: it keeps no header cache and has no session UI",
+            )
+        connect = bool(flags & ValidateStateFlags.FORCE_XP_CONNECT)
+        disconnect = bool(flags & ValidateStateFlags.FORCE_XP_DISCONNECT)
+        if connect and disconnect:
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                "FORCE_XP_CONNECT and FORCE_XP_DISCONNECT together",
+            )
+        async with self._lock:
+            if flags & ValidateStateFlags.CONFIG_CHANGED or not (connect or disconnect):
+                await self._reload_config(notify=bool(flags & ValidateStateFlags.CONFIG_CHANGED))
+            if disconnect:
+                await self._drop()
+                self._offline = True
+                self._show(self._ready_text(), code=True)
+            elif connect:
+                self._offline = False
+                await self._connect_now()
+
+    async def _reload_config(self, *, notify: bool) -> None:
+        try:
+            settings = SmtpSettings.from_config(self.support.config(), self.support)
+        except MapiError as exc:
+            self._show(exc.message)
+            raise
+        if settings != self._settings or notify:
+            await self._drop()
+            self._settings, self._tls, self._secret = settings, None, None
+        self._show(self._ready_text(), code=True)
+        if notify:
+            self.support.spooler_notify(SpoolerNotify.NOTIFY_CONFIG_CHANGE)
+
+    async def _connect_now(self) -> None:
+        """Connect (or check the open connection) and NOOP; the row says how it went."""
+        try:
+            password = await self._password()
+            await self.support.run_blocking(self._check_blocking, password)
+        except TransportFailure as failure:
+            self._show(f"Connect failed: {failure.message} ({self.settings.where})", code=True)
+            raise MapiError(
+                ErrorCode.MAPI_E_NETWORK_ERROR, f"{self.settings.where}: {failure.message}"
+            ) from None
+        finally:
+            self._touch()
+        self._show(f"Connected: {self.settings.where}", code=True)
+        self.support.spooler_notify(SpoolerNotify.NOTIFY_READYTOSEND)
+
+    def _check_blocking(self, password: str | None) -> None:
+        try:
+            conn, _new = self._usable(password)
+            code, reply = conn.noop()
+            if code != 250:
+                raise _reply_failure("NOOP", code, reply, self.settings)
+        except TransportFailure:
+            raise
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            raise self._broken(exc) from None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        conn.quit()
+    _close(conn)
+
+
+def _close(conn: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        conn.close()
+
+
+def _unique(addresses: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for address in addresses:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            out.append(address)
+    return out
+
+
+def _plausible(address: str) -> bool:
+    return bool(re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address))
+
+
+def _envelope_sender(identity: Identity | None, mime: bytes) -> str:
+    """The reverse-path: the transport's `from`, else the spooler's sender, else From."""
+    if identity is not None and _plausible(identity.email):
+        return identity.email
+    headers = _HEADER_PARSER.parsebytes(mime, headersonly=True)
+    for _name, address in getaddresses(headers.get_all("From", [])):
+        if _plausible(address):
+            return address
+    raise TransportFailure(
+        "no sender address: the session has no identity and the message no From "
+        "(set the smtp service's from)",
+        permanent=True,
+    )
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return " ".join(text.split())
+
+
+def _words(by_address: Mapping[str, str]) -> str:
+    return "; ".join(f"{address}: {words}" for address, words in by_address.items())
+
+
+def _reply_failure(command: str, code: int, reply: bytes | str, s: SmtpSettings) -> Exception:
+    words = f"{code} {_text(reply)}"
+    if 500 <= code < 600:
+        return TransportFailure(f"{command} refused: {words}", permanent=True)
+    return TransportFailure(f"{command} deferred: {words}")
+
+
+def _failure(exc: BaseException, s: SmtpSettings) -> TransportFailure:
+    """A clear, temporary-or-permanent failure for an exception of smtplib, ssl or socket."""
+    where = f"{s.host}:{s.port}"
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return TransportFailure(
+            f"authentication failed for {s.username}: {exc.smtp_code} {_text(exc.smtp_error)}"
+        )
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return TransportFailure(f"authentication failed: {exc}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        words = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+        return TransportFailure(f"server said {words}", permanent=500 <= exc.smtp_code < 600)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TransportFailure(
+            f"certificate check failed for {s.host}: {exc.verify_message or exc.reason}"
+            + ("" if s.ca_file else " (a private CA? set ca_file)")
+        )
+    if isinstance(exc, ssl.SSLError):
+        return TransportFailure(f"TLS with {where} failed: {exc.reason or exc}")
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return TransportFailure(f"{where} did not answer within {s.timeout:g} s (timed out)")
+    if isinstance(exc, ConnectionRefusedError):
+        return TransportFailure(f"connection refused by {where} (is the server running?)")
+    if isinstance(exc, socket.gaierror):
+        return TransportFailure(f"host {s.host} not found: {exc.strerror}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return TransportFailure(f"{where} closed the connection")
+    if isinstance(exc, FileNotFoundError) and s.ca_file is not None:
+        return TransportFailure(f"ca_file {s.ca_file} does not exist")
+    if isinstance(exc, OSError):
+        return TransportFailure(f"cannot reach {where}: {exc.strerror or exc}")
+    return TransportFailure(f"{type(exc).__name__}: {exc}", permanent=True)
+
+
+# -- the service -------------------------------------------------------------------------------
+
+
+class SmtpService(MessageService):
+    """The `smtp` service: one transport provider for address type SMTP."""
+
+    name = "smtp"
+    display_name = "SMTP transport"
+    flags = ServiceFlags.SERVICE_NO_PRIMARY_IDENTITY
+    providers = (SmtpTransport,)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "SMTP transport",
+        "type": "object",
+        "properties": {
+            "host": {
+                "type": "string",
+                "pattern": "^[^\\s/]+$",
+                "x-error": "must be a host name or address",
+                "description": "The SMTP server (submission server of your provider).",
+            },
+            "port": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "description": "Default by security: 25 (none), 587 (starttls), 465 (tls).",
+            },
+            "security": {
+                "enum": ["none", "starttls", "tls"],
+                "default": "starttls",
+                "x-error": 'must be "none", "starttls" or "tls"',
+                "description": "starttls: upgrade after connecting; tls: TLS from the start. "
+                "Certificates and host names are always checked.",
+            },
+            "username": {"type": "string", "description": "AUTH user; AUTH only when set."},
+            "password": {
+                "type": "string",
+                "description": "Only in a profile file that no one else can read.",
+            },
+            "password_command": {
+                "type": ["string", "array"],
+                "items": {"type": "string"},
+                "description": "A program that prints the password (no shell).",
+            },
+            "keyring": {"type": "string", "description": "Secret Service entry (with username)."},
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": DEFAULT_TIMEOUT_S,
+                "description": "Seconds to wait for the server at each step.",
+            },
+            "from": {
+                "type": "string",
+                "description": 'Send as "Name <addr>" or addr instead of the session identity.',
+            },
+            "ca_file": {
+                "type": "string",
+                "description": "PEM file of a private CA to check the server's certificate "
+                "with (default: the system's CAs).",
+            },
+            "helo": {"type": "string", "description": "The name to greet with (EHLO)."},
+            "display_name": {"type": "string", "description": "Name of the transport."},
+        },
+        "required": ["host"],
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
+        problems = super().check_config(config)
+        sender = config.get("from")
+        if isinstance(sender, str) and parse_sender(sender) is None:
+            problems.append(ConfigProblem("from", 'must be "Name <name@domain>" or name@domain'))
+        return problems
