@@ -25,6 +25,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from mapid.client import Client
 from mapid.constants import (
     MAPI_ONE_OFF_UID,
     MAPI_ONE_OFF_UNICODE,
@@ -36,10 +37,20 @@ from mapid.constants import (
     StatusCode,
     ValidateStateFlags,
 )
-from mapid.entryid import make, one_off, parse_one_off, private_of, search_key, uid_of
+from mapid.entryid import (
+    make,
+    one_off,
+    parse_one_off,
+    private_of,
+    search_key,
+    uid_from_name,
+    uid_of,
+)
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import Container
 from mapid.providers.vcard import VCardAddressBook, VCardContainer
+
+from conftest import DaemonProc
 
 T = TypeVar("T")
 
@@ -712,3 +723,37 @@ def test_advise_rules(tmp_path: Path) -> None:
     with pytest.raises(MapiError) as err:
         _run(provider.advise(container, NotificationEvent.fnevNewMail))
     assert "fnevObjectCreated" in err.value.message
+
+
+# --- Through the real daemon ----------------------------------------------------------------
+
+
+def test_the_daemon_follows_the_folder(daemon: DaemonProc, client: Client) -> None:
+    """The daemon's shared watcher drives the provider: the status row counts a card written
+    by another program, and an advise on the container hears of it."""
+    token = client.session_logon("alpha", ["MAPI_NEW_SESSION"], lease_s=0)["token"]
+    folder = (daemon.root / "alpha" / "contacts").resolve()
+
+    def status() -> str:
+        rows = client.session_status_table(token)["rows"]
+        [row] = [r for r in rows if r.get("PR_PROVIDER_DLL_NAME") == "vcard"]
+        return str(row["PR_STATUS_STRING"])
+
+    assert status() == "2 contacts"
+    container = make(uid_from_name("vcard", str(folder)), b"\x02")
+    client.session_advise(token, ["fnevObjectCreated", "fnevObjectDeleted"], container)
+    (folder / "alan.vcf").write_text(_card("alan-9", "Alan Turing", "alan@example.org"))
+    note = client.recv_notification(timeout=10)
+    assert note is not None, daemon.log()
+    assert note["event"] == "fnevObjectCreated"
+    assert note["entryid"] == make(uid_from_name("vcard", str(folder)), b"\x01alan-9")
+    assert note["parent_entryid"] == container
+    assert note["object_type"] == ObjectType.MAPI_MAILUSER
+    deadline = time.monotonic() + 10
+    while status() != "3 contacts":
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.05)
+    (folder / "alan.vcf").unlink()
+    note = client.recv_notification(timeout=10)
+    assert note is not None and note["event"] == "fnevObjectDeleted"
+    client.session_logoff(token)
