@@ -93,6 +93,9 @@ class StatusObject(MapiObject):
             targets = self._active_slots(ResourceType.MAPI_AB_PROVIDER)
         elif kind == ResourceType.MAPI_SPOOLER:
             await self._relogon_transports()
+            spooler = self.session.spooler
+            if spooler is not None and flags & ValidateStateFlags.CONFIG_CHANGED:
+                spooler.refresh_address_types()  # IXPLogon::AddressTypes asked again
             return
         else:
             slot = self._slot()
@@ -120,8 +123,14 @@ class StatusObject(MapiObject):
         host.apply_profile_rules()
 
     async def flush_queues(self, flags: FlushFlags) -> None:
+        """On the spooler: every transport's queue; on a transport: only the messages it
+        takes (mapi-digest 5.3). FLUSH_UPLOAD or FLUSH_FORCE (or no direction at all: the
+        Outbox is the only queue there is) runs a pass now that ignores the retry backoff;
+        each transport's own flush_queues is called first (IXPLogon::FlushQueues).
+        Synchronous unless FLUSH_ASYNC_OK, which only the spooler takes."""
         self.require(ResourceMethods.STATUS_FLUSH_QUEUES, "flush_queues")
         kind = self._kind()
+        only: ProviderSlot | None = None
         if kind == ResourceType.MAPI_SPOOLER:
             targets = self._active_slots(ResourceType.MAPI_TRANSPORT_PROVIDER)
         else:
@@ -131,8 +140,18 @@ class StatusObject(MapiObject):
                 )
             slot = self._slot()
             targets = [slot] if slot is not None and slot.provider is not None else []
+            only = slot
         if self.row in self.session.busy:
             raise MapiError(ErrorCode.MAPI_E_BUSY, "a flush of this object is running")
+        upload = bool(flags & (FlushFlags.FLUSH_UPLOAD | FlushFlags.FLUSH_FORCE)) or not (
+            flags & FlushFlags.FLUSH_DOWNLOAD
+        )
+        spooler = self.session.spooler
+        if upload and spooler is None and kind == ResourceType.MAPI_SPOOLER:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                "no spooler runs in this session: every member logged on with MAPI_NO_MAIL",
+            )
 
         async def flush() -> None:
             self.session.busy.add(self.row)
@@ -140,6 +159,8 @@ class StatusObject(MapiObject):
                 for slot in targets:
                     assert slot.provider is not None
                     await slot.provider.flush_queues(flags)
+                if upload and spooler is not None:
+                    await spooler.flush(only)
             finally:
                 self.session.busy.discard(self.row)
 

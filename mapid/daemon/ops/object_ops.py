@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from mapid.constants import FlushFlags, ObjectType, ValidateStateFlags
+from mapid.daemon.ops.container_ops import require_writable
 from mapid.daemon.ops.service_ops import target_profile
+from mapid.daemon.ops.store_ops import access_props
 from mapid.daemon.registry import Arg, Flags, Map, OpContext, Str, StrList, op
 from mapid.daemon.status_objects import StatusObject
 from mapid.daemon.table_query import canonical_tag
@@ -30,7 +32,21 @@ def _looks_like_tag(name: str) -> bool:
 @op("object.get_props", token=True, handle=True, args={"tags": StrList()})
 async def get_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     assert ctx.obj is not None
-    return {"props": await ctx.obj.obj.get_props(_tags(args["tags"], ctx.obj.obj))}
+    tags = _tags(args["tags"], ctx.obj.obj)
+    props = await ctx.obj.obj.get_props(tags)
+    access_props(ctx.obj, props, tags)
+    return {"props": props}
+
+
+_STORE_OBJECTS = (ObjectType.MAPI_STORE, ObjectType.MAPI_FOLDER, ObjectType.MAPI_MESSAGE)
+
+
+def _check_write(ctx: OpContext, what: str) -> None:
+    """A store's objects change only through writable handles (the provider never sees the
+    call otherwise); other objects answer for themselves."""
+    assert ctx.obj is not None
+    if ctx.obj.object_type in _STORE_OBJECTS:
+        require_writable(ctx.obj, what)
 
 
 def _props(value: object, name: str) -> dict[str, Any]:
@@ -43,18 +59,22 @@ def _props(value: object, name: str) -> dict[str, Any]:
 async def set_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Set properties; `problems` maps a tag to the error it got ({} when all went)."""
     assert ctx.obj is not None
+    _check_write(ctx, "set properties")
     return {"problems": await ctx.obj.obj.set_props(args["props"])}
 
 
 @op("object.delete_props", token=True, handle=True, args={"tags": StrList(required=True)})
 async def delete_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     assert ctx.obj is not None
+    _check_write(ctx, "delete properties")
     return {"problems": await ctx.obj.obj.delete_props(args["tags"])}
 
 
 @op("object.save_changes", token=True, handle=True)
 async def save_changes(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     assert ctx.obj is not None
+    if ctx.obj.object_type == ObjectType.MAPI_MESSAGE:
+        require_writable(ctx.obj, "save a message")
     await ctx.obj.obj.save_changes()
     return {}
 
