@@ -9,16 +9,10 @@ answers as fast as one of ten.
 
 from __future__ import annotations
 
-import datetime as dt
 import email.utils
-import mimetypes
 import socket
 import sys
-import time
 from collections.abc import Mapping, Sequence
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +21,6 @@ import typer
 from mapid.cli.context import JsonOpt, Options, ProfileOpt, RuntimeOpt, TimeoutOpt, options
 from mapid.cli.exits import ExitCode
 from mapid.cli.mail_format import (
-    EVENT_SHORT_NAMES,
     LIST_COLUMNS,
     attachments_of,
     folder_item,
@@ -35,13 +28,27 @@ from mapid.cli.mail_format import (
     header_lines,
     message_item,
     message_lines,
-    notification_line,
     recipient_item,
     store_item,
     stores_table,
 )
+from mapid.cli.mail_notify import (
+    DEFAULT_EVENTS,
+    SESSION_EVENTS,
+    event_list,
+    follow_notifications,
+    parse_events,
+)
+from mapid.cli.mail_send import (
+    explain_failure,
+    failed_names,
+    recipient_summary,
+    resolve_recipients,
+    split_address,
+    submit,
+    wait_for_delivery,
+)
 from mapid.cli.mail_session import (
-    LEASE_S,
     MailSession,
     Store,
     looks_like_entryid,
@@ -55,12 +62,10 @@ from mapid.constants import (
     FlushFlags,
     MessageFlags,
     NotificationEvent,
-    ObjectType,
     RecipientType,
     ResourceFlags,
     ResourceType,
 )
-from mapid.entryid import one_off, search_key
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ADDRTYPE,
@@ -70,28 +75,19 @@ from mapid.proptags import (
     PR_EMAIL_ADDRESS,
     PR_ENTRYID,
     PR_HASATTACH,
-    PR_IN_REPLY_TO_ID,
     PR_INSTANCE_KEY,
-    PR_INTERNET_MESSAGE_ID,
     PR_IPM_DRAFTS_ENTRYID,
     PR_IPM_OUTBOX_ENTRYID,
     PR_IPM_SENTMAIL_ENTRYID,
-    PR_MESSAGE_CLASS,
     PR_MESSAGE_DELIVERY_TIME,
     PR_MESSAGE_FLAGS,
     PR_MESSAGE_SIZE,
     PR_RECIPIENT_TYPE,
     PR_RESOURCE_FLAGS,
     PR_RESOURCE_TYPE,
-    PR_SEARCH_KEY,
     PR_SENDER_NAME,
-    PR_STATUS_STRING,
     PR_SUBJECT,
 )
-
-MESSAGE_CLASS_NOTE = "IPM.Note"
-REPORT_CLASS_PREFIX = "REPORT."
-"""Non-delivery reports are REPORT.IPM.Note.NDR (PR_MESSAGE_CLASS)."""
 
 SORT_KEYS: dict[str, str] = {
     "date": PR_CLIENT_SUBMIT_TIME.name,
@@ -107,11 +103,6 @@ DEFAULT_SORT: tuple[tuple[str, str], ...] = (
 )
 """Newest first; `FOLDER:N` counts in this order."""
 
-EVENT_NAMES: dict[str, NotificationEvent] = {
-    short: NotificationEvent[name] for name, short in EVENT_SHORT_NAMES.items()
-}
-DEFAULT_EVENTS = "newmail,created,deleted,modified,moved,copied"
-SESSION_EVENTS = NotificationEvent.fnevCriticalError | NotificationEvent.fnevExtended
 
 StoreOpt = Annotated[
     str | None,
@@ -440,43 +431,6 @@ def _escape(text: str) -> str:
 # --- resolve --------------------------------------------------------------------------------
 
 
-def _failed_names(exc: MapiError) -> dict[str, dict[str, Any]]:
-    """details.names of a failed ab.resolve_names, as {name: {code, candidates}}."""
-    names = exc.details.get("names")
-    out: dict[str, dict[str, Any]] = {}
-    if not isinstance(names, Mapping):
-        return out
-    for name, info in names.items():
-        if isinstance(info, Mapping):
-            code = str(info.get("code") or exc.code.name)
-            candidates = list(info.get("candidates") or [])
-        else:
-            code = str(info)
-            candidates = []
-        out[str(name)] = {"code": code, "candidates": candidates}
-    return out
-
-
-def _recipient(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "name": row.get(PR_DISPLAY_NAME.name),
-        "address": row.get(PR_EMAIL_ADDRESS.name),
-        "type": row.get(PR_ADDRTYPE.name),
-        "entryid": row.get(PR_ENTRYID.name),
-    }
-
-
-def _explain_failure(name: str, info: Mapping[str, Any]) -> list[str]:
-    if info["code"] == ErrorCode.MAPI_E_AMBIGUOUS_RECIP.name:
-        lines = [f"{name!r} is ambiguous; it could be:"]
-        for cand in info["candidates"]:
-            if isinstance(cand, Mapping):
-                name = cand.get(PR_DISPLAY_NAME.name, "")
-                lines.append(f"  {name} <{cand.get(PR_EMAIL_ADDRESS.name, '')}>")
-        return lines
-    return [f"{name!r}: no such name in the address book ({info['code']})"]
-
-
 def resolve(
     ctx: typer.Context,
     names: Annotated[
@@ -510,23 +464,23 @@ def resolve(
             except MapiError as exc:
                 if exc.code not in (ErrorCode.MAPI_E_AMBIGUOUS_RECIP, ErrorCode.MAPI_E_NOT_FOUND):
                     raise
-                info = _failed_names(exc).get(name) or {"code": exc.code.name, "candidates": []}
+                info = failed_names(exc).get(name) or {"code": exc.code.name, "candidates": []}
                 results.append(
                     {
                         "name": name,
                         "error": info["code"],
-                        "candidates": [_recipient(c) for c in info["candidates"]],
+                        "candidates": [recipient_summary(c) for c in info["candidates"]],
                     }
                 )
                 if worst is None or exc.code is ErrorCode.MAPI_E_AMBIGUOUS_RECIP:
                     worst = MapiError(
                         exc.code, "some names did not resolve", details={"names": names}
                     )
-                for line in _explain_failure(name, info):
+                for line in explain_failure(name, info):
                     print(line, file=sys.stderr)
                 continue
             row = (rows or [{}])[0]
-            results.append({"name": name, "recipient": _recipient(row)})
+            results.append({"name": name, "recipient": recipient_summary(row)})
     if opts.json:
         payload: dict[str, Any] = {"results": results}
         if worst is not None:
@@ -601,130 +555,12 @@ def identity(
 # --- send -----------------------------------------------------------------------------------
 
 
-def _split_recipient(text: str) -> tuple[str, str] | None:
-    """`Name <addr>` or `addr@host` as (name, address); None for a name to resolve."""
-    name, addr = email.utils.parseaddr(text)
-    if addr and "@" in addr and " " not in addr:
-        return name, addr
-    return None
-
-
-def _one_off_row(name: str, addr: str) -> dict[str, Any]:
-    shown = name or addr
-    return {
-        PR_DISPLAY_NAME.name: shown,
-        PR_EMAIL_ADDRESS.name: addr,
-        PR_ADDRTYPE.name: "SMTP",
-        PR_ENTRYID.name: one_off(shown, "SMTP", addr),
-        PR_SEARCH_KEY.name: search_key("SMTP", addr),
-    }
-
-
-def resolve_recipients(
-    ms: MailSession, wanted: Sequence[tuple[str, RecipientType]]
-) -> list[dict[str, Any]]:
-    """Recipient rows for message.modify_recipients. Addresses are taken as typed (one-off
-    entries, as a mail client does); names go through ab.resolve_names in one call, which
-    fails as a whole when one of them is ambiguous or unknown: the candidates go to stderr."""
-    rows: list[dict[str, Any] | None] = []
-    to_resolve: list[tuple[int, str]] = []
-    for text, kind in wanted:
-        typed = _split_recipient(text)
-        if typed is not None:
-            rows.append({**_one_off_row(*typed), PR_RECIPIENT_TYPE.name: int(kind)})
-        else:
-            to_resolve.append((len(rows), text.strip()))
-            rows.append(None)
-    if to_resolve:
-        ab = ms._keep(ms.client.session_open_address_book(ms.token))
-        try:
-            found = ms.client.ab_resolve_names(
-                ms.token, ab.handle, [name for _, name in to_resolve]
-            ).get("recipients")
-        except MapiError as exc:
-            for name, info in _failed_names(exc).items():
-                for line in _explain_failure(name, info):
-                    print(line, file=sys.stderr)
-            raise
-        for (slot, _name), row in zip(to_resolve, found or [], strict=True):
-            kind = wanted[slot][1]
-            rows[slot] = {**dict(row), PR_RECIPIENT_TYPE.name: int(kind)}
-    return [r for r in rows if r is not None]
-
-
-def _mime_address(row: Mapping[str, Any]) -> str:
-    name = str(row.get(PR_DISPLAY_NAME.name) or "")
-    addr = str(row.get(PR_EMAIL_ADDRESS.name) or "")
-    try:
-        return str(Address(display_name=name if name != addr else "", addr_spec=addr))
-    except (ValueError, IndexError):
-        return email.utils.formataddr((name, addr))
-
-
-def build_mime(
-    recipients: Sequence[Mapping[str, Any]],
-    subject: str,
-    body: str,
-    attachments: Sequence[Path],
-    message_id: str,
-    sender: str | None,
-) -> bytes:
-    """The RFC 5322 message of `send --attach`: the text, then each file as an attachment
-    (its type guessed from the name). Bcc stays in it: the spooler removes it for the wire."""
-    msg = EmailMessage()
-    if sender:
-        msg["From"] = sender
-    for header, kind in (
-        ("To", RecipientType.MAPI_TO),
-        ("Cc", RecipientType.MAPI_CC),
-        ("Bcc", RecipientType.MAPI_BCC),
-    ):
-        chosen = [r for r in recipients if r.get(PR_RECIPIENT_TYPE.name) == int(kind)]
-        if chosen:
-            msg[header] = ", ".join(_mime_address(r) for r in chosen)
-    msg["Subject"] = subject
-    msg["Date"] = email.utils.format_datetime(dt.datetime.now(dt.UTC).astimezone())
-    msg["Message-ID"] = message_id
-    msg.set_content(body)
-    for path in attachments:
-        ctype, encoding = mimetypes.guess_type(path.name)
-        if ctype is None or encoding is not None:
-            ctype = "application/octet-stream"
-        maintype, subtype = ctype.split("/", 1)
-        data = path.read_bytes()
-        if maintype == "text":
-            msg.add_attachment(data.decode("utf-8", "replace"), subtype=subtype, filename=path.name)
-        else:
-            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
-    return msg.as_bytes(policy=SMTP_POLICY)
-
-
 def _read_body(body: str | None) -> str:
     if body is not None:
         return body
     if sys.stdin.isatty():
         _notice("type the message, then Ctrl-D on a line of its own")
     return sys.stdin.read()
-
-
-def _drafts(ms: MailSession, store: Store) -> bytes:
-    """The Drafts folder: PR_IPM_DRAFTS_ENTRYID, else the IPM folder named Drafts."""
-    entryid = ms.special(store, PR_IPM_DRAFTS_ENTRYID.name)
-    if entryid is not None:
-        return entryid
-    return ms.find_folder(store, "Drafts").entryid
-
-
-def _check_problems(result: Mapping[str, Any]) -> None:
-    problems = result.get("problems") or {}
-    wanted = {PR_SUBJECT.name, PR_BODY.name, PR_MESSAGE_CLASS.name}
-    failed = {tag: code for tag, code in problems.items() if tag in wanted}
-    if failed:
-        raise MapiError(
-            ErrorCode.MAPI_E_CALL_FAILED,
-            f"the store did not take {', '.join(f'{t} ({c})' for t, c in failed.items())}",
-            details={"problems": failed},
-        )
 
 
 def send(
@@ -823,7 +659,7 @@ def send(
     )
     if not wanted:
         raise _usage("give at least one recipient", "--to")
-    if sender is not None and _split_recipient(sender) is None:
+    if sender is not None and split_address(sender) is None:
         raise _usage(f"{sender!r} is not an address", "--from")
     text = _read_body(body)
     domain = socket.gethostname() or "localhost"
@@ -832,32 +668,11 @@ def send(
     with mail_session(opts) as ms:
         recipients = resolve_recipients(ms, wanted)
         store = ms.store(write=True)
-        drafts = ms.open(_drafts(ms, store), modify=True)
-        if attach:
-            mime = build_mime(recipients, subject, text, attach, message_id, sender)
-            imported = ms.client.folder_import_message(ms.token, drafts.handle, mime)
-            handle = ms.open(bytes(imported["entryid"]), modify=True).handle
-        else:
-            handle = ms.keep_handle(
-                int(ms.client.folder_create_message(ms.token, drafts.handle)["handle"])
-            )
-            props: dict[str, Any] = {
-                PR_MESSAGE_CLASS.name: MESSAGE_CLASS_NOTE,
-                PR_SUBJECT.name: subject,
-                PR_BODY.name: text,
-                PR_INTERNET_MESSAGE_ID.name: message_id,
-            }
-            if sender is not None:
-                name, addr = _split_recipient(sender) or ("", sender)
-                props["PR_SENT_REPRESENTING_NAME"] = name or addr
-                props["PR_SENT_REPRESENTING_EMAIL_ADDRESS"] = addr
-            _check_problems(ms.client.object_set_props(ms.token, handle, props))
-        ms.client.message_modify_recipients(ms.token, handle, recipients)
-        queued = bytes(ms.client.message_submit(ms.token, handle)["entryid"])
+        queued = submit(ms, store, recipients, subject, text, attach or [], message_id, sender)
         outcome = {
             "entryid": queued,
             "message_id": message_id,
-            "recipients": [_recipient(r) for r in recipients],
+            "recipients": [recipient_summary(r) for r in recipients],
         }
         if not opts.json:
             print(f"queued {queued.hex()}", flush=True)
@@ -874,129 +689,6 @@ def send(
         print(outcome["summary"])
     if outcome.get("outcome") == "ndr":
         raise typer.Exit(int(ExitCode.MAPI_ERROR))
-
-
-# --- waiting for the spooler ----------------------------------------------------------------
-
-
-def _rows(
-    ms: MailSession,
-    folder: bytes,
-    restriction: Mapping[str, Any],
-    *,
-    newest: bool = False,
-    limit: int = 1,
-) -> list[Mapping[str, Any]]:
-    opened = ms.open(folder)
-    try:
-        rows = ms.contents(
-            opened.handle,
-            table_args(
-                [PR_ENTRYID.name, PR_SUBJECT.name],
-                restriction=restriction,
-                sort=[(PR_MESSAGE_DELIVERY_TIME.name, "desc")] if newest else None,
-                limit=limit,
-            ),
-        ).get("rows")
-    finally:
-        ms.release(opened.handle)
-    return list(rows or [])
-
-
-MATCH_CANDIDATES = 10
-"""How many of the newest matching messages are opened to compare their Message-ID."""
-
-
-def _with_message_id(
-    ms: MailSession, folder: bytes, restriction: Mapping[str, Any], tag: str, message_id: str
-) -> Mapping[str, Any] | None:
-    """The newest message of `folder` that fits `restriction` and whose property `tag`
-    names `message_id`. Message-IDs are not table columns of every store, so the few
-    candidates the table gives are opened and compared."""
-    for row in _rows(ms, folder, restriction, newest=True, limit=MATCH_CANDIDATES):
-        entryid = row.get(PR_ENTRYID.name)
-        if not isinstance(entryid, bytes):
-            continue
-        opened = ms.open(entryid)
-        ms.release(opened.handle)
-        if message_id in str(opened.props.get(tag) or ""):
-            return {**row, **opened.props}
-    return None
-
-
-def _transport_trouble(ms: MailSession) -> str:
-    """The spooler's and transports' status strings, to say why a message is still queued."""
-    rows = ms.client.session_status_table(
-        ms.token,
-        table_args([PR_DISPLAY_NAME.name, PR_RESOURCE_TYPE.name, PR_STATUS_STRING.name]),
-    ).get("rows")
-    kinds = (int(ResourceType.MAPI_SPOOLER), int(ResourceType.MAPI_TRANSPORT_PROVIDER))
-    said = [
-        f"{r.get(PR_DISPLAY_NAME.name)}: {r.get(PR_STATUS_STRING.name)}"
-        for r in rows or []
-        if r.get(PR_RESOURCE_TYPE.name) in kinds and r.get(PR_STATUS_STRING.name)
-    ]
-    return "; ".join(said)
-
-
-def wait_for_delivery(
-    ms: MailSession, store: Store, queued: bytes, subject: str, message_id: str, timeout: float
-) -> dict[str, Any]:
-    """Poll the Outbox until the message left it, then look for it in Sent Items and for a
-    non-delivery report about it (In-Reply-To: its Message-ID) in the Inbox."""
-    outbox = store.props.get(PR_IPM_OUTBOX_ENTRYID.name)
-    if not isinstance(outbox, bytes):
-        raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the default store has no Outbox")
-    in_queue = {"prop": PR_ENTRYID.name, "op": "eq", "value": queued}
-    deadline = time.monotonic() + timeout
-    pause = 0.05
-    while _rows(ms, outbox, in_queue):
-        if time.monotonic() >= deadline:
-            why = _transport_trouble(ms)
-            raise MapiError(
-                ErrorCode.MAPI_E_TIMEOUT,
-                f"still in the Outbox after {timeout:g} s" + (f" ({why})" if why else ""),
-                details={"entryid": queued.hex()},
-            )
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.5)
-    result: dict[str, Any] = {"outcome": "sent", "sent_entryid": None, "ndr_entryid": None}
-    sent = store.props.get(PR_IPM_SENTMAIL_ENTRYID.name)
-    if isinstance(sent, bytes):
-        same_subject = {"content": PR_SUBJECT.name, "value": subject, "match": "full"}
-        row = _with_message_id(ms, sent, same_subject, PR_INTERNET_MESSAGE_ID.name, message_id)
-        if row is not None:
-            result["sent_entryid"] = row.get(PR_ENTRYID.name)
-    ndr = _find_report(ms, store, message_id)
-    if ndr is not None:
-        result["ndr_entryid"] = ndr.get(PR_ENTRYID.name)
-        result["ndr_subject"] = ndr.get(PR_SUBJECT.name)
-        result["outcome"] = "ndr"
-        partly = " (and a copy in Sent Items: the other recipients got it)"
-        result["summary"] = (
-            f"not delivered: a non-delivery report is in the Inbox: {result['ndr_subject']}"
-            + (partly if result["sent_entryid"] else "")
-        )
-    elif result["sent_entryid"] is not None:
-        result["summary"] = "sent; a copy is in Sent Items"
-    else:
-        result["summary"] = "sent (no copy kept in Sent Items)"
-    return result
-
-
-def _find_report(ms: MailSession, store: Store, message_id: str) -> Mapping[str, Any] | None:
-    """A non-delivery report in the Inbox whose In-Reply-To names our message."""
-    try:
-        inbox = ms.find_folder(store, "Inbox").entryid
-    except MapiError:
-        return None
-    reports = {
-        "content": PR_MESSAGE_CLASS.name,
-        "value": REPORT_CLASS_PREFIX,
-        "match": "prefix",
-        "ignore_case": True,
-    }
-    return _with_message_id(ms, inbox, reports, PR_IN_REPLY_TO_ID.name, message_id)
 
 
 # --- flush ----------------------------------------------------------------------------------
@@ -1095,87 +787,6 @@ def flag_list(flags: FlushFlags) -> list[str]:
 # --- notify ---------------------------------------------------------------------------------
 
 
-def parse_events(text: str) -> NotificationEvent:
-    """`newmail,created` (or fnev names, or `all`) as an event mask."""
-    mask = NotificationEvent(0)
-    for raw in text.split(","):
-        name = raw.strip()
-        if not name:
-            continue
-        if name.lower() == "all":
-            for every in EVENT_NAMES.values():
-                mask |= every
-            continue
-        event: NotificationEvent | None = EVENT_NAMES.get(name.lower())
-        if event is None and name in NotificationEvent.__members__:
-            event = NotificationEvent[name]
-        if event is None:
-            choices = ", ".join(EVENT_NAMES)
-            raise _usage(f"unknown event {name!r} (one of {choices}, or all)", "--events")
-        mask |= event
-    if not mask:
-        raise _usage("name at least one event", "--events")
-    return mask
-
-
-def _event_list(mask: NotificationEvent) -> list[str]:
-    return [e.name for e in NotificationEvent if e in mask and e.name]
-
-
-class _Names:
-    """Folder names and message summaries for notification lines, looked up once each."""
-
-    def __init__(self, ms: MailSession) -> None:
-        self.ms = ms
-        self.folders: dict[bytes, str] = {}
-
-    def folder(self, entryid: object) -> str | None:
-        if not isinstance(entryid, bytes):
-            return None
-        if entryid not in self.folders:
-            try:
-                opened = self.ms.open(entryid)
-                self.ms.release(opened.handle)
-                self.folders[entryid] = str(opened.props.get(PR_DISPLAY_NAME.name) or "?")
-            except MapiError:
-                self.folders[entryid] = entryid.hex()[-8:]
-        return self.folders[entryid]
-
-    def message(self, entryid: object) -> str | None:
-        if not isinstance(entryid, bytes):
-            return None
-        try:
-            opened = self.ms.open(entryid)
-            self.ms.release(opened.handle)
-        except MapiError:
-            return None
-        who = opened.props.get(PR_SENDER_NAME.name) or "-"
-        return f"{who}: {opened.props.get(PR_SUBJECT.name) or '(no subject)'}"
-
-
-def _detail(note: Mapping[str, Any], names: _Names) -> str:
-    event = note.get("event")
-    if event == "fnevNewMail":
-        return names.message(note.get("entryid")) or ""
-    if event == "fnevCriticalError":
-        error = note.get("error")
-        if isinstance(error, Mapping):
-            return f"{error.get('code')}: {error.get('message')}"
-        return ""
-    if event == "fnevExtended":
-        return str(note.get("extended_event", ""))
-    if event == "fnevTableModified":
-        return str(note.get("table_event", ""))
-    kind = "folder" if note.get("object_type") == int(ObjectType.MAPI_FOLDER) else "message"
-    entryid = note.get("entryid")
-    text = f"{kind} {entryid.hex()[-12:]}" if isinstance(entryid, bytes) else kind
-    if event in ("fnevObjectMoved", "fnevObjectCopied"):
-        old = names.folder(note.get("old_parent_entryid"))
-        if old:
-            text += f" from {old}"
-    return text
-
-
 def notify(
     ctx: typer.Context,
     folder: Annotated[
@@ -1227,49 +838,12 @@ def notify(
             found = ms.find_folder(chosen, folder)
             target, where = found.entryid, f"folder {found.path}"
         if object_mask:
-            ms.client.session_advise(ms.token, _event_list(object_mask), target)
+            ms.client.session_advise(ms.token, event_list(object_mask), target)
         ms.client.session_advise(
-            ms.token, _event_list(NotificationEvent.fnevCriticalError | (mask & SESSION_EVENTS))
+            ms.token, event_list(NotificationEvent.fnevCriticalError | (mask & SESSION_EVENTS))
         )
-        _notice(f"following {where} ({', '.join(_event_list(mask))}); Ctrl-C stops")
+        _notice(f"following {where} ({', '.join(event_list(mask))}); Ctrl-C stops")
         follow_notifications(ms, mask, count, opts.json)
-
-
-def follow_notifications(
-    ms: MailSession, mask: NotificationEvent, count: int | None, json_output: bool
-) -> None:
-    """Print notifications until `count` of them (or forever), renewing the lease."""
-    names = _Names(ms)
-    out = console()
-    printed = 0
-    renew_every = LEASE_S / 3
-    next_renew = time.monotonic() + renew_every
-    while count is None or printed < count:
-        note = ms.client.recv_notification(timeout=max(0.05, next_renew - time.monotonic()))
-        if time.monotonic() >= next_renew:
-            ms.renew()
-            next_renew = time.monotonic() + renew_every
-        if note is None:
-            continue
-        event_name = str(note.get("event", ""))
-        event = NotificationEvent.__members__.get(event_name)
-        critical = event is NotificationEvent.fnevCriticalError
-        if event is not None and (event & mask or critical):
-            if json_output:
-                emit_json(note)
-            else:
-                folder = names.folder(note.get("parent_entryid"))
-                out.print(
-                    notification_line(note, folder, _detail(note, names), dt.datetime.now(dt.UTC)),
-                    soft_wrap=True,
-                    highlight=False,
-                )
-            printed += 1
-        if critical:
-            error = note.get("error")
-            if isinstance(error, Mapping):
-                raise MapiError.from_wire(error)
-            raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session ended")
 
 
 # --- registration ---------------------------------------------------------------------------
