@@ -78,6 +78,11 @@ def as_recipient(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _has_address(row: Row, address: str) -> bool:
+    have = row.get(PR_EMAIL_ADDRESS.name)
+    return isinstance(have, str) and have.casefold() == address.casefold()
+
+
 class AddressBook(Container):
     """The root of the integrated address book; one per open_address_book handle."""
 
@@ -173,7 +178,12 @@ class AddressBook(Container):
                 continue
             address = smtp_address(name.strip())
             if address is not None:
-                resolved.append(as_recipient(one_off_row(*address)))
+                # "Grace <grace@example.org>": the contact with that address, if one has it.
+                known = await self._candidates(address[1]) if address[1] != name.strip() else []
+                if len(known) == 1 and _has_address(known[0], address[1]):
+                    resolved.append(as_recipient(known[0]))
+                else:
+                    resolved.append(as_recipient(one_off_row(*address)))
                 continue
             failed[name] = {"code": ErrorCode.MAPI_E_NOT_FOUND.name}
         if not failed:
