@@ -347,6 +347,24 @@ def test_a_stalled_server_hits_the_time_out(tmp_path: Path, smtp_server: SmtpSer
     assert "0.5 s" in failure.message
 
 
+def test_a_send_given_up_by_its_caller_keeps_the_connection_until_it_ends(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    smtp_server.stall("DATA", seconds=20)
+
+    async def body(t: SmtpTransport, s: Support) -> SendResult:
+        with pytest.raises(TimeoutError):  # as the spooler's wait_for gives up on a send
+            await asyncio.wait_for(t.send(message("grace@example.org")), 0.3)
+        smtp_server.accept_all()  # the stalled DATA is answered now
+        return await t.send(message("alan@example.org"))  # waits for the first, same link
+
+    result = run(tmp_path, config_for(smtp_server, timeout=10), body)
+    assert result.refused == {}
+    got = smtp_server.wait_for(2)
+    assert [m.rcpt_tos for m in got] == [("grace@example.org",), ("alan@example.org",)]
+    assert got[0].peer == got[1].peer
+
+
 def test_server_down_then_up(tmp_path: Path, smtp_server: SmtpServer) -> None:
     async def body(t: SmtpTransport, s: Support) -> tuple[TransportFailure, str, SendResult]:
         await t.send(message("grace@example.org"))

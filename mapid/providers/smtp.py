@@ -21,12 +21,12 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from mapid.constants import (
     ResourceMethods,
@@ -55,6 +55,8 @@ from mapid.providers.base import (
 )
 
 __all__ = ["DEFAULT_PORTS", "SmtpService", "SmtpSettings", "SmtpTransport", "parse_sender"]
+
+T = TypeVar("T")
 
 ADDRTYPE = "SMTP"
 DEFAULT_PORTS: Mapping[str, int] = {"none": 25, "starttls": 587, "tls": 465}
@@ -302,19 +304,31 @@ class SmtpTransport(TransportProvider):
             raise TransportFailure(
                 "offline (validate_state FORCE_XP_DISCONNECT); FORCE_XP_CONNECT to send again"
             )
-        async with self._lock:
-            try:
-                password = await self._password()
-                result = await self.support.run_blocking(self._send_blocking, message, password)
-            except TransportFailure as failure:
-                self._show(f"Send failed: {failure.message} ({self.settings.where})")
-                if "authentication failed" in failure.message:
-                    self._secret = None  # a fixed password_command is asked again next time
-                raise
-            finally:
-                self._touch()
+        try:
+            password = await self._password()
+            result = await self._locked_blocking(self._send_blocking, message, password)
+        except TransportFailure as failure:
+            self._show(f"Send failed: {failure.message} ({self.settings.where})")
+            if "authentication failed" in failure.message:
+                self._secret = None  # a fixed password_command is asked again next time
+            raise
+        finally:
+            self._touch()
         self._show(self._ready_text())
         return result
+
+    async def _locked_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run `fn` in a worker thread under the connection lock. The lock goes when the
+        thread ends, not when the caller gives up: after a time-out (the spooler's wait_for
+        cancels the send) the thread still owns the connection until smtplib returns."""
+        await self._lock.acquire()
+        try:
+            future = asyncio.ensure_future(self.support.run_blocking(fn, *args))
+        except BaseException:
+            self._lock.release()
+            raise
+        future.add_done_callback(lambda _done: self._lock.release())
+        return await asyncio.shield(future)
 
     def _send_blocking(self, message: OutgoingMessage, password: str | None) -> SendResult:
         try:
@@ -432,9 +446,9 @@ class SmtpTransport(TransportProvider):
                 await self._drop()
                 self._offline = True
                 self._show(self._ready_text(), code=True)
-            elif connect:
-                self._offline = False
-                await self._connect_now()
+        if connect:
+            self._offline = False
+            await self._connect_now()
 
     async def _reload_config(self, *, notify: bool) -> None:
         try:
@@ -453,7 +467,7 @@ class SmtpTransport(TransportProvider):
         """Connect (or check the open connection) and NOOP; the row says how it went."""
         try:
             password = await self._password()
-            await self.support.run_blocking(self._check_blocking, password)
+            await self._locked_blocking(self._check_blocking, password)
         except TransportFailure as failure:
             self._show(f"Connect failed: {failure.message} ({self.settings.where})", code=True)
             raise MapiError(
