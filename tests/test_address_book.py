@@ -16,6 +16,7 @@ from mapid import entryid as eid
 from mapid.client import Client
 from mapid.constants import ObjectType, RecipientType
 from mapid.errors import ErrorCode, MapiError
+
 from conftest import DaemonFactory, DaemonProc, standard_profile
 
 ADA_BYRON = """BEGIN:VCARD
@@ -175,7 +176,7 @@ def test_ambiguous_across_two_providers(books: DaemonProc) -> None:
     handle = book(client, token)
     error = failure(lambda: resolve(client, token, handle, "Ada Lovelace", "grace"))
     assert error.code == ErrorCode.MAPI_E_AMBIGUOUS_RECIP
-    names = error.details["names"]
+    names: dict[str, Any] = dict(error.details["names"])  # type: ignore[call-overload]
     assert set(names) == {"grace"}
     assert names["grace"]["code"] == ErrorCode.MAPI_E_AMBIGUOUS_RECIP.name
     assert sorted(c["PR_EMAIL_ADDRESS"] for c in names["grace"]["candidates"]) == [
@@ -195,7 +196,7 @@ def test_not_found_and_ambiguous_together(books: DaemonProc) -> None:
     assert error.details["names"] == {"nobody at all": {"code": "MAPI_E_NOT_FOUND"}}
     error = failure(lambda: resolve(client, token, handle, "zzz", "ada", "Grace Hopper"))
     assert error.code == ErrorCode.MAPI_E_AMBIGUOUS_RECIP  # ambiguity wins over not found
-    names = error.details["names"]
+    names: dict[str, Any] = dict(error.details["names"])  # type: ignore[call-overload]
     assert set(names) == {"zzz", "ada"}
     assert names["zzz"] == {"code": "MAPI_E_NOT_FOUND"}
     assert len(names["ada"]["candidates"]) == 2
