@@ -131,7 +131,8 @@ class RecordingHandler:
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode("utf-8", "surrogateescape")
-        login = session.login_data
+        auth = session.auth_data  # (session.login_data warns: deprecated in aiosmtpd 1.4)
+        login = auth.login if isinstance(auth, LoginPassword) else None
         received = Received(
             envelope.mail_from or "",
             tuple(envelope.rcpt_tos),
