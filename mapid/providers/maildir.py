@@ -1,58 +1,161 @@
 """The `maildir` message service: a message store over a Maildir++ tree (DESIGN.md 4).
 
-The tree is the one mutt, neomutt, Dovecot, mbsync and offlineimap share, read and written
-through the standard library's `mailbox`. The store's MAPIUID lives with the mail, in the
-file `mapid.uid` of the Maildir root, so entry IDs stay valid across restarts and profile
-edits. This first version serves the store object; folders and messages come later.
+The tree is the one mutt, neomutt, Dovecot, mbsync and offlineimap share: Maildir++ folders
+(`.Sent`, `.Work.Projects`, "." between levels, non-ASCII names in IMAP's modified UTF-7 as
+Dovecot writes them) and the flags of the `:2,` suffix. The store's MAPIUID lives with the
+mail, in the file `mapid.uid` of the Maildir root, and a message's entry ID names its folder
+and its Maildir key (the file name without the flags), so entry IDs stay valid across
+restarts, profile edits, flag changes and the move from new/ to cur/.
+
+Layout of the provider-private bytes of an entry ID (after the 4 flag bytes and the
+store's MAPIUID): version 0x01, then a kind letter: `store` (the store object), `R` the root
+folder, `T` the IPM subtree, `F` + folder name (UTF-8; empty for the Inbox), `M` + folder
+name + NUL + Maildir key (a message).
+
+Contents tables come from the shared folder index (maildir_index.py); writes go to disk the
+Maildir way (tmp/, fsync, link into place) and are noted in that index at once, so the
+watcher that sees them later finds nothing new and nothing is raised twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import itertools
 import mailbox
 import os
+import re
 import secrets
+import socket
 import tempfile
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mapid.constants import (
+    AccessLevel,
+    FolderType,
+    MdbFlags,
+    MessageFlags,
+    MsgStatus,
+    NotificationEvent,
     ObjectType,
+    OpenFlags,
+    RecipientType,
     ResourceFlags,
     ServiceFlags,
+    SpoolerNotify,
     StatusCode,
     StoreSupport,
     ValidateStateFlags,
+    ValidFolderMask,
 )
-from mapid.entryid import make, uid_from_name, uid_of
+from mapid.entryid import make, private_of, uid_from_name, uid_of
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
+    PR_ACCESS_LEVEL,
+    PR_CONTAINER_CLASS,
+    PR_CONTENT_COUNT,
+    PR_CONTENT_UNREAD,
+    PR_DEPTH,
     PR_DISPLAY_NAME,
     PR_ENTRYID,
+    PR_FLAG_STATUS,
+    PR_FOLDER_TYPE,
+    PR_INSTANCE_KEY,
+    PR_INTERNET_MESSAGE_ID,
+    PR_IPM_DRAFTS_ENTRYID,
+    PR_IPM_OUTBOX_ENTRYID,
+    PR_IPM_SENTMAIL_ENTRYID,
+    PR_IPM_SUBTREE_ENTRYID,
+    PR_IPM_WASTEBASKET_ENTRYID,
+    PR_LAST_MODIFICATION_TIME,
     PR_MDB_PROVIDER,
+    PR_MESSAGE_CLASS,
+    PR_MESSAGE_DELIVERY_TIME,
+    PR_MESSAGE_FLAGS,
+    PR_MESSAGE_SIZE,
+    PR_MSG_STATUS,
     PR_OBJECT_TYPE,
+    PR_PARENT_ENTRYID,
     PR_RECORD_KEY,
     PR_RESOURCE_PATH,
+    PR_SEARCH_KEY,
     PR_STATUS_CODE,
     PR_STATUS_STRING,
     PR_STORE_ENTRYID,
     PR_STORE_RECORD_KEY,
     PR_STORE_SUPPORT_MASK,
+    PR_SUBFOLDERS,
+    PR_VALID_FOLDER_MASK,
 )
 from mapid.providers.base import (
+    Folder,
     MapiObject,
+    Message,
     MessageService,
-    PropsObject,
     ProviderSupport,
+    QueuedMessage,
+    Recipient,
+    Row,
     StoreProvider,
+    pick_props,
+)
+from mapid.providers.maildir_index import (
+    FLAG_FOLLOWUP,
+    Change,
+    FolderIndex,
+    MaildirHub,
+    hub_for,
+    join_name,
+    key_time,
+    split_name,
+)
+from mapid.providers.mime_props import (
+    DELETE_AFTER_SUBMIT_HEADER,
+    SETTABLE,
+    MailRecipient,
+    compose,
+    message_flags_of,
+    message_props,
+    parse_header_block,
+    recipient_row,
+    recipients_of,
 )
 
-__all__ = ["MAILDIR_STORE_TYPE", "MaildirService", "MaildirStore", "MaildirStoreObject"]
+__all__ = [
+    "MAILDIR_STORE_TYPE",
+    "MaildirFolder",
+    "MaildirMessage",
+    "MaildirService",
+    "MaildirStore",
+    "MaildirStoreObject",
+    "mutf7_decode",
+    "mutf7_encode",
+]
 
 UID_FILE = "mapid.uid"
 STANDARD_FOLDERS = ("Outbox", "Sent", "Trash", "Drafts")
 """Maildir++ folders (`.Outbox` ...) the IPM folders map onto; created at logon."""
+OUTBOX, SENT, TRASH, DRAFTS = STANDARD_FOLDERS
+INBOX = ""
+SPECIAL_NAMES = {
+    INBOX: "Inbox",
+    OUTBOX: "Outbox",
+    SENT: "Sent Items",
+    TRASH: "Deleted Items",
+    DRAFTS: "Drafts",
+}
+"""MAPI display names of the IPM folders, in the order the IPM subtree lists them."""
+SUBTREE_NAME = "Top of Information Store"
+ROOT_NAME = "Root"
+CONTAINER_CLASS = "IPF.Note"
 MAILDIR_STORE_TYPE = uid_from_name("mapid-maildir-store-type")
 """PR_MDB_PROVIDER: the MAPIUID of this kind of store, the same for every Maildir."""
 STORE_SUPPORT = (
@@ -61,8 +164,156 @@ STORE_SUPPORT = (
     | StoreSupport.STORE_CREATE_OK
     | StoreSupport.STORE_SUBMIT_OK
     | StoreSupport.STORE_NOTIFY_OK
+    | StoreSupport.STORE_HTML_OK
+    | StoreSupport.STORE_UNICODE_OK
+)
+_READ_ONLY_CLEARS = StoreSupport.STORE_MODIFY_OK | StoreSupport.STORE_CREATE_OK
+VALID_FOLDERS = (
+    ValidFolderMask.FOLDER_IPM_SUBTREE_VALID
+    | ValidFolderMask.FOLDER_IPM_INBOX_VALID
+    | ValidFolderMask.FOLDER_IPM_OUTBOX_VALID
+    | ValidFolderMask.FOLDER_IPM_WASTEBASKET_VALID
+    | ValidFolderMask.FOLDER_IPM_SENTMAIL_VALID
+)
+ADVISE_EVENTS = (
+    NotificationEvent.fnevNewMail
+    | NotificationEvent.fnevObjectCreated
+    | NotificationEvent.fnevObjectDeleted
+    | NotificationEvent.fnevObjectModified
+    | NotificationEvent.fnevObjectMoved
+    | NotificationEvent.fnevObjectCopied
+    | NotificationEvent.fnevCriticalError
+    | NotificationEvent.fnevExtended
 )
 _STORE_PRIVATE = b"\x01store"
+_ROOT_PRIVATE = b"\x01R"
+_SUBTREE_PRIVATE = b"\x01T"
+_FOLDER_MARK = b"\x01F"
+_MESSAGE_MARK = b"\x01M"
+_KIND_STORE, _KIND_ROOT, _KIND_SUBTREE, _KIND_FOLDER, _KIND_MESSAGE = (
+    "store",
+    "root",
+    "subtree",
+    "folder",
+    "message",
+)
+_COMPUTED = frozenset(
+    {
+        PR_ENTRYID.name,
+        PR_RECORD_KEY.name,
+        PR_INSTANCE_KEY.name,
+        PR_PARENT_ENTRYID.name,
+        PR_STORE_ENTRYID.name,
+        PR_OBJECT_TYPE.name,
+        PR_MESSAGE_SIZE.name,
+        PR_MESSAGE_DELIVERY_TIME.name,
+        PR_LAST_MODIFICATION_TIME.name,
+        "PR_HASATTACH",
+        "PR_DISPLAY_TO",
+        "PR_DISPLAY_CC",
+        "PR_DISPLAY_BCC",
+        "PR_TRANSPORT_MESSAGE_HEADERS",
+        "PR_NORMALIZED_SUBJECT",
+        "PR_SUBJECT_PREFIX",
+        "PR_SENDER_NAME",
+        "PR_SENDER_EMAIL_ADDRESS",
+        "PR_SENDER_ADDRTYPE",
+        "PR_SENDER_SEARCH_KEY",
+    }
+)
+"""Message properties that follow from the file: setting them is MAPI_E_COMPUTED."""
+_FLAG_TAGS = frozenset({PR_MESSAGE_FLAGS.name, PR_FLAG_STATUS.name, PR_MSG_STATUS.name})
+
+
+# --- Folder names ---------------------------------------------------------------------------
+
+_MUTF7_RUN = re.compile(r"&([A-Za-z0-9+,]*)-")
+
+
+def mutf7_encode(text: str) -> str:
+    """IMAP's modified UTF-7 (RFC 3501 5.1.3), as Dovecot names Maildir++ folders."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            data = "".join(run).encode("utf-16-be")
+            out.append("&" + base64.b64encode(data).decode("ascii").rstrip("=").replace("/", ","))
+            out.append("-")
+            run.clear()
+
+    for ch in text:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            run.append(ch)
+    flush()
+    return "".join(out)
+
+
+def mutf7_decode(text: str) -> str:
+    """The inverse of mutf7_encode; a name that is not valid modified UTF-7 stays as it is
+    (mutt writes raw UTF-8 names)."""
+
+    def one(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if not body:
+            return "&"
+        data = body.replace(",", "/")
+        data += "=" * (-len(data) % 4)
+        return base64.b64decode(data).decode("utf-16-be")
+
+    try:
+        return _MUTF7_RUN.sub(one, text)
+    except (ValueError, UnicodeDecodeError):
+        return text
+
+
+def display_of(name: str) -> str:
+    """PR_DISPLAY_NAME of a Maildir++ folder."""
+    if name in SPECIAL_NAMES:
+        return SPECIAL_NAMES[name]
+    return mutf7_decode(name.rsplit(".", 1)[-1])
+
+
+def _name_order(name: str) -> str:
+    """Sort key of folder names as a person expects them: accents and case do not count."""
+    text = unicodedata.normalize("NFKD", display_of(name))
+    return "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+
+
+def parent_of(name: str, names: set[str]) -> str | None:
+    """The folder a folder is listed under: its nearest existing ancestor, the Inbox for
+    `INBOX.x`, or None for the IPM subtree."""
+    if name == INBOX:
+        return None
+    parts = name.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        candidate = ".".join(parts[:end])
+        if end == 1 and candidate.upper() == "INBOX":
+            return INBOX
+        if candidate in names:
+            return candidate
+    return None
+
+
+def check_folder_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "a folder name must not be empty")
+    bad = [ch for ch in (".", "/", "\\") if ch in name]
+    if bad or any(ord(ch) < 0x20 for ch in name):
+        raise MapiError(
+            ErrorCode.MAPI_E_INVALID_PARAMETER,
+            f"folder name {name!r} holds {bad[0] if bad else 'a control character'!r}: Maildir++"
+            " uses '.' between folder levels, so '.', '/' and '\\' cannot be in a name",
+        )
+    if name != name.strip():
+        raise MapiError(
+            ErrorCode.MAPI_E_INVALID_PARAMETER,
+            f"folder name {name!r} starts or ends with a space",
+        )
+    return name
 
 
 # --- The tree on disk (blocking; runs in the daemon's thread pool) ---------------------------
@@ -123,11 +374,7 @@ def load_or_create_uid(root: Path) -> bytes:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    dir_fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(root)
     uid = _read_uid(path)
     if uid is None:
         raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"{path} vanished while it was written")
@@ -154,19 +401,455 @@ def open_maildir(root: Path) -> MaildirState:
         raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"Maildir {root}: {exc}") from exc
 
 
-# --- Configuration ---------------------------------------------------------------------------
+def list_folders(root: Path) -> list[str]:
+    """Maildir++ folder names under the root (without the leading dot), sorted."""
+    names: list[str] = []
+    with contextlib.suppress(FileNotFoundError):
+        for item in os.scandir(root):
+            name = item.name
+            if len(name) < 2 or name[0] != "." or name[1] == "." or not item.is_dir():
+                continue
+            if name[1:].upper() == "INBOX":
+                continue  # Dovecot's name for the root itself
+            names.append(name[1:])
+    return sorted(names)
+
+
+def folder_path(root: Path, name: str) -> Path:
+    return root if name == INBOX else root / f".{name}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_COUNTER = itertools.count(1)
+_COUNTER_LOCK = threading.Lock()
+
+
+def new_key() -> str:
+    """A Maildir key as the spec makes one: time, microseconds, pid, a counter, the host."""
+    now = time.time()
+    with _COUNTER_LOCK:
+        count = next(_COUNTER)
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+    return f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{count}.{host}"
+
+
+def _file_name(key: str, sub: str, flags: str) -> str:
+    return key if sub == "new" else join_name(key, flags)
+
+
+def write_message(
+    folder: Path,
+    data: bytes,
+    *,
+    sub: str,
+    flags: str = "",
+    key: str | None = None,
+    taken: Callable[[str], bool] | None = None,
+) -> tuple[str, str]:
+    """Deliver `data` into a folder the Maildir way: written and fsynced in tmp/, then
+    linked into `sub` (never over an existing file) and the tmp name removed. Returns
+    (key, file name); a `key` that `taken` says is in use gets a fresh one."""
+    if key is not None and taken is not None and taken(key):
+        key = None
+    for _ in range(100):
+        use = key or new_key()
+        tmp = folder / "tmp" / use
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = None
+            continue
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            name = _file_name(use, sub, flags)
+            try:
+                os.link(tmp, folder / sub / name)
+            except FileExistsError:
+                key = None
+                continue
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(folder / sub)
+        return use, name
+    raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"cannot find a free Maildir key in {folder}")
+
+
+def _now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 # --- Objects ---------------------------------------------------------------------------------
 
 
-class MaildirStoreObject(PropsObject):
-    """The store object (IMsgStore); read-only properties for now."""
+class MaildirStoreObject(Folder):
+    """The store object (IMsgStore): its properties, and the way into its folders."""
 
     object_type = ObjectType.MAPI_STORE
 
+    def __init__(self, store: MaildirStore, writable: bool) -> None:
+        self._store = store
+        self.writable = writable
+
+    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
+        return pick_props(self._store.store_props(writable=self.writable), tags)
+
+    async def open_child(self, entryid: bytes | None, flags: int) -> MapiObject:
+        if entryid is None:
+            return MaildirFolder(self._store, _KIND_ROOT, INBOX, self.writable)
+        return await self._store.open_entry(entryid, flags)
+
+
+class MaildirFolder(Folder):
+    """A folder: the root, the IPM subtree (both virtual), or a Maildir++ folder."""
+
+    object_type = ObjectType.MAPI_FOLDER
+
+    def __init__(self, store: MaildirStore, kind: str, name: str, writable: bool) -> None:
+        self._store = store
+        self.kind = kind
+        self.name = name
+        self.writable = writable
+
+    @property
+    def entryid(self) -> bytes:
+        return self._store.entryid_for(self.kind, self.name)
+
+    @property
+    def real(self) -> bool:
+        return self.kind == _KIND_FOLDER
+
+    def _need_real(self, what: str) -> None:
+        if not self.real:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                f"the {'root folder' if self.kind == _KIND_ROOT else 'IPM subtree'} holds no "
+                f"messages: {what} in one of its folders",
+            )
+
+    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
+        props = await self._store.folder_props(self.kind, self.name)
+        return pick_props(props, tags)
+
+    async def hierarchy_rows(self) -> Sequence[Row]:
+        return await self._store.hierarchy_rows(self.kind, self.name)
+
+    async def contents_rows(self) -> Sequence[Row]:
+        if not self.real:
+            return ()
+        index = await self._store.refreshed(self.name)
+        return index.rows()
+
+    async def open_child(self, entryid: bytes | None, flags: int) -> MapiObject:
+        if entryid is None:
+            return MaildirFolder(self._store, _KIND_ROOT, INBOX, self.writable)
+        return await self._store.open_entry(entryid, flags)
+
+    async def create_folder(self, name: str) -> tuple[Folder, bytes]:
+        folder = await self._store.create_folder(self.kind, self.name, name, self.writable)
+        return folder, folder.entryid
+
+    async def create_message(self) -> Message:
+        self._need_real("create messages")
+        return MaildirMessage(self._store, self.name, None, writable=True)
+
+    async def import_message(self, mime: bytes) -> bytes:
+        self._need_real("import messages")
+        if not isinstance(mime, bytes) or not mime.strip():
+            raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "mime must be non-empty bin")
+        return await self._store.add_message(self.name, mime, sub="cur", flags="S")
+
+    async def delete_messages(self, entryids: Sequence[bytes]) -> None:
+        self._need_real("delete messages")
+        keys = [self._store.message_key_in(e, self.name) for e in entryids]
+        await self._store.delete_messages(self.name, keys)
+
+    async def copy_messages(
+        self, entryids: Sequence[bytes], dest: bytes, move: bool
+    ) -> list[bytes]:
+        self._need_real("copy messages")
+        keys = [self._store.message_key_in(e, self.name) for e in entryids]
+        kind, target, _ = self._store.parse_entryid(dest)
+        if kind != _KIND_FOLDER:
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER, "dest must be a folder that holds messages"
+            )
+        return await self._store.copy_messages(self.name, keys, target, move)
+
+
+class MaildirMessage(Message):
+    """A message file (or a new message not saved yet). Changes wait for save_changes."""
+
+    object_type = ObjectType.MAPI_MESSAGE
+
+    def __init__(self, store: MaildirStore, folder: str, key: str | None, writable: bool) -> None:
+        self._store = store
+        self.folder = folder
+        self.key = key
+        self.writable = writable
+        self._changes: dict[str, Any] = {}
+        self._deleted: set[str] = set()
+        self._flags: dict[str, Any] = {}
+        self._recipients: list[dict[str, Any]] | None = None
+        self._loaded: tuple[dict[str, Any], bytes, list[MailRecipient]] | None = None
+
+    @property
+    def entryid(self) -> bytes | None:
+        return None if self.key is None else self._store.message_entryid(self.folder, self.key)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._changes or self._deleted or self._flags or self._recipients is not None)
+
+    async def _load(self) -> tuple[dict[str, Any], bytes, list[MailRecipient]]:
+        if self._loaded is None:
+            if self.key is None:
+                self._loaded = ({}, b"", [])
+            else:
+                self._loaded = await self._store.read_message(self.folder, self.key)
+        return self._loaded
+
+    async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
+        base, _, _ = await self._load()
+        props = dict(base)
+        if self.key is None:
+            props.update(self._store.new_message_props(self.folder))
+        for tag in self._deleted:
+            props.pop(tag, None)
+        props.update(self._changes)
+        if self._flags:
+            props.update(_apply_flags(props, self._flags))
+        return pick_props(props, tags)
+
+    async def set_props(self, props: Mapping[str, Any]) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for tag, value in props.items():
+            problem = _check_settable(tag, value)
+            if problem is not None:
+                problems[tag] = problem
+            elif tag in _FLAG_TAGS:
+                self._flags[tag] = value
+            elif tag == PR_MESSAGE_CLASS.name:
+                pass  # the class follows from the MIME type; IPM.Note is what we store
+            else:
+                self._changes[tag] = value
+                self._deleted.discard(tag)
+        return problems
+
+    async def delete_props(self, tags: list[str]) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for tag in tags:
+            if tag in SETTABLE:
+                self._deleted.add(tag)
+                self._changes.pop(tag, None)
+            elif tag == PR_FLAG_STATUS.name:
+                self._flags[tag] = 0
+            else:
+                problems[tag] = (
+                    ErrorCode.MAPI_E_COMPUTED.name
+                    if tag in _COMPUTED
+                    else ErrorCode.MAPI_E_NO_SUPPORT.name
+                )
+        return problems
+
+    async def save_changes(self) -> None:
+        if self.key is not None and not self.pending:
+            return
+        _, raw, _ = await self._load()
+        recipients = None
+        if self._recipients is not None:
+            recipients = [_mail_recipient(r) for r in self._recipients]
+        self.key = await self._store.save_message(
+            self.folder,
+            self.key,
+            raw if self.key is not None else None,
+            dict(self._changes),
+            set(self._deleted),
+            recipients,
+            dict(self._flags),
+        )
+        self._changes.clear()
+        self._deleted.clear()
+        self._flags.clear()
+        self._recipients = None
+        self._loaded = None
+
+    async def get_mime(self) -> bytes:
+        _, raw, _ = await self._load()
+        if self.key is None or self.pending:
+            recipients = (
+                None if self._recipients is None else [_mail_recipient(r) for r in self._recipients]
+            )
+            return compose(
+                raw if self.key is not None else None,
+                self._changes,
+                self._deleted,
+                recipients,
+            )
+        return raw
+
+    async def recipients_rows(self) -> Sequence[Row]:
+        if self._recipients is not None:
+            rows = []
+            for rowid, given in enumerate(self._recipients, start=1):
+                row = dict(given)
+                row.update(
+                    {
+                        k: v
+                        for k, v in recipient_row(_mail_recipient(given), rowid).items()
+                        if k not in given or k in ("PR_ROWID", "PR_INSTANCE_KEY")
+                    }
+                )
+                rows.append(row)
+            return rows
+        _, _, recipients = await self._load()
+        return [recipient_row(r, i) for i, r in enumerate(recipients, start=1)]
+
+    async def modify_recipients(self, recipients: Sequence[Mapping[str, Any]]) -> None:
+        checked: list[dict[str, Any]] = []
+        for i, given in enumerate(recipients):
+            address = given.get("PR_EMAIL_ADDRESS")
+            if not isinstance(address, str) or not address.strip():
+                raise MapiError(
+                    ErrorCode.MAPI_E_INVALID_PARAMETER,
+                    f"recipients[{i}] has no PR_EMAIL_ADDRESS",
+                )
+            kind = given.get("PR_RECIPIENT_TYPE", int(RecipientType.MAPI_TO))
+            if kind not in (1, 2, 3):
+                raise MapiError(
+                    ErrorCode.MAPI_E_INVALID_PARAMETER,
+                    f"recipients[{i}]: PR_RECIPIENT_TYPE must be MAPI_TO (1), MAPI_CC (2) or "
+                    "MAPI_BCC (3)",
+                )
+            addrtype = given.get("PR_ADDRTYPE", "SMTP")
+            if not isinstance(addrtype, str) or addrtype.upper() != "SMTP":
+                raise MapiError(
+                    ErrorCode.MAPI_E_INVALID_PARAMETER,
+                    f"recipients[{i}]: a Maildir message holds SMTP addresses only, not "
+                    f"{addrtype!r}",
+                )
+            row = dict(given)
+            row["PR_RECIPIENT_TYPE"] = int(kind)
+            row["PR_ADDRTYPE"] = "SMTP"
+            checked.append(row)
+        self._recipients = checked
+
+    async def submit(self) -> bytes:
+        if self.pending or self.key is None:
+            await self.save_changes()
+        assert self.key is not None
+        self.folder, self.key = await self._store.submit_message(self.folder, self.key)
+        self._loaded = None
+        eid = self.entryid
+        assert eid is not None
+        return eid
+
+
+def _mail_recipient(row: Mapping[str, Any]) -> MailRecipient:
+    address = str(row.get("PR_EMAIL_ADDRESS", "")).strip()
+    name = row.get("PR_DISPLAY_NAME")
+    return MailRecipient(
+        str(name) if isinstance(name, str) and name else address,
+        address,
+        RecipientType(int(row.get("PR_RECIPIENT_TYPE", 1))),
+    )
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "PR_SUBJECT": (str,),
+    "PR_BODY": (str,),
+    "PR_BODY_HTML": (str,),
+    "PR_HTML": (bytes, str),
+    "PR_DELETE_AFTER_SUBMIT": (bool,),
+    "PR_INTERNET_MESSAGE_ID": (str,),
+    "PR_IN_REPLY_TO_ID": (str,),
+    "PR_INTERNET_REFERENCES": (str,),
+    "PR_CLIENT_SUBMIT_TIME": (datetime,),
+    "PR_SENT_REPRESENTING_NAME": (str,),
+    "PR_SENT_REPRESENTING_EMAIL_ADDRESS": (str,),
+    "PR_MESSAGE_FLAGS": (int,),
+    "PR_FLAG_STATUS": (int,),
+    "PR_MSG_STATUS": (int,),
+    "PR_MESSAGE_CLASS": (str,),
+}
+
+
+def _check_settable(tag: str, value: Any) -> str | None:
+    """The problem code for setting `tag` to `value`, or None when it can be kept."""
+    if tag in _COMPUTED:
+        return ErrorCode.MAPI_E_COMPUTED.name
+    kinds = _TYPES.get(tag)
+    if kinds is None:
+        return ErrorCode.MAPI_E_NO_SUPPORT.name
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        return ErrorCode.MAPI_E_INVALID_TYPE.name
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return ErrorCode.MAPI_E_INVALID_TYPE.name
+    return None
+
+
+def maildir_flags(flags: str, changes: Mapping[str, Any]) -> str:
+    """The Maildir flags after PR_MESSAGE_FLAGS (read bit), PR_FLAG_STATUS and PR_MSG_STATUS
+    changes; flags mapid does not know (mutt's, Dovecot's keywords) are kept."""
+    chars = set(flags)
+    if PR_MESSAGE_FLAGS.name in changes:
+        if int(changes[PR_MESSAGE_FLAGS.name]) & MessageFlags.MSGFLAG_READ:
+            chars.add("S")
+        else:
+            chars.discard("S")
+    if PR_FLAG_STATUS.name in changes:
+        if int(changes[PR_FLAG_STATUS.name]) == FLAG_FOLLOWUP:
+            chars.add("F")
+        else:
+            chars.discard("F")
+    if PR_MSG_STATUS.name in changes:
+        if int(changes[PR_MSG_STATUS.name]) & MsgStatus.MSGSTATUS_DELMARKED:
+            chars.add("T")
+        else:
+            chars.discard("T")
+    return "".join(sorted(chars))
+
+
+def _apply_flags(props: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The flag properties as they will be once pending flag changes are saved."""
+    out: dict[str, Any] = {}
+    if PR_MESSAGE_FLAGS.name in flags:
+        current = int(props.get(PR_MESSAGE_FLAGS.name, 0))
+        read = int(flags[PR_MESSAGE_FLAGS.name]) & MessageFlags.MSGFLAG_READ
+        out[PR_MESSAGE_FLAGS.name] = (current & ~MessageFlags.MSGFLAG_READ) | read
+    if PR_FLAG_STATUS.name in flags:
+        out[PR_FLAG_STATUS.name] = FLAG_FOLLOWUP if flags[PR_FLAG_STATUS.name] == 2 else 0
+    if PR_MSG_STATUS.name in flags:
+        out[PR_MSG_STATUS.name] = int(flags[PR_MSG_STATUS.name]) & MsgStatus.MSGSTATUS_DELMARKED
+    return out
+
 
 # --- The provider ----------------------------------------------------------------------------
+
+
+class _Locked:
+    """Holds the locks of several folder indexes, always taken in the same order."""
+
+    def __init__(self, *indexes: FolderIndex) -> None:
+        self._indexes = sorted({id(i): i for i in indexes}.values(), key=lambda i: str(i.path))
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> None:
+        for index in self._indexes:
+            self._stack.enter_context(index.lock)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
 
 class MaildirStore(StoreProvider):
@@ -179,11 +862,30 @@ class MaildirStore(StoreProvider):
         super().__init__(support)
         self._state: MaildirState | None = None
         self._registered: set[bytes] = set()
+        self._hub: MaildirHub | None = None
+        self._subscription: int | None = None
+        self._watches: dict[str, list[Callable[[], None]]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
 
     async def logon(self) -> None:
         await self._load()
 
     async def logoff(self) -> None:
+        for stops in self._watches.values():
+            for stop in stops:
+                with contextlib.suppress(Exception):
+                    stop()
+        self._watches.clear()
+        for task in self._refreshing.values():
+            task.cancel()
+        self._refreshing.clear()
+        hub = self._hub
+        token = self._subscription
+        if hub is not None and token is not None and hub.unsubscribe(token) == 0:
+            await self.support.run_blocking(hub.save_all)
+        self._subscription = None
+        self._hub = None
         self._state = None
 
     async def validate_state(self, flags: ValidateStateFlags) -> None:
@@ -214,12 +916,23 @@ class MaildirStore(StoreProvider):
         if state.uid not in self._registered:
             self.support.set_provider_uid(state.uid)
             self._registered.add(state.uid)
+        hub = hub_for(state.root, state.uid)
+        if hub is not self._hub:
+            if self._hub is not None and self._subscription is not None:
+                self._hub.unsubscribe(self._subscription)
+            self._subscription = hub.subscribe(self._on_changes)
+            self._hub = hub
         self._state = state
 
     def _logged_on(self) -> MaildirState:
         if self._state is None:
             raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "maildir: not logged on")
         return self._state
+
+    def _the_hub(self) -> MaildirHub:
+        self._logged_on()
+        assert self._hub is not None
+        return self._hub
 
     def status_props(self) -> dict[str, Any]:
         props: dict[str, Any] = {PR_STATUS_CODE.name: int(StatusCode.STATUS_AVAILABLE)}
@@ -238,39 +951,693 @@ class MaildirStore(StoreProvider):
             return ResourceFlags.STATUS_DEFAULT_STORE
         return ResourceFlags(0)
 
-    # Entry IDs and objects.
+    # Entry IDs.
+
+    def _make(self, private: bytes) -> bytes:
+        return make(self._logged_on().uid, private)
 
     def store_entryid(self) -> bytes:
         """The long-term entry ID of the store (msg_stores_table's PR_ENTRYID)."""
-        return make(self._logged_on().uid, _STORE_PRIVATE)
+        return self._make(_STORE_PRIVATE)
 
-    def store_props(self) -> dict[str, Any]:
+    def entryid_for(self, kind: str, name: str = INBOX) -> bytes:
+        if kind == _KIND_ROOT:
+            return self._make(_ROOT_PRIVATE)
+        if kind == _KIND_SUBTREE:
+            return self._make(_SUBTREE_PRIVATE)
+        return self._make(_FOLDER_MARK + name.encode("utf-8", "surrogateescape"))
+
+    def message_entryid(self, folder: str, key: str) -> bytes:
+        return self._make(
+            _MESSAGE_MARK
+            + folder.encode("utf-8", "surrogateescape")
+            + b"\0"
+            + key.encode("utf-8", "surrogateescape")
+        )
+
+    def parse_entryid(self, entryid: bytes) -> tuple[str, str, str]:
+        """(kind, folder name, message key) of one of my entry IDs."""
+        state = self._logged_on()
+        if not isinstance(entryid, bytes) or uid_of(entryid) != state.uid:
+            raise MapiError(ErrorCode.MAPI_E_INVALID_ENTRYID, "not an entry ID of this store")
+        private = private_of(entryid)
+        if private == _STORE_PRIVATE:
+            return _KIND_STORE, INBOX, ""
+        if private == _ROOT_PRIVATE:
+            return _KIND_ROOT, INBOX, ""
+        if private == _SUBTREE_PRIVATE:
+            return _KIND_SUBTREE, INBOX, ""
+        try:
+            if private.startswith(_FOLDER_MARK):
+                return _KIND_FOLDER, private[2:].decode("utf-8", "surrogateescape"), ""
+            if private.startswith(_MESSAGE_MARK) and b"\0" in private:
+                folder, _, key = private[2:].partition(b"\0")
+                if key and b"/" not in key and b"/" not in folder:
+                    return (
+                        _KIND_MESSAGE,
+                        folder.decode("utf-8", "surrogateescape"),
+                        key.decode("utf-8", "surrogateescape"),
+                    )
+        except UnicodeDecodeError:
+            pass
+        raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "no object with that entry ID in this store")
+
+    def message_key_in(self, entryid: bytes, folder: str) -> str:
+        kind, where, key = self.parse_entryid(entryid)
+        if kind != _KIND_MESSAGE or where != folder:
+            raise MapiError(
+                ErrorCode.MAPI_E_NOT_FOUND,
+                f"{'that message is not' if kind == _KIND_MESSAGE else 'not a message'} in "
+                f"the folder {display_of(folder)!r}",
+            )
+        return key
+
+    def compare_entryids(self, a: bytes, b: bytes) -> bool:
+        """Same object, whatever the flag bytes say."""
+        return a[4:] == b[4:]
+
+    # The store object.
+
+    def store_props(self, *, writable: bool = True) -> dict[str, Any]:
         """The properties of the store object (also the provider's store-table columns)."""
         state = self._logged_on()
         eid = self.store_entryid()
+        mask = STORE_SUPPORT if writable else STORE_SUPPORT & ~_READ_ONLY_CLEARS
         return {
             PR_ENTRYID.name: eid,
             PR_STORE_ENTRYID.name: eid,
             PR_RECORD_KEY.name: state.uid,
             PR_STORE_RECORD_KEY.name: state.uid,
+            PR_INSTANCE_KEY.name: eid,
             PR_DISPLAY_NAME.name: self.display_name(),
             PR_MDB_PROVIDER.name: MAILDIR_STORE_TYPE,
             PR_OBJECT_TYPE.name: int(ObjectType.MAPI_STORE),
-            PR_STORE_SUPPORT_MASK.name: int(STORE_SUPPORT),
+            PR_STORE_SUPPORT_MASK.name: int(mask),
+            PR_ACCESS_LEVEL.name: int(AccessLevel.MAPI_MODIFY) if writable else 0,
             PR_RESOURCE_PATH.name: str(state.root),
+            PR_IPM_SUBTREE_ENTRYID.name: self.entryid_for(_KIND_SUBTREE),
+            PR_IPM_OUTBOX_ENTRYID.name: self.entryid_for(_KIND_FOLDER, OUTBOX),
+            PR_IPM_SENTMAIL_ENTRYID.name: self.entryid_for(_KIND_FOLDER, SENT),
+            PR_IPM_WASTEBASKET_ENTRYID.name: self.entryid_for(_KIND_FOLDER, TRASH),
+            PR_IPM_DRAFTS_ENTRYID.name: self.entryid_for(_KIND_FOLDER, DRAFTS),
+            PR_VALID_FOLDER_MASK.name: int(VALID_FOLDERS),
         }
 
-    async def open_entry(self, entryid: bytes, flags: int) -> MapiObject:
-        state = self._logged_on()
-        if uid_of(entryid) != state.uid:
-            raise MapiError(ErrorCode.MAPI_E_INVALID_ENTRYID, "not an entry ID of this store")
-        if entryid[4:] == self.store_entryid()[4:]:
-            return MaildirStoreObject(self.store_props())
-        raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "no object with that entry ID in this store")
+    async def open_store(self, flags: int) -> MapiObject:
+        writable = bool(flags & (MdbFlags.MDB_WRITE | MdbFlags.MAPI_BEST_ACCESS))
+        return MaildirStoreObject(self, writable)
 
-    def compare_entryids(self, a: bytes, b: bytes) -> bool:
-        """Same object, whatever the flag bytes say."""
-        return a[4:] == b[4:]
+    async def open_entry(self, entryid: bytes, flags: int) -> MapiObject:
+        kind, folder, key = self.parse_entryid(entryid)
+        writable = bool(flags & (OpenFlags.MAPI_MODIFY | OpenFlags.MAPI_BEST_ACCESS))
+        if kind == _KIND_STORE:
+            return MaildirStoreObject(self, writable)
+        if kind in (_KIND_ROOT, _KIND_SUBTREE):
+            return MaildirFolder(self, kind, INBOX, writable)
+        if not await self.support.run_blocking(self._folder_exists, folder):
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(folder)!r}")
+        if kind == _KIND_FOLDER:
+            return MaildirFolder(self, kind, folder, writable)
+        index = self._index(folder)
+        if await self.support.run_blocking(index.locate, key) is None:
+            raise MapiError(
+                ErrorCode.MAPI_E_NOT_FOUND,
+                f"no such message in {display_of(folder)!r} (deleted or moved meanwhile)",
+            )
+        return MaildirMessage(self, folder, key, writable)
+
+    def _folder_exists(self, name: str) -> bool:
+        return name == INBOX or (folder_path(self._logged_on().root, name) / "cur").is_dir()
+
+    # Folders.
+
+    def _index(self, name: str) -> FolderIndex:
+        root = self._logged_on().root
+        extra = 0
+        if name == OUTBOX:
+            extra = int(MessageFlags.MSGFLAG_SUBMIT | MessageFlags.MSGFLAG_UNSENT)
+        elif name == DRAFTS:
+            extra = int(MessageFlags.MSGFLAG_UNSENT)
+        prefix = self._make(_MESSAGE_MARK + name.encode("utf-8", "surrogateescape") + b"\0")
+
+        def build() -> FolderIndex:
+            return FolderIndex(
+                folder_path(root, name),
+                self.entryid_for(_KIND_FOLDER, name),
+                prefix,
+                extra_flags=extra,
+                inbox=name == INBOX,
+            )
+
+        return self._the_hub().index(name, build)
+
+    async def refreshed(self, name: str, force: bool = False) -> FolderIndex:
+        """The folder's index, brought up to date (what changed is raised to everyone)."""
+        index = self._index(name)
+        if force or not index.fresh():
+            changes = await self.support.run_blocking(index.refresh, force)
+            self._the_hub().publish(changes)
+        return index
+
+    def _folder_props(
+        self, kind: str, name: str, names: set[str], counts: tuple[int, int]
+    ) -> dict[str, Any]:
+        eid = self.entryid_for(kind, name)
+        if kind == _KIND_ROOT:
+            parent, display, ftype, subfolders = eid, ROOT_NAME, FolderType.FOLDER_ROOT, True
+        elif kind == _KIND_SUBTREE:
+            parent = self.entryid_for(_KIND_ROOT)
+            display, ftype, subfolders = SUBTREE_NAME, FolderType.FOLDER_GENERIC, True
+        else:
+            up = parent_of(name, names)
+            parent = (
+                self.entryid_for(_KIND_SUBTREE)
+                if up is None
+                else self.entryid_for(_KIND_FOLDER, up)
+            )
+            display, ftype = display_of(name), FolderType.FOLDER_GENERIC
+            subfolders = any(parent_of(n, names) == name for n in names if n != name)
+        props: dict[str, Any] = {
+            PR_ENTRYID.name: eid,
+            PR_RECORD_KEY.name: eid,
+            PR_INSTANCE_KEY.name: eid,
+            PR_PARENT_ENTRYID.name: parent,
+            PR_STORE_ENTRYID.name: self.store_entryid(),
+            PR_DISPLAY_NAME.name: display,
+            PR_OBJECT_TYPE.name: int(ObjectType.MAPI_FOLDER),
+            PR_FOLDER_TYPE.name: int(ftype),
+            PR_CONTENT_COUNT.name: counts[0],
+            PR_CONTENT_UNREAD.name: counts[1],
+            PR_SUBFOLDERS.name: subfolders,
+        }
+        if kind != _KIND_ROOT:
+            props[PR_CONTAINER_CLASS.name] = CONTAINER_CLASS
+        return props
+
+    def _folder_props_blocking(self, kind: str, name: str) -> dict[str, Any]:
+        names = set(list_folders(self._logged_on().root))
+        counts = self._index(name).counts() if kind == _KIND_FOLDER else (0, 0)
+        return self._folder_props(kind, name, names, counts)
+
+    async def folder_props(self, kind: str, name: str) -> dict[str, Any]:
+        return await self.support.run_blocking(self._folder_props_blocking, kind, name)
+
+    def _children(self, kind: str, name: str, names: set[str]) -> list[tuple[str, str]]:
+        if kind == _KIND_ROOT:
+            return [(_KIND_SUBTREE, INBOX)]
+        if kind == _KIND_SUBTREE:
+            special = [INBOX] + [n for n in STANDARD_FOLDERS if n in names]
+            others = [n for n in names if n not in STANDARD_FOLDERS and parent_of(n, names) is None]
+            others.sort(key=lambda n: _name_order(n))
+            return [(_KIND_FOLDER, n) for n in special + others]
+        kids = [n for n in names if n != name and parent_of(n, names) == name]
+        kids.sort(key=lambda n: _name_order(n))
+        return [(_KIND_FOLDER, n) for n in kids]
+
+    def _hierarchy_blocking(self, kind: str, name: str) -> list[dict[str, Any]]:
+        names = set(list_folders(self._logged_on().root))
+        rows = []
+        for child_kind, child in self._children(kind, name, names):
+            counts = self._index(child).counts() if child_kind == _KIND_FOLDER else (0, 0)
+            row = self._folder_props(child_kind, child, names, counts)
+            row[PR_DEPTH.name] = 0
+            rows.append(row)
+        return rows
+
+    async def hierarchy_rows(self, kind: str, name: str) -> list[dict[str, Any]]:
+        return await self.support.run_blocking(self._hierarchy_blocking, kind, name)
+
+    def _create_folder_blocking(self, kind: str, parent: str, name: str) -> str:
+        root = self._logged_on().root
+        names = set(list_folders(root))
+        taken = {display_of(n).casefold() for _, n in self._children(kind, parent, names)}
+        if kind == _KIND_SUBTREE:
+            taken |= {"inbox"} | {n.casefold() for n in STANDARD_FOLDERS}
+        if name.casefold() in taken:
+            raise MapiError(
+                ErrorCode.MAPI_E_COLLISION,
+                f"a folder named {name!r} already exists there",
+            )
+        encoded = mutf7_encode(name)
+        if kind == _KIND_SUBTREE:
+            full = encoded
+        elif parent == INBOX:
+            full = f"INBOX.{encoded}"
+        else:
+            full = f"{parent}.{encoded}"
+        path = folder_path(root, full)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            raise MapiError(
+                ErrorCode.MAPI_E_COLLISION, f"a folder named {name!r} already exists there"
+            ) from None
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(mode=0o700, exist_ok=True)
+        (path / "maildirfolder").touch()
+        _fsync_dir(root)
+        return full
+
+    async def create_folder(
+        self, kind: str, parent: str, name: str, writable: bool
+    ) -> MaildirFolder:
+        check_folder_name(name)
+        if kind == _KIND_ROOT:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                "folders are created in the IPM subtree or below it, not in the root folder",
+            )
+        full = await self.support.run_blocking(self._create_folder_blocking, kind, parent, name)
+        folder = MaildirFolder(self, _KIND_FOLDER, full, writable)
+        parent_eid = self.entryid_for(kind, parent)
+        self._the_hub().publish(
+            [
+                Change(
+                    NotificationEvent.fnevObjectCreated,
+                    folder.entryid,
+                    parent_eid,
+                    object_type=ObjectType.MAPI_FOLDER,
+                )
+            ]
+        )
+        return folder
+
+    # Messages (blocking parts run in the thread pool).
+
+    def _where(self, index: FolderIndex, key: str) -> tuple[str, str]:
+        found = index.locate(key)
+        if found is None:
+            index.refresh(force=True)
+            found = index.locate(key)
+        if found is None:
+            raise MapiError(
+                ErrorCode.MAPI_E_NOT_FOUND,
+                "no such message (deleted or moved meanwhile)",
+            )
+        return found
+
+    def _read_blocking(
+        self, folder: str, key: str
+    ) -> tuple[dict[str, Any], bytes, list[MailRecipient]]:
+        index = self._index(folder)
+        for attempt in range(2):
+            sub, name = self._where(index, key)
+            path = index.path / sub / name
+            try:
+                raw = path.read_bytes()
+                st = os.stat(path)
+                break
+            except FileNotFoundError:  # renamed (a flag change) meanwhile
+                if attempt:
+                    raise MapiError(
+                        ErrorCode.MAPI_E_NOT_FOUND, "the message went away while it was read"
+                    ) from None
+                index.refresh(force=True)
+        props, has_attach = message_props(raw)
+        flags = split_name(name)[1]
+        eid = self.message_entryid(folder, key)
+        message_id = props.get(PR_INTERNET_MESSAGE_ID.name)
+        props.update(
+            {
+                PR_ENTRYID.name: eid,
+                PR_RECORD_KEY.name: eid,
+                PR_INSTANCE_KEY.name: eid,
+                PR_SEARCH_KEY.name: (message_id or key).encode("utf-8", "surrogateescape"),
+                PR_PARENT_ENTRYID.name: index.folder_entryid,
+                PR_STORE_ENTRYID.name: self.store_entryid(),
+                PR_OBJECT_TYPE.name: int(ObjectType.MAPI_MESSAGE),
+                PR_MESSAGE_FLAGS.name: message_flags_of(flags, has_attach) | index.extra_flags,
+                PR_FLAG_STATUS.name: FLAG_FOLLOWUP if "F" in flags else 0,
+                PR_MSG_STATUS.name: int(MsgStatus.MSGSTATUS_DELMARKED) if "T" in flags else 0,
+                PR_MESSAGE_SIZE.name: st.st_size,
+                PR_MESSAGE_DELIVERY_TIME.name: key_time(key, st.st_mtime_ns),
+                PR_LAST_MODIFICATION_TIME.name: datetime.fromtimestamp(st.st_mtime, UTC),
+            }
+        )
+        head = raw.split(b"\n\n", 1)[0]
+        return props, raw, recipients_of(parse_header_block(head + b"\n\n"))
+
+    async def read_message(
+        self, folder: str, key: str
+    ) -> tuple[dict[str, Any], bytes, list[MailRecipient]]:
+        return await self.support.run_blocking(self._read_blocking, folder, key)
+
+    def new_message_props(self, folder: str) -> dict[str, Any]:
+        """What a new, unsaved message already has."""
+        flags = MessageFlags.MSGFLAG_UNSENT | MessageFlags.MSGFLAG_READ
+        return {
+            PR_MESSAGE_CLASS.name: "IPM.Note",
+            PR_MESSAGE_FLAGS.name: int(flags),
+            PR_OBJECT_TYPE.name: int(ObjectType.MAPI_MESSAGE),
+            PR_PARENT_ENTRYID.name: self.entryid_for(_KIND_FOLDER, folder),
+            PR_STORE_ENTRYID.name: self.store_entryid(),
+        }
+
+    def _save_blocking(
+        self,
+        folder: str,
+        key: str | None,
+        raw: bytes | None,
+        changes: dict[str, Any],
+        deleted: set[str],
+        recipients: list[MailRecipient] | None,
+        flag_changes: dict[str, Any],
+    ) -> tuple[str, list[Change]]:
+        index = self._index(folder)
+        with index.lock:
+            out = index.refresh()
+            if key is None:
+                data = compose(None, changes, deleted, recipients)
+                flags = maildir_flags("DS", flag_changes)
+                new, name = write_message(index.path, data, sub="cur", flags=flags)
+                return new, out + index.note_file(new, "cur", name)
+            sub, name = self._where(index, key)
+            old = index.path / sub / name
+            target_name = join_name(key, maildir_flags(split_name(name)[1], flag_changes))
+            target = index.path / "cur" / target_name
+            if changes or deleted or recipients is not None:
+                data = compose(raw, changes, deleted, recipients)
+                tmp = index.path / "tmp" / f"{key}.{secrets.token_hex(4)}"
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, target)  # the new content lands whole, under the same key
+                if old != target:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(old)
+                _fsync_dir(index.path / "cur")
+            elif old != target:
+                os.rename(old, target)
+            else:
+                return key, out
+            return key, out + index.note_file(key, "cur", target_name)
+
+    async def save_message(
+        self,
+        folder: str,
+        key: str | None,
+        raw: bytes | None,
+        changes: dict[str, Any],
+        deleted: set[str],
+        recipients: list[MailRecipient] | None,
+        flag_changes: dict[str, Any],
+    ) -> str:
+        new_key_, changes_out = await self.support.run_blocking(
+            self._save_blocking, folder, key, raw, changes, deleted, recipients, flag_changes
+        )
+        self._the_hub().publish(changes_out)
+        return new_key_
+
+    def _add_blocking(
+        self, folder: str, mime: bytes, sub: str, flags: str
+    ) -> tuple[str, list[Change]]:
+        index = self._index(folder)
+        with index.lock:
+            out = index.refresh()
+            key, name = write_message(index.path, mime, sub=sub, flags=flags)
+            return key, out + index.note_file(key, sub, name)
+
+    async def add_message(self, folder: str, mime: bytes, *, sub: str, flags: str) -> bytes:
+        if not await self.support.run_blocking(self._folder_exists, folder):
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(folder)!r}")
+        key, changes = await self.support.run_blocking(self._add_blocking, folder, mime, sub, flags)
+        self._the_hub().publish(changes)
+        return self.message_entryid(folder, key)
+
+    def _delete_blocking(self, folder: str, keys: list[str]) -> list[Change]:
+        index = self._index(folder)
+        with index.lock:
+            out = index.refresh()
+            for key in keys:
+                found = index.locate(key)
+                if found is None:
+                    continue  # already gone: deleting is idempotent
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(index.path / found[0] / found[1])
+                out += index.note_gone(key)
+            return out
+
+    async def delete_messages(self, folder: str, keys: list[str]) -> None:
+        changes = await self.support.run_blocking(self._delete_blocking, folder, keys)
+        self._the_hub().publish(changes)
+
+    def _move_file(
+        self, src: FolderIndex, key: str, dst: FolderIndex, *, flags: str | None = None
+    ) -> tuple[str, str]:
+        """Rename a message into another folder, keeping its key unless the target has it."""
+        sub, name = self._where(src, key)
+        keep = split_name(name)[1] if flags is None else flags
+        new = key if not dst.has(key) else new_key()
+        target_name = join_name(new, keep)
+        os.rename(src.path / sub / name, dst.path / "cur" / target_name)
+        _fsync_dir(dst.path / "cur")
+        _fsync_dir(src.path / sub)
+        src.note_gone(key, quiet=True)
+        dst.note_file(new, "cur", target_name, quiet=True)
+        return new, target_name
+
+    def _copy_blocking(
+        self, folder: str, keys: list[str], target: str, move: bool
+    ) -> tuple[list[bytes], list[Change]]:
+        src, dst = self._index(folder), self._index(target)
+        with _Locked(src, dst):
+            out = src.refresh() + (dst.refresh() if dst is not src else [])
+            eids: list[bytes] = []
+            for key in keys:
+                old = self.message_entryid(folder, key)
+                if move and src is dst:
+                    self._where(src, key)
+                    eids.append(old)
+                    continue
+                if move:
+                    new, _ = self._move_file(src, key, dst)
+                    event = NotificationEvent.fnevObjectMoved
+                else:
+                    sub, name = self._where(src, key)
+                    data = (src.path / sub / name).read_bytes()
+                    new, written = write_message(
+                        dst.path, data, sub="cur", flags=split_name(name)[1]
+                    )
+                    dst.note_file(new, "cur", written, quiet=True)
+                    event = NotificationEvent.fnevObjectCopied
+                eid = self.message_entryid(target, new)
+                eids.append(eid)
+                out.append(
+                    Change(
+                        event,
+                        eid,
+                        dst.folder_entryid,
+                        old_entryid=old,
+                        old_parent_entryid=src.folder_entryid,
+                    )
+                )
+            return eids, out
+
+    async def copy_messages(
+        self, folder: str, keys: list[str], target: str, move: bool
+    ) -> list[bytes]:
+        if not await self.support.run_blocking(self._folder_exists, target):
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(target)!r}")
+        eids, changes = await self.support.run_blocking(
+            self._copy_blocking, folder, keys, target, move
+        )
+        self._the_hub().publish(changes)
+        return eids
+
+    def _submit_blocking(self, folder: str, key: str) -> tuple[str, list[Change]]:
+        src, dst = self._index(folder), self._index(OUTBOX)
+        with _Locked(src, dst):
+            out = src.refresh() + (dst.refresh() if dst is not src else [])
+            if src is dst:
+                sub, name = self._where(src, key)
+                new, changes = key, []
+                target = src.path / sub / name
+            else:
+                new, name = self._move_file(src, key, dst)
+                target = dst.path / "cur" / name
+                changes = [
+                    Change(
+                        NotificationEvent.fnevObjectMoved,
+                        self.message_entryid(OUTBOX, new),
+                        dst.folder_entryid,
+                        old_entryid=self.message_entryid(folder, key),
+                        old_parent_entryid=src.folder_entryid,
+                    )
+                ]
+            now = time.time_ns()
+            os.utime(target, ns=(now, now))  # the queue runs in submission order
+            return new, out + changes
+
+    async def submit_message(self, folder: str, key: str) -> tuple[str, str]:
+        """Move a saved message into the Outbox: the spooler's queue on disk."""
+        new, changes = await self.support.run_blocking(self._submit_blocking, folder, key)
+        self._the_hub().publish(changes)
+        spooler_notify = getattr(self.support, "spooler_notify", None)
+        if callable(spooler_notify):
+            spooler_notify(SpoolerNotify.NOTIFY_READYTOSEND)
+        return OUTBOX, new
+
+    # The spooler's side: the Outbox is the queue.
+
+    async def queued(self) -> list[bytes]:
+        index = await self.refreshed(OUTBOX)
+        keys = await self.support.run_blocking(index.keys_by_mtime)
+        return [self.message_entryid(OUTBOX, key) for key, _ in keys]
+
+    def _outbox_key(self, entryid: bytes) -> str:
+        kind, folder, key = self.parse_entryid(entryid)
+        if kind != _KIND_MESSAGE or folder != OUTBOX:
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "that message is not in the Outbox")
+        return key
+
+    def _queued_blocking(self, key: str) -> tuple[bytes, int]:
+        index = self._index(OUTBOX)
+        with index.lock:
+            sub, name = self._where(index, key)
+            path = index.path / sub / name
+            try:
+                return path.read_bytes(), os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox") from None
+
+    async def queued_message(self, entryid: bytes) -> QueuedMessage:
+        key = self._outbox_key(entryid)
+        raw, mtime_ns = await self.support.run_blocking(self._queued_blocking, key)
+        head = raw.split(b"\n\n", 1)[0] if b"\r\n\r\n" not in raw else raw.split(b"\r\n\r\n")[0]
+        headers = parse_header_block(head + b"\n\n")
+        recipients = tuple(
+            Recipient(r.address, r.display_name, "SMTP", int(r.recipient_type))
+            for r in recipients_of(headers)
+        )
+        delete = str(headers.get(DELETE_AFTER_SUBMIT_HEADER, "")).strip().lower() in (
+            "yes",
+            "true",
+            "1",
+        )
+        return QueuedMessage(
+            entryid=self.message_entryid(OUTBOX, key),
+            mime=raw,
+            recipients=recipients,
+            delete_after_submit=delete,
+            submitted=datetime.fromtimestamp(mtime_ns / 1e9, UTC),
+        )
+
+    def _finished_blocking(
+        self, key: str, sent_mime: bytes | None, delete: bool
+    ) -> tuple[str | None, list[Change]]:
+        outbox, sent = self._index(OUTBOX), self._index(SENT)
+        with _Locked(outbox, sent):
+            out = outbox.refresh() + sent.refresh()
+            sub, name = self._where(outbox, key)
+            old_path = outbox.path / sub / name
+            if delete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(old_path)
+                _fsync_dir(old_path.parent)
+                return None, out + outbox.note_gone(key)
+            data = sent_mime if sent_mime is not None else old_path.read_bytes()
+            # The Sent Items copy is on disk before the queued one goes: a crash in between
+            # sends it again (at least once), it never loses it.
+            new, written = write_message(
+                sent.path, data, sub="cur", flags="S", key=key, taken=sent.has
+            )
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old_path)
+            _fsync_dir(old_path.parent)
+            outbox.note_gone(key, quiet=True)
+            sent.note_file(new, "cur", written, quiet=True)
+            change = Change(
+                NotificationEvent.fnevObjectMoved,
+                self.message_entryid(SENT, new),
+                sent.folder_entryid,
+                old_entryid=self.message_entryid(OUTBOX, key),
+                old_parent_entryid=outbox.folder_entryid,
+            )
+            return new, [*out, change]
+
+    async def finished(
+        self, entryid: bytes, *, sent_mime: bytes | None, delete: bool
+    ) -> bytes | None:
+        key = self._outbox_key(entryid)
+        new, changes = await self.support.run_blocking(
+            self._finished_blocking, key, sent_mime, delete
+        )
+        self._the_hub().publish(changes)
+        return None if new is None else self.message_entryid(SENT, new)
+
+    async def deliver(self, mime: bytes) -> bytes:
+        """Into the Inbox's new/, as an MTA delivers: fnevNewMail follows."""
+        return await self.add_message(INBOX, mime, sub="new", flags="")
+
+    # Notifications.
+
+    async def advise(self, entryid: bytes, event_mask: NotificationEvent) -> None:
+        kind, folder, _ = self.parse_entryid(entryid)
+        unsupported = NotificationEvent(int(event_mask) & ~int(ADVISE_EVENTS))
+        if unsupported:
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT,
+                f"the Maildir store raises no {unsupported!r} events",
+            )
+        if kind in (_KIND_STORE, _KIND_ROOT, _KIND_SUBTREE):
+            root = self._logged_on().root
+            names = [INBOX, *await self.support.run_blocking(list_folders, root)]
+        else:
+            if not await self.support.run_blocking(self._folder_exists, folder):
+                raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(folder)!r}")
+            names = [folder]
+        for name in names:
+            await self._watch(name)
+
+    async def _watch(self, name: str) -> None:
+        """Keep a folder's index current from the daemon's shared directory watch."""
+        if name in self._watches:
+            return
+        self._watches[name] = []
+        await self.refreshed(name)  # the baseline: what is there now raises nothing
+        watch_directory = getattr(self.support, "watch_directory", None)
+        if not callable(watch_directory):
+            self.support.logger.debug("no watch_directory: %s is refreshed on access", name)
+            return
+        path = folder_path(self._logged_on().root, name)
+
+        def changed(paths: set[Path]) -> None:
+            self._schedule_refresh(name)
+
+        for sub in ("new", "cur"):
+            try:
+                self._watches[name].append(watch_directory(path / sub, changed))
+            except (OSError, NotImplementedError) as exc:
+                self.support.logger.warning("cannot watch %s: %s", path / sub, exc)
+
+    def _schedule_refresh(self, name: str) -> None:
+        if self._state is None:
+            return
+        running = self._refreshing.get(name)
+        if running is not None and not running.done():
+            self._again.add(name)
+            return
+        self._refreshing[name] = asyncio.ensure_future(self._refresh_loop(name))
+
+    async def _refresh_loop(self, name: str) -> None:
+        try:
+            while True:
+                self._again.discard(name)
+                await self.refreshed(name, force=True)
+                if name not in self._again:
+                    return
+        except MapiError as exc:
+            self.support.logger.warning("refreshing %s failed: %s", name or "Inbox", exc)
+        except OSError as exc:
+            self.support.logger.warning("refreshing %s failed: %s", name or "Inbox", exc)
+
+    def _on_changes(self, changes: Sequence[Change]) -> None:
+        """The hub's fan-out: raise each change once to this session's advises."""
+        if self._state is None:
+            return
+        for change in changes:
+            self.support.notify(change.event, entryid=change.entryid, **change.fields())
 
 
 # --- The service -----------------------------------------------------------------------------

@@ -1,0 +1,650 @@
+"""The folder index of the Maildir store: contents-table rows without parsing every file.
+
+One `FolderIndex` per Maildir folder per process, shared by every session through its
+`MaildirHub` (one per Maildir root). It keeps each message's table row, built from the
+file's header block once, and persists them in the folder's directory as `mapid.index`
+(msgpack, replaced by atomic rename; mutt, Dovecot and mbsync ignore it). A refresh lists
+`new/` and `cur/` (cheap: names and inode numbers come with the directory listing) and
+reads only the files it has not seen; a directory whose mtime did not move is not listed
+at all. Every difference a refresh finds, and every change the store makes itself, becomes
+a `Change` exactly once, which the hub fans out to the provider instance of each session.
+
+Blocking methods run in the daemon's thread pool; each index has its own lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from mapid.constants import MessageFlags, MsgStatus, NotificationEvent, ObjectType
+from mapid.proptags import (
+    PR_CLIENT_SUBMIT_TIME,
+    PR_DISPLAY_TO,
+    PR_ENTRYID,
+    PR_FLAG_STATUS,
+    PR_HASATTACH,
+    PR_INSTANCE_KEY,
+    PR_MESSAGE_CLASS,
+    PR_MESSAGE_DELIVERY_TIME,
+    PR_MESSAGE_FLAGS,
+    PR_MESSAGE_SIZE,
+    PR_MSG_STATUS,
+    PR_OBJECT_TYPE,
+    PR_PARENT_ENTRYID,
+    PR_SENDER_EMAIL_ADDRESS,
+    PR_SENDER_NAME,
+    PR_SUBJECT,
+)
+from mapid.providers.mime_props import (
+    HeaderSummary,
+    header_block,
+    message_flags_of,
+    parse_header_block,
+    summarize,
+)
+
+__all__ = [
+    "INDEX_FILE",
+    "Change",
+    "FolderIndex",
+    "IndexRow",
+    "MaildirHub",
+    "hub_for",
+    "join_name",
+    "split_name",
+]
+
+log = logging.getLogger("mapid.provider.maildir")
+
+INDEX_FILE = "mapid.index"
+INDEX_VERSION = 1
+SUBDIRS = ("new", "cur")
+FLAG_FOLLOWUP = 2
+"""PR_FLAG_STATUS of a flagged message (followupFlagged); 0 is not flagged."""
+_TRUST_NS = 50_000_000
+"""A directory changed this close to our listing may change again within the same mtime
+tick: list it again next time rather than trust the stamp."""
+_SAVE_EVERY_NS = 5_000_000_000
+_KEY_TIME = re.compile(r"^(\d{9,10})(?:\.M(\d{1,6})(?!\d))?")
+FLAG_BY_NAME = {"S", "D", "F", "T", "R", "P"}
+
+
+def split_name(filename: str) -> tuple[str, str]:
+    """(Maildir key, flags) of a file name: the key is what precedes ":2,"."""
+    key, _, info = filename.partition(":")
+    return key, info[2:] if info.startswith("2,") else ""
+
+
+def join_name(key: str, flags: str) -> str:
+    """A cur/ file name with its flags sorted, as the Maildir spec asks."""
+    return f"{key}:2,{''.join(sorted(set(flags)))}"
+
+
+def key_time(key: str, mtime_ns: int) -> datetime:
+    """The delivery time: the key's timestamp (the moment the file was delivered), else the
+    file's mtime."""
+    match = _KEY_TIME.match(key)
+    if match is not None:
+        seconds = int(match.group(1))
+        micros = int(match.group(2).ljust(6, "0")) if match.group(2) else 0
+        return datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+    return datetime.fromtimestamp(mtime_ns / 1e9, UTC)
+
+
+# --- Rows -----------------------------------------------------------------------------------
+
+COLUMNS = (
+    PR_ENTRYID.name,
+    PR_INSTANCE_KEY.name,
+    PR_SUBJECT.name,
+    PR_SENDER_NAME.name,
+    PR_SENDER_EMAIL_ADDRESS.name,
+    PR_DISPLAY_TO.name,
+    PR_CLIENT_SUBMIT_TIME.name,
+    PR_MESSAGE_DELIVERY_TIME.name,
+    PR_MESSAGE_FLAGS.name,
+    PR_MESSAGE_SIZE.name,
+    PR_HASATTACH.name,
+    PR_MESSAGE_CLASS.name,
+    PR_FLAG_STATUS.name,
+    PR_MSG_STATUS.name,
+    PR_OBJECT_TYPE.name,
+    PR_PARENT_ENTRYID.name,
+)
+_POS = {name: i for i, name in enumerate(COLUMNS)}
+
+
+class _Absent:
+    __slots__ = ()
+
+
+_ABSENT: Any = _Absent()
+
+
+class IndexRow(Mapping[str, Any]):
+    """A contents-table row held as one tuple: a quarter of the memory of a dict."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self._values = values
+
+    def __getitem__(self, tag: str) -> Any:
+        value = self._values[_POS[tag]]
+        if value is _ABSENT:
+            raise KeyError(tag)
+        return value
+
+    def get(self, tag: str, default: Any = None) -> Any:
+        pos = _POS.get(tag)
+        if pos is None:
+            return default
+        value = self._values[pos]
+        return default if value is _ABSENT else value
+
+    def __contains__(self, tag: object) -> bool:
+        pos = _POS.get(tag) if isinstance(tag, str) else None
+        return pos is not None and self._values[pos] is not _ABSENT
+
+    def __iter__(self) -> Iterator[str]:
+        return (c for c, v in zip(COLUMNS, self._values, strict=True) if v is not _ABSENT)
+
+    def __len__(self) -> int:
+        return sum(1 for v in self._values if v is not _ABSENT)
+
+    def __repr__(self) -> str:
+        return f"IndexRow({dict(self)!r})"
+
+
+class _Entry:
+    """One message file of a folder."""
+
+    __slots__ = ("ino", "mtime_ns", "name", "row", "size", "sub", "summary")
+
+    def __init__(
+        self, sub: str, name: str, size: int, mtime_ns: int, ino: int, summary: HeaderSummary
+    ) -> None:
+        self.sub = sub
+        self.name = name
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.ino = ino
+        self.summary = summary
+        self.row: IndexRow | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to raise: a PROTOCOL 7.4 event and its fields."""
+
+    event: NotificationEvent
+    entryid: bytes
+    parent_entryid: bytes
+    object_type: ObjectType = ObjectType.MAPI_MESSAGE
+    message_class: str = ""
+    message_flags: int = 0
+    old_entryid: bytes | None = None
+    old_parent_entryid: bytes | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The notification's fields (without `entryid`, which routes it)."""
+        if self.event == NotificationEvent.fnevNewMail:
+            return {
+                "parent_entryid": self.parent_entryid,
+                "message_class": self.message_class,
+                "message_flags": self.message_flags,
+            }
+        out: dict[str, Any] = {
+            "object_type": int(self.object_type),
+            "parent_entryid": self.parent_entryid,
+        }
+        if self.old_entryid is not None:
+            out["old_entryid"] = self.old_entryid
+            out["old_parent_entryid"] = self.old_parent_entryid
+        return out
+
+
+# --- One folder -----------------------------------------------------------------------------
+
+
+class FolderIndex:
+    """The rows of one Maildir folder (`path` holds its cur/ and new/)."""
+
+    def __init__(
+        self,
+        path: Path,
+        folder_entryid: bytes,
+        message_prefix: bytes,
+        *,
+        extra_flags: int = 0,
+        inbox: bool = False,
+    ) -> None:
+        self.path = path
+        self.folder_entryid = folder_entryid
+        self.message_prefix = message_prefix
+        """A message's entry ID is this prefix + its key."""
+        self.extra_flags = extra_flags
+        self.inbox = inbox
+        self.lock = threading.RLock()
+        self._entries: dict[str, _Entry] = {}
+        self._stamps: dict[str, int] = {}
+        self._trusted = False
+        self._loaded = False
+        self._rows: list[IndexRow] | None = None
+        self._unsaved = 0
+        self._saved_at = 0
+
+    # Reading.
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def has(self, key: str) -> bool:
+        with self.lock:
+            return key in self._entries
+
+    def entryid_of(self, key: str) -> bytes:
+        return self.message_prefix + key.encode("utf-8", "surrogateescape")
+
+    def fresh(self) -> bool:
+        """Whether nothing changed on disk since the last listing (two stat calls)."""
+        if not self._loaded or not self._trusted:
+            return False
+        return self._dir_stamps() == self._stamps
+
+    def _dir_stamps(self) -> dict[str, int]:
+        stamps: dict[str, int] = {}
+        for sub in SUBDIRS:
+            try:
+                stamps[sub] = os.stat(self.path / sub).st_mtime_ns
+            except FileNotFoundError:
+                stamps[sub] = -1
+        return stamps
+
+    def rows(self) -> list[IndexRow]:
+        """Rows in natural order (delivery time, then key); the same list while nothing
+        changed. Call refresh() first."""
+        with self.lock:
+            if self._rows is None:
+                items = sorted(
+                    self._entries.items(),
+                    key=lambda kv: (kv[1].row[PR_MESSAGE_DELIVERY_TIME.name], kv[0]),  # type: ignore[index]
+                )
+                self._rows = [e.row for _, e in items if e.row is not None]
+            return self._rows
+
+    def locate(self, key: str) -> tuple[str, str] | None:
+        """(subdir, file name) of a message, also before the index is loaded."""
+        with self.lock:
+            if self._loaded and self.fresh():
+                entry = self._entries.get(key)
+                return None if entry is None else (entry.sub, entry.name)
+            for sub in SUBDIRS:
+                with contextlib.suppress(FileNotFoundError):
+                    for item in os.scandir(self.path / sub):
+                        if item.name == key or item.name.startswith(key + ":"):
+                            return sub, item.name
+            return None
+
+    def counts(self) -> tuple[int, int]:
+        """(PR_CONTENT_COUNT, PR_CONTENT_UNREAD), from file names alone when not loaded."""
+        with self.lock:
+            if self._loaded and self.fresh():
+                unread = sum(1 for e in self._entries.values() if "S" not in split_name(e.name)[1])
+                return len(self._entries), unread
+        total = unread = 0
+        for sub in SUBDIRS:
+            with contextlib.suppress(FileNotFoundError):
+                for item in os.scandir(self.path / sub):
+                    if item.name.startswith("."):
+                        continue
+                    total += 1
+                    unread += "S" not in split_name(item.name)[1]
+        return total, unread
+
+    def keys_by_mtime(self) -> list[tuple[str, int]]:
+        """(key, mtime_ns) of every message, oldest first: the spooler's queue order."""
+        with self.lock:
+            self.refresh()
+            out = []
+            for key, entry in self._entries.items():
+                try:
+                    mtime = os.stat(self.path / entry.sub / entry.name).st_mtime_ns
+                except FileNotFoundError:
+                    continue
+                out.append((key, mtime))
+            out.sort(key=lambda km: (km[1], km[0]))
+            return out
+
+    # Refreshing (blocking).
+
+    def refresh(self, force: bool = False) -> list[Change]:
+        """List the folder and bring the rows up to date; the changes found, in order.
+
+        The first refresh of an index (its baseline) raises nothing.
+        """
+        with self.lock:
+            first = not self._loaded
+            if first:
+                self._load_file()
+            stamps = self._dir_stamps()
+            if not force and not first and self._trusted and stamps == self._stamps:
+                return []
+            started = time.time_ns()
+            listing: dict[str, tuple[str, str, int]] = {}
+            for sub in SUBDIRS:
+                with contextlib.suppress(FileNotFoundError):
+                    for item in os.scandir(self.path / sub):
+                        if item.name.startswith("."):
+                            continue
+                        key = split_name(item.name)[0]
+                        if key in listing and sub == "new":
+                            continue  # a crash between link and unlink: cur/ wins
+                        listing[key] = (sub, item.name, item.inode())
+            self._stamps = stamps
+            self._trusted = all(started - s > _TRUST_NS for s in stamps.values())
+            changes = self._diff(listing, validate=first)
+            self._loaded = True
+            if first:
+                changes = []
+            self._maybe_save()
+            return changes
+
+    def _diff(self, listing: dict[str, tuple[str, str, int]], validate: bool) -> list[Change]:
+        changes: list[Change] = []
+        for key in [k for k in self._entries if k not in listing]:
+            del self._entries[key]
+            self._rows = None
+            changes.append(self._change(NotificationEvent.fnevObjectDeleted, key))
+        for key, (sub, name, ino) in listing.items():
+            old = self._entries.get(key)
+            if old is not None and old.ino == ino and not validate:
+                if old.name != name or old.sub != sub:
+                    before = old.row
+                    old.sub, old.name = sub, name
+                    self._build_row(key, old)
+                    if before is None or before._values != old.row._values:  # type: ignore[union-attr]
+                        changes.append(self._change(NotificationEvent.fnevObjectModified, key))
+                continue
+            path = self.path / sub / name
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # gone meanwhile; the directory's new mtime brings us back
+            if old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+                old.ino = st.st_ino
+                if old.name != name or old.sub != sub or old.row is None:
+                    before = old.row
+                    old.sub, old.name = sub, name
+                    self._build_row(key, old)
+                    if before is not None and before._values != old.row._values:  # type: ignore[union-attr]
+                        changes.append(self._change(NotificationEvent.fnevObjectModified, key))
+                continue
+            fresh = self._read(key, sub, name)
+            if fresh is None:
+                continue
+            self._entries[key] = fresh
+            self._unsaved += 1
+            if old is not None:
+                changes.append(self._change(NotificationEvent.fnevObjectModified, key))
+            else:
+                changes.extend(self._created(key))
+        return changes
+
+    def _read(self, key: str, sub: str, name: str) -> _Entry | None:
+        path = self.path / sub / name
+        try:
+            st = os.stat(path)
+            head = header_block(str(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            return None
+        entry = _Entry(sub, name, st.st_size, st.st_mtime_ns, st.st_ino, _summary(head))
+        self._build_row(key, entry)
+        return entry
+
+    def _build_row(self, key: str, entry: _Entry) -> None:
+        s = entry.summary
+        flags = split_name(entry.name)[1]
+        eid = self.entryid_of(key) if entry.row is None else entry.row[PR_ENTRYID.name]
+        mflags = message_flags_of(flags, s.has_attach) | self.extra_flags
+        entry.row = IndexRow(
+            (
+                eid,
+                eid,
+                s.subject,
+                _ABSENT if s.sender_name is None else s.sender_name,
+                _ABSENT if s.sender_email is None else s.sender_email,
+                s.display_to,
+                _ABSENT if s.submit_time is None else s.submit_time,
+                key_time(key, entry.mtime_ns),
+                mflags,
+                entry.size,
+                s.has_attach,
+                s.message_class,
+                FLAG_FOLLOWUP if "F" in flags else 0,
+                int(MsgStatus.MSGSTATUS_DELMARKED) if "T" in flags else 0,
+                int(ObjectType.MAPI_MESSAGE),
+                self.folder_entryid,
+            )
+        )
+        self._rows = None
+
+    def _change(self, event: NotificationEvent, key: str) -> Change:
+        return Change(event, self.entryid_of(key), self.folder_entryid)
+
+    def _created(self, key: str) -> list[Change]:
+        entry = self._entries[key]
+        assert entry.row is not None
+        flags = int(entry.row[PR_MESSAGE_FLAGS.name])
+        out = [self._change(NotificationEvent.fnevObjectCreated, key)]
+        if self.inbox and not flags & MessageFlags.MSGFLAG_READ:
+            out.append(
+                Change(
+                    NotificationEvent.fnevNewMail,
+                    self.entryid_of(key),
+                    self.folder_entryid,
+                    message_class=entry.summary.message_class,
+                    message_flags=flags,
+                )
+            )
+        return out
+
+    # Changes the store made itself (call with the lock held, right after the disk change).
+
+    def note_file(self, key: str, sub: str, name: str, *, quiet: bool = False) -> list[Change]:
+        """A file the store wrote, renamed or rewrote under `key`."""
+        with self.lock:
+            if not self._loaded:
+                return []  # the baseline listing will find it
+            old = self._entries.get(key)
+            entry = self._read(key, sub, name)
+            if entry is None:
+                return []
+            self._entries[key] = entry
+            self._unsaved += 1
+            if quiet:
+                return []
+            if old is None:
+                return self._created(key)
+            same = old.row is not None and entry.row is not None
+            if same and old.row._values == entry.row._values and old.summary == entry.summary:  # type: ignore[union-attr]
+                return []
+            return [self._change(NotificationEvent.fnevObjectModified, key)]
+
+    def note_gone(self, key: str, *, quiet: bool = False) -> list[Change]:
+        with self.lock:
+            if self._entries.pop(key, None) is None:
+                return []
+            self._rows = None
+            return [] if quiet else [self._change(NotificationEvent.fnevObjectDeleted, key)]
+
+    # Persistence.
+
+    def _load_file(self) -> None:
+        path = self.path / INDEX_FILE
+        try:
+            data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, msgpack.UnpackException) as exc:
+            log.warning("ignoring the unreadable index %s (%s); rebuilding it", path, exc)
+            return
+        if not isinstance(data, dict) or data.get("v") != INDEX_VERSION:
+            return
+        try:
+            for item in data.get("entries", []):
+                key, sub, name, size, mtime_ns, ino, subject, sname, semail, to, sent, cls, att = (
+                    item
+                )
+                summary = HeaderSummary(
+                    subject,
+                    sname,
+                    semail,
+                    to,
+                    None if sent is None else datetime.fromtimestamp(sent, UTC),
+                    cls,
+                    bool(att),
+                )
+                self._entries[key] = _Entry(sub, name, size, mtime_ns, ino, summary)
+        except (TypeError, ValueError) as exc:
+            log.warning("ignoring the damaged index %s (%s); rebuilding it", path, exc)
+            self._entries.clear()
+
+    def _maybe_save(self) -> None:
+        if self._unsaved and time.monotonic_ns() - self._saved_at > _SAVE_EVERY_NS:
+            self.save()
+
+    def save(self) -> None:
+        """Write the index by atomic rename (a reader sees the old file or the new one)."""
+        with self.lock:
+            if not self._loaded or not self._unsaved:
+                return
+            entries = [
+                [
+                    key,
+                    e.sub,
+                    e.name,
+                    e.size,
+                    e.mtime_ns,
+                    e.ino,
+                    e.summary.subject,
+                    e.summary.sender_name,
+                    e.summary.sender_email,
+                    e.summary.display_to,
+                    None
+                    if e.summary.submit_time is None
+                    else int(e.summary.submit_time.timestamp()),
+                    e.summary.message_class,
+                    e.summary.has_attach,
+                ]
+                for key, e in self._entries.items()
+            ]
+            data = msgpack.packb({"v": INDEX_VERSION, "entries": entries}, use_bin_type=True)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f"{INDEX_FILE}.tmp.", dir=self.path)
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                    os.replace(tmp, self.path / INDEX_FILE)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+            except OSError as exc:
+                log.warning("cannot write the index %s: %s", self.path / INDEX_FILE, exc)
+                return
+            self._unsaved = 0
+            self._saved_at = time.monotonic_ns()
+
+
+def _summary(head: bytes) -> HeaderSummary:
+    return summarize(parse_header_block(head))
+
+
+# --- One Maildir root, shared by the sessions -----------------------------------------------
+
+Subscriber = Callable[[Sequence[Change]], None]
+
+
+class MaildirHub:
+    """The indexes of one Maildir tree and the provider instances that hear its changes."""
+
+    def __init__(self, root: Path, uid: bytes) -> None:
+        self.root = root
+        self.uid = uid
+        self._indexes: dict[str, FolderIndex] = {}
+        self._subscribers: dict[int, Subscriber] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def index(self, folder: str, make: Callable[[], FolderIndex]) -> FolderIndex:
+        with self._lock:
+            found = self._indexes.get(folder)
+            if found is None:
+                found = self._indexes[folder] = make()
+            return found
+
+    def forget(self, folder: str) -> None:
+        with self._lock:
+            self._indexes.pop(folder, None)
+
+    def indexes(self) -> list[FolderIndex]:
+        with self._lock:
+            return list(self._indexes.values())
+
+    def subscribe(self, callback: Subscriber) -> int:
+        with self._lock:
+            self._next += 1
+            self._subscribers[self._next] = callback
+            return self._next
+
+    def unsubscribe(self, token: int) -> int:
+        """Stop hearing changes; returns how many subscribers remain."""
+        with self._lock:
+            self._subscribers.pop(token, None)
+            return len(self._subscribers)
+
+    def publish(self, changes: Sequence[Change]) -> None:
+        """Hand changes to every subscriber, once each (call on the event loop)."""
+        if not changes:
+            return
+        with self._lock:
+            subscribers = list(self._subscribers.values())
+        for callback in subscribers:
+            try:
+                callback(changes)
+            except Exception:
+                log.exception("a maildir change subscriber failed")
+
+    def save_all(self) -> None:
+        for index in self.indexes():
+            index.save()
+
+
+_HUBS: dict[tuple[Path, bytes], MaildirHub] = {}
+_HUBS_LOCK = threading.Lock()
+
+
+def hub_for(root: Path, uid: bytes) -> MaildirHub:
+    """The process-wide hub of a Maildir root (the same for every session)."""
+    with _HUBS_LOCK:
+        hub = _HUBS.get((root, uid))
+        if hub is None:
+            hub = _HUBS[(root, uid)] = MaildirHub(root, uid)
+        return hub

@@ -1,0 +1,530 @@
+"""RFC 5322 messages <-> MAPI properties, for the Maildir store.
+
+Two readers share one set of header rules so a contents-table row and the opened message
+never disagree: `HeaderSummary` reads the fields a table shows from a compat32 header block
+(about 30 times faster than policy.default, which matters for a folder of 100 000 files),
+and `message_props` adds bodies, attachments and the rest from a policy.default parse.
+`compose` goes the other way, for messages a client writes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser, BytesParser
+from html.parser import HTMLParser
+from typing import Any
+
+from mapid.constants import MessageFlags, RecipientType
+from mapid.entryid import one_off, search_key
+from mapid.proptags import (
+    PR_ADDRTYPE,
+    PR_BODY,
+    PR_BODY_HTML,
+    PR_CLIENT_SUBMIT_TIME,
+    PR_DELETE_AFTER_SUBMIT,
+    PR_DISPLAY_BCC,
+    PR_DISPLAY_CC,
+    PR_DISPLAY_NAME,
+    PR_DISPLAY_TO,
+    PR_EMAIL_ADDRESS,
+    PR_ENTRYID,
+    PR_HASATTACH,
+    PR_HTML,
+    PR_IN_REPLY_TO_ID,
+    PR_INTERNET_MESSAGE_ID,
+    PR_INTERNET_REFERENCES,
+    PR_MESSAGE_CLASS,
+    PR_NORMALIZED_SUBJECT,
+    PR_RECIPIENT_TYPE,
+    PR_SEARCH_KEY,
+    PR_SENDER_ADDRTYPE,
+    PR_SENDER_EMAIL_ADDRESS,
+    PR_SENDER_NAME,
+    PR_SENDER_SEARCH_KEY,
+    PR_SENT_REPRESENTING_ADDRTYPE,
+    PR_SENT_REPRESENTING_EMAIL_ADDRESS,
+    PR_SENT_REPRESENTING_NAME,
+    PR_SENT_REPRESENTING_SEARCH_KEY,
+    PR_SUBJECT,
+    PR_SUBJECT_PREFIX,
+    PR_TRANSPORT_MESSAGE_HEADERS,
+)
+
+__all__ = [
+    "DELETE_AFTER_SUBMIT_HEADER",
+    "HeaderSummary",
+    "MailRecipient",
+    "compose",
+    "header_block",
+    "message_props",
+    "parse_header_block",
+    "recipients_of",
+    "split_subject",
+    "summarize",
+]
+
+DELETE_AFTER_SUBMIT_HEADER = "X-Mapid-Delete-After-Submit"
+"""PR_DELETE_AFTER_SUBMIT kept in the file, so the queue on disk carries it."""
+CLASS_NOTE = "IPM.Note"
+CLASS_NDR = "REPORT.IPM.Note.NDR"
+CLASS_READ_RECEIPT = "REPORT.IPM.Note.IPNRN"
+HEADER_LIMIT = 256 * 1024
+"""The most of a file read for its header block (a longer block is cut there)."""
+_CHUNK = 8192
+_PREFIX = re.compile(r"^([^\s\d:]{1,3}):\s+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_COMPAT_HEADERS = BytesHeaderParser(policy=policy.compat32)
+_FULL = BytesParser(policy=policy.default)
+
+
+# --- Header values ---------------------------------------------------------------------------
+
+
+def decode_text(value: str | None) -> str:
+    """A header value as text: unfolded, RFC 2047 words decoded, raw UTF-8 (RFC 6532) kept."""
+    if value is None:
+        return ""
+    text = _FOLD.sub("", str(value))
+    if any("\udc80" <= ch <= "\udcff" for ch in text):  # 8-bit bytes from the parser
+        text = text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    if "=?" not in text:
+        return text.strip()
+    try:
+        return str(make_header(decode_header(text))).strip()
+    except (ValueError, LookupError, UnicodeError):
+        return text.strip()
+
+
+def parse_addresses(values: Iterable[str | None]) -> list[tuple[str, str]]:
+    """(display name, address) pairs of address headers; groups are flattened."""
+    raw = [_FOLD.sub("", str(v)) for v in values if v]
+    if not raw:
+        return []
+    pairs: list[tuple[str, str]] = []
+    for name, addr in email.utils.getaddresses(raw):
+        if not addr and not name:
+            continue
+        pairs.append((decode_text(name), decode_text(addr)))
+    return pairs
+
+
+def display_list(pairs: Sequence[tuple[str, str]]) -> str:
+    """PR_DISPLAY_TO and its kin: display names (or addresses) joined by "; " as MAPI does."""
+    return "; ".join(name or addr for name, addr in pairs)
+
+
+def split_subject(subject: str) -> tuple[str, str]:
+    """(PR_SUBJECT_PREFIX, PR_NORMALIZED_SUBJECT): MAPI's prefix is 1-3 letters, a colon and
+    a space ("RE: ", "Fwd: ", "AW: "); a subject without one has an empty prefix."""
+    match = _PREFIX.match(subject)
+    if match is None:
+        return "", subject
+    return match.group(0), subject[match.end() :]
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """A Date header as an aware UTC datetime; an unreadable one is None."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(_FOLD.sub("", str(value)).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": the sender did not say; read it as UTC
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def message_class(content_type: str, report_type: str | None) -> str:
+    """PR_MESSAGE_CLASS from the top-level content type."""
+    if content_type == "multipart/report":
+        kind = (report_type or "").lower()
+        if kind == "delivery-status":
+            return CLASS_NDR
+        if kind == "disposition-notification":
+            return CLASS_READ_RECEIPT
+    return CLASS_NOTE
+
+
+# --- The table's fields, from the header block only ------------------------------------------
+
+
+def header_block(path: str) -> bytes:
+    """The header block of a message file: everything up to the first empty line."""
+    data = b""
+    with open(path, "rb") as handle:
+        while len(data) < HEADER_LIMIT:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            start = max(0, len(data) - 3)
+            data += chunk
+            for sep in (b"\n\n", b"\r\n\r\n"):
+                end = data.find(sep, start)
+                if end >= 0:
+                    return data[: end + len(sep)]
+    return data[:HEADER_LIMIT]
+
+
+def parse_header_block(data: bytes) -> Message:
+    return _COMPAT_HEADERS.parsebytes(data)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSummary:
+    """What a contents-table row shows of a message, read from its headers."""
+
+    subject: str
+    sender_name: str | None
+    sender_email: str | None
+    display_to: str
+    submit_time: datetime | None
+    message_class: str
+    has_attach: bool
+    """From the headers alone: a multipart/mixed message, or a single non-text part."""
+
+
+def summarize(headers: Message) -> HeaderSummary:
+    sender = _sender(headers, "from")
+    ctype = headers.get_content_type()
+    return HeaderSummary(
+        subject=decode_text(headers.get("subject")),
+        sender_name=(sender[0] or sender[1]) if sender else None,
+        sender_email=sender[1] if sender else None,
+        display_to=display_list(parse_addresses(headers.get_all("to", []))),
+        submit_time=parse_date(headers.get("date")),
+        message_class=message_class(ctype, headers.get_param("report-type")),  # type: ignore[arg-type]
+        has_attach=_attach_by_headers(ctype),
+    )
+
+
+def _attach_by_headers(ctype: str) -> bool:
+    main = ctype.split("/", 1)[0]
+    return ctype == "multipart/mixed" or main not in ("text", "multipart")
+
+
+def _sender(headers: Message, name: str) -> tuple[str, str] | None:
+    pairs = parse_addresses(headers.get_all(name, []))
+    return pairs[0] if pairs else None
+
+
+# --- The whole message ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailRecipient:
+    display_name: str
+    address: str
+    recipient_type: RecipientType
+
+
+def recipients_of(headers: Message) -> list[MailRecipient]:
+    """To, Cc and Bcc, in that order."""
+    out: list[MailRecipient] = []
+    for name, kind in (
+        ("to", RecipientType.MAPI_TO),
+        ("cc", RecipientType.MAPI_CC),
+        ("bcc", RecipientType.MAPI_BCC),
+    ):
+        for display, addr in parse_addresses(headers.get_all(name, [])):
+            out.append(MailRecipient(display or addr, addr, kind))
+    return out
+
+
+def recipient_row(recipient: MailRecipient, rowid: int) -> dict[str, Any]:
+    """A recipient-table row; the instance key is the row id, unique in the table."""
+    eid = one_off(recipient.display_name, "SMTP", recipient.address)
+    return {
+        PR_DISPLAY_NAME.name: recipient.display_name,
+        PR_EMAIL_ADDRESS.name: recipient.address,
+        PR_ADDRTYPE.name: "SMTP",
+        PR_RECIPIENT_TYPE.name: int(recipient.recipient_type),
+        PR_SEARCH_KEY.name: search_key("SMTP", recipient.address),
+        PR_ENTRYID.name: eid,
+        "PR_ROWID": rowid,
+        "PR_INSTANCE_KEY": rowid.to_bytes(4, "little"),
+    }
+
+
+class _TextOfHtml(HTMLParser):
+    """A plain rendering of HTML for PR_BODY of mail that has no text/plain part."""
+
+    _BREAKS = frozenset({"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "table"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head"):
+            self._skip += 1
+        elif tag in self._BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head") and self._skip:
+            self._skip -= 1
+        elif tag in ("p", "div", "table", "h1", "h2", "h3", "h4"):
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        joined = re.sub(r"[ \t]+", " ", "".join(self.parts))
+        return re.sub(r"\n\s*\n+", "\n\n", joined).strip() + "\n"
+
+
+def html_to_text(markup: str) -> str:
+    parser = _TextOfHtml()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except (ValueError, AssertionError):
+        return html.unescape(re.sub(r"<[^>]*>", "", markup))
+    return parser.text()
+
+
+def _part_text(part: EmailMessage) -> str:
+    try:
+        return str(part.get_content())
+    except (LookupError, ValueError, AssertionError):
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def _has_attachments(msg: EmailMessage) -> bool:
+    if not msg.is_multipart():
+        return msg.get_content_maintype() not in ("text", "multipart")
+    try:
+        return next(iter(msg.iter_attachments()), None) is not None
+    except (KeyError, ValueError):
+        return False
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    msg = _FULL.parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def message_props(raw: bytes) -> tuple[dict[str, Any], bool]:
+    """The properties an RFC 5322 message gives, and whether it has attachments.
+
+    The fields a contents table shows come from `summarize`, so they match the table.
+    """
+    head = raw.split(b"\n\n", 1)[0] if b"\r\n\r\n" not in raw else raw.split(b"\r\n\r\n", 1)[0]
+    headers = parse_header_block(head + b"\n\n")
+    summary = summarize(headers)
+    msg = parse_message(raw)
+    prefix, normalized = split_subject(summary.subject)
+    props: dict[str, Any] = {
+        PR_SUBJECT.name: summary.subject,
+        PR_SUBJECT_PREFIX.name: prefix,
+        PR_NORMALIZED_SUBJECT.name: normalized,
+        PR_MESSAGE_CLASS.name: summary.message_class,
+        PR_DISPLAY_TO.name: summary.display_to,
+        PR_DISPLAY_CC.name: display_list(parse_addresses(headers.get_all("cc", []))),
+        PR_DISPLAY_BCC.name: display_list(parse_addresses(headers.get_all("bcc", []))),
+        PR_TRANSPORT_MESSAGE_HEADERS.name: head.decode("utf-8", "replace").replace("\r\n", "\n")
+        + "\n",
+    }
+    if summary.submit_time is not None:
+        props[PR_CLIENT_SUBMIT_TIME.name] = summary.submit_time
+    represented = _sender(headers, "from")
+    sender = _sender(headers, "sender") or represented
+    for who, tags in (
+        (
+            sender,
+            (PR_SENDER_NAME, PR_SENDER_EMAIL_ADDRESS, PR_SENDER_ADDRTYPE, PR_SENDER_SEARCH_KEY),
+        ),
+        (
+            represented,
+            (
+                PR_SENT_REPRESENTING_NAME,
+                PR_SENT_REPRESENTING_EMAIL_ADDRESS,
+                PR_SENT_REPRESENTING_ADDRTYPE,
+                PR_SENT_REPRESENTING_SEARCH_KEY,
+            ),
+        ),
+    ):
+        if who is not None:
+            name_tag, addr_tag, type_tag, key_tag = tags
+            props[name_tag.name] = who[0] or who[1]
+            props[addr_tag.name] = who[1]
+            props[type_tag.name] = "SMTP"
+            props[key_tag.name] = search_key("SMTP", who[1])
+    for header, tag in (
+        ("message-id", PR_INTERNET_MESSAGE_ID),
+        ("in-reply-to", PR_IN_REPLY_TO_ID),
+        ("references", PR_INTERNET_REFERENCES),
+    ):
+        value = headers.get(header)
+        if value:
+            props[tag.name] = decode_text(value)
+    if str(headers.get(DELETE_AFTER_SUBMIT_HEADER, "")).strip().lower() in ("yes", "true", "1"):
+        props[PR_DELETE_AFTER_SUBMIT.name] = True
+    plain = msg.get_body(preferencelist=("plain",))
+    rich = msg.get_body(preferencelist=("html",))
+    if rich is not None:
+        markup = _part_text(rich)  # type: ignore[arg-type]
+        props[PR_BODY_HTML.name] = markup
+        props[PR_HTML.name] = markup.encode("utf-8")
+    if plain is not None:
+        props[PR_BODY.name] = _part_text(plain)  # type: ignore[arg-type]
+    elif rich is not None:
+        props[PR_BODY.name] = html_to_text(props[PR_BODY_HTML.name])
+    has_attach = _has_attachments(msg)
+    props[PR_HASATTACH.name] = has_attach
+    return props, has_attach
+
+
+# --- Writing ---------------------------------------------------------------------------------
+
+SETTABLE = frozenset(
+    {
+        PR_SUBJECT.name,
+        PR_BODY.name,
+        PR_BODY_HTML.name,
+        PR_HTML.name,
+        PR_DELETE_AFTER_SUBMIT.name,
+        PR_INTERNET_MESSAGE_ID.name,
+        PR_IN_REPLY_TO_ID.name,
+        PR_INTERNET_REFERENCES.name,
+        PR_CLIENT_SUBMIT_TIME.name,
+        PR_SENT_REPRESENTING_NAME.name,
+        PR_SENT_REPRESENTING_EMAIL_ADDRESS.name,
+    }
+)
+"""Properties `compose` writes into the message itself."""
+
+
+def _address(name: str, addr: str) -> str:
+    if not name or name == addr:
+        name = ""
+    try:
+        return str(Address(display_name=name or "", addr_spec=addr))
+    except (ValueError, IndexError):
+        return email.utils.formataddr((name, addr))
+
+
+def compose(
+    raw: bytes | None,
+    changes: Mapping[str, Any],
+    deleted: Iterable[str],
+    recipients: Sequence[MailRecipient] | None,
+) -> bytes:
+    """The RFC 5322 bytes of a message after a client's changes.
+
+    `raw` is the stored message (None for a new one); `changes` the set properties of
+    SETTABLE, `deleted` those deleted, `recipients` the new recipient list (None: unchanged).
+    A new message gets a Date and a Message-ID, as mutt gives a postponed message.
+    """
+    msg = parse_message(raw) if raw is not None else EmailMessage()
+    deleted = set(deleted)
+    header_tags = {
+        PR_SUBJECT.name: "Subject",
+        PR_INTERNET_MESSAGE_ID.name: "Message-ID",
+        PR_IN_REPLY_TO_ID.name: "In-Reply-To",
+        PR_INTERNET_REFERENCES.name: "References",
+    }
+    for tag, header in header_tags.items():
+        if tag in changes or tag in deleted:
+            del msg[header]
+            if tag in changes and changes[tag] not in (None, ""):
+                msg[header] = str(changes[tag])
+    if PR_CLIENT_SUBMIT_TIME.name in changes and isinstance(
+        changes[PR_CLIENT_SUBMIT_TIME.name], datetime
+    ):
+        del msg["Date"]
+        msg["Date"] = email.utils.format_datetime(changes[PR_CLIENT_SUBMIT_TIME.name])
+    if PR_SENT_REPRESENTING_EMAIL_ADDRESS.name in changes:
+        del msg["From"]
+        addr = str(changes[PR_SENT_REPRESENTING_EMAIL_ADDRESS.name])
+        msg["From"] = _address(str(changes.get(PR_SENT_REPRESENTING_NAME.name, "")), addr)
+    if PR_DELETE_AFTER_SUBMIT.name in changes or PR_DELETE_AFTER_SUBMIT.name in deleted:
+        del msg[DELETE_AFTER_SUBMIT_HEADER]
+        if changes.get(PR_DELETE_AFTER_SUBMIT.name) is True:
+            msg[DELETE_AFTER_SUBMIT_HEADER] = "yes"
+    if recipients is not None:
+        for header in ("To", "Cc", "Bcc"):
+            del msg[header]
+        for header, kind in (
+            ("To", RecipientType.MAPI_TO),
+            ("Cc", RecipientType.MAPI_CC),
+            ("Bcc", RecipientType.MAPI_BCC),
+        ):
+            chosen = [r for r in recipients if r.recipient_type == kind]
+            if chosen:
+                msg[header] = ", ".join(_address(r.display_name, r.address) for r in chosen)
+    body_tags = (PR_BODY.name, PR_BODY_HTML.name, PR_HTML.name)
+    if raw is None or any(t in changes or t in deleted for t in body_tags):
+        _set_body(msg, raw is None, changes, deleted)
+    if "Date" not in msg:
+        msg["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    if "Message-ID" not in msg:
+        msg["Message-ID"] = email.utils.make_msgid()
+    if "MIME-Version" not in msg:
+        msg["MIME-Version"] = "1.0"
+    return msg.as_bytes(policy=policy.default.clone(linesep="\n"))
+
+
+def _set_body(msg: EmailMessage, new: bool, changes: Mapping[str, Any], deleted: set[str]) -> None:
+    """Replace the text parts, keeping the attachments."""
+    old_plain = None if new else msg.get_body(preferencelist=("plain",))
+    old_html = None if new else msg.get_body(preferencelist=("html",))
+    if PR_BODY.name in changes:
+        plain: str | None = str(changes[PR_BODY.name] or "")
+    elif PR_BODY.name in deleted or old_plain is None:
+        plain = None
+    else:
+        plain = _part_text(old_plain)  # type: ignore[arg-type]
+    markup: str | None
+    if PR_BODY_HTML.name in changes:
+        markup = str(changes[PR_BODY_HTML.name] or "")
+    elif PR_HTML.name in changes:
+        value = changes[PR_HTML.name]
+        markup = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    elif PR_BODY_HTML.name in deleted or PR_HTML.name in deleted or old_html is None:
+        markup = None
+    elif PR_BODY.name in changes:
+        markup = None  # a new plain body: the old HTML no longer says the same thing
+    else:
+        markup = _part_text(old_html)  # type: ignore[arg-type]
+    attachments = [] if new or not msg.is_multipart() else list(msg.iter_attachments())
+    msg.clear_content()
+    if plain is None and markup is None:
+        plain = ""
+    if plain is not None:
+        msg.set_content(plain)
+        if markup is not None:
+            msg.add_alternative(markup, subtype="html")
+    else:
+        msg.set_content(markup or "", subtype="html")
+    if attachments:
+        msg.make_mixed()
+        for part in attachments:
+            msg.attach(part)
+
+
+def message_flags_of(flags: str, has_attach: bool) -> int:
+    """PR_MESSAGE_FLAGS from Maildir flags (S read, D draft/unsent)."""
+    value = 0
+    if "S" in flags:
+        value |= MessageFlags.MSGFLAG_READ
+    if "D" in flags:
+        value |= MessageFlags.MSGFLAG_UNSENT
+    if has_attach:
+        value |= MessageFlags.MSGFLAG_HASATTACH
+    return int(value)
