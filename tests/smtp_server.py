@@ -46,10 +46,13 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes
+    """The message as an MTA stores it (Maildir): dot-stuffing undone, lines end in \\n."""
     login: str | None = None
     """The AUTH user of the connection it came on, if any."""
     peer: tuple[str, int] | None = None
     """The client's address and port: messages with the same peer came on one connection."""
+    wire: bytes = b""
+    """The DATA as it came over the wire (CRLF line ends), dot-stuffing undone."""
 
 
 @dataclass
@@ -133,12 +136,14 @@ class RecordingHandler:
             content = content.encode("utf-8", "surrogateescape")
         auth = session.auth_data  # (session.login_data warns: deprecated in aiosmtpd 1.4)
         login = auth.login if isinstance(auth, LoginPassword) else None
+        wire = bytes(content)
         received = Received(
             envelope.mail_from or "",
             tuple(envelope.rcpt_tos),
-            bytes(content),
+            wire.replace(b"\r\n", b"\n"),
             login.decode() if isinstance(login, bytes) else login,
             tuple(session.peer[:2]) if isinstance(session.peer, tuple) else None,
+            wire,
         )
         with self._lock:
             self._messages.append(received)

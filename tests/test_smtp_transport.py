@@ -163,8 +163,9 @@ def test_plain_sends_reuse_one_connection(tmp_path: Path, smtp_server: SmtpServe
     got = smtp_server.wait_for(3)
     assert got[0].mail_from == "ada@example.org"
     assert got[0].rcpt_tos == ("grace@example.org", "alan@example.org")
-    assert b"Subject: Engines\r\n" in got[0].content
-    assert b"\r\n.a line that starts with a dot" in got[0].content  # dot-stuffing undone
+    assert b"Subject: Engines\r\n" in got[0].wire  # bare \n of the store made CRLF
+    assert b"\r\n.a line that starts with a dot" in got[0].wire  # dot-stuffing undone
+    assert got[0].content == MIME
     assert len({m.peer for m in got}) == 1  # one connection for the three
 
 
