@@ -498,6 +498,10 @@ def test_bad_configurations(tmp_path: Path) -> None:
     keys = {p.key for p in problems}
     assert {"host", "port", "security", "timeout", "from", "(config)"} <= keys
     assert SmtpService.check_config({"host": "mail.example.org", "from": "a@b.example"}) == []
+    clear = {"host": "mail.example.org", "security": "none", "username": "ada"}
+    assert [p.key for p in SmtpService.check_config(clear)] == ["security"]
+    assert SmtpService.check_config({**clear, "host": "127.0.0.1"}) == []
+    assert SmtpService.check_config({**clear, "host": "::1"}) == []
     secret = SmtpService.check_config({"host": "h", "password": 12345678})
     assert all("12345678" not in p.message for p in secret)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import smtplib
 import socket
@@ -656,4 +657,28 @@ class SmtpService(MessageService):
         sender = config.get("from")
         if isinstance(sender, str) and parse_sender(sender) is None:
             problems.append(ConfigProblem("from", 'must be "Name <name@domain>" or name@domain'))
+        host = config.get("host")
+        if (
+            config.get("username")
+            and config.get("security") == "none"
+            and isinstance(host, str)
+            and not _loopback(host)
+        ):
+            problems.append(
+                ConfigProblem(
+                    "security",
+                    'must be "starttls" or "tls" with a username: "none" would send the '
+                    "password unencrypted (it is only for a server on this machine)",
+                )
+            )
         return problems
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` names this machine (a password may cross loopback unencrypted)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
