@@ -136,7 +136,7 @@ class SmtpTransport(TransportProvider):
     """Sends the spooler's messages to one SMTP server, over one reusable connection."""
 
     name = "smtp"
-    display = "mapid SMTP transport"
+    display = "mapid SMTP"
     address_types: ClassVar[tuple[str, ...]] = (ADDRTYPE,)
     resource_methods = (
         ResourceMethods.STATUS_VALIDATE_STATE
