@@ -17,6 +17,8 @@ from mapid.providers.base import Identity
 _POLICY = email.policy.default.clone(linesep="\n", max_line_length=78)
 HIDDEN_FIELDS = frozenset({b"bcc", b"resent-bcc"})
 """Header fields that never go on the wire: the envelope carries their recipients."""
+PRIVATE_PREFIX = b"x-mapid-"
+"""Fields a store keeps for itself (X-Mapid-Delete-After-Submit): not for the recipients."""
 
 
 class NoSender(Exception):
@@ -112,7 +114,9 @@ def prepare(
     kept = [
         f
         for f in fields
-        if _name(f) not in HIDDEN_FIELDS and not (override and _name(f) == b"from")
+        if _name(f) not in HIDDEN_FIELDS
+        and not _name(f).startswith(PRIVATE_PREFIX)
+        and not (override and _name(f) == b"from")
     ]
     added: list[bytes] = []
     if override is not None or existing is None:

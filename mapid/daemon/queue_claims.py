@@ -23,6 +23,14 @@ class Claimant(Protocol):
         """The queue is now mine: start sending (called on the event loop, non-blocking)."""
         ...
 
+    def kick(self) -> None:
+        """Something was queued: start a pass (non-blocking)."""
+        ...
+
+    async def flush(self) -> None:
+        """A pass now that ignores the backoff; returns when it is done."""
+        ...
+
 
 class QueueClaims:
     def __init__(self) -> None:

@@ -364,6 +364,11 @@ class Spooler:
             owner = self.session.env.queue_claims.owner(uid)
             who = owner.label if owner is not None else "another session"
             self._enter(SpoolerState.STANDBY, f"standby: {who} sends this store's Outbox")
+            if owner is not None:  # what this session queued, the owner sends
+                if flushes:
+                    await owner.flush()  # its whole queue: our transports are not its own
+                else:
+                    owner.kick()
             return
         entryids = await self._bounded(store.queued())
         for gone in set(self._progress) - set(entryids):
@@ -508,7 +513,6 @@ class Spooler:
                     r.address, r.display_name, str(exc), NO_SENDER_STATUS
                 )
             return
-        self._begin_transport(slot, run)
         self._show_progress(slot, run, sent=False)
         outgoing = OutgoingMessage(
             message.entryid, prepared.mime, tuple(recipients), prepared.sender
@@ -612,14 +616,6 @@ class Spooler:
         return row_identity(row)
 
     # -- transport rows ------------------------------------------------------------------
-    def _begin_transport(self, slot: ProviderSlot, run: _Pass) -> None:
-        if slot.provider_uid in run.used or slot.row is None:
-            return
-        run.used[slot.provider_uid] = slot
-        row = self.session.table.get(slot.row) or {}
-        code = int(row.get("PR_STATUS_CODE", 0)) | StatusCode.STATUS_OUTBOUND_ACTIVE
-        self.session.table.modify(slot.row, {"PR_STATUS_CODE": int(code)})
-
     def _show_progress(self, slot: ProviderSlot, run: _Pass, *, sent: bool) -> None:
         """ "sending 3 of 10" in the spooler's row; in the transport's, the share of the pass
         done (before the send of message 3: 20 %, after it: 30 %)."""
@@ -627,15 +623,19 @@ class Spooler:
         text = f"sending {run.index} of {total}"
         if not sent:
             self._set_status(text)
-        if slot.row is not None:
-            done = run.index if sent else run.index - 1
-            self.session.table.modify(
-                slot.row,
-                {
-                    "PR_REMOTE_PROGRESS": min(100, done * 100 // total),
-                    "PR_REMOTE_PROGRESS_TEXT": text,
-                },
-            )
+        if slot.row is None:
+            return
+        done = run.index if sent else run.index - 1
+        props: dict[str, Any] = {
+            "PR_REMOTE_PROGRESS": min(100, done * 100 // total),
+            "PR_REMOTE_PROGRESS_TEXT": text,
+        }
+        if slot.provider_uid not in run.used:  # its first message of the pass
+            run.used[slot.provider_uid] = slot
+            row = self.session.table.get(slot.row) or {}
+            code = int(row.get("PR_STATUS_CODE", 0)) | StatusCode.STATUS_OUTBOUND_ACTIVE
+            props["PR_STATUS_CODE"] = int(code)
+        self.session.table.modify(slot.row, props)
 
     def _end_transports(self, run: _Pass) -> None:
         """Clear STATUS_OUTBOUND_ACTIVE and put back the idle progress of each transport
