@@ -391,6 +391,10 @@ class Spooler:
                     log.warning("cannot read queued message: %s", exc)
                     run.wait(f"cannot read a queued message: {_reason(exc)}")
                     continue
+                except Exception as exc:  # one unreadable file must not stop the queue
+                    log.exception("the store failed to read a queued message")
+                    run.wait(f"cannot read a queued message: {_reason(exc)}")
+                    continue
                 await self._one(store, message, transports, run)
         finally:
             self._end_transports(run)
@@ -464,13 +468,8 @@ class Spooler:
         for kind, recipients in groups.items():
             route = routes[kind]
             if route is None:
-                for r in recipients:
-                    progress.failures[r.address.casefold()] = ndr.Failure(
-                        r.address,
-                        r.display_name,
-                        f"no transport of this profile takes address type {kind}",
-                        NO_TRANSPORT_STATUS,
-                    )
+                reason = f"no transport of this profile takes address type {kind}"
+                self._fail(progress, recipients, reason, NO_TRANSPORT_STATUS)
                 continue
             if isinstance(route, str):
                 waiting = waiting or route
@@ -508,10 +507,11 @@ class Spooler:
                 message.mime, override=_sender_override(transport), identity=self._identity()
             )
         except NoSender as exc:
-            for r in recipients:
-                progress.failures[r.address.casefold()] = ndr.Failure(
-                    r.address, r.display_name, str(exc), NO_SENDER_STATUS
-                )
+            self._fail(progress, recipients, str(exc), NO_SENDER_STATUS)
+            return
+        except Exception as exc:  # it would fail the same way every time: report it
+            log.exception("cannot prepare a queued message for sending")
+            self._fail(progress, recipients, f"cannot prepare the message: {_reason(exc)}")
             return
         self._show_progress(slot, run, sent=False)
         outgoing = OutgoingMessage(
@@ -521,10 +521,7 @@ class Spooler:
             result = await self._bounded(transport.send(outgoing))
         except TransportFailure as exc:
             if exc.permanent:
-                for r in recipients:
-                    progress.failures[r.address.casefold()] = ndr.Failure(
-                        r.address, r.display_name, exc.message
-                    )
+                self._fail(progress, recipients, exc.message)
                 self._backoff.pop(uid, None)
                 self._show_progress(slot, run, sent=True)
                 return
@@ -554,6 +551,15 @@ class Spooler:
             return
         self._show_progress(slot, run, sent=True)
         raise _Waiting(self._backoff[uid].reason)
+
+    @staticmethod
+    def _fail(
+        progress: _Progress, recipients: list[Recipient], reason: str, status: str = ""
+    ) -> None:
+        for r in recipients:
+            progress.failures[r.address.casefold()] = ndr.Failure(
+                r.address, r.display_name, reason, status
+            )
 
     def _defer(self, slot: ProviderSlot, reason: str, run: _Pass) -> None:
         env = self.session.env
