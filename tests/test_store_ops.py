@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from mapid.client import Client
 from mapid.constants import (
     AccessLevel,
     ObjectType,
+    RecipientType,
     ResourceFlags,
     ResourceType,
     StoreSupport,
@@ -285,3 +288,322 @@ def test_set_default_store_refusals(make_daemon: DaemonFactory) -> None:
     )
     assert error.code == ErrorCode.MAPI_E_UNKNOWN_ENTRYID
     assert [r["PR_DEFAULT_STORE"] for r in stores(client, token)] == [True, False]
+
+
+# -- folders and messages ---------------------------------------------------------------------
+
+
+def mime(subject: str, to: str = "grace@example.org", date: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Ada Lovelace <ada@example.org>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = date or "Mon, 02 Nov 2026 10:00:00 +0000"
+    msg["Message-ID"] = f"<{abs(hash(subject))}@example.org>"
+    msg.set_content(f"body of {subject}\n")
+    return msg.as_bytes()
+
+
+class Store:
+    """A store opened in one session, and its IPM folders by display name."""
+
+    def __init__(self, client: Client, token: bytes, entryid: bytes, write: bool) -> None:
+        self.client, self.token = client, token
+        opened = client.session_open_msg_store(token, entryid, ["MDB_WRITE"] if write else [])
+        self.handle = int(opened["handle"])
+        self.props = opened["props"]
+        subtree = client.container_open_entry(
+            token, self.handle, self.props["PR_IPM_SUBTREE_ENTRYID"]
+        )
+        self.subtree = int(subtree["handle"])
+        rows = client.container_hierarchy_table(token, self.subtree)["rows"]
+        self.folder_ids = {r["PR_DISPLAY_NAME"]: bytes(r["PR_ENTRYID"]) for r in rows}
+
+    def folder(self, name: str) -> int:
+        opened = self.client.container_open_entry(self.token, self.subtree, self.folder_ids[name])
+        return int(opened["handle"])
+
+    def contents(self, handle: int, **table: Any) -> list[dict[str, Any]]:
+        return list(self.client.container_contents_table(self.token, handle, table)["rows"])
+
+    def subjects(self, name: str) -> list[str]:
+        handle = self.folder(name)
+        rows = self.contents(handle, sort=[["PR_SUBJECT", "asc"]])
+        self.client.object_release(self.token, handle)
+        return [r.get("PR_SUBJECT", "") for r in rows]
+
+
+def mail_store(client: Client, token: bytes, *, write: bool = True, name: str = "mail") -> Store:
+    entryid = next(r["PR_ENTRYID"] for r in stores(client, token) if r["PR_DISPLAY_NAME"] == name)
+    return Store(client, token, entryid, write)
+
+
+def test_ipm_folders_import_open_and_mime(client: Client) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    assert {"Inbox", "Outbox", "Sent Items", "Deleted Items", "Drafts"} <= set(store.folder_ids)
+    inbox = store.folder("Inbox")
+    first = client.folder_import_message(
+        token, inbox, mime("first", date="Tue, 03 Nov 2026 09:00:00 +0000")
+    )["entryid"]
+    second = client.folder_import_message(token, inbox, mime("second"))["entryid"]
+    rows = store.contents(inbox, columns=["PR_SUBJECT", "PR_MESSAGE_DELIVERY_TIME", "PR_ENTRYID"])
+    assert sorted(r["PR_SUBJECT"] for r in rows) == ["first", "second"]
+    # Sort and restriction on times: the table compares them as times.
+    by_date = store.contents(inbox, sort=[["PR_MESSAGE_DELIVERY_TIME", "desc"]], limit=1)
+    times = [r["PR_MESSAGE_DELIVERY_TIME"] for r in store.contents(inbox)]
+    assert all(isinstance(t, datetime) for t in times)
+    assert by_date[0]["PR_MESSAGE_DELIVERY_TIME"] == max(times)
+    later = store.contents(
+        inbox, restriction={"prop": "PR_MESSAGE_DELIVERY_TIME", "op": "ge", "value": max(times)}
+    )
+    assert len(later) == 1
+    opened = client.container_open_entry(token, inbox, first)
+    assert opened["object_type"] == ObjectType.MAPI_MESSAGE
+    assert opened["props"]["PR_SUBJECT"] == "first"
+    assert opened["props"]["PR_ACCESS_LEVEL"] == AccessLevel.MAPI_MODIFY
+    text = bytes(client.message_get_mime(token, opened["handle"])["mime"])
+    assert b"Subject: first" in text and b"body of first" in text
+    assert client.session_compare_entryids(token, first, opened["props"]["PR_ENTRYID"])["equal"]
+    assert not client.session_compare_entryids(token, first, second)["equal"]
+
+
+def test_create_folder_copy_move_and_delete_to_deleted_items(client: Client) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    inbox = store.folder("Inbox")
+    ids = [client.folder_import_message(token, inbox, mime(s))["entryid"] for s in ("a", "b", "c")]
+    made = client.folder_create_folder(token, store.subtree, "Projects")
+    projects, projects_id = made["handle"], made["entryid"]
+    assert client.object_get_props(token, projects, ["PR_DISPLAY_NAME"])["props"] == {
+        "PR_DISPLAY_NAME": "Projects"
+    }
+    error = failure(lambda: client.folder_create_folder(token, store.subtree, "Projects"))
+    assert error.code == ErrorCode.MAPI_E_COLLISION
+    error = failure(lambda: client.folder_create_folder(token, store.subtree, "  "))
+    assert error.code == ErrorCode.MAPI_E_INVALID_PARAMETER
+    copied = client.folder_copy_messages(token, inbox, [ids[0]], projects_id)["entryids"]
+    moved = client.folder_copy_messages(token, inbox, [ids[1]], projects_id, move=True)["entryids"]
+    assert len(copied) == len(moved) == 1
+    assert store.subjects("Inbox") == ["a", "c"]
+    assert sorted(r["PR_SUBJECT"] for r in store.contents(projects)) == ["a", "b"]
+    # Deleting moves to Deleted Items; deleting there is for good.
+    client.folder_delete_messages(token, projects, copied + moved)
+    assert store.contents(projects) == []
+    assert store.subjects("Deleted Items") == ["a", "b"]
+    trash = store.folder("Deleted Items")
+    in_trash = [r["PR_ENTRYID"] for r in store.contents(trash)]
+    client.folder_delete_messages(token, trash, in_trash)
+    assert store.contents(trash) == []
+
+
+def test_compose_recipients_and_submit(client: Client) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    drafts = store.folder("Drafts")
+    message = client.folder_create_message(token, drafts)["handle"]
+    client.object_set_props(token, message, {"PR_SUBJECT": "hello", "PR_BODY": "hi Grace\n"})
+    book = client.session_open_address_book(token)["handle"]
+    resolved = client.ab_resolve_names(token, book, ["Grace Hopper", "carol@example.com"])
+    recipients = list(resolved["recipients"])
+    recipients[1] = {**recipients[1], "PR_RECIPIENT_TYPE": int(RecipientType.MAPI_CC)}
+    client.message_modify_recipients(token, message, recipients)
+    client.object_save_changes(token, message)
+    assert store.subjects("Drafts") == ["hello"]
+    rows = client.message_recipients_table(token, message, {"sort": [["PR_RECIPIENT_TYPE", "asc"]]})
+    assert [(r["PR_EMAIL_ADDRESS"], r["PR_RECIPIENT_TYPE"]) for r in rows["rows"]] == [
+        ("grace@example.org", RecipientType.MAPI_TO),
+        ("carol@example.com", RecipientType.MAPI_CC),
+    ]
+    # The spooler may take the message out of the Outbox at once: the move into the Outbox
+    # is seen through its notification, not by looking.
+    client.session_advise(token, ["fnevObjectMoved"], store.props["PR_ENTRYID"])
+    queued = client.message_submit(token, message)["entryid"]
+    assert len(queued) >= 20
+    assert store.subjects("Drafts") == []
+    while True:
+        note = client.recv_notification(timeout=5)
+        assert note is not None, "no fnevObjectMoved for the submitted message"
+        if client.session_compare_entryids(token, note["entryid"], queued)["equal"]:
+            break
+    assert note["parent_entryid"] == store.props["PR_IPM_OUTBOX_ENTRYID"]
+    assert note["old_parent_entryid"] == store.folder_ids["Drafts"]
+
+
+def test_submit_refused_for_a_no_mail_member(client: Client) -> None:
+    token = logon(client, flags=["MAPI_NEW_SESSION", "MAPI_NO_MAIL"])
+    store = mail_store(client, token)
+    message = client.folder_create_message(token, store.folder("Drafts"))["handle"]
+    client.message_modify_recipients(token, message, [{"PR_EMAIL_ADDRESS": "x@example.com"}])
+    error = failure(lambda: client.message_submit(token, message))
+    assert error.code == ErrorCode.MAPI_E_NO_SUPPORT
+    assert "MAPI_NO_MAIL" in error.message
+
+
+def test_read_only_store_refuses_every_change(client: Client) -> None:
+    token = logon(client)
+    writer = mail_store(client, token)
+    inbox_w = writer.folder("Inbox")
+    existing = client.folder_import_message(token, inbox_w, mime("kept"))["entryid"]
+    draft = client.folder_create_message(token, writer.folder("Drafts"))["handle"]
+    client.object_save_changes(token, draft)
+    # Another session, read-only.
+    reader_token = logon(client)
+    ro = mail_store(client, reader_token, write=False)
+    inbox = ro.folder("Inbox")
+    message = client.container_open_entry(reader_token, inbox, existing)
+    assert message["props"]["PR_ACCESS_LEVEL"] == 0
+    msg = message["handle"]
+    dest = ro.folder_ids["Drafts"]
+    attempts: dict[str, Callable[[], Any]] = {
+        "create_folder": lambda: client.folder_create_folder(reader_token, ro.subtree, "X"),
+        "create_message": lambda: client.folder_create_message(reader_token, inbox),
+        "import_message": lambda: client.folder_import_message(reader_token, inbox, mime("z")),
+        "delete_messages": lambda: client.folder_delete_messages(reader_token, inbox, [existing]),
+        "copy_messages": lambda: client.folder_copy_messages(reader_token, inbox, [existing], dest),
+        "set_props": lambda: client.object_set_props(reader_token, msg, {"PR_SUBJECT": "no"}),
+        "delete_props": lambda: client.object_delete_props(reader_token, msg, ["PR_SUBJECT"]),
+        "save_changes": lambda: client.object_save_changes(reader_token, msg),
+        "modify_recipients": lambda: client.message_modify_recipients(
+            reader_token, msg, [{"PR_EMAIL_ADDRESS": "x@example.com"}]
+        ),
+        "submit": lambda: client.message_submit(reader_token, msg),
+        "store set_props": lambda: client.object_set_props(
+            reader_token, ro.handle, {"PR_COMMENT": "x"}
+        ),
+    }
+    for what, attempt in attempts.items():
+        error = failure(attempt)
+        assert error.code == ErrorCode.MAPI_E_NO_ACCESS, what
+    # Nothing changed.
+    assert writer.subjects("Inbox") == ["kept"]
+    # MAPI_MODIFY without a writable store handle opens read-only...
+    plain = client.session_open_entry(reader_token, existing, ["MAPI_MODIFY"])
+    assert plain["props"]["PR_ACCESS_LEVEL"] == 0
+    # ...with one, writable; and read-only again once that handle is released.
+    rw = client.session_open_msg_store(reader_token, writer.props["PR_ENTRYID"], ["MDB_WRITE"])
+    writable = client.session_open_entry(reader_token, existing, ["MAPI_MODIFY"])
+    assert writable["props"]["PR_ACCESS_LEVEL"] == AccessLevel.MAPI_MODIFY
+    assert client.object_set_props(reader_token, writable["handle"], {"PR_SUBJECT": "kept"}) == {
+        "problems": {}
+    }
+    without = client.session_open_entry(reader_token, existing)
+    assert without["props"]["PR_ACCESS_LEVEL"] == 0  # no MAPI_MODIFY asked
+    client.object_release(reader_token, rw["handle"])
+    again = client.session_open_entry(reader_token, existing, ["MAPI_MODIFY"])
+    assert again["props"]["PR_ACCESS_LEVEL"] == 0
+
+
+def test_ops_on_the_wrong_kind_of_handle(client: Client) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    inbox = store.folder("Inbox")
+    entryid = client.folder_import_message(token, inbox, mime("kind"))["entryid"]
+    message = client.container_open_entry(token, inbox, entryid)["handle"]
+    book = client.session_open_address_book(token)["handle"]
+    status_row = client.session_status_table(token)["rows"][0]["PR_ENTRYID"]
+    status = client.session_open_entry(token, status_row)["handle"]
+    wrong: dict[str, Callable[[], Any]] = {
+        "create_folder on a message": lambda: client.folder_create_folder(token, message, "x"),
+        "import on the address book": lambda: client.folder_import_message(token, book, mime("q")),
+        "get_mime on a folder": lambda: client.message_get_mime(token, inbox),
+        "submit on a folder": lambda: client.message_submit(token, inbox),
+        "recipients of a folder": lambda: client.message_recipients_table(token, inbox),
+        "contents of a message": lambda: client.container_contents_table(token, message),
+        "hierarchy of a status object": lambda: client.container_hierarchy_table(token, status),
+        "resolve on a folder": lambda: client.ab_resolve_names(token, inbox, ["ada"]),
+    }
+    for what, attempt in wrong.items():
+        assert failure(attempt).code == ErrorCode.MAPI_E_NO_SUPPORT, what
+
+
+def test_argument_checks(client: Client) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    inbox = store.folder("Inbox")
+    entryid = client.folder_import_message(token, inbox, mime("args"))["entryid"]
+    message = client.folder_create_message(token, inbox)["handle"]
+    call = client.call
+    error = failure(
+        lambda: call("folder.import_message", {"handle": inbox, "mime": "text"}, token=token)
+    )
+    assert error.code == ErrorCode.MAPI_E_INVALID_PARAMETER and "1 MiB" in error.message
+    error = failure(lambda: client.folder_import_message(token, inbox, b""))
+    assert error.code == ErrorCode.MAPI_E_INVALID_PARAMETER
+    error = failure(lambda: client.folder_delete_messages(token, inbox, [entryid, b"short"]))
+    assert error.code == ErrorCode.MAPI_E_INVALID_ENTRYID and "entryids[1]" in error.message
+    error = failure(lambda: client.folder_delete_messages(token, inbox, []))
+    assert error.code == ErrorCode.MAPI_E_INVALID_PARAMETER
+    error = failure(lambda: client.folder_copy_messages(token, inbox, [entryid], b"x" * 5))
+    assert error.code == ErrorCode.MAPI_E_INVALID_ENTRYID
+    error = failure(
+        lambda: client.folder_copy_messages(token, inbox, [entryid], eid.make(b"\3" * 16))
+    )
+    assert error.code == ErrorCode.MAPI_E_UNKNOWN_ENTRYID
+    bad_recipients: list[Any] = [
+        [{"PR_DISPLAY_NAME": "no address"}],
+        [{"PR_EMAIL_ADDRESS": ""}],
+        [{"PR_EMAIL_ADDRESS": "a@b", "PR_RECIPIENT_TYPE": 7}],
+        [{"PR_EMAIL_ADDRESS": "a@b", "NOT_A_TAG": 1}],
+        ["a@b"],
+    ]
+    for recipients in bad_recipients:
+        error = failure(
+            lambda r=recipients: call(
+                "message.modify_recipients", {"handle": message, "recipients": r}, token=token
+            )
+        )
+        assert error.code == ErrorCode.MAPI_E_INVALID_PARAMETER, recipients
+    # PR_RECIPIENT_TYPE defaults to MAPI_TO, PR_ADDRTYPE to SMTP, and the rest is kept.
+    client.message_modify_recipients(
+        token, message, [{"PR_EMAIL_ADDRESS": "z@example.com", "PR_DISPLAY_NAME": "Zed"}]
+    )
+    (row,) = client.message_recipients_table(token, message)["rows"]
+    assert row["PR_RECIPIENT_TYPE"] == RecipientType.MAPI_TO
+    assert row["PR_ADDRTYPE"] == "SMTP" and row["PR_DISPLAY_NAME"] == "Zed"
+
+
+def test_copy_and_move_to_another_store_go_through_mime(archive: DaemonProc) -> None:
+    client = archive.client()
+    token = logon(client)
+    mail = mail_store(client, token)
+    inbox = mail.folder("Inbox")
+    ids = [client.folder_import_message(token, inbox, mime(s))["entryid"] for s in ("one", "two")]
+    # The other store open read-only in this session: the copy is refused.
+    read_only = mail_store(client, token, write=False, name="Archive")
+    dest = read_only.folder_ids["Inbox"]
+    error = failure(lambda: client.folder_copy_messages(token, inbox, ids[:1], dest))
+    assert error.code == ErrorCode.MAPI_E_NO_ACCESS
+    other = mail_store(client, token, name="Archive")
+    copied = client.folder_copy_messages(token, inbox, ids[:1], dest)["entryids"]
+    moved = client.folder_copy_messages(token, inbox, ids[1:], dest, move=True)["entryids"]
+    assert other.subjects("Inbox") == ["one", "two"]
+    assert mail.subjects("Inbox") == ["one"]
+    assert mail.subjects("Deleted Items") == []  # a move is not a delete
+    opened = client.session_open_entry(token, copied[0])
+    assert opened["props"]["PR_SUBJECT"] == "one"
+    text = bytes(client.message_get_mime(token, opened["handle"])["mime"])
+    assert b"body of one" in text
+    assert len(moved) == 1
+
+
+def test_entry_ids_survive_a_restart(daemon: DaemonProc) -> None:
+    client = daemon.client()
+    token = logon(client)
+    store = mail_store(client, token)
+    inbox = store.folder("Inbox")
+    entryid = bytes(client.folder_import_message(token, inbox, mime("lasting"))["entryid"])
+    store_id = bytes(store.props["PR_ENTRYID"])
+    inbox_id = store.folder_ids["Inbox"]
+    daemon.stop()
+    daemon.start()
+    again = daemon.client()
+    fresh = logon(again)
+    assert again.session_compare_entryids(fresh, store_id, stores(again, fresh)[0]["PR_ENTRYID"])[
+        "equal"
+    ]
+    opened = again.session_open_entry(fresh, entryid)
+    assert opened["props"]["PR_SUBJECT"] == "lasting"
+    assert again.session_compare_entryids(fresh, entryid, opened["props"]["PR_ENTRYID"])["equal"]
+    folder = again.session_open_entry(fresh, inbox_id)
+    assert folder["props"]["PR_DISPLAY_NAME"] == "Inbox"
