@@ -11,12 +11,13 @@ import email
 import email.policy
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -32,7 +33,7 @@ from mapid.cli.mail_format import flag_letters, format_size
 from mapid.cli.mail_session import looks_like_entryid, split_indexed
 from mapid.constants import FlagStatus, MessageFlags, MsgStatus, NotificationEvent
 
-from conftest import DaemonFactory, DaemonProc, standard_profile
+from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
 
 T = TypeVar("T")
 runner = CliRunner()
@@ -102,23 +103,31 @@ def fill_maildir(mail: Path) -> None:
     drop(mail / ".Work.Projects", 101, message_bytes(101, "Apollo", senders[1], "Go."), "")
 
 
-def mail_profile(root: Path, smtp: SmtpServer, *, autologon: bool = True) -> str:
+def mail_profile(root: Path, smtp: SmtpServer | None, *, autologon: bool = True) -> str:
     text = standard_profile(root, autologon=autologon)
     (root / "contacts" / "kelly.vcf").write_text(VCARD_GRACE_KELLY)
     fill_maildir(root / "Mail")
-    return text + smtp_section(smtp, key="outgoing")
+    return text + (smtp_section(smtp, key="outgoing") if smtp is not None else "")
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    """One daemon for the tests that only read: autologon profile `alpha` with contacts
+    and a filled Maildir (no transport)."""
+    root = tmp_path_factory.mktemp("reader")
+    proc = prepare_daemon(root / "d", profiles={"alpha": mail_profile(root / "alpha", None)})
+    try:
+        yield proc.start()
+    finally:
+        proc.close()
+        shutil.rmtree(proc.runtime.parent, ignore_errors=True)
 
 
 @pytest.fixture
 def mail(make_daemon: DaemonFactory, smtp_server: SmtpServer, tmp_path: Path) -> DaemonProc:
-    """A daemon whose autologon profile `alpha` has contacts, a filled Maildir and an smtp
-    transport to `smtp_server`; profile `beta` has no identity."""
-    return make_daemon(
-        profiles={
-            "alpha": mail_profile(tmp_path / "alpha", smtp_server),
-            "beta": standard_profile(tmp_path / "beta", identity=False),
-        }
-    )
+    """A daemon of its own for a test that changes things: autologon profile `alpha` as in
+    `reader`, plus an smtp transport (`outgoing`) to `smtp_server`."""
+    return make_daemon(profiles={"alpha": mail_profile(tmp_path / "alpha", smtp_server)})
 
 
 def cli(daemon: DaemonProc, *args: str, stdin: str | None = None) -> Result:
@@ -220,18 +229,18 @@ def test_no_daemon_is_4(tmp_path: Path) -> None:
 # --- stores, folders ------------------------------------------------------------------------
 
 
-def test_stores(mail: DaemonProc) -> None:
-    data = js(mail, "stores")
+def test_stores(reader: DaemonProc) -> None:
+    data = js(reader, "stores")
     assert data["profile"] == "alpha"
     [store] = data["stores"]
     assert store["default"] is True and store["name"] == "mail"
     assert looks_like_entryid(store["entryid"])
-    text = ok(mail, "stores").stdout
+    text = ok(reader, "stores").stdout
     assert "mail" in text and "yes" in text and store["entryid"] in text
 
 
-def test_folders_tree_with_counts(mail: DaemonProc) -> None:
-    data = js(mail, "folders")
+def test_folders_tree_with_counts(reader: DaemonProc) -> None:
+    data = js(reader, "folders")
     by_path = {f["path"]: f for f in data["folders"]}
     for name in ("Inbox", "Outbox", "Sent Items", "Deleted Items", "Drafts", "Work"):
         assert name in by_path, sorted(by_path)
@@ -239,7 +248,7 @@ def test_folders_tree_with_counts(mail: DaemonProc) -> None:
     assert by_path["Inbox"]["unread"] == INBOX_COUNT // 3
     assert by_path["Work/Projects"]["depth"] == by_path["Work"]["depth"] + 1
     assert by_path["Work/Projects"]["unread"] == 1
-    lines = ok(mail, "folders").stdout.splitlines()
+    lines = ok(reader, "folders").stdout.splitlines()
     inbox = next(line for line in lines if line.strip().startswith("Inbox"))
     assert inbox.split()[-2:] == [str(INBOX_COUNT), str(INBOX_COUNT // 3)]
     projects = next(line for line in lines if "Projects" in line)
@@ -248,8 +257,8 @@ def test_folders_tree_with_counts(mail: DaemonProc) -> None:
     assert indent == len(work) - len(work.lstrip()) + 2
 
 
-def test_folders_of_an_unknown_store_is_3(mail: DaemonProc) -> None:
-    result = cli(mail, "folders", "--store", "nowhere")
+def test_folders_of_an_unknown_store_is_3(reader: DaemonProc) -> None:
+    result = cli(reader, "folders", "--store", "nowhere")
     assert result.exit_code == 3
     assert "mail" in result.stderr
 
@@ -257,14 +266,14 @@ def test_folders_of_an_unknown_store_is_3(mail: DaemonProc) -> None:
 # --- ls -------------------------------------------------------------------------------------
 
 
-def test_ls_newest_first_with_limit_and_offset(mail: DaemonProc) -> None:
-    data = js(mail, "ls", "Inbox")
+def test_ls_newest_first_with_limit_and_offset(reader: DaemonProc) -> None:
+    data = js(reader, "ls", "Inbox")
     assert data["total"] == INBOX_COUNT
     subjects = [m["subject"] for m in data["messages"]]
     assert len(subjects) == 20
     assert subjects[:2] == ["Report 23", "Lunch on day 22"]
     assert [m["index"] for m in data["messages"]][:3] == [1, 2, 3]
-    page = js(mail, "ls", "inbox", "--limit", "3", "--offset", "20")
+    page = js(reader, "ls", "inbox", "--limit", "3", "--offset", "20")
     assert [m["subject"] for m in page["messages"]] == ["Report 03", "Lunch on day 02", "Report 01"]
     assert [m["index"] for m in page["messages"]] == [21, 22, 23]
     by_subject = {m["subject"]: m for m in data["messages"]}
@@ -276,109 +285,109 @@ def test_ls_newest_first_with_limit_and_offset(mail: DaemonProc) -> None:
     assert by_subject["Report 23"]["from"] == "Alan Turing"
 
 
-def test_ls_flags_show_flagged_and_trashed(mail: DaemonProc) -> None:
-    data = js(mail, "ls", "Inbox", "--limit", "30")
+def test_ls_flags_show_flagged_and_trashed(reader: DaemonProc) -> None:
+    data = js(reader, "ls", "Inbox", "--limit", "30")
     flags = {m["subject"]: m["flags"] for m in data["messages"]}
     assert flags["Report 05"] == "F"
     assert flags["Report 07"] == "T"
     assert flags["Lunch on day 06"] == "N"
 
 
-def test_ls_sort_unread_and_search(mail: DaemonProc) -> None:
-    by_subject = js(mail, "ls", "Inbox", "--sort", "subject", "--limit", "2")
+def test_ls_sort_unread_and_search(reader: DaemonProc) -> None:
+    by_subject = js(reader, "ls", "Inbox", "--sort", "subject", "--limit", "2")
     assert [m["subject"] for m in by_subject["messages"]] == ["Lunch on day 00", "Lunch on day 02"]
-    biggest = js(mail, "ls", "Inbox", "--sort", "-size", "--limit", "1")
+    biggest = js(reader, "ls", "Inbox", "--sort", "-size", "--limit", "1")
     assert biggest["messages"][0]["subject"] == "Report 23"
-    oldest = js(mail, "ls", "Inbox", "--sort", "date", "--limit", "1")
+    oldest = js(reader, "ls", "Inbox", "--sort", "date", "--limit", "1")
     assert oldest["messages"][0]["subject"] == "Lunch on day 00"
-    unread = js(mail, "ls", "Inbox", "--unread", "--limit", "50")
+    unread = js(reader, "ls", "Inbox", "--unread", "--limit", "50")
     assert unread["total"] == INBOX_COUNT // 3
     assert all(m["unread"] for m in unread["messages"])
-    found = js(mail, "ls", "Inbox", "--search", "REPORT 1")
+    found = js(reader, "ls", "Inbox", "--search", "REPORT 1")
     assert sorted(m["subject"] for m in found["messages"]) == [
         f"Report {n}" for n in (11, 13, 15, 17, 19)
     ]
-    both = js(mail, "ls", "Inbox", "--search", "lunch", "--unread", "--limit", "50")
+    both = js(reader, "ls", "Inbox", "--search", "lunch", "--unread", "--limit", "50")
     assert {m["subject"] for m in both["messages"]} == {
         f"Lunch on day {n:02d}" for n in range(0, INBOX_COUNT, 6)
     }
 
 
-def test_ls_human_lines(mail: DaemonProc) -> None:
-    result = ok(mail, "ls", "Inbox", "--limit", "4")
+def test_ls_human_lines(reader: DaemonProc) -> None:
+    result = ok(reader, "ls", "Inbox", "--limit", "4")
     lines = result.stdout.splitlines()
     assert len(lines) == 4
     assert lines[0].split()[0] == "1" and "Report 23" in lines[0] and "Alan Turing" in lines[0]
     assert "Lunch on day 21" not in result.stdout
     assert "N" in lines[2].split()[1] and "Lunch on day 21" not in lines[2]
     assert "1-4 of 24" in result.stderr and "--offset 4" in result.stderr
-    long = ok(mail, "ls", "Inbox", "--limit", "1", "-l").stdout
-    entryid = js(mail, "ls", "Inbox", "--limit", "1")["messages"][0]["entryid"]
+    long = ok(reader, "ls", "Inbox", "--limit", "1", "-l").stdout
+    entryid = js(reader, "ls", "Inbox", "--limit", "1")["messages"][0]["entryid"]
     assert entryid in long
 
 
-def test_ls_subfolders_aliases_and_entryids(mail: DaemonProc) -> None:
-    projects = js(mail, "ls", "work/projects")
+def test_ls_subfolders_aliases_and_entryids(reader: DaemonProc) -> None:
+    projects = js(reader, "ls", "work/projects")
     assert [m["subject"] for m in projects["messages"]] == ["Apollo"]
     assert projects["folder"]["path"] == "Work/Projects"
-    by_id = js(mail, "ls", projects["folder"]["entryid"])
+    by_id = js(reader, "ls", projects["folder"]["entryid"])
     assert [m["subject"] for m in by_id["messages"]] == ["Apollo"]
-    trash = js(mail, "ls", "Trash")
+    trash = js(reader, "ls", "Trash")
     assert trash["folder"]["name"] == "Deleted Items" and trash["total"] == 0
-    assert js(mail, "ls", "sent")["folder"]["name"] == "Sent Items"
-    missing = cli(mail, "ls", "Work/Nothing")
+    assert js(reader, "ls", "sent")["folder"]["name"] == "Sent Items"
+    missing = cli(reader, "ls", "Work/Nothing")
     assert missing.exit_code == 3 and "Nothing" in missing.stderr
-    assert cli(mail, "--json", "ls", "Nowhere").exit_code == 3
+    assert cli(reader, "--json", "ls", "Nowhere").exit_code == 3
 
 
 # --- show -----------------------------------------------------------------------------------
 
 
-def test_show_by_entryid_and_by_folder_index(mail: DaemonProc) -> None:
-    newest = js(mail, "ls", "Inbox", "--limit", "2")["messages"]
-    shown = ok(mail, "show", newest[1]["entryid"]).stdout
+def test_show_by_entryid_and_by_folder_index(reader: DaemonProc) -> None:
+    newest = js(reader, "ls", "Inbox", "--limit", "2")["messages"]
+    shown = ok(reader, "show", newest[1]["entryid"]).stdout
     assert "From: Grace Hopper <grace@example.org>" in shown
     assert "To: Ada Lovelace <ada@example.org>" in shown
     assert "Subject: Lunch on day 22" in shown
     assert "Body of message 22." in shown
-    assert ok(mail, "show", "Inbox:2").stdout == shown
-    assert "Subject: Report 23" in ok(mail, "show", "inbox:1").stdout
-    data = js(mail, "show", "Inbox:1")
+    assert ok(reader, "show", "Inbox:2").stdout == shown
+    assert "Subject: Report 23" in ok(reader, "show", "inbox:1").stdout
+    data = js(reader, "show", "Inbox:1")
     assert data["entryid"] == newest[0]["entryid"]
     assert data["props"]["PR_SUBJECT"] == "Report 23"
     assert data["recipients"] == [
         {"name": "Ada Lovelace", "address": "ada@example.org", "type": "MAPI_TO"}
     ]
-    raw = cli(mail, "show", "--raw", "Inbox:1")
+    raw = cli(reader, "show", "--raw", "Inbox:1")
     assert raw.exit_code == 0
     assert parsed(raw.stdout_bytes)["Subject"] == "Report 23"
 
 
-def test_show_failures(mail: DaemonProc) -> None:
-    beyond = cli(mail, "show", f"Inbox:{INBOX_COUNT + 1}")
+def test_show_failures(reader: DaemonProc) -> None:
+    beyond = cli(reader, "show", f"Inbox:{INBOX_COUNT + 1}")
     assert beyond.exit_code == 3 and "24 messages" in beyond.stderr
-    assert cli(mail, "show", "not a message").exit_code == 2
-    assert cli(mail, "show", "Inbox:0").exit_code == 2
+    assert cli(reader, "show", "not a message").exit_code == 2
+    assert cli(reader, "show", "Inbox:0").exit_code == 2
 
 
 # --- resolve, identity ----------------------------------------------------------------------
 
 
-def test_resolve(mail: DaemonProc) -> None:
-    data = js(mail, "resolve", "Ada", "hopper")
+def test_resolve(reader: DaemonProc) -> None:
+    data = js(reader, "resolve", "Ada", "hopper")
     assert [r["recipient"]["address"] for r in data["results"]] == [
         "ada@example.org",
         "grace@example.org",
     ]
-    assert "Grace Hopper <grace@example.org> (SMTP)" in ok(mail, "resolve", "Hopper").stdout
+    assert "Grace Hopper <grace@example.org> (SMTP)" in ok(reader, "resolve", "Hopper").stdout
 
 
-def test_resolve_ambiguous_is_1_and_unknown_is_3(mail: DaemonProc) -> None:
-    ambiguous = cli(mail, "resolve", "Grace")
+def test_resolve_ambiguous_is_1_and_unknown_is_3(reader: DaemonProc) -> None:
+    ambiguous = cli(reader, "resolve", "Grace")
     assert ambiguous.exit_code == 1
     assert "ambiguous" in ambiguous.stderr
     assert "grace@example.org" in ambiguous.stderr and "kelly@example.org" in ambiguous.stderr
-    data = json.loads(cli(mail, "--json", "resolve", "Grace", "Ada").stdout)
+    data = json.loads(cli(reader, "--json", "resolve", "Grace", "Ada").stdout)
     assert data["error"]["code"] == "MAPI_E_AMBIGUOUS_RECIP"
     first, second = data["results"]
     assert first["error"] == "MAPI_E_AMBIGUOUS_RECIP"
@@ -387,17 +396,17 @@ def test_resolve_ambiguous_is_1_and_unknown_is_3(mail: DaemonProc) -> None:
         "kelly@example.org",
     }
     assert second["recipient"]["name"] == "Ada Lovelace"
-    unknown = cli(mail, "resolve", "Nobody Atall")
+    unknown = cli(reader, "resolve", "Nobody Atall")
     assert unknown.exit_code == 3 and "Nobody Atall" in unknown.stderr
 
 
-def test_identity(mail: DaemonProc) -> None:
-    data = js(mail, "identity")
+def test_identity(reader: DaemonProc) -> None:
+    data = js(reader, "identity")
     assert data["identity"]["name"] == "Ada Lovelace"
     assert data["identity"]["address"] == "ada@example.org"
     assert data["identity"]["type"] == "SMTP" and data["warning"] is None
     assert data["identity"]["service"] == "contacts"
-    assert "Ada Lovelace <ada@example.org> (SMTP)" in ok(mail, "identity").stdout
+    assert "Ada Lovelace <ada@example.org> (SMTP)" in ok(reader, "identity").stdout
 
 
 def test_identity_without_a_service(make_daemon: DaemonFactory, tmp_path: Path) -> None:
@@ -645,8 +654,8 @@ def test_notify_human_on_a_folder(mail: DaemonProc, tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_subprocess_exit_codes(mail: DaemonProc) -> None:
-    assert run(mail, "ls", "Inbox", "--limit", "1").returncode == 0
-    assert run(mail, "ls", "Nowhere").returncode == 3
-    assert run(mail, "resolve", "Grace").returncode == 1
-    assert run(mail, "show", "Inbox:x:y z").returncode == 2
+def test_subprocess_exit_codes(reader: DaemonProc) -> None:
+    assert run(reader, "ls", "Inbox", "--limit", "1").returncode == 0
+    assert run(reader, "ls", "Nowhere").returncode == 3
+    assert run(reader, "resolve", "Grace").returncode == 1
+    assert run(reader, "show", "Inbox:x:y z").returncode == 2

@@ -319,10 +319,14 @@ def ls(
         )
         return
     if rows:
-        console().print(message_lines(rows, offset + 1, outgoing=outgoing, long=long))
-    shown = f"{offset + 1}-{offset + len(rows)} of {total}" if rows else f"none of {total}"
+        out = console()
+        for line in message_lines(rows, offset + 1, outgoing=outgoing, long=long, width=out.width):
+            out.print(line, no_wrap=True, overflow="ignore", crop=False)
+    if not rows:
+        _notice(f"{found.path}: no messages" + (f" past {offset} (of {total})" if total else ""))
+        return
     more = f"; --offset {offset + len(rows)} for more" if offset + len(rows) < total else ""
-    _notice(f"{found.path}: messages {shown}{more}")
+    _notice(f"{found.path}: messages {offset + 1}-{offset + len(rows)} of {total}{more}")
 
 
 # --- show -----------------------------------------------------------------------------------

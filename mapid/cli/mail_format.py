@@ -136,36 +136,58 @@ def message_item(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+FROM_WIDTH = 22
+"""The most a line gives the sender (or `To …`), as mutt's %-22.22F; the subject gets the
+rest of the width."""
+
+
+def _fit(text: str, width: int) -> str:
+    """`text` in exactly `width` cells: padded, or cut with an ellipsis."""
+    if width <= 0:
+        return ""
+    if len(text) <= width:
+        return text.ljust(width)
+    return text[: width - 1] + "\u2026"
+
+
 def message_lines(
-    rows: Sequence[Mapping[str, Any]], first_index: int, *, outgoing: bool, long: bool
-) -> Table:
-    """The lines of `ls`: index, flags, date, who, subject, size (and the entry ID with -l).
-    A grid, not a boxed table, so it reads like mutt's index; unread lines are bold."""
-    grid = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1), expand=False)
-    grid.add_column(justify="right", no_wrap=True)
-    grid.add_column(width=3, no_wrap=True)
-    grid.add_column(no_wrap=True)
-    grid.add_column(no_wrap=True, max_width=24, overflow="ellipsis")
-    grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-    grid.add_column(justify="right", no_wrap=True)
-    if long:
-        grid.add_column(no_wrap=True)
+    rows: Sequence[Mapping[str, Any]],
+    first_index: int,
+    *,
+    outgoing: bool,
+    long: bool,
+    width: int,
+) -> list[Text]:
+    """The lines of `ls`: number, flags, date, who, subject and size, in columns that fit
+    `width`, like mutt's index (unread lines bold). With `long`, each line is followed by
+    the message's entry ID, indented: it is too long to share a line."""
+    if not rows:
+        return []
+    number_width = len(str(first_index + len(rows) - 1))
+    sizes = [f"({format_size(r.get(PR_MESSAGE_SIZE.name))})" for r in rows]
+    size_width = max(len(x) for x in sizes)
+    who = [correspondent(r, outgoing) for r in rows]
+    who_width = min(FROM_WIDTH, max(len(w) for w in who))
+    fixed = number_width + 1 + 3 + 1 + 16 + 2 + who_width + 2 + 2 + size_width
+    subjects = [str(r.get(PR_SUBJECT.name) or "(no subject)") for r in rows]
+    subject_width = min(max(10, width - fixed), max(len(x) for x in subjects))
+    lines: list[Text] = []
     for n, row in enumerate(rows):
         letters = flag_letters(row)
-        style = "bold" if "N" in letters else ""
-        cells: list[Text] = [
-            Text(str(first_index + n)),
-            Text(letters, style="bold green" if "N" in letters else ""),
-            Text(format_date(message_date(row))),
-            Text(correspondent(row, outgoing)),
-            Text(str(row.get(PR_SUBJECT.name) or "(no subject)")),
-            Text(f"({format_size(row.get(PR_MESSAGE_SIZE.name))})", style="dim"),
-        ]
+        unread = "N" in letters
+        line = Text(style="bold" if unread else "")
+        line.append(str(first_index + n).rjust(number_width) + " ")
+        line.append(letters.ljust(3), style="bold green" if unread else "")
+        line.append(" " + format_date(message_date(row)).ljust(16) + "  ")
+        line.append(_fit(who[n], who_width) + "  ")
+        line.append(_fit(subjects[n], subject_width) + "  ")
+        line.append(sizes[n].rjust(size_width), style="dim")
+        lines.append(line)
         if long:
             entryid = row.get(PR_ENTRYID.name)
-            cells.append(Text(entryid.hex() if isinstance(entryid, bytes) else "-", style="dim"))
-        grid.add_row(*cells, style=style)
-    return grid
+            shown = entryid.hex() if isinstance(entryid, bytes) else "-"
+            lines.append(Text(" " * (number_width + 5) + shown, style="dim"))
+    return lines
 
 
 # --- stores and folders ---------------------------------------------------------------------
