@@ -8,11 +8,13 @@ removes the connection file and returns, well within five seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from mapid.daemon.profile_sections import SectionLocks
 from mapid.daemon.profiles import Profile, diff, read_profiles
 from mapid.daemon.publisher import Publisher
 from mapid.daemon.registry import REGISTRY
+from mapid.daemon.sd_notify import Notifier
 from mapid.daemon.server import RequestServer
 from mapid.daemon.service_admin import ServiceAdmin
 from mapid.daemon.service_registry import ServiceRegistry
@@ -48,6 +51,8 @@ STOP_BUDGET = 3.5
 DRAIN_BUDGET = 0.5
 """Seconds running requests get to answer at shutdown, before sessions are ended."""
 MAX_IPC_PATH = 107
+STATUS_INTERVAL = 2.0
+"""How often systemd's STATUS= line (sessions, last reload) is brought up to date."""
 
 assert ops  # importing the package registers every op
 
@@ -130,10 +135,12 @@ class Daemon:
         self.watcher: ConfigWatcher | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.connection: ConnectionInfo | None = None
+        self.notifier = Notifier()
 
     # -- configuration -------------------------------------------------------------------
     def load_initial_config(self) -> None:
-        if default_profile.needs_default(self.config.config_dir):
+        # The machine's daemon has no user to make a default for: /etc/mapid is the admin's.
+        if not self.config.system and default_profile.needs_default(self.config.config_dir):
             path = default_profile.write_default(self.config.config_dir)
             log.info("no configuration: wrote the embedded default profile %s", path)
         self.config, problems = load_daemon_config(self.config)
@@ -209,7 +216,7 @@ class Daemon:
         already in force applies and publishes nothing: an explicit reload may have applied
         the same change while the watcher was waiting out its debounce.
         """
-        async with self._reload_lock:
+        async with self._reload_lock, self._notify_reload(check, trigger):
             config, problems = load_daemon_config(self.config)
             fresh, profile_problems = await asyncio.to_thread(
                 read_profiles, self.config.profiles_dir
@@ -263,6 +270,47 @@ class Daemon:
                 len(problems),
             )
             return report
+
+    @contextlib.asynccontextmanager
+    async def _notify_reload(self, check: bool, trigger: str) -> AsyncIterator[None]:
+        """RELOADING=1 before a reload that may apply something, READY=1 after (sd_notify)."""
+        if check:
+            yield
+            return
+        self.notifier.reloading(f"reloading ({trigger})")
+        try:
+            yield
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows: the sessions and the last reload."""
+        count = self.sessions.public_count
+        text = f"{count} session{'' if count == 1 else 's'}, config gen {self.config_gen}"
+        report = self.last_reload
+        if report is not None and self.reloads:
+            when = report["ts"].strftime("%H:%M:%S UTC")
+            errors = len(report["errors"])
+            outcome = "ok" if not errors else f"{errors} error{'' if errors == 1 else 's'}"
+            text += f", last reload {when} {outcome}"
+        elif self.config_problems:
+            text += f", {len(self.config_problems)} configuration error(s)"
+        return text
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        """WATCHDOG=1 from the loop itself: a loop that is stuck sends none (WatchdogSec)."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _status_loop(self) -> None:
+        last = ""
+        while True:
+            line = self.status_line()
+            if line != last:
+                self.notifier.status(line)
+                last = line
+            await asyncio.sleep(STATUS_INTERVAL)
 
     # -- sockets -------------------------------------------------------------------------
     def _send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
@@ -325,7 +373,11 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._bind()
+        try:
+            self._bind()
+        except StartupError as exc:
+            self.notifier.status(f"cannot start: {exc}")
+            raise
         self.publisher.publish(
             envelope.TOPIC_DAEMON, "started", version=self.version, pid=os.getpid()
         )
@@ -336,11 +388,20 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self._start_watcher()
+        self.notifier.status("starting: logging on the autologon profile")
         await self._autologon()
         # Clients find the daemon through this file: only once the autologon session is up,
         # so that the first logon attaching to the shared session finds it.
         assert self.connection is not None
-        runtime_dir.write_connection_file(self.config.runtime_dir, self.connection)
+        runtime_dir.write_connection_file(
+            self.config.runtime_dir, self.connection, self.config.system
+        )
+        if self.notifier.enabled:
+            self.notifier.ready(self.status_line())
+            self._tasks.append(loop.create_task(self._status_loop()))
+            if self.notifier.watchdog_s is not None:
+                interval = self.notifier.watchdog_s / 2
+                self._tasks.append(loop.create_task(self._watchdog_loop(interval)))
         log.info(
             "mapid %s ready on %s (pid %d, epoch %s)",
             self.version,
@@ -378,6 +439,8 @@ class Daemon:
                 log.warning("%s", self.watcher.warning)
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.stopping()
         self._stop.set()
 
     def _sighup(self) -> None:

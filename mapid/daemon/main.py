@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,8 @@ from typing import Annotated
 import typer
 
 import mapid
+from mapid.daemon import logs
+from mapid.daemon import units as unit_text
 from mapid.daemon.app import Daemon, StartupError
 from mapid.daemon.config import LOG_LEVELS, DaemonConfig, load_daemon_config
 from mapid.daemon.profiles import read_profiles
@@ -24,22 +25,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class _LineFormatter(logging.Formatter):
-    """One event a line, as journald wants it: no multi-line tracebacks in the stream."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text.replace("\n", " | ")
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LineFormatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 @app.command()
@@ -64,10 +49,10 @@ def run(
     """
     if log_level is not None and log_level.lower() not in LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
-    _setup_logging(log_level or "info")
+    logs.setup(log_level or "info")
     daemon = Daemon(DaemonConfig.defaults(system))
     daemon.load_initial_config()
-    _setup_logging(log_level or daemon.config.log_level)
+    logs.setup(log_level or daemon.config.log_level)
     try:
         asyncio.run(daemon.run())
     except StartupError as exc:
@@ -99,6 +84,28 @@ def check_config(
         f"{config.config_dir}: {len(profiles)} profile(s) loaded, {len(problems)} problem(s)"
     )
     raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def units(
+    user: Annotated[bool, typer.Option("--user", help="The user unit (the default).")] = False,
+    system: Annotated[bool, typer.Option("--system", help="The machine's system unit.")] = False,
+) -> None:
+    """Print the systemd unit for this install, with the real path of `mapid`.
+
+    mapid units --user > ~/.config/systemd/user/mapid.service, then
+    systemctl --user enable --now mapid. For the system unit see docs/admin.md.
+    """
+    if user and system:
+        raise typer.BadParameter("give --user or --system, not both")
+    try:
+        programs = unit_text.installed_programs()
+        if system:
+            unit_text.check_system_install(programs)
+    except unit_text.UnitError as exc:
+        typer.echo(f"mapid units: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(unit_text.render(system, programs), nl=False)
 
 
 @app.command()

@@ -1,13 +1,19 @@
 """The private runtime directory and the connection file (PROTOCOL.md 1, DESIGN.md 9).
 
 The directory's permissions are the security boundary of the local sockets, so the daemon
-refuses to bind in one that another user owns or that others can enter.
+refuses to bind in one that another user owns or that others can enter. In system mode the
+directory is 0750 and its group (`mapid`, or the daemon's own group) is who may connect;
+systemd's RuntimeDirectory= with the unit's User=, Group= and RuntimeDirectoryMode=0750
+makes exactly such a directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import json
 import os
+import pwd
 import stat
 import tempfile
 from pathlib import Path
@@ -16,10 +22,37 @@ from mapid.paths import CONNECTION_FILE, ConnectionInfo
 
 USER_MODE = 0o700
 SYSTEM_MODE = 0o750
+SYSTEM_GROUP = "mapid"
+"""The group whose members may use the machine's daemon (systemd/sysusers.d/mapid.conf)."""
 
 
 class RuntimeDirError(Exception):
     """The runtime directory cannot be used safely; the message says how to fix it."""
+
+
+def _group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _name(table: str, number: int) -> str:
+    try:
+        if table == "user":
+            return pwd.getpwuid(number).pw_name
+        return grp.getgrgid(number).gr_name
+    except KeyError:
+        return str(number)
+
+
+def allowed_groups() -> set[int]:
+    """The groups a system-mode directory may have: the daemon's own and `mapid`."""
+    groups = {os.getegid()}
+    mapid = _group_id(SYSTEM_GROUP)
+    if mapid is not None:
+        groups.add(mapid)
+    return groups
 
 
 def prepare(directory: Path, system: bool = False) -> None:
@@ -28,6 +61,12 @@ def prepare(directory: Path, system: bool = False) -> None:
     try:
         directory.mkdir(mode=mode, parents=False)
         os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
+        group = _group_id(SYSTEM_GROUP) if system else None
+        if group is not None and group != os.stat(directory).st_gid:
+            # Root or a member of mapid hands the sockets to the group; anyone else keeps
+            # their own group, which allowed_groups() accepts.
+            with contextlib.suppress(PermissionError):
+                os.chown(directory, -1, group)
         return
     except FileNotFoundError:
         directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -40,9 +79,11 @@ def prepare(directory: Path, system: bool = False) -> None:
             f"runtime directory {directory} is not a directory; remove it and start again"
         )
     if info.st_uid != os.getuid():
+        owner, me = _name("user", info.st_uid), _name("user", os.getuid())
         raise RuntimeDirError(
-            f"runtime directory {directory} belongs to uid {info.st_uid}, not to this user "
-            f"(uid {os.getuid()}); remove it, or set MAPID_RUNTIME_DIR to a directory of yours"
+            f"runtime directory {directory} belongs to {owner} (uid {info.st_uid}), not to "
+            f"{me} (uid {os.getuid()}) who runs the daemon; run `chown {me} {directory}` or "
+            "remove it, or set MAPID_RUNTIME_DIR to a directory of yours"
         )
     loose = stat.S_IMODE(info.st_mode) & ~mode
     if loose:
@@ -50,14 +91,25 @@ def prepare(directory: Path, system: bool = False) -> None:
             f"runtime directory {directory} has mode {stat.S_IMODE(info.st_mode):04o}, "
             f"looser than {mode:04o}; run `chmod {mode:o} {directory}`"
         )
+    if system and stat.S_IMODE(info.st_mode) & 0o070 and info.st_gid not in allowed_groups():
+        group = _group_id(SYSTEM_GROUP)
+        fix = SYSTEM_GROUP if group is not None else _name("group", os.getegid())
+        raise RuntimeDirError(
+            f"runtime directory {directory} has group {_name('group', info.st_gid)}, whose "
+            f"members would reach the daemon's sockets; run `chgrp {fix} {directory}` "
+            f"(or `chmod 700 {directory}`)"
+        )
 
 
-def write_connection_file(directory: Path, info: ConnectionInfo) -> Path:
-    """Write the connection file 0600 with an atomic rename, so readers never see half."""
+def write_connection_file(directory: Path, info: ConnectionInfo, system: bool = False) -> Path:
+    """Write the connection file with an atomic rename, so readers never see half.
+
+    0600, or 0640 in system mode, where the directory's group are the clients that read it.
+    """
     target = directory / CONNECTION_FILE
     fd, tmp = tempfile.mkstemp(prefix=".mapid.json.", dir=directory)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, 0o640 if system else 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(info.to_mapping(), handle)
             handle.write("\n")

@@ -22,6 +22,7 @@ import zmq.asyncio
 
 from mapid import envelope
 from mapid.codec import MAX_PAYLOAD, CodecError, pack, salvage_id, unpack, valid_id
+from mapid.daemon import logs
 from mapid.daemon.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.table_query import TableQuery
@@ -183,9 +184,14 @@ class RequestServer:
         if not spec.is_async and ctx.session is None:
             self._finish(key, identity, self._run_inline(spec, ctx, args))
             return
-        task = asyncio.get_running_loop().create_task(
-            self._run(key, spec, ctx, args, payload.get("deadline_ms"))
-        )
+        # The task copies the context: its log lines (and its tasks') name the session.
+        mark = logs.SESSION_ID.set(ctx.session.id if ctx.session is not None else None)
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self._run(key, spec, ctx, args, payload.get("deadline_ms"))
+            )
+        finally:
+            logs.SESSION_ID.reset(mark)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
