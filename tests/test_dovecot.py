@@ -335,12 +335,20 @@ def test_entry_ids_stay_valid_across_a_restart_and_dovecots_renames(
     inbox = mapi.folder("Inbox")
     kept = mapi.import_message(inbox, "Kept across restarts")
     filed = mapi.import_message(created["handle"], "Filed before the restart")
-    mapi.client.session_logoff(mapi.token)
 
     server: DovecotServer = dovecot.start(dovecot.root / "alpha" / "Mail")
     conn = server.imap()
-    conn.select("INBOX")  # read-write: Dovecot moves new/ to cur/ and adds its uidlist
-    conn.store(imap_number(conn, "Kept across restarts"), "+FLAGS", "(\\Seen)")
+    # Delivered into new/ (nothing has INBOX selected); mapid hands out its entry ID there.
+    typ, data = conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), mime("Fresh"))
+    assert typ == "OK", data
+    fresh_row = wait_until(lambda: mapi.contents(inbox).get("Fresh"), "Dovecot's APPEND")
+    fresh: bytes = fresh_row["PR_ENTRYID"]
+    assert not fresh_row["PR_MESSAGE_FLAGS"] & READ
+    mapi.client.session_logoff(mapi.token)
+
+    conn.select("INBOX")  # read-write: Dovecot moves new/ to cur/ (a rename)
+    conn.store(imap_number(conn, "Fresh"), "+FLAGS", "(\\Seen)")  # another rename
+    conn.store(imap_number(conn, "Kept across restarts"), "-FLAGS", "(\\Seen)")
     conn.select("Projects")
     conn.store(imap_number(conn, "Filed before the restart"), "+FLAGS", "(\\Flagged)")
     typ, data = conn.append("Projects", "", imaplib.Time2Internaldate(time.time()), mime("New"))
@@ -353,10 +361,16 @@ def test_entry_ids_stay_valid_across_a_restart_and_dovecots_renames(
     mapi = Mapi(proc.client())
     client, token = mapi.client, mapi.token
 
-    handle = mapi.open(kept)
-    props = client.object_get_props(token, handle, ["PR_SUBJECT", "PR_MESSAGE_FLAGS"])["props"]
-    assert props["PR_SUBJECT"] == "Kept across restarts"
-    assert props["PR_MESSAGE_FLAGS"] & READ
+    def props_of(entryid: bytes) -> dict[str, Any]:
+        handle = mapi.open(entryid)
+        tags = ["PR_SUBJECT", "PR_MESSAGE_FLAGS"]
+        found: dict[str, Any] = client.object_get_props(token, handle, tags)["props"]
+        return found
+
+    assert props_of(kept)["PR_SUBJECT"] == "Kept across restarts"
+    assert not props_of(kept)["PR_MESSAGE_FLAGS"] & READ
+    assert props_of(fresh)["PR_SUBJECT"] == "Fresh"
+    assert props_of(fresh)["PR_MESSAGE_FLAGS"] & READ
 
     projects = mapi.open(projects_id)
     rows = mapi.contents(projects)
