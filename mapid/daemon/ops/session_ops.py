@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,10 +14,9 @@ from mapid.constants import (
     MdbFlags,
     NotificationEvent,
     OpenFlags,
-    ResourceFlags,
-    ResourceType,
 )
 from mapid.daemon.handles import OpenObject
+from mapid.daemon.identity import identity_row
 from mapid.daemon.logon import SlotState
 from mapid.daemon.ops.store_ops import (
     add_handle,
@@ -114,29 +114,17 @@ def status_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("session.query_identity", token=True)
 def query_identity(ctx: OpContext, args: dict[str, Any]) -> Reply:
-    """reference/mapi-digest.md section 6, steps 1 to 5."""
+    """reference/mapi-digest.md section 6, steps 1 to 5 (the row: daemon/identity.py)."""
     session, _member = _session(ctx)
-    rows = sorted(session.table.rows(), key=lambda r: int(r["PR_ROWID"]))
-    flagged = next(
-        (
-            r
-            for r in rows
-            if int(r.get("PR_RESOURCE_FLAGS", 0)) & ResourceFlags.STATUS_PRIMARY_IDENTITY
-            and r.get("PR_RESOURCE_TYPE") != int(ResourceType.MAPI_PROFILE_PROVIDER)
-        ),
-        None,
-    )
-    if flagged is not None:
-        if isinstance(flagged.get("PR_IDENTITY_ENTRYID"), bytes):
-            return Reply({"entryid": flagged["PR_IDENTITY_ENTRYID"]})
-        return Reply({"entryid": _one_off_from_row(flagged)})
-    for row in rows:
-        if isinstance(row.get("PR_IDENTITY_ENTRYID"), bytes):
-            return Reply({"entryid": row["PR_IDENTITY_ENTRYID"]})
-    return Reply({"entryid": eid.UNKNOWN_IDENTITY}, warning=ErrorCode.MAPI_W_NO_SERVICE.name)
+    row = identity_row(session.table.rows())
+    if row is None:
+        return Reply({"entryid": eid.UNKNOWN_IDENTITY}, warning=ErrorCode.MAPI_W_NO_SERVICE.name)
+    if isinstance(row.get("PR_IDENTITY_ENTRYID"), bytes):
+        return Reply({"entryid": row["PR_IDENTITY_ENTRYID"]})
+    return Reply({"entryid": _one_off_from_row(row)})  # flagged, without an entry ID
 
 
-def _one_off_from_row(row: dict[str, Any]) -> bytes:
+def _one_off_from_row(row: Mapping[str, Any]) -> bytes:
     """A flagged row without PR_IDENTITY_ENTRYID: a one-off from what the row says."""
     display = row.get("PR_IDENTITY_DISPLAY") or row.get("PR_DISPLAY_NAME") or ""
     addrtype, address = "", ""
