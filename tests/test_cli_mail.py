@@ -370,6 +370,34 @@ def test_show_failures(reader: DaemonProc) -> None:
     assert cli(reader, "show", "Inbox:0").exit_code == 2
 
 
+def test_show_marks_read_unless_peek_or_json(mail: DaemonProc, tmp_path: Path) -> None:
+    def unread(index: int) -> bool:
+        item = js(mail, "ls", "Inbox", "--offset", str(index - 1), "--limit", "1")["messages"]
+        return bool(item[0]["unread"])
+
+    assert unread(3) and unread(6)  # Report 21 and Lunch on day 18
+    assert js(mail, "show", "Inbox:3")["props"]["PR_SUBJECT"] == "Report 21"
+    assert ok(mail, "show", "--peek", "Inbox:3").stdout.count("Report 21") == 1
+    assert unread(3)
+    assert "Subject: Report 21" in ok(mail, "show", "Inbox:3").stdout
+    assert not unread(3)
+    [path] = inbox_files(tmp_path / "alpha" / "Mail", "Report 21")
+    assert path.parent.name == "cur" and path.name.endswith(
+        ":2,S"
+    )  # Maildir's S flag, as mutt sets it
+    assert unread(6)
+
+
+def inbox_files(mail_root: Path, subject: str) -> list[Path]:
+    """The Inbox files (cur/ and new/) whose Subject header is `subject`."""
+    return [
+        path
+        for sub in ("cur", "new")
+        for path in (mail_root / sub).iterdir()
+        if f"Subject: {subject}\r\n".encode() in path.read_bytes()
+    ]
+
+
 # --- resolve, identity ----------------------------------------------------------------------
 
 
@@ -551,10 +579,25 @@ def test_send_wait_without_a_shared_session(
     daemon = make_daemon(
         profiles={"alpha": mail_profile(tmp_path / "a", smtp_server, autologon=False)}
     )
-    proc = run(daemon, "send", "--to", "Ada", "-s", "Own session", "--body", "x", "--wait")
+    proc = run(
+        daemon,
+        "send",
+        "--to",
+        "Ada",
+        "-s",
+        "Own session",
+        "--body",
+        "x",
+        "--wait",
+        "--from",
+        "Ada at work <ada@work.example>",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "sent; a copy is in Sent Items" in proc.stdout
-    assert parsed(smtp_server.wait_for(1)[0].content)["Subject"] == "Own session"
+    [got] = smtp_server.wait_for(1)
+    msg = parsed(got.content)
+    assert msg["Subject"] == "Own session"
+    assert str(msg["From"]) == "Ada at work <ada@work.example>"
 
 
 def test_send_wait_times_out_with_the_reason(mail: DaemonProc, smtp_server: SmtpServer) -> None:

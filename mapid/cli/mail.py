@@ -370,6 +370,7 @@ def show(
     raw: Annotated[
         bool, typer.Option("--raw", help="Print the message as it is stored (RFC 5322).")
     ] = False,
+    peek: Annotated[bool, typer.Option("--peek", help="Leave an unread message unread.")] = False,
     store: StoreOpt = None,
     json_output: JsonOpt = False,
     timeout: TimeoutOpt = None,
@@ -381,7 +382,8 @@ def show(
     Prints From, To, Cc, Date and Subject, a blank line, then the text body (PR_BODY; for
     HTML-only mail the text the store made of it), and the attachments' names. --raw
     prints the whole message as stored (message.get_mime), for piping into other tools;
-    --json prints its properties and recipients."""
+    --json prints its properties and recipients. Shown this way (not with --raw, --json
+    or --peek), an unread message becomes read, as in a mail reader."""
     opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
     mime: bytes | None = None
     with mail_session(opts) as ms:
@@ -399,6 +401,8 @@ def show(
                 ).get("rows")
                 or []
             )
+        if not (raw or opts.json or peek):
+            mark_read(ms, entryid, props)
     if raw and mime is not None:
         sys.stdout.flush()
         sys.stdout.buffer.write(mime)
@@ -426,6 +430,25 @@ def show(
         size = "" if item["size"] is None else f", {item['size']} bytes"
         sys.stdout.write(f"[attachment: {item['filename'] or '-'}, {item['content_type']}{size}]\n")
     sys.stdout.flush()
+
+
+def mark_read(ms: MailSession, entryid: bytes, props: Mapping[str, Any]) -> None:
+    """Set MSGFLAG_READ on an unread message (Maildir's S flag), through a writable handle:
+    the message's store opened with MDB_WRITE, the message with MAPI_MODIFY. A store that
+    refuses only costs a remark on stderr."""
+    flags = props.get(PR_MESSAGE_FLAGS.name)
+    if not isinstance(flags, int) or flags & MessageFlags.MSGFLAG_READ:
+        return
+    try:
+        ms.store_of(entryid, write=True)
+        message = ms.open(entryid, modify=True)
+        read = {PR_MESSAGE_FLAGS.name: flags | int(MessageFlags.MSGFLAG_READ)}
+        problems = ms.client.object_set_props(ms.token, message.handle, read).get("problems")
+        if problems:
+            raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, f"the store refused: {problems}")
+        ms.client.object_save_changes(ms.token, message.handle)
+    except MapiError as exc:
+        _notice(f"could not mark it read: {exc.code.name}: {exc.message}")
 
 
 def _escape(text: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from mapid.cli.context import Options, connected
 from mapid.client import Client, Result
 from mapid.constants import ENTRYID_MIN_LENGTH
+from mapid.entryid import uid_of
 from mapid.errors import DaemonUnreachable, ErrorCode, MapidError, MapiError
 from mapid.proptags import (
     PR_CONTENT_COUNT,
@@ -241,6 +242,19 @@ class MailSession:
                 names = ", ".join(repr(s.name) for s in found)
                 raise not_found(f"no message store {name!r}; the stores are {names}", store=name)
             info = info_or_none
+        flags = ["MDB_WRITE"] if write else None
+        opened = self._keep(self.client.session_open_msg_store(self.token, info.entryid, flags))
+        return Store(info, opened)
+
+    def store_of(self, entryid: bytes, *, write: bool = False) -> Store:
+        """The store an object's entry ID belongs to: the one with the same provider MAPIUID
+        (PROTOCOL.md 5: flags, MAPIUID, private bytes)."""
+        uid = uid_of(entryid)
+        info = next((s for s in self.stores() if uid_of(s.entryid) == uid), None)
+        if info is None:
+            raise MapiError(
+                ErrorCode.MAPI_E_UNKNOWN_ENTRYID, "no message store of this session holds it"
+            )
         flags = ["MDB_WRITE"] if write else None
         opened = self._keep(self.client.session_open_msg_store(self.token, info.entryid, flags))
         return Store(info, opened)
