@@ -33,7 +33,15 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from _daemon import PROFILE, BenchDaemon, handle_sigterm, interrupt_exit, machine, py_spy
+from _daemon import (
+    PROFILE,
+    BenchDaemon,
+    handle_sigterm,
+    interrupt_exit,
+    machine,
+    percentile,
+    py_spy,
+)
 
 from mapid.client import Client
 
@@ -169,6 +177,7 @@ class MapidRun:
     sent_items: int
     daemon_cpu_s: float
     client_cpu_s: float
+    op_ms: dict[str, list[float]]
 
 
 def sent_items_count(client: Client, token: bytes, sent: int) -> int:
@@ -176,8 +185,18 @@ def sent_items_count(client: Client, token: bytes, sent: int) -> int:
     return int(page["total"])
 
 
+OPS = (
+    "folder.create_message",
+    "object.set_props",
+    "message.modify_recipients",
+    "message.submit",
+    "object.release",
+)
+
+
 def run_mapid(daemon: BenchDaemon, server: SinkServer, n: int, spy: str | None) -> MapidRun:
     server.reset()
+    op_ms: dict[str, list[float]] = {op: [] for op in OPS}
     with daemon.client(timeout=60.0) as client:
         token: bytes = client.session_logon(PROFILE, ["MAPI_NEW_SESSION"])["token"]
         stores = client.session_msg_stores_table(token)["rows"]
@@ -192,10 +211,13 @@ def run_mapid(daemon: BenchDaemon, server: SinkServer, n: int, spy: str | None) 
             started = time.monotonic()
             for i in range(n):
                 name, addr = RECIPIENTS[i % len(RECIPIENTS)]
+                t0 = time.perf_counter()
                 handle = client.folder_create_message(token, outbox["handle"])["handle"]
+                t1 = time.perf_counter()
                 client.object_set_props(
                     token, handle, {"PR_SUBJECT": subject("mapid", i), "PR_BODY": BODY}
                 )
+                t2 = time.perf_counter()
                 client.message_modify_recipients(
                     token,
                     handle,
@@ -208,8 +230,13 @@ def run_mapid(daemon: BenchDaemon, server: SinkServer, n: int, spy: str | None) 
                         }
                     ],
                 )
+                t3 = time.perf_counter()
                 client.message_submit(token, handle)
+                t4 = time.perf_counter()
                 client.object_release(token, handle)
+                t5 = time.perf_counter()
+                for op, a, b in zip(OPS, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5), strict=True):
+                    op_ms[op].append((b - a) * 1e3)
             submitted = time.monotonic()
             last = server.wait_for(n, 300)
             if last is None:
@@ -225,7 +252,9 @@ def run_mapid(daemon: BenchDaemon, server: SinkServer, n: int, spy: str | None) 
             in_sent = sent_items_count(client, token, sent["handle"]) - sent_before
         sent_s = time.monotonic() - started if in_sent >= n else None
         client.session_logoff(token)
-    return MapidRun(submitted - started, last - started, sent_s, in_sent, cpu1 - cpu0, own1 - own0)
+    return MapidRun(
+        submitted - started, last - started, sent_s, in_sent, cpu1 - cpu0, own1 - own0, op_ms
+    )
 
 
 SMTP_SECTION = """
@@ -278,6 +307,10 @@ def main() -> None:
             f"  mapid CPU while submitting and sending: daemon {run.daemon_cpu_s:.2f} s "
             f"({run.daemon_cpu_s / n * 1e3:.2f} ms/message), this client {run.client_cpu_s:.2f} s"
         )
+        print("  request latency while submitting (ms): p50 / p99")
+        for op, values in run.op_ms.items():
+            ordered = sorted(values)
+            print(f"    {op:<28} {percentile(ordered, 50):7.2f} / {percentile(ordered, 99):7.2f}")
         print(f"  duplicates seen by the server: {int(server.counters.duplicates.value)}")
         ratio = mapid_rate / baseline
         verdict = "met" if ratio >= 0.7 else f"MISSED ({ratio / 0.7:.0%} of the target)"
