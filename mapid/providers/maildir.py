@@ -1095,8 +1095,8 @@ class MaildirStore(StoreProvider):
         """The folder's index, brought up to date (what changed is raised to everyone)."""
         index = self._index(name)
         if force or not index.fresh():
-            changes = await self.support.run_blocking(index.refresh, force)
-            self._the_hub().publish(changes)
+            await self.support.run_blocking(index.refresh, force)
+            self._flush()
         return index
 
     def _folder_props(
@@ -1210,7 +1210,7 @@ class MaildirStore(StoreProvider):
         full = await self.support.run_blocking(self._create_folder_blocking, kind, parent, name)
         folder = MaildirFolder(self, _KIND_FOLDER, full, writable)
         parent_eid = self.entryid_for(kind, parent)
-        self._the_hub().publish(
+        self._flush(
             [
                 Change(
                     NotificationEvent.fnevObjectCreated,
@@ -1302,15 +1302,16 @@ class MaildirStore(StoreProvider):
         deleted: set[str],
         recipients: list[MailRecipient] | None,
         flag_changes: dict[str, Any],
-    ) -> tuple[str, list[Change]]:
+    ) -> str:
         index = self._index(folder)
         with index.lock:
-            out = index.refresh()
+            index.refresh()
             if key is None:
                 data = compose(None, changes, deleted, recipients)
                 flags = maildir_flags("DS", flag_changes)
                 new, name = write_message(index.path, data, sub="cur", flags=flags)
-                return new, out + index.note_file(new, "cur", name)
+                index.note_file(new, "cur", name)
+                return new
             sub, name = self._where(index, key)
             old = index.path / sub / name
             target_name = join_name(key, maildir_flags(split_name(name)[1], flag_changes))
@@ -1330,8 +1331,9 @@ class MaildirStore(StoreProvider):
             elif old != target:
                 os.rename(old, target)
             else:
-                return key, out
-            return key, out + index.note_file(key, "cur", target_name)
+                return key
+            index.note_file(key, "cur", target_name)
+            return key
 
     async def save_message(
         self,
@@ -1343,44 +1345,47 @@ class MaildirStore(StoreProvider):
         recipients: list[MailRecipient] | None,
         flag_changes: dict[str, Any],
     ) -> str:
-        new_key_, changes_out = await self.support.run_blocking(
-            self._save_blocking, folder, key, raw, changes, deleted, recipients, flag_changes
-        )
-        self._the_hub().publish(changes_out)
-        return new_key_
+        try:
+            return await self.support.run_blocking(
+                self._save_blocking, folder, key, raw, changes, deleted, recipients, flag_changes
+            )
+        finally:
+            self._flush()
 
-    def _add_blocking(
-        self, folder: str, mime: bytes, sub: str, flags: str
-    ) -> tuple[str, list[Change]]:
+    def _add_blocking(self, folder: str, mime: bytes, sub: str, flags: str) -> str:
         index = self._index(folder)
         with index.lock:
-            out = index.refresh()
+            index.refresh()
             key, name = write_message(index.path, mime, sub=sub, flags=flags)
-            return key, out + index.note_file(key, sub, name)
+            index.note_file(key, sub, name)
+            return key
 
     async def add_message(self, folder: str, mime: bytes, *, sub: str, flags: str) -> bytes:
         if not await self.support.run_blocking(self._folder_exists, folder):
             raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(folder)!r}")
-        key, changes = await self.support.run_blocking(self._add_blocking, folder, mime, sub, flags)
-        self._the_hub().publish(changes)
+        try:
+            key = await self.support.run_blocking(self._add_blocking, folder, mime, sub, flags)
+        finally:
+            self._flush()
         return self.message_entryid(folder, key)
 
-    def _delete_blocking(self, folder: str, keys: list[str]) -> list[Change]:
+    def _delete_blocking(self, folder: str, keys: list[str]) -> None:
         index = self._index(folder)
         with index.lock:
-            out = index.refresh()
+            index.refresh()
             for key in keys:
                 found = index.locate(key)
                 if found is None:
                     continue  # already gone: deleting is idempotent
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(index.path / found[0] / found[1])
-                out += index.note_gone(key)
-            return out
+                index.note_gone(key)
 
     async def delete_messages(self, folder: str, keys: list[str]) -> None:
-        changes = await self.support.run_blocking(self._delete_blocking, folder, keys)
-        self._the_hub().publish(changes)
+        try:
+            await self.support.run_blocking(self._delete_blocking, folder, keys)
+        finally:
+            self._flush()
 
     def _move_file(
         self, src: FolderIndex, key: str, dst: FolderIndex, *, flags: str | None = None
@@ -1402,7 +1407,9 @@ class MaildirStore(StoreProvider):
     ) -> tuple[list[bytes], list[Change]]:
         src, dst = self._index(folder), self._index(target)
         with _Locked(src, dst):
-            out = src.refresh() + (dst.refresh() if dst is not src else [])
+            src.refresh()
+            dst.refresh()
+            out: list[Change] = []
             eids: list[bytes] = []
             for key in keys:
                 old = self.message_entryid(folder, key)
@@ -1439,16 +1446,20 @@ class MaildirStore(StoreProvider):
     ) -> list[bytes]:
         if not await self.support.run_blocking(self._folder_exists, target):
             raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(target)!r}")
-        eids, changes = await self.support.run_blocking(
-            self._copy_blocking, folder, keys, target, move
-        )
-        self._the_hub().publish(changes)
+        done: list[Change] = []
+        try:
+            eids, done = await self.support.run_blocking(
+                self._copy_blocking, folder, keys, target, move
+            )
+        finally:
+            self._flush(done)
         return eids
 
     def _submit_blocking(self, folder: str, key: str) -> tuple[str, list[Change]]:
         src, dst = self._index(folder), self._index(OUTBOX)
         with _Locked(src, dst):
-            out = src.refresh() + (dst.refresh() if dst is not src else [])
+            src.refresh()
+            dst.refresh()
             if src is dst:
                 sub, name = self._where(src, key)
                 new, changes = key, []
@@ -1467,12 +1478,15 @@ class MaildirStore(StoreProvider):
                 ]
             now = time.time_ns()
             os.utime(target, ns=(now, now))  # the queue runs in submission order
-            return new, out + changes
+            return new, changes
 
     async def submit_message(self, folder: str, key: str) -> tuple[str, str]:
         """Move a saved message into the Outbox: the spooler's queue on disk."""
-        new, changes = await self.support.run_blocking(self._submit_blocking, folder, key)
-        self._the_hub().publish(changes)
+        changes: list[Change] = []
+        try:
+            new, changes = await self.support.run_blocking(self._submit_blocking, folder, key)
+        finally:
+            self._flush(changes)
         spooler_notify = getattr(self.support, "spooler_notify", None)
         if callable(spooler_notify):
             spooler_notify(SpoolerNotify.NOTIFY_READYTOSEND)
@@ -1528,14 +1542,16 @@ class MaildirStore(StoreProvider):
     ) -> tuple[str | None, list[Change]]:
         outbox, sent = self._index(OUTBOX), self._index(SENT)
         with _Locked(outbox, sent):
-            out = outbox.refresh() + sent.refresh()
+            outbox.refresh()
+            sent.refresh()
             sub, name = self._where(outbox, key)
             old_path = outbox.path / sub / name
             if delete:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(old_path)
                 _fsync_dir(old_path.parent)
-                return None, out + outbox.note_gone(key)
+                outbox.note_gone(key)
+                return None, []
             data = sent_mime if sent_mime is not None else old_path.read_bytes()
             # The Sent Items copy is on disk before the queued one goes: a crash in between
             # sends it again (at least once), it never loses it.
@@ -1554,16 +1570,19 @@ class MaildirStore(StoreProvider):
                 old_entryid=self.message_entryid(OUTBOX, key),
                 old_parent_entryid=outbox.folder_entryid,
             )
-            return new, [*out, change]
+            return new, [change]
 
     async def finished(
         self, entryid: bytes, *, sent_mime: bytes | None, delete: bool
     ) -> bytes | None:
         key = self._outbox_key(entryid)
-        new, changes = await self.support.run_blocking(
-            self._finished_blocking, key, sent_mime, delete
-        )
-        self._the_hub().publish(changes)
+        changes: list[Change] = []
+        try:
+            new, changes = await self.support.run_blocking(
+                self._finished_blocking, key, sent_mime, delete
+            )
+        finally:
+            self._flush(changes)
         return None if new is None else self.message_entryid(SENT, new)
 
     async def deliver(self, mime: bytes) -> bytes:
@@ -1631,6 +1650,14 @@ class MaildirStore(StoreProvider):
             self.support.logger.warning("refreshing %s failed: %s", name or "Inbox", exc)
         except OSError as exc:
             self.support.logger.warning("refreshing %s failed: %s", name or "Inbox", exc)
+
+    def _flush(self, extra: Sequence[Change] = ()) -> None:
+        """Hand every index's waiting changes, then `extra`, to the hub's subscribers."""
+        hub = self._hub
+        if hub is None:
+            return
+        changes = [c for index in hub.indexes() for c in index.take_changes()]
+        hub.publish([*changes, *extra])
 
     def _on_changes(self, changes: Sequence[Change]) -> None:
         """The hub's fan-out: raise each change once to this session's advises."""

@@ -70,16 +70,18 @@ __all__ = [
 log = logging.getLogger("mapid.provider.maildir")
 
 INDEX_FILE = "mapid.index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 SUBDIRS = ("new", "cur")
 FLAG_FOLLOWUP = 2
 """PR_FLAG_STATUS of a flagged message (followupFlagged); 0 is not flagged."""
 _TRUST_NS = 50_000_000
 """A directory changed this close to our listing may change again within the same mtime
 tick: list it again next time rather than trust the stamp."""
-_SAVE_EVERY_NS = 5_000_000_000
+_SAVE_EVERY_NS = 30_000_000_000
+_SAVE_AFTER = 100
 _KEY_TIME = re.compile(r"^(\d{9,10})(?:\.M(\d{1,6})(?!\d))?")
-FLAG_BY_NAME = {"S", "D", "F", "T", "R", "P"}
+_DELMARKED = int(MsgStatus.MSGSTATUS_DELMARKED)
+_MESSAGE = int(ObjectType.MAPI_MESSAGE)
 
 
 def split_name(filename: str) -> tuple[str, str]:
@@ -170,20 +172,42 @@ class IndexRow(Mapping[str, Any]):
 
 
 class _Entry:
-    """One message file of a folder."""
+    """One message file of a folder; the header fields live only in its row."""
 
-    __slots__ = ("ino", "mtime_ns", "name", "row", "size", "sub", "summary")
+    __slots__ = ("mtime_ns", "name", "row", "size", "sub")
 
-    def __init__(
-        self, sub: str, name: str, size: int, mtime_ns: int, ino: int, summary: HeaderSummary
-    ) -> None:
+    def __init__(self, sub: str, name: str, size: int, mtime_ns: int) -> None:
         self.sub = sub
         self.name = name
         self.size = size
         self.mtime_ns = mtime_ns
-        self.ino = ino
-        self.summary = summary
         self.row: IndexRow | None = None
+
+
+_INTERNED: dict[str, str] = {}
+_INTERN_LIMIT = 200_000
+
+
+def _shared(text: str) -> str:
+    """One copy of a string many rows hold (senders, the To line, message classes)."""
+    found = _INTERNED.get(text)
+    if found is not None:
+        return found
+    if len(_INTERNED) < _INTERN_LIMIT:
+        _INTERNED[text] = text
+    return text
+
+
+def _summary_of(row: IndexRow) -> HeaderSummary:
+    return HeaderSummary(
+        row[PR_SUBJECT.name],
+        row.get(PR_SENDER_NAME.name),
+        row.get(PR_SENDER_EMAIL_ADDRESS.name),
+        row[PR_DISPLAY_TO.name],
+        row.get(PR_CLIENT_SUBMIT_TIME.name),
+        row[PR_MESSAGE_CLASS.name],
+        row[PR_HASATTACH.name],
+    )
 
 
 @dataclass(frozen=True)
@@ -233,6 +257,7 @@ class FolderIndex:
         inbox: bool = False,
     ) -> None:
         self.path = path
+        self._dir = str(path)
         self.folder_entryid = folder_entryid
         self.message_prefix = message_prefix
         """A message's entry ID is this prefix + its key."""
@@ -246,6 +271,8 @@ class FolderIndex:
         self._rows: list[IndexRow] | None = None
         self._unsaved = 0
         self._saved_at = 0
+        self._counts: tuple[int, int] | None = None
+        self._queue: list[Change] = []
 
     # Reading.
 
@@ -304,8 +331,15 @@ class FolderIndex:
         """(PR_CONTENT_COUNT, PR_CONTENT_UNREAD), from file names alone when not loaded."""
         with self.lock:
             if self._loaded and self.fresh():
-                unread = sum(1 for e in self._entries.values() if "S" not in split_name(e.name)[1])
-                return len(self._entries), unread
+                if self._counts is None:
+                    read = MessageFlags.MSGFLAG_READ
+                    unread = sum(
+                        1
+                        for e in self._entries.values()
+                        if e.row is not None and not e.row[PR_MESSAGE_FLAGS.name] & read
+                    )
+                    self._counts = len(self._entries), unread
+                return self._counts
         total = unread = 0
         for sub in SUBDIRS:
             with contextlib.suppress(FileNotFoundError):
@@ -332,72 +366,76 @@ class FolderIndex:
 
     # Refreshing (blocking).
 
-    def refresh(self, force: bool = False) -> list[Change]:
-        """List the folder and bring the rows up to date; the changes found, in order.
+    def take_changes(self) -> list[Change]:
+        """The changes found or noted since the last call, in order (each handed out once)."""
+        with self.lock:
+            out, self._queue = self._queue, []
+            return out
 
-        The first refresh of an index (its baseline) raises nothing.
-        """
+    def refresh(self, force: bool = False) -> None:
+        """List the folder and bring the rows up to date; what changed waits in
+        take_changes(). The first refresh of an index (its baseline) raises nothing."""
         with self.lock:
             first = not self._loaded
             if first:
                 self._load_file()
             stamps = self._dir_stamps()
             if not force and not first and self._trusted and stamps == self._stamps:
-                return []
+                return
             started = time.time_ns()
-            listing: dict[str, tuple[str, str, int]] = {}
+            listing: dict[str, tuple[str, str]] = {}
             for sub in SUBDIRS:
-                with contextlib.suppress(FileNotFoundError):
-                    for item in os.scandir(self.path / sub):
-                        if item.name.startswith("."):
-                            continue
-                        key = split_name(item.name)[0]
-                        if key in listing and sub == "new":
-                            continue  # a crash between link and unlink: cur/ wins
-                        listing[key] = (sub, item.name, item.inode())
+                try:
+                    names = os.listdir(os.path.join(self._dir, sub))  # 4x faster than scandir
+                except FileNotFoundError:
+                    continue
+                for name in names:
+                    if name[0] == ".":
+                        continue
+                    key = name.partition(":")[0]
+                    if sub == "new" and key in listing:
+                        continue  # a crash between link and unlink left both: cur/ wins
+                    listing[key] = (sub, name)
             self._stamps = stamps
             self._trusted = all(started - s > _TRUST_NS for s in stamps.values())
             changes = self._diff(listing, validate=first)
             self._loaded = True
-            if first:
-                changes = []
-            self._maybe_save()
-            return changes
+            if not first:
+                self._queue.extend(changes)
+            self._maybe_save(first)
 
-    def _diff(self, listing: dict[str, tuple[str, str, int]], validate: bool) -> list[Change]:
+    def _diff(self, listing: dict[str, tuple[str, str]], validate: bool) -> list[Change]:
+        """Changes between the rows and a listing. A known name is the same file (Maildir
+        writers never rewrite a file in place); on the first listing of a process, size and
+        mtime are checked too, for what changed while no mapid ran."""
         changes: list[Change] = []
-        for key in [k for k in self._entries if k not in listing]:
-            del self._entries[key]
-            self._rows = None
+        entries = self._entries
+        for key in [k for k in entries if k not in listing]:
+            del entries[key]
+            self._invalidate()
             changes.append(self._change(NotificationEvent.fnevObjectDeleted, key))
-        for key, (sub, name, ino) in listing.items():
-            old = self._entries.get(key)
-            if old is not None and old.ino == ino and not validate:
-                if old.name != name or old.sub != sub:
-                    before = old.row
-                    old.sub, old.name = sub, name
-                    self._build_row(key, old)
-                    if before is None or before._values != old.row._values:  # type: ignore[union-attr]
-                        changes.append(self._change(NotificationEvent.fnevObjectModified, key))
+        for key, (sub, name) in listing.items():
+            old = entries.get(key)
+            if old is not None and old.name == name and old.sub == sub and not validate:
                 continue
-            path = self.path / sub / name
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue  # gone meanwhile; the directory's new mtime brings us back
-            if old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
-                old.ino = st.st_ino
-                if old.name != name or old.sub != sub or old.row is None:
+            if old is not None:
+                try:
+                    st = os.stat(os.path.join(self._dir, sub, name))
+                except FileNotFoundError:
+                    continue  # gone meanwhile; the directory's new mtime brings us back
+                if old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+                    if old.name == name and old.sub == sub:
+                        continue  # the row built from the saved index holds
                     before = old.row
                     old.sub, old.name = sub, name
-                    self._build_row(key, old)
+                    self._build_row(key, old, None)
                     if before is not None and before._values != old.row._values:  # type: ignore[union-attr]
                         changes.append(self._change(NotificationEvent.fnevObjectModified, key))
-                continue
+                    continue
             fresh = self._read(key, sub, name)
             if fresh is None:
                 continue
-            self._entries[key] = fresh
+            entries[key] = fresh
             self._unsaved += 1
             if old is not None:
                 changes.append(self._change(NotificationEvent.fnevObjectModified, key))
@@ -406,45 +444,54 @@ class FolderIndex:
         return changes
 
     def _read(self, key: str, sub: str, name: str) -> _Entry | None:
-        path = self.path / sub / name
+        path = os.path.join(self._dir, sub, name)
         try:
-            st = os.stat(path)
-            head = header_block(str(path))
+            with open(path, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                head = header_block(handle)
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)
             return None
-        entry = _Entry(sub, name, st.st_size, st.st_mtime_ns, st.st_ino, _summary(head))
-        self._build_row(key, entry)
+        entry = _Entry(sub, name, st.st_size, st.st_mtime_ns)
+        self._build_row(key, entry, summarize(parse_header_block(head)))
         return entry
 
-    def _build_row(self, key: str, entry: _Entry) -> None:
-        s = entry.summary
+    def _build_row(self, key: str, entry: _Entry, summary: HeaderSummary | None) -> None:
+        """(Re)build an entry's row: from a new summary, or from its old row's fields."""
+        old = entry.row
+        s = summary if summary is not None else _summary_of(old)  # type: ignore[arg-type]
         flags = split_name(entry.name)[1]
-        eid = self.entryid_of(key) if entry.row is None else entry.row[PR_ENTRYID.name]
+        eid = self.entryid_of(key) if old is None else old[PR_ENTRYID.name]
         mflags = message_flags_of(flags, s.has_attach) | self.extra_flags
         entry.row = IndexRow(
             (
                 eid,
                 eid,
                 s.subject,
-                _ABSENT if s.sender_name is None else s.sender_name,
-                _ABSENT if s.sender_email is None else s.sender_email,
-                s.display_to,
+                _ABSENT if s.sender_name is None else _shared(s.sender_name),
+                _ABSENT if s.sender_email is None else _shared(s.sender_email),
+                _shared(s.display_to),
                 _ABSENT if s.submit_time is None else s.submit_time,
-                key_time(key, entry.mtime_ns),
+                key_time(key, entry.mtime_ns)
+                if old is None
+                else old[PR_MESSAGE_DELIVERY_TIME.name],
                 mflags,
                 entry.size,
                 s.has_attach,
-                s.message_class,
+                _shared(s.message_class),
                 FLAG_FOLLOWUP if "F" in flags else 0,
-                int(MsgStatus.MSGSTATUS_DELMARKED) if "T" in flags else 0,
-                int(ObjectType.MAPI_MESSAGE),
+                _DELMARKED if "T" in flags else 0,
+                _MESSAGE,
                 self.folder_entryid,
             )
         )
+        self._invalidate()
+
+    def _invalidate(self) -> None:
         self._rows = None
+        self._counts = None
 
     def _change(self, event: NotificationEvent, key: str) -> Change:
         return Change(event, self.entryid_of(key), self.folder_entryid)
@@ -460,7 +507,7 @@ class FolderIndex:
                     NotificationEvent.fnevNewMail,
                     self.entryid_of(key),
                     self.folder_entryid,
-                    message_class=entry.summary.message_class,
+                    message_class=entry.row[PR_MESSAGE_CLASS.name],
                     message_flags=flags,
                 )
             )
@@ -468,32 +515,36 @@ class FolderIndex:
 
     # Changes the store made itself (call with the lock held, right after the disk change).
 
-    def note_file(self, key: str, sub: str, name: str, *, quiet: bool = False) -> list[Change]:
-        """A file the store wrote, renamed or rewrote under `key`."""
+    def note_file(self, key: str, sub: str, name: str, *, quiet: bool = False) -> None:
+        """A file the store wrote, renamed or rewrote under `key` (call with the lock held,
+        right after the disk change, so the listing that sees it finds nothing new)."""
         with self.lock:
             if not self._loaded:
-                return []  # the baseline listing will find it
+                self.refresh()  # the baseline, which then holds the file already
+                return
             old = self._entries.get(key)
             entry = self._read(key, sub, name)
             if entry is None:
-                return []
+                return
             self._entries[key] = entry
             self._unsaved += 1
             if quiet:
-                return []
+                return
             if old is None:
-                return self._created(key)
+                self._queue.extend(self._created(key))
+                return
             same = old.row is not None and entry.row is not None
-            if same and old.row._values == entry.row._values and old.summary == entry.summary:  # type: ignore[union-attr]
-                return []
-            return [self._change(NotificationEvent.fnevObjectModified, key)]
+            if same and old.row._values[2:] == entry.row._values[2:]:  # type: ignore[union-attr]
+                return
+            self._queue.append(self._change(NotificationEvent.fnevObjectModified, key))
 
-    def note_gone(self, key: str, *, quiet: bool = False) -> list[Change]:
+    def note_gone(self, key: str, *, quiet: bool = False) -> None:
         with self.lock:
             if self._entries.pop(key, None) is None:
-                return []
-            self._rows = None
-            return [] if quiet else [self._change(NotificationEvent.fnevObjectDeleted, key)]
+                return
+            self._invalidate()
+            if not quiet:
+                self._queue.append(self._change(NotificationEvent.fnevObjectDeleted, key))
 
     # Persistence.
 
@@ -510,9 +561,7 @@ class FolderIndex:
             return
         try:
             for item in data.get("entries", []):
-                key, sub, name, size, mtime_ns, ino, subject, sname, semail, to, sent, cls, att = (
-                    item
-                )
+                key, sub, name, size, mtime_ns, subject, sname, semail, to, sent, cls, att = item
                 summary = HeaderSummary(
                     subject,
                     sname,
@@ -522,13 +571,20 @@ class FolderIndex:
                     cls,
                     bool(att),
                 )
-                self._entries[key] = _Entry(sub, name, size, mtime_ns, ino, summary)
+                entry = _Entry(sub, name, size, mtime_ns)
+                self._build_row(key, entry, summary)
+                self._entries[key] = entry
         except (TypeError, ValueError) as exc:
             log.warning("ignoring the damaged index %s (%s); rebuilding it", path, exc)
             self._entries.clear()
 
-    def _maybe_save(self) -> None:
-        if self._unsaved and time.monotonic_ns() - self._saved_at > _SAVE_EVERY_NS:
+    def _maybe_save(self, first: bool) -> None:
+        """Save after a baseline that read files (so the next process starts from it), or
+        when many rows changed a while after the last save; logoff saves the rest."""
+        if not self._unsaved:
+            return
+        waited = time.monotonic_ns() - self._saved_at > _SAVE_EVERY_NS
+        if first or (self._unsaved >= _SAVE_AFTER and waited):
             self.save()
 
     def save(self) -> None:
@@ -536,26 +592,28 @@ class FolderIndex:
         with self.lock:
             if not self._loaded or not self._unsaved:
                 return
-            entries = [
-                [
-                    key,
-                    e.sub,
-                    e.name,
-                    e.size,
-                    e.mtime_ns,
-                    e.ino,
-                    e.summary.subject,
-                    e.summary.sender_name,
-                    e.summary.sender_email,
-                    e.summary.display_to,
-                    None
-                    if e.summary.submit_time is None
-                    else int(e.summary.submit_time.timestamp()),
-                    e.summary.message_class,
-                    e.summary.has_attach,
-                ]
-                for key, e in self._entries.items()
-            ]
+            entries = []
+            for key, e in self._entries.items():
+                row = e.row
+                if row is None:
+                    continue
+                sent = row.get(PR_CLIENT_SUBMIT_TIME.name)
+                entries.append(
+                    [
+                        key,
+                        e.sub,
+                        e.name,
+                        e.size,
+                        e.mtime_ns,
+                        row[PR_SUBJECT.name],
+                        row.get(PR_SENDER_NAME.name),
+                        row.get(PR_SENDER_EMAIL_ADDRESS.name),
+                        row[PR_DISPLAY_TO.name],
+                        None if sent is None else int(sent.timestamp()),
+                        row[PR_MESSAGE_CLASS.name],
+                        row[PR_HASATTACH.name],
+                    ]
+                )
             data = msgpack.packb({"v": INDEX_VERSION, "entries": entries}, use_bin_type=True)
             try:
                 fd, tmp = tempfile.mkstemp(prefix=f"{INDEX_FILE}.tmp.", dir=self.path)
@@ -571,10 +629,6 @@ class FolderIndex:
                 return
             self._unsaved = 0
             self._saved_at = time.monotonic_ns()
-
-
-def _summary(head: bytes) -> HeaderSummary:
-    return summarize(parse_header_block(head))
 
 
 # --- One Maildir root, shared by the sessions -----------------------------------------------
