@@ -558,3 +558,100 @@ def test_retry_keys_of_mapid_toml(
     server.accept_all()  # no flush: the backoff timer sends it
     assert parse(server.wait_for(1)[0].content)["Subject"] == "Retried by itself"
     wait_for("an empty Outbox", lambda: mail.contents("Outbox") == [])
+
+
+def _subjects(folder: Path) -> set[str]:
+    """Subjects of a Maildir folder's messages (one the daemon moves meanwhile is skipped)."""
+    found: set[str] = set()
+    for sub in ("cur", "new"):
+        for path in (folder / sub).iterdir():
+            try:
+                found.add(str(parse(path.read_bytes())["Subject"]))
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def test_sigterm_mid_queue_leaves_every_message_in_one_place(
+    make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer
+) -> None:
+    profile = mail_profile(tmp_path / "a", server, autologon=True)
+    proc = make_daemon(profiles={"alpha": profile})
+    mail = Mail.logon(proc.client(), flags=[])
+    server.stall("DATA", 0.1)
+    subjects = {f"graceful {n:02}" for n in range(30)}
+    for subject in sorted(subjects):
+        mail.send(subject, to=[GRACE])
+    server.wait_for(2)
+    assert proc.stop(signal.SIGTERM) == 0
+    maildir = tmp_path / "a" / "Mail"
+    queued, sent = _subjects(maildir / ".Outbox"), _subjects(maildir / ".Sent")
+    assert queued, "the queue was done before the stop; nothing was tested"
+    assert not queued & sent and queued | sent == subjects  # nothing half-moved, none lost
+    assert {parse(m.content)["Subject"] for m in server.messages} <= sent | queued
+    server.handler.stalls.clear()
+    proc.start()
+    wait_for("the rest delivered", lambda: not _subjects(maildir / ".Outbox"))
+    assert {parse(m.content)["Subject"] for m in server.messages} == subjects
+
+
+def test_the_first_transport_in_transport_order_sends(
+    make_daemon: DaemonFactory, tmp_path: Path, make_smtp_server: MakeServer
+) -> None:
+    first, second = make_smtp_server(), make_smtp_server()
+    profile = (
+        standard_profile(tmp_path / "a")
+        + smtp_section(first, key="first")
+        + smtp_section(second, key="second")
+    )
+    proc = make_daemon(profiles={"alpha": profile})
+    mail = Mail.logon(proc.client())
+    mail.send("by the first", to=[GRACE])
+    assert parse(first.wait_for(1)[0].content)["Subject"] == "by the first"
+    rows = mail.client.services_providers(mail.token)["rows"]
+    transports = {
+        r["PR_DISPLAY_NAME"]: r["PR_PROVIDER_UID"]
+        for r in rows
+        if r["PR_RESOURCE_TYPE"] == int(ResourceType.MAPI_TRANSPORT_PROVIDER)
+    }
+    # services.transport_order writes the profile; the live session follows it.
+    mail.client.services_transport_order(
+        mail.token, provider_uids=[transports["second"], transports["first"]]
+    )
+    mail.send("by the second", to=[GRACE])
+    assert parse(second.wait_for(1)[0].content)["Subject"] == "by the second"
+    wait_for("an empty Outbox", lambda: mail.contents("Outbox") == [])
+    assert len(first.messages) == 1
+
+
+def test_a_transport_that_reconnects_ends_its_backoff(
+    mail_daemon: DaemonProc, server: SmtpServer
+) -> None:
+    mail = Mail.logon(mail_daemon.client())
+    server.stop()
+    mail.send("After reconnecting", to=[GRACE])
+    wait_for("the spooler to wait", lambda: "next try in 30 s" in mail.spooler_says())
+    server.start()
+    # FORCE_XP_CONNECT: the transport reaches the server and says NOTIFY_READYTOSEND; the
+    # spooler sends at once instead of waiting out the 30 s.
+    transport = mail.status(ResourceType.MAPI_TRANSPORT_PROVIDER)
+    mail.client.status_validate_state(mail.token, transport, ["FORCE_XP_CONNECT"])
+    assert parse(server.wait_for(1)[0].content)["Subject"] == "After reconnecting"
+    wait_for("an empty Outbox", lambda: mail.contents("Outbox") == [])
+    wait_for("the spooler idle", lambda: mail.spooler_says() == "idle")
+
+
+def test_validate_state_on_the_spooler_logs_transports_on_again_and_sends(
+    mail_daemon: DaemonProc, server: SmtpServer
+) -> None:
+    mail = Mail.logon(mail_daemon.client())
+    server.stop()
+    mail.send("After validate_state", to=[GRACE])
+    wait_for("the spooler to wait", lambda: "next try in 30 s" in mail.spooler_says())
+    server.start()
+    before = mail.row(ResourceType.MAPI_TRANSPORT_PROVIDER)["PR_INSTANCE_KEY"]
+    spooler = mail.status(ResourceType.MAPI_SPOOLER)
+    mail.client.status_validate_state(mail.token, spooler, ["CONFIG_CHANGED"])
+    assert mail.row(ResourceType.MAPI_TRANSPORT_PROVIDER)["PR_INSTANCE_KEY"] != before
+    assert parse(server.wait_for(1)[0].content)["Subject"] == "After validate_state"
+    wait_for("an empty Outbox", lambda: mail.contents("Outbox") == [])
