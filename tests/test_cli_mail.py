@@ -12,6 +12,7 @@ import email.policy
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -702,3 +703,54 @@ def test_subprocess_exit_codes(reader: DaemonProc) -> None:
     assert run(reader, "ls", "Nowhere").returncode == 3
     assert run(reader, "resolve", "Grace").returncode == 1
     assert run(reader, "show", "Inbox:x:y z").returncode == 2
+
+
+def test_notify_ends_with_the_shared_session(mail: DaemonProc) -> None:
+    proc = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "mapid.cli.app", "--runtime-dir", str(mail.runtime)],
+            *["--json", "notify", "--events", "all"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "following store mail (newmail, created" in read_line(proc.stderr)
+        member = js(mail, "logon")
+        assert member["shared"] is True
+        ok(mail, "logoff", "--shared", member["token"])
+        note = json.loads(read_line(proc.stdout))
+        assert note["event"] == "fnevCriticalError"
+        assert note["error"]["code"] == "MAPI_E_END_OF_SESSION"
+        assert proc.wait(15) == 1
+        assert "MAPI_E_END_OF_SESSION" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_notify_stops_on_ctrl_c_and_logs_off(mail: DaemonProc) -> None:
+    def members() -> int:
+        sessions = js(mail, "sessions")["sessions"]
+        return int(next(s["members"] for s in sessions if s["profile"] == "alpha"))
+
+    before = members()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mapid.cli.app", "--runtime-dir", str(mail.runtime), "notify"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "Ctrl-C stops" in read_line(proc.stderr)
+        assert members() == before + 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert members() == before

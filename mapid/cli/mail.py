@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from mapid.cli.context import JsonOpt, Options, ProfileOpt, RuntimeOpt, TimeoutOpt, options
-from mapid.cli.exits import ExitCode
+from mapid.cli.exits import ExitCode, until_interrupted
 from mapid.cli.mail_format import (
     LIST_COLUMNS,
     attachments_of,
@@ -38,6 +38,7 @@ from mapid.cli.mail_notify import (
     event_list,
     follow_notifications,
     parse_events,
+    short_names,
 )
 from mapid.cli.mail_send import (
     explain_failure,
@@ -831,7 +832,8 @@ def notify(
             "-e",
             metavar="LIST",
             help="Comma-separated: newmail, created, deleted, modified, moved, copied, "
-            "table, critical, extended, or all.",
+            "critical, extended (the session's: an end forced by another member, the "
+            "logoff), or all of these.",
         ),
     ] = DEFAULT_EVENTS,
     count: Annotated[
@@ -852,12 +854,13 @@ def notify(
     (with its sender and subject), messages and folders created, deleted, modified, moved
     and copied, whether through mapid or by another program in the Maildir. With --json,
     one JSON object per line, the notification as the daemon sent it (PROTOCOL.md 7.4).
-    If the session ends under it (a MAPI_LOGOFF_SHARED elsewhere), it says so and exits
-    with code 1."""
+    Ctrl-C (or SIGTERM) stops it with exit code 0. If the session ends under it (a
+    MAPI_LOGOFF_SHARED elsewhere), it says so and exits with code 1."""
     opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
     mask = parse_events(events)
     object_mask = mask & ~SESSION_EVENTS
-    with mail_session(opts) as ms:
+    # Ctrl-C or SIGTERM: the session logs off, then the command ends with exit code 0.
+    with until_interrupted(), mail_session(opts) as ms:
         chosen = ms.store(store)
         target: bytes = chosen.info.entryid
         where = f"store {chosen.info.name}"
@@ -869,7 +872,7 @@ def notify(
         ms.client.session_advise(
             ms.token, event_list(NotificationEvent.fnevCriticalError | (mask & SESSION_EVENTS))
         )
-        _notice(f"following {where} ({', '.join(event_list(mask))}); Ctrl-C stops")
+        _notice(f"following {where} ({', '.join(short_names(mask))}); Ctrl-C stops")
         follow_notifications(ms, mask, count, opts.json)
 
 

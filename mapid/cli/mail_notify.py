@@ -24,6 +24,17 @@ EVENT_NAMES: dict[str, NotificationEvent] = {
 DEFAULT_EVENTS = "newmail,created,deleted,modified,moved,copied"
 SESSION_EVENTS = NotificationEvent.fnevCriticalError | NotificationEvent.fnevExtended
 """The events only the session raises (advised with a nil entry ID)."""
+ALL_EVENTS = (
+    NotificationEvent.fnevNewMail
+    | NotificationEvent.fnevObjectCreated
+    | NotificationEvent.fnevObjectDeleted
+    | NotificationEvent.fnevObjectModified
+    | NotificationEvent.fnevObjectMoved
+    | NotificationEvent.fnevObjectCopied
+    | SESSION_EVENTS
+)
+"""`--events all`: what a store or folder raises, and the session's own. Not
+fnevTableModified, which belongs to tables (a store advise refuses it)."""
 
 
 def parse_events(text: str) -> NotificationEvent:
@@ -34,8 +45,7 @@ def parse_events(text: str) -> NotificationEvent:
         if not name:
             continue
         if name.lower() == "all":
-            for every in EVENT_NAMES.values():
-                mask |= every
+            mask |= ALL_EVENTS
             continue
         event: NotificationEvent | None = EVENT_NAMES.get(name.lower())
         if event is None and name in NotificationEvent.__members__:
@@ -49,6 +59,11 @@ def parse_events(text: str) -> NotificationEvent:
     if not mask:
         raise typer.BadParameter("name at least one event", param_hint="--events")
     return mask
+
+
+def short_names(mask: NotificationEvent) -> list[str]:
+    """The `--events` names of a mask, for people."""
+    return [short for short, event in EVENT_NAMES.items() if event in mask]
 
 
 def event_list(mask: NotificationEvent) -> list[str]:
@@ -99,9 +114,13 @@ def _detail(note: Mapping[str, Any], names: _Names) -> str:
         return str(note.get("extended_event", ""))
     if event == "fnevTableModified":
         return str(note.get("table_event", ""))
-    kind = "folder" if note.get("object_type") == int(ObjectType.MAPI_FOLDER) else "message"
     entryid = note.get("entryid")
-    text = f"{kind} {entryid.hex()[-12:]}" if isinstance(entryid, bytes) else kind
+    if note.get("object_type") == int(ObjectType.MAPI_FOLDER):
+        text = f"folder {names.folder(entryid) or '?'}"
+    else:
+        summary = None if event == "fnevObjectDeleted" else names.message(entryid)
+        short = entryid.hex()[-12:] if isinstance(entryid, bytes) else "?"
+        text = summary or f"message …{short}"
     if event in ("fnevObjectMoved", "fnevObjectCopied"):
         old = names.folder(note.get("old_parent_entryid"))
         if old:
@@ -153,4 +172,5 @@ __all__ = [
     "event_list",
     "follow_notifications",
     "parse_events",
+    "short_names",
 ]
