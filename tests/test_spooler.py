@@ -265,6 +265,8 @@ def test_resolve_submit_deliver_then_sent_items(
     assert mail.contents("Outbox") == []
     stored = parse(mail.mime_of("Sent Items", sent[0]["PR_ENTRYID"]))
     assert stored["Message-ID"] == message["Message-ID"]  # Sent Items holds what went out
+    assert stored["Date"] == message["Date"]
+    assert [a.addr_spec for a in stored["Bcc"].addresses] == ["bob@example.org"]  # and whom
     wait_for("the spooler idle", lambda: mail.spooler_says() == "idle")
 
     transport = events.rows(ResourceType.MAPI_TRANSPORT_PROVIDER)

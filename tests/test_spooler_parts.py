@@ -52,6 +52,10 @@ def test_prepare_adds_from_date_message_id_and_drops_bcc_keeping_the_body() -> N
     assert "Bcc" not in message and "X-Mapid-Delete-After-Submit" not in message
     assert ready.mime.endswith(STORED.split(b"\n\n", 1)[1])  # the body's bytes are untouched
     assert ready.sender == ADA
+    kept = parse(ready.record)  # the Sent Items copy: what went out, and the Bcc
+    assert [a.addr_spec for a in kept["Bcc"].addresses] == ["bob@example.org", "eve@example.org"]
+    assert kept["Message-ID"] == message["Message-ID"]
+    assert "X-Mapid-Delete-After-Submit" not in kept
 
 
 def test_prepare_keeps_the_messages_own_from_and_ids() -> None:

@@ -31,6 +31,9 @@ class Prepared:
     sender: Identity
     """The envelope sender (MAIL FROM) and the From the message carries."""
     message_id: str
+    record: bytes = b""
+    """The copy for Sent Items: the bytes sent with the Bcc fields put back, so the sender
+    still sees whom it went to blind (as Thunderbird's and mutt's sent copies do)."""
 
 
 def split_header(mime: bytes) -> tuple[list[bytes], bytes]:
@@ -111,13 +114,12 @@ def prepare(
     sender = override or existing or identity
     if sender is None or "@" not in sender.email:
         raise NoSender("no sender: the message has no From, and the session has no identity")
-    kept = [
+    mine = [
         f
         for f in fields
-        if _name(f) not in HIDDEN_FIELDS
-        and not _name(f).startswith(PRIVATE_PREFIX)
-        and not (override and _name(f) == b"from")
+        if not _name(f).startswith(PRIVATE_PREFIX) and not (override and _name(f) == b"from")
     ]
+    kept = [f for f in mine if _name(f) not in HIDDEN_FIELDS]
     added: list[bytes] = []
     if override is not None or existing is None:
         added.append(_field("From", _from_value(sender), eol))
@@ -129,8 +131,11 @@ def prepare(
         domain = sender.email.rpartition("@")[2] or "localhost"
         message_id = email.utils.make_msgid(domain=domain)
         added.append(_field("Message-ID", message_id, eol))
-    if kept and not kept[-1].endswith((b"\n", b"\r")):
-        kept[-1] += eol
+    for block in (kept, mine):
+        if block and not block[-1].endswith((b"\n", b"\r")):
+            block[-1] += eol
     if not rest.startswith((b"\r\n", b"\n")):
         rest = eol + rest  # a header block needs its blank line, even before no body
-    return Prepared(b"".join(added + kept) + rest, sender, message_id.strip())
+    wire = b"".join(added + kept) + rest
+    record = b"".join(added + mine) + rest
+    return Prepared(wire, sender, message_id.strip(), record)

@@ -546,7 +546,7 @@ class Spooler:
                         r.address, r.display_name, words
                     )
             if progress.accepted and progress.sent_mime is None:
-                progress.sent_mime = prepared.mime
+                progress.sent_mime = prepared.record
             self._show_progress(slot, run, sent=True)
             return
         self._show_progress(slot, run, sent=True)
@@ -595,10 +595,15 @@ class Spooler:
                 progress.reported = True
             delete = message.delete_after_submit if delivered else True
             sent = progress.sent_mime if delivered else None
-            await self._bounded(store.finished(message.entryid, sent_mime=sent, delete=delete))
+            try:
+                await self._bounded(store.finished(message.entryid, sent_mime=sent, delete=delete))
+            except MapiError as exc:
+                if exc.code != ErrorCode.MAPI_E_NOT_FOUND:
+                    raise  # NOT_FOUND: deleted from the Outbox meanwhile, nothing to move
         except Exception as exc:
             if not isinstance(exc, MapiError | TimeoutError):
                 log.exception("the store failed to take back a sent message")
+            # Tried again next pass; what was sent is not sent again (this run remembers).
             run.wait(f"the store did not take the message back: {_reason(exc)}")
             run.handled -= 1
             return
