@@ -12,6 +12,8 @@ import asyncio
 import errno
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from mapid.constants import ObjectType
 from mapid.daemon.file_watch import DirectoryWatcher
 from mapid.errors import ErrorCode, MapiError
 
-from conftest import DaemonFactory, standard_profile
+from conftest import DaemonFactory, DaemonProc, standard_profile
 
 # -- the directory watcher -----------------------------------------------------------------
 
@@ -162,6 +164,26 @@ def test_out_of_inotify_watches_falls_back_to_polling(tmp_path: Path) -> None:
     run(body, observer_factory=factory, poll_interval=0.1)
 
 
+def test_switching_to_polling_keeps_the_watches(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    new.mkdir()
+    seen: list[set[Path]] = []
+
+    async def body(w: DirectoryWatcher) -> None:
+        w.watch(new, seen.append)
+        w.set_polling(True)  # mapid.toml's watch = "poll"
+        assert w.mode == "polling"
+        deliver(new, "polled")
+        assert await until(lambda: bool(seen))
+        assert new / "polled" in seen[0]
+        w.set_polling(False)
+        assert w.mode == "inotify"
+        deliver(new, "watched")
+        assert await until(lambda: len(seen) == 2)
+
+    run(body, poll_interval=0.1)
+
+
 # -- through the daemon ---------------------------------------------------------------------
 
 NOTIFYING = '\n[services.notes]\nservice = "providers_for_tests:NotifyingStore"\n'
@@ -215,3 +237,193 @@ def test_provider_events_reach_the_advising_socket_only(make_daemon: DaemonFacto
     with pytest.raises(MapiError) as info:
         client.session_unadvise(token, connection)
     assert info.value.code == ErrorCode.MAPI_E_NOT_FOUND
+
+
+# -- a real Maildir, changed through the daemon and on disk ---------------------------------
+
+DROP = r"""
+import os, sys, time
+root, name = sys.argv[1], sys.argv[2]
+tmp = os.path.join(root, "tmp", name)
+with open(tmp, "wb") as f:
+    f.write(b"From: Grace <grace@example.org>\nTo: ada@example.org\nSubject: dropped\n\nhi\n")
+    f.flush()
+    os.fsync(f.fileno())
+os.rename(tmp, os.path.join(root, "new", name))
+"""
+
+
+def mta_delivers(maildir: Path, name: str) -> None:
+    """Another process drops a message the way an MTA does: tmp/, then rename into new/."""
+    subprocess.run([sys.executable, "-c", DROP, str(maildir), name], check=True, timeout=30)
+
+
+def inotify_watches(pid: int, directory: Path) -> int:
+    """How many inotify watches process `pid` holds on `directory` (from /proc fdinfo)."""
+    inode = os.stat(directory).st_ino
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("inotify wd:"):
+                fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
+                if int(fields.get("ino", "0"), 16) == inode:
+                    count += 1
+    return count
+
+
+class Notes:
+    """The notifications one client receives, gathered until a condition holds."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.seen: list[dict[str, Any]] = []
+
+    def until(self, check: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check(self.seen):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out; got {[n['event'] for n in self.seen]}")
+            note = self.client.recv_notification(timeout=left)
+            if note is not None:
+                self.seen.append(note)
+
+    def quiet(self, seconds: float = 0.5) -> None:
+        """Nothing more arrives for a while (no duplicates)."""
+        extra = self.client.recv_notification(timeout=seconds)
+        assert extra is None, f"unexpected notification {extra}"
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [n for n in self.seen if n["event"] == event]
+
+    def take(self) -> list[dict[str, Any]]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+def open_inbox(
+    client: Client, token: bytes, write: bool = False
+) -> tuple[int, dict[str, Any], bytes]:
+    rows = client.session_msg_stores_table(token)["rows"]
+    store = client.session_open_msg_store(
+        token, rows[0]["PR_ENTRYID"], ["MDB_WRITE"] if write else []
+    )
+    subtree = client.container_open_entry(
+        token, store["handle"], store["props"]["PR_IPM_SUBTREE_ENTRYID"]
+    )
+    rows = client.container_hierarchy_table(token, subtree["handle"])["rows"]
+    inbox = next(r["PR_ENTRYID"] for r in rows if r["PR_DISPLAY_NAME"] == "Inbox")
+    return int(store["handle"]), store["props"], bytes(inbox)
+
+
+def test_mail_dropped_into_new_raises_new_mail_once(daemon: DaemonProc) -> None:
+    client, second = daemon.client(), daemon.client()
+    token = logon(client)
+    other = logon(second)
+    _store, _props, inbox = open_inbox(client, token)
+    connection = client.session_advise(token, ["fnevNewMail"], inbox)["connection"]
+    second.session_advise(other, ["fnevNewMail"], open_inbox(second, other)[1]["PR_ENTRYID"])
+    maildir = daemon.root / "alpha" / "Mail"
+    # Watched, not polled: the daemon holds one inotify watch on new/ for both sessions.
+    assert inotify_watches(daemon.proc.pid, maildir / "new") == 1  # type: ignore[union-attr]
+    notes, others = Notes(client), Notes(second)
+    mta_delivers(maildir, "1700000000.M1P1.host")
+    notes.until(lambda seen: bool(seen))
+    (note,) = notes.of("fnevNewMail")
+    assert note["connection"] == connection
+    assert note["parent_entryid"] == inbox
+    assert note["message_class"] == "IPM.Note"
+    assert isinstance(note["message_flags"], int)
+    opened = client.session_open_entry(token, note["entryid"])
+    assert opened["props"]["PR_SUBJECT"] == "dropped"
+    notes.quiet()
+    others.until(lambda seen: bool(seen))  # the store advise of another session hears it too
+    assert [n["event"] for n in others.seen] == ["fnevNewMail"]
+    others.quiet()
+    client.session_unadvise(token, connection)
+    mta_delivers(maildir, "1700000001.M2P1.host")
+    others.until(lambda seen: len(seen) == 2)
+    notes.quiet()
+
+
+def test_object_events_through_the_daemon(daemon: DaemonProc) -> None:
+    client = daemon.client()
+    token = logon(client)
+    store, props, inbox = open_inbox(client, token, write=True)
+    events = [
+        "fnevObjectCreated",
+        "fnevObjectDeleted",
+        "fnevObjectModified",
+        "fnevObjectMoved",
+        "fnevObjectCopied",
+    ]
+    client.session_advise(token, events, props["PR_ENTRYID"])
+    notes = Notes(client)
+    folder = client.container_open_entry(token, store, inbox)["handle"]
+    mime = b"From: a@example.org\nTo: b@example.org\nSubject: made\n\nbody\n"
+    made = client.folder_import_message(token, folder, mime)["entryid"]
+    notes.until(lambda seen: bool(seen))
+    (created,) = notes.take()
+    assert created["event"] == "fnevObjectCreated"
+    assert created["entryid"] == made and created["parent_entryid"] == inbox
+    assert created["object_type"] == ObjectType.MAPI_MESSAGE
+    notes.quiet()
+    message = client.container_open_entry(token, folder, made)["handle"]
+    client.object_set_props(token, message, {"PR_SUBJECT": "changed"})
+    client.object_save_changes(token, message)
+    notes.until(lambda seen: bool(seen))
+    assert [n["event"] for n in notes.take()] == ["fnevObjectModified"]
+    notes.quiet()
+    drafts = props["PR_IPM_DRAFTS_ENTRYID"]
+    (copy,) = client.folder_copy_messages(token, folder, [made], drafts)["entryids"]
+    notes.until(lambda seen: bool(seen))
+    (copied,) = notes.take()
+    assert copied["event"] == "fnevObjectCopied"
+    assert copied["entryid"] == copy and copied["parent_entryid"] == drafts
+    assert copied["old_entryid"] == made and copied["old_parent_entryid"] == inbox
+    notes.quiet()
+    client.folder_delete_messages(token, folder, [made])  # to Deleted Items: a move
+    notes.until(lambda seen: bool(seen))
+    (moved,) = notes.take()
+    assert moved["event"] == "fnevObjectMoved"
+    assert moved["parent_entryid"] == props["PR_IPM_WASTEBASKET_ENTRYID"]
+    assert moved["old_entryid"] == made and moved["old_parent_entryid"] == inbox
+    trash = client.container_open_entry(token, store, props["PR_IPM_WASTEBASKET_ENTRYID"])
+    client.folder_delete_messages(token, trash["handle"], [moved["entryid"]])
+    notes.until(lambda seen: bool(seen))
+    (deleted,) = notes.take()
+    assert deleted["event"] == "fnevObjectDeleted" and deleted["entryid"] == moved["entryid"]
+    notes.quiet()
+
+
+def test_object_events_for_changes_on_disk(daemon: DaemonProc) -> None:
+    client = daemon.client()
+    token = logon(client)
+    store, _props, inbox = open_inbox(client, token, write=True)
+    folder = client.container_open_entry(token, store, inbox)["handle"]
+    mime = b"From: a@example.org\nTo: b@example.org\nSubject: on disk\n\nbody\n"
+    made = client.folder_import_message(token, folder, mime)["entryid"]
+    events = ["fnevObjectCreated", "fnevObjectDeleted", "fnevObjectModified"]
+    client.session_advise(token, events, inbox)
+    notes = Notes(client)
+    cur = daemon.root / "alpha" / "Mail" / "cur"
+    (path,) = [p for p in cur.iterdir() if b"on disk" in p.read_bytes()]
+    # mutt marks it flagged: the flags in the name change.
+    flagged = path.with_name(path.name.split(":2,")[0] + ":2,FS")
+    os.rename(path, flagged)
+    notes.until(lambda seen: bool(seen))
+    (modified,) = notes.take()
+    assert modified["event"] == "fnevObjectModified"
+    assert client.session_compare_entryids(token, modified["entryid"], made)["equal"]
+    assert modified["parent_entryid"] == inbox
+    notes.quiet()
+    flagged.unlink()
+    notes.until(lambda seen: bool(seen))
+    (deleted,) = notes.take()
+    assert deleted["event"] == "fnevObjectDeleted"
+    assert client.session_compare_entryids(token, deleted["entryid"], made)["equal"]
+    notes.quiet()

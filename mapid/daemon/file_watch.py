@@ -148,6 +148,40 @@ class DirectoryWatcher:
         """The directories being watched."""
         return [watch.path for watch in self._watches.values()]
 
+    def set_polling(self, polling: bool) -> None:
+        """Follow mapid.toml's `watch = "poll"` (network file systems): move every watch to
+        polling, or back to inotify; the watches and their callbacks stay."""
+        if polling == self._use_polling:
+            return
+        self._use_polling = polling
+        self.mode = "polling" if polling else "inotify"
+        if polling:
+            self.warning = None
+        if self._observer is None:
+            return
+        self._stop_observer()
+        try:
+            observer = self._ensure_observer()
+        except OSError as exc:
+            if exc.errno not in _LIMIT_ERRNOS:
+                raise
+            self._fall_back(exc)
+            return
+        for watch in self._watches.values():
+            try:
+                watch.observed = observer.schedule(
+                    _Handler(self, str(watch.path)),
+                    str(watch.path),
+                    recursive=False,
+                    event_filter=_EVENT_FILTER,
+                )
+            except OSError as exc:
+                if exc.errno in _LIMIT_ERRNOS and self.mode != "polling":
+                    self._fall_back(exc)
+                    return
+                watch.observed = None
+                log.warning("directory watcher: cannot watch %s: %s", watch.path, exc)
+
     def stop_all(self) -> None:
         """Stop every watch and the observer (daemon shutdown)."""
         for watch in self._watches.values():
