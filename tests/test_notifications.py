@@ -348,6 +348,14 @@ def test_mail_dropped_into_new_raises_new_mail_once(daemon: DaemonProc) -> None:
     mta_delivers(maildir, "1700000001.M2P1.host")
     others.until(lambda seen: len(seen) == 2)
     notes.quiet()
+    # The watch goes with the last provider that used it.
+    client.session_logoff(token)
+    assert inotify_watches(daemon.proc.pid, maildir / "new") == 1  # type: ignore[union-attr]
+    second.session_logoff(other)
+    deadline = time.monotonic() + 10
+    while inotify_watches(daemon.proc.pid, maildir / "new"):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the inotify watch outlived every session"
+        time.sleep(0.05)
 
 
 def test_object_events_through_the_daemon(daemon: DaemonProc) -> None:
