@@ -519,6 +519,9 @@ def test_create_import_copy_move_delete(tmp_path: Path) -> None:
 
         trash = await open_folder(store, "Deleted Items", OpenFlags.MAPI_MODIFY)
         trash_eid = (await trash.get_props(None))["PR_ENTRYID"]
+        with pytest.raises(MapiError) as err:  # another store's folder: the daemon copies MIME
+            await inbox.copy_messages([eid], b"\0" * 4 + b"X" * 16 + b"\x01F", move=False)
+        assert err.value.code == ErrorCode.MAPI_E_NO_SUPPORT
         (copy,) = await inbox.copy_messages([eid], trash_eid, move=False)
         assert copy != eid
         assert len(list((root / ".Trash" / "cur").iterdir())) == 1

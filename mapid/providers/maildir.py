@@ -579,6 +579,10 @@ class MaildirFolder(Folder):
     ) -> list[bytes]:
         self._need_real("copy messages")
         keys = [self._store.message_key_in(e, self.name) for e in entryids]
+        if not self._store.owns(dest):
+            raise MapiError(
+                ErrorCode.MAPI_E_NO_SUPPORT, "dest is a folder of another store: copy through MIME"
+            )
         kind, target, _ = self._store.parse_entryid(dest)
         if kind != _KIND_FOLDER:
             raise MapiError(
@@ -1001,6 +1005,9 @@ class MaildirStore(StoreProvider):
         except UnicodeDecodeError:
             pass
         raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "no object with that entry ID in this store")
+
+    def owns(self, entryid: bytes) -> bool:
+        return isinstance(entryid, bytes) and uid_of(entryid) == self._logged_on().uid
 
     def message_key_in(self, entryid: bytes, folder: str) -> str:
         kind, where, key = self.parse_entryid(entryid)
@@ -1643,7 +1650,7 @@ class MaildirStore(StoreProvider):
         try:
             while True:
                 self._again.discard(name)
-                await self.refreshed(name, force=True)
+                await self.refreshed(name)  # the directories' stamps say what changed
                 if name not in self._again:
                     return
         except MapiError as exc:

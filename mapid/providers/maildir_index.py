@@ -174,11 +174,12 @@ class IndexRow(Mapping[str, Any]):
 class _Entry:
     """One message file of a folder; the header fields live only in its row."""
 
-    __slots__ = ("mtime_ns", "name", "row", "size", "sub")
+    __slots__ = ("info", "mtime_ns", "row", "size", "sub")
 
-    def __init__(self, sub: str, name: str, size: int, mtime_ns: int) -> None:
+    def __init__(self, sub: str, info: str, size: int, mtime_ns: int) -> None:
         self.sub = sub
-        self.name = name
+        self.info = _shared(info)
+        """The file name after the key (":2,FS"): few distinct values, one copy each."""
         self.size = size
         self.mtime_ns = mtime_ns
         self.row: IndexRow | None = None
@@ -319,7 +320,7 @@ class FolderIndex:
         with self.lock:
             if self._loaded and self.fresh():
                 entry = self._entries.get(key)
-                return None if entry is None else (entry.sub, entry.name)
+                return None if entry is None else (entry.sub, key + entry.info)
             for sub in SUBDIRS:
                 with contextlib.suppress(FileNotFoundError):
                     for item in os.scandir(self.path / sub):
@@ -357,7 +358,7 @@ class FolderIndex:
             out = []
             for key, entry in self._entries.items():
                 try:
-                    mtime = os.stat(self.path / entry.sub / entry.name).st_mtime_ns
+                    mtime = os.stat(self.path / entry.sub / (key + entry.info)).st_mtime_ns
                 except FileNotFoundError:
                     continue
                 out.append((key, mtime))
@@ -416,7 +417,8 @@ class FolderIndex:
             changes.append(self._change(NotificationEvent.fnevObjectDeleted, key))
         for key, (sub, name) in listing.items():
             old = entries.get(key)
-            if old is not None and old.name == name and old.sub == sub and not validate:
+            info = name[len(key) :]
+            if old is not None and old.info == info and old.sub == sub and not validate:
                 continue
             if old is not None:
                 try:
@@ -424,10 +426,10 @@ class FolderIndex:
                 except FileNotFoundError:
                     continue  # gone meanwhile; the directory's new mtime brings us back
                 if old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
-                    if old.name == name and old.sub == sub:
+                    if old.info == info and old.sub == sub:
                         continue  # the row built from the saved index holds
                     before = old.row
-                    old.sub, old.name = sub, name
+                    old.sub, old.info = sub, _shared(info)
                     self._build_row(key, old, None)
                     if before is not None and before._values != old.row._values:  # type: ignore[union-attr]
                         changes.append(self._change(NotificationEvent.fnevObjectModified, key))
@@ -454,7 +456,7 @@ class FolderIndex:
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)
             return None
-        entry = _Entry(sub, name, st.st_size, st.st_mtime_ns)
+        entry = _Entry(sub, name[len(key) :], st.st_size, st.st_mtime_ns)
         self._build_row(key, entry, summarize(parse_header_block(head)))
         return entry
 
@@ -462,7 +464,7 @@ class FolderIndex:
         """(Re)build an entry's row: from a new summary, or from its old row's fields."""
         old = entry.row
         s = summary if summary is not None else _summary_of(old)  # type: ignore[arg-type]
-        flags = split_name(entry.name)[1]
+        flags = entry.info[3:] if entry.info.startswith(":2,") else ""
         eid = self.entryid_of(key) if old is None else old[PR_ENTRYID.name]
         mflags = message_flags_of(flags, s.has_attach) | self.extra_flags
         entry.row = IndexRow(
@@ -571,7 +573,7 @@ class FolderIndex:
                     cls,
                     bool(att),
                 )
-                entry = _Entry(sub, name, size, mtime_ns)
+                entry = _Entry(sub, name[len(key) :], size, mtime_ns)
                 self._build_row(key, entry, summary)
                 self._entries[key] = entry
         except (TypeError, ValueError) as exc:
@@ -602,7 +604,7 @@ class FolderIndex:
                     [
                         key,
                         e.sub,
-                        e.name,
+                        key + e.info,
                         e.size,
                         e.mtime_ns,
                         row[PR_SUBJECT.name],
