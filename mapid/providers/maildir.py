@@ -547,8 +547,7 @@ class MaildirFolder(Folder):
     async def contents_rows(self) -> Sequence[Row]:
         if not self.real:
             return ()
-        index = await self._store.refreshed(self.name)
-        return index.rows()
+        return await self._store.contents(self.name)
 
     async def open_child(self, entryid: bytes | None, flags: int) -> MapiObject:
         if entryid is None:
@@ -1101,10 +1100,21 @@ class MaildirStore(StoreProvider):
     async def refreshed(self, name: str, force: bool = False) -> FolderIndex:
         """The folder's index, brought up to date (what changed is raised to everyone)."""
         index = self._index(name)
-        if force or not index.fresh():
-            await self.support.run_blocking(index.refresh, force)
-            self._flush()
+        await self.support.run_blocking(index.refresh, force)  # two stat calls when current
+        self._flush()
         return index
+
+    async def contents(self, name: str) -> Sequence[Row]:
+        """A folder's contents rows; sorting a changed folder runs off the loop too."""
+        index = self._index(name)
+
+        def current() -> Sequence[Row]:
+            index.refresh()
+            return index.rows()
+
+        rows = await self.support.run_blocking(current)
+        self._flush()
+        return rows
 
     def _folder_props(
         self, kind: str, name: str, names: set[str], counts: tuple[int, int]
