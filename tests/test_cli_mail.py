@@ -754,3 +754,16 @@ def test_notify_stops_on_ctrl_c_and_logs_off(mail: DaemonProc) -> None:
             proc.kill()
             proc.wait()
     assert members() == before
+
+
+def test_a_frozen_daemon_is_5_at_the_logon(make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(name="frozen")
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        result = runner.invoke(
+            app, ["--runtime-dir", str(daemon.runtime), "--timeout", "0.5", "ls", "Inbox"]
+        )
+        assert result.exit_code == 5, result.output
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)

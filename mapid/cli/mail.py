@@ -792,7 +792,6 @@ def flush(
             "status.flush_queues",
             {"handle": status_obj.handle, "flags": flag_list(flags)},
             token=ms.token,
-            timeout=max(opts.timeout, 60.0) if not asynchronous else None,
         )
         keys = [r[PR_INSTANCE_KEY.name] for r in (spooler, target) if r is not None]
         after = [

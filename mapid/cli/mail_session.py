@@ -41,6 +41,11 @@ LEASE_S = 30.0
 """The member's lease: long enough for any one command, short enough that a killed mapictl
 is gone soon. Long-running commands (`notify`, `send --wait`) renew it."""
 
+STORE_TIMEOUT = 60.0
+"""How long the calls after the logon may take at least, whatever --timeout says: the first
+look at a big folder builds the store's index (100 000 messages: seconds). A daemon that is
+not there, or frozen, is still found within --timeout, at the logon."""
+
 MAX_FOLDER_DEPTH = 32
 """The deepest folder tree walked (a provider whose tree loops cannot hang `folders`)."""
 
@@ -453,6 +458,7 @@ def mail_session(opts: Options) -> Iterator[MailSession]:
                 f"(MAPI's rule: a running shared session is joined whatever the name)",
                 file=sys.stderr,
             )
+        client.timeout = max(client.timeout, STORE_TIMEOUT)
         session = MailSession(client, opts, result)
         try:
             yield session
