@@ -6,7 +6,9 @@ Real vCard folders on disk, a real daemon, real sockets.
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from mapid.client import Client
 from mapid.constants import ObjectType, RecipientType
 from mapid.errors import ErrorCode, MapiError
 
-from conftest import DaemonFactory, DaemonProc, standard_profile
+from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
 
 ADA_BYRON = """BEGIN:VCARD
 VERSION:3.0
@@ -128,20 +130,23 @@ def test_a_failed_address_book_is_a_warning_with_details(make_daemon: DaemonFact
 # -- resolve_names ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def books(make_daemon: DaemonFactory) -> DaemonProc:
+@pytest.fixture(scope="module")
+def books(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     """alpha with Ada, Ada Lovelace-Byron and Grace; a second book in the same profile with
-    another Grace."""
-    proc = make_daemon(start=False)
-    alpha = proc.root / "alpha"
+    another Grace. One daemon for the module: these tests only read."""
+    base = tmp_path_factory.mktemp("books")
+    alpha = base / "alpha"
     text = standard_profile(alpha)
     (alpha / "contacts" / "byron.vcf").write_text(ADA_BYRON)
-    second = proc.root / "second"
+    second = base / "second"
     second.mkdir()
     (second / "brewster.vcf").write_text(OTHER_GRACE)
     text += f'\n[services.second]\nservice = "vcard"\npath = "{second}"\n'
-    (proc.config_dir / "profiles" / "alpha.toml").write_text(text)
-    return proc.start()
+    proc = prepare_daemon(base / "d", profiles={"alpha": text})
+    proc.start()
+    yield proc
+    proc.close()
+    shutil.rmtree(proc.runtime.parent, ignore_errors=True)
 
 
 def resolve(client: Client, token: bytes, handle: int, *names: str) -> list[dict[str, Any]]:
