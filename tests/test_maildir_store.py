@@ -496,6 +496,12 @@ def test_create_import_copy_move_delete(tmp_path: Path) -> None:
                 {"PR_EMAIL_ADDRESS": "boss@example.com", "PR_RECIPIENT_TYPE": 3},
             ]
         )
+        unsaved = await message.get_props(None)  # what it will be, before it is saved
+        assert unsaved["PR_DISPLAY_TO"] == "Grace Hopper" and unsaved["PR_DISPLAY_BCC"] == (
+            "boss@example.com"
+        )
+        assert unsaved["PR_BODY"] == "Hi!\n" and unsaved["PR_NORMALIZED_SUBJECT"] == "Hello Grace"
+        assert "PR_INTERNET_MESSAGE_ID" not in unsaved and "PR_ENTRYID" not in unsaved
         await message.save_changes()
         (draft,) = await rows_of(drafts)
         assert draft["PR_SUBJECT"] == "Hello Grace"

@@ -222,6 +222,11 @@ _COMPUTED = frozenset(
     }
 )
 """Message properties that follow from the file: setting them is MAPI_E_COMPUTED."""
+_UNSAVED_GUESSES = frozenset(
+    {PR_INTERNET_MESSAGE_ID.name, "PR_CLIENT_SUBMIT_TIME", "PR_TRANSPORT_MESSAGE_HEADERS"}
+)
+"""What compose makes up for a new message (Message-ID, Date) and the raw header block:
+left out of an unsaved message's properties."""
 _FLAG_TAGS = frozenset({PR_MESSAGE_FLAGS.name, PR_FLAG_STATUS.name, PR_MSG_STATUS.name})
 
 
@@ -623,12 +628,27 @@ class MaildirMessage(Message):
         return self._loaded
 
     async def get_props(self, tags: list[str] | None) -> dict[str, Any]:
-        base, _, _ = await self._load()
+        base, raw, _ = await self._load()
         props = dict(base)
         if self.key is None:
             props.update(self._store.new_message_props(self.folder))
-        for tag in self._deleted:
-            props.pop(tag, None)
+        if self.key is None or self._changes or self._deleted or self._recipients is not None:
+            # What the message will say once saved: its display lines, body and subject
+            # parts follow from the MIME it will be, not only from the tags that were set.
+            preview = compose(
+                raw if self.key is not None else None,
+                self._changes,
+                self._deleted,
+                self._pending_recipients(),
+            )
+            shown, _ = message_props(preview)
+            for tag in _UNSAVED_GUESSES:  # made up at save time: not known before it
+                if tag not in self._changes:
+                    shown.pop(tag, None)
+            for tag in self._deleted:
+                props.pop(tag, None)
+                shown.pop(tag, None)
+            props.update(shown)
         props.update(self._changes)
         if self._flags:
             props.update(_apply_flags(props, self._flags))
@@ -665,13 +685,16 @@ class MaildirMessage(Message):
                 )
         return problems
 
+    def _pending_recipients(self) -> list[MailRecipient] | None:
+        if self._recipients is None:
+            return None
+        return [_mail_recipient(r) for r in self._recipients]
+
     async def save_changes(self) -> None:
         if self.key is not None and not self.pending:
             return
         _, raw, _ = await self._load()
-        recipients = None
-        if self._recipients is not None:
-            recipients = [_mail_recipient(r) for r in self._recipients]
+        recipients = self._pending_recipients()
         self.key = await self._store.save_message(
             self.folder,
             self.key,
@@ -690,14 +713,11 @@ class MaildirMessage(Message):
     async def get_mime(self) -> bytes:
         _, raw, _ = await self._load()
         if self.key is None or self.pending:
-            recipients = (
-                None if self._recipients is None else [_mail_recipient(r) for r in self._recipients]
-            )
             return compose(
                 raw if self.key is not None else None,
                 self._changes,
                 self._deleted,
-                recipients,
+                self._pending_recipients(),
             )
         return raw
 
