@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +20,8 @@ from mapid.daemon import units as unit_text
 from mapid.daemon.app import Daemon, StartupError
 from mapid.daemon.config import LOG_LEVELS, DaemonConfig, load_daemon_config
 from mapid.daemon.profiles import read_profiles
+
+log = logging.getLogger("mapid.daemon")
 
 app = typer.Typer(
     help="The mapid daemon: MAPI sessions as a Linux service. Control it with `mapictl`.",
@@ -54,10 +60,52 @@ def run(
     daemon.load_initial_config()
     logs.setup(log_level or daemon.config.log_level)
     try:
-        asyncio.run(daemon.run())
+        _serve(daemon)
     except StartupError as exc:
-        logging.getLogger("mapid.daemon").error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None
+
+
+EXECUTOR_GRACE = 0.25
+"""Seconds worker threads get at exit. One blocked on a silent server (smtplib waits out its
+own time-out) is left behind: the stop must end within the unit's TimeoutStopSec, and the
+message it was sending is still queued."""
+
+
+def _serve(daemon: Daemon) -> None:
+    """asyncio.run(daemon.run()), but the exit does not wait for worker threads stuck in I/O.
+
+    asyncio.run joins the default executor's threads without a time-out, and so would the
+    interpreter at exit; a stop must instead end within TimeoutStopSec.
+    """
+    executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="mapid-io")
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(executor)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(daemon.run())
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:  # a task may wait, shielded, for a thread blocked in I/O
+                loop.run_until_complete(asyncio.wait(pending, timeout=EXECUTOR_GRACE))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            asyncio.set_event_loop(None)
+            loop.close()
+    deadline = time.monotonic() + EXECUTOR_GRACE
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    if len(stuck) > 1:  # more than the main thread
+        # Python would join them at exit; everything of ours is closed and on disk.
+        log.warning("exiting without %d worker thread(s) still blocked in I/O", len(stuck) - 1)
+        logging.shutdown()
+        os._exit(0)
 
 
 @app.command("check-config")
