@@ -27,6 +27,7 @@ from mapid.providers.maildir_index import (
 from mapid.providers.mime_props import (
     parse_addresses,
     parse_header_block,
+    split_head,
     split_subject,
     summarize,
 )
@@ -101,6 +102,11 @@ def test_header_reader() -> None:
     assert summarize(
         parse_header_block(b"X-Raw: caf\xc3\xa9\nSubject: caf\xc3\xa9\n\n")
     ).subject == ("café")
+    crlf = b"Subject: line\r\n endings\r\nFrom: a@example.org\r\n\r\nTo: not@header\r\n"
+    assert split_head(crlf) == b"Subject: line\r\n endings\r\nFrom: a@example.org\r\n\r\n"
+    crlf_summary = summarize(parse_header_block(split_head(crlf)))
+    assert (crlf_summary.subject, crlf_summary.sender_email) == ("line endings", "a@example.org")
+    assert crlf_summary.display_to == ""
     assert split_subject("RE: hi") == ("RE: ", "hi")
     assert split_subject("Fwd: Re: hi") == ("Fwd: ", "Re: hi")
     assert split_subject("2024: the plan") == ("", "2024: the plan")

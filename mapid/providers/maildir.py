@@ -127,6 +127,7 @@ from mapid.providers.mime_props import (
     parse_header_block,
     recipient_row,
     recipients_of,
+    split_head,
 )
 
 __all__ = [
@@ -1311,8 +1312,7 @@ class MaildirStore(StoreProvider):
                 PR_LAST_MODIFICATION_TIME.name: datetime.fromtimestamp(st.st_mtime, UTC),
             }
         )
-        head = raw.split(b"\n\n", 1)[0]
-        return props, raw, recipients_of(parse_header_block(head + b"\n\n"))
+        return props, raw, recipients_of(parse_header_block(split_head(raw)))
 
     async def read_message(
         self, folder: str, key: str
@@ -1555,8 +1555,7 @@ class MaildirStore(StoreProvider):
     async def queued_message(self, entryid: bytes) -> QueuedMessage:
         key = self._outbox_key(entryid)
         raw, mtime_ns = await self.support.run_blocking(self._queued_blocking, key)
-        head = raw.split(b"\n\n", 1)[0] if b"\r\n\r\n" not in raw else raw.split(b"\r\n\r\n")[0]
-        headers = parse_header_block(head + b"\n\n")
+        headers = parse_header_block(split_head(raw))
         recipients = tuple(
             Recipient(r.address, r.display_name, "SMTP", int(r.recipient_type))
             for r in recipients_of(headers)

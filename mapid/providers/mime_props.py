@@ -68,6 +68,7 @@ __all__ = [
     "message_props",
     "parse_header_block",
     "recipients_of",
+    "split_head",
     "split_subject",
     "summarize",
 ]
@@ -263,6 +264,12 @@ class Headers:
 _REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 
 
+def split_head(raw: bytes) -> bytes:
+    """The header block of a whole message, with the empty line that ends it."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := raw.find(sep)) >= 0]
+    return raw[: min(ends)] if ends else raw
+
+
 def parse_header_block(data: bytes) -> Headers:
     return Headers(data)
 
@@ -412,8 +419,8 @@ def message_props(raw: bytes) -> tuple[dict[str, Any], bool]:
 
     The fields a contents table shows come from `summarize`, so they match the table.
     """
-    head = raw.split(b"\n\n", 1)[0] if b"\r\n\r\n" not in raw else raw.split(b"\r\n\r\n", 1)[0]
-    headers = parse_header_block(head + b"\n\n")
+    head = split_head(raw)
+    headers = parse_header_block(head)
     summary = summarize(headers)
     msg = parse_message(raw)
     prefix, normalized = split_subject(summary.subject)
@@ -425,8 +432,9 @@ def message_props(raw: bytes) -> tuple[dict[str, Any], bool]:
         PR_DISPLAY_TO.name: summary.display_to,
         PR_DISPLAY_CC.name: display_list(parse_addresses(headers.get_all("cc"))),
         PR_DISPLAY_BCC.name: display_list(parse_addresses(headers.get_all("bcc"))),
-        PR_TRANSPORT_MESSAGE_HEADERS.name: head.decode("utf-8", "replace").replace("\r\n", "\n")
-        + "\n",
+        PR_TRANSPORT_MESSAGE_HEADERS.name: head.decode("utf-8", "replace").replace("\r\n", "\n")[
+            :-1
+        ],
     }
     if summary.submit_time is not None:
         props[PR_CLIENT_SUBMIT_TIME.name] = summary.submit_time
