@@ -479,6 +479,8 @@ def test_send_to_addresses_with_cc_bcc_and_attachment(
     report.write_bytes(b"%PDF-1.4 not really\x00\x01\x02")
     notes = tmp_path / "notes.txt"
     notes.write_text("plain notes\n")
+    latin = tmp_path / "alt.txt"
+    latin.write_bytes("Grüße\n".encode("latin-1"))
     result = ok(
         mail,
         "send",
@@ -489,11 +491,13 @@ def test_send_to_addresses_with_cc_bcc_and_attachment(
         "--bcc",
         "Ada",
         "--subject",
-        "Files",
+        "Files für dich",
         "--attach",
         str(report),
         "--attach",
         str(notes),
+        "--attach",
+        str(latin),
         "--wait",
         stdin="See the files.\n",
     )
@@ -505,12 +509,14 @@ def test_send_to_addresses_with_cc_bcc_and_attachment(
     assert msg["Bcc"] is None
     assert str(msg["Cc"]) == "carol@example.net"
     files = {part.get_filename(): part for part in msg.iter_attachments()}
-    assert set(files) == {"report.pdf", "notes.txt"}
+    assert msg["Subject"] == "Files für dich"
+    assert set(files) == {"report.pdf", "notes.txt", "alt.txt"}
+    assert files["alt.txt"].get_payload(decode=True) == latin.read_bytes()
     assert files["report.pdf"].get_content_type() == "application/pdf"
     assert files["report.pdf"].get_content() == report.read_bytes()
     assert files["notes.txt"].get_content() == "plain notes\n"
     sent = js(mail, "show", "Sent:1")
-    assert {a["filename"] for a in sent["attachments"]} == {"report.pdf", "notes.txt"}
+    assert {a["filename"] for a in sent["attachments"]} == {"report.pdf", "notes.txt", "alt.txt"}
     assert "[attachment: report.pdf, application/pdf" in ok(mail, "show", "Sent:1").stdout
 
 

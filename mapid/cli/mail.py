@@ -480,12 +480,13 @@ def resolve(
     For each NAME, the entry ab.resolve_names finds: display name, address and address
     type. A name that fits several entries is ambiguous: its candidates are listed and
     the exit code is 1. A name that fits none gives exit code 3 (when no other name was
-    ambiguous)."""
+    ambiguous). An address the address book does not know comes back as it is (a one-off
+    entry); `send` takes a typed address as it is without asking."""
     opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
     results: list[dict[str, Any]] = []
     worst: MapiError | None = None
     with mail_session(opts) as ms:
-        ab = ms._keep(ms.client.session_open_address_book(ms.token))
+        ab = ms.open_address_book()
         for name in names:
             try:
                 rows = ms.client.ab_resolve_names(ms.token, ab.handle, [name]).get("recipients")

@@ -65,10 +65,10 @@ def failed_names(exc: MapiError) -> dict[str, dict[str, Any]]:
         if isinstance(info, Mapping):
             code = str(info.get("code") or exc.code.name)
             candidates = list(info.get("candidates") or [])
+            more = info.get("more")
         else:
-            code = str(info)
-            candidates = []
-        out[str(name)] = {"code": code, "candidates": candidates}
+            code, candidates, more = str(info), [], None
+        out[str(name)] = {"code": code, "candidates": candidates, "more": more}
     return out
 
 
@@ -82,12 +82,15 @@ def recipient_summary(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def explain_failure(name: str, info: Mapping[str, Any]) -> list[str]:
+    """Lines for stderr: an ambiguous name's candidates, or that a name is unknown."""
     if info["code"] == ErrorCode.MAPI_E_AMBIGUOUS_RECIP.name:
         lines = [f"{name!r} is ambiguous; it could be:"]
         for cand in info["candidates"]:
             if isinstance(cand, Mapping):
-                name = cand.get(PR_DISPLAY_NAME.name, "")
-                lines.append(f"  {name} <{cand.get(PR_EMAIL_ADDRESS.name, '')}>")
+                who = cand.get(PR_DISPLAY_NAME.name, "")
+                lines.append(f"  {who} <{cand.get(PR_EMAIL_ADDRESS.name, '')}>")
+        if info.get("more"):
+            lines.append(f"  … and {info['more']} more: be more precise")
         return lines
     return [f"{name!r}: no such name in the address book ({info['code']})"]
 
@@ -127,7 +130,7 @@ def resolve_recipients(
             to_resolve.append((len(rows), text.strip()))
             rows.append(None)
     if to_resolve:
-        ab = ms._keep(ms.client.session_open_address_book(ms.token))
+        ab = ms.open_address_book()
         try:
             found = ms.client.ab_resolve_names(
                 ms.token, ab.handle, [name for _, name in to_resolve]
@@ -183,8 +186,12 @@ def build_mime(
             ctype = "application/octet-stream"
         maintype, subtype = ctype.split("/", 1)
         data = path.read_bytes()
-        if maintype == "text":
-            msg.add_attachment(data.decode("utf-8", "replace"), subtype=subtype, filename=path.name)
+        try:
+            text_data = data.decode("utf-8") if maintype == "text" else None
+        except UnicodeDecodeError:
+            text_data = None  # another charset: sent as the bytes it is (base64)
+        if text_data is not None:
+            msg.add_attachment(text_data, subtype=subtype, filename=path.name)
         else:
             msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
     return msg.as_bytes(policy=SMTP_POLICY)

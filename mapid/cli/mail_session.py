@@ -187,6 +187,10 @@ class MailSession:
     def open_child(self, container: int, entryid: bytes | None) -> Opened:
         return self._keep(self.client.container_open_entry(self.token, container, entryid))
 
+    def open_address_book(self) -> Opened:
+        """session.open_address_book: the integrated address book, for ab.resolve_names."""
+        return self._keep(self.client.session_open_address_book(self.token))
+
     def keep_handle(self, handle: int) -> int:
         """Remember a handle an op returned (folder.create_message) for the release."""
         self._handles.append(handle)
