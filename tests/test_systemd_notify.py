@@ -9,11 +9,14 @@ WATCHDOG=1 from the event loop at half of WATCHDOG_USEC.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -230,3 +233,31 @@ def test_an_abstract_notify_socket() -> None:
         fields = dict(line.split("=", 1) for line in sock.recv(4096).decode().splitlines())
         notifier.close()
     assert fields["RELOADING"] == "1" and int(fields["MONOTONIC_USEC"]) > 0
+
+
+def test_mapictl_reload_returns_when_the_reload_is_done(
+    make_daemon: DaemonFactory, listener: NotifyListener, tmp_path: Path
+) -> None:
+    """ExecReload=mapictl reload: systemd 252 takes the reload as done when it exits."""
+    proc = make_daemon(env={"NOTIFY_SOCKET": listener.address})
+    listener.next(has("READY"))
+    (proc.config_dir / "profiles" / "gamma.toml").write_text(standard_profile(tmp_path / "g"))
+    done = subprocess.run(
+        [sys.executable, "-m", "mapid.cli.app", "--runtime-dir", str(proc.runtime), "reload"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # By the time it exits, the daemon has applied the change and said READY=1: both
+    # datagrams are already queued on the socket, nothing is waited for.
+    listener.sock.setblocking(False)
+    queued: list[str] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            queued.append(listener.sock.recv(65536).decode())
+    kinds = [d.split("=", 1)[0] for d in queued if not d.startswith("STATUS=")]
+    assert kinds == ["RELOADING", "READY"], queued
+    names = {row["PR_DISPLAY_NAME"] for row in proc.client().profiles_table()["rows"]}
+    assert "gamma" in names
