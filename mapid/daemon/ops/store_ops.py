@@ -47,7 +47,7 @@ from mapid.proptags import (
     PR_RESOURCE_TYPE,
     PR_STORE_SUPPORT_MASK,
 )
-from mapid.providers.base import MapiObject, StoreProvider
+from mapid.providers.base import MapiObject, MessageService, StoreProvider
 
 log = logging.getLogger("mapid.stores")
 
@@ -305,7 +305,7 @@ async def set_default_store(ctx: OpContext, args: dict[str, Any]) -> dict[str, A
         primary = {
             inst.section.key: inst.section.config.get(PRIMARY_STORE_KEY)
             for inst in session.services
-            if inst.section.key in store_keys
+            if inst.section.key in store_keys and _takes_primary_store(inst.cls)
         }
     if flag == DefaultStoreFlag.MAPI_DEFAULT_STORE:
         await _persist(ctx, path, _default_change(target_key, primary), "default store")
@@ -315,6 +315,15 @@ async def set_default_store(ctx: OpContext, args: dict[str, Any]) -> dict[str, A
             ctx, path, lambda doc: set_value(doc, [SIMPLE_STORE_KEY], value), "simple store"
         )
     return {}
+
+
+def _takes_primary_store(cls: type[MessageService] | None) -> bool:
+    """Only a service whose schema knows `primary_store` gets it written (another key would
+    make the whole profile file fail validation on reload)."""
+    if cls is None:
+        return False
+    properties = cls.config_schema.get("properties")
+    return isinstance(properties, dict) and PRIMARY_STORE_KEY in properties
 
 
 def _default_change(target_key: str | None, primary: dict[str, Any]) -> Any:
