@@ -369,6 +369,13 @@ def test_show_failures(reader: DaemonProc) -> None:
     assert beyond.exit_code == 3 and "24 messages" in beyond.stderr
     assert cli(reader, "show", "not a message").exit_code == 2
     assert cli(reader, "show", "Inbox:0").exit_code == 2
+    folder = js(reader, "ls", "Inbox", "--limit", "1")
+    wrong_kind = cli(reader, "show", folder["folder"]["entryid"])
+    assert wrong_kind.exit_code == 1 and "not a message" in wrong_kind.stderr
+    message = folder["messages"][0]["entryid"]
+    assert "not a folder" in cli(reader, "ls", message).stderr
+    gone = message[:-4] + ("0000" if not message.endswith("0000") else "1111")
+    assert cli(reader, "show", gone).exit_code == 3
 
 
 def test_show_marks_read_unless_peek_or_json(mail: DaemonProc, tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ from mapid.constants import (
     FlushFlags,
     MessageFlags,
     NotificationEvent,
+    ObjectType,
     RecipientType,
     ResourceFlags,
     ResourceType,
@@ -390,6 +391,11 @@ def show(
     with mail_session(opts) as ms:
         entryid = locate_message(ms, message, store)
         opened = ms.open(entryid)
+        if opened.object_type != int(ObjectType.MAPI_MESSAGE):
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"{message[:16]}… is not a message's entry ID (`mapictl ls -l` has them)",
+            )
         props = dict(opened.props)
         if raw or props.get(PR_HASATTACH.name):
             mime = bytes(ms.client.message_get_mime(ms.token, opened.handle).get("mime") or b"")

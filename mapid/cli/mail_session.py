@@ -19,7 +19,7 @@ from typing import Any
 
 from mapid.cli.context import Options, connected
 from mapid.client import Client, Result
-from mapid.constants import ENTRYID_MIN_LENGTH
+from mapid.constants import ENTRYID_MIN_LENGTH, ObjectType
 from mapid.entryid import uid_of
 from mapid.errors import DaemonUnreachable, ErrorCode, MapidError, MapiError
 from mapid.proptags import (
@@ -365,10 +365,13 @@ class MailSession:
         if looks_like_entryid(text):
             raw = bytes.fromhex(text)
             opened = self.open(raw)
-            try:
-                name = str(opened.props.get(PR_DISPLAY_NAME.name, text))
-            finally:
-                self.release(opened.handle)
+            self.release(opened.handle)
+            if opened.object_type != int(ObjectType.MAPI_FOLDER):
+                raise MapiError(
+                    ErrorCode.MAPI_E_INVALID_PARAMETER,
+                    f"{text[:16]}… is not a folder's entry ID (`mapictl folders --json` has them)",
+                )
+            name = str(opened.props.get(PR_DISPLAY_NAME.name, text))
             return FolderInfo(raw, name, name, 0)
         top = self.subtree(store)
         whole = self._child_named(top.handle, text)  # a provider may name a folder "a/b"
