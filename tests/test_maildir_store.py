@@ -667,6 +667,31 @@ def test_notifications_from_disk_and_from_the_daemon_once_each(tmp_path: Path) -
         assert one.events(EV.fnevObjectDeleted)[0]["entryid"] == row["PR_ENTRYID"]
         assert len(one.events(EV.fnevNewMail)) == 1
 
+        # A folder made by another program (mutt's `c`): heard by the store advise, and
+        # mail delivered into it too.
+        for sub in ("tmp", "cur", "new"):
+            (root / ".Projects" / sub).mkdir(parents=True)
+
+        def folder_events() -> list[dict[str, Any]]:
+            return [f for f in one.events(EV.fnevObjectCreated) if f["object_type"] == 3]
+
+        await until(lambda: len(folder_events()) == 1)
+        (made,) = folder_events()
+        assert made["parent_entryid"] == first.store_props()["PR_IPM_SUBTREE_ENTRYID"]
+        await until(lambda: root / ".Projects" / "new" in one.watched)
+        mta_deliver(root / ".Projects", PLAIN, "1704099700.M1P9Q2.mx")
+        await until(
+            lambda: any(
+                c["parent_entryid"] == made["entryid"] for c in one.events(EV.fnevObjectCreated)
+            )
+        )
+        # One made through the store is raised once, though the root's watch sees it too.
+        subtree = await first.open_entry(made["parent_entryid"], OpenFlags.MAPI_MODIFY)
+        assert isinstance(subtree, Folder)
+        await subtree.create_folder("Later")
+        await asyncio.sleep(0.5)
+        assert len(folder_events()) == 2
+
         with pytest.raises(MapiError) as err:
             await first.advise(first.store_entryid(), EV.fnevTableModified)
         assert err.value.code == ErrorCode.MAPI_E_NO_SUPPORT

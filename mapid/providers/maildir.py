@@ -186,6 +186,8 @@ ADVISE_EVENTS = (
     | NotificationEvent.fnevCriticalError
     | NotificationEvent.fnevExtended
 )
+_TREE = "\0tree"
+"""Key of the Maildir root's own watch among the folder watches."""
 _STORE_PRIVATE = b"\x01store"
 _ROOT_PRIVATE = b"\x01R"
 _SUBTREE_PRIVATE = b"\x01T"
@@ -419,6 +421,15 @@ def list_folders(root: Path) -> list[str]:
                 continue  # Dovecot's name for the root itself
             names.append(name[1:])
     return sorted(names)
+
+
+def list_ready_folders(root: Path) -> list[str]:
+    """The folders that hold cur/ and new/ (a folder being created has not yet)."""
+    return [n for n in list_folders(root) if _ready(folder_path(root, n))]
+
+
+def _ready(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
 
 
 def folder_path(root: Path, name: str) -> Path:
@@ -1224,15 +1235,18 @@ class MaildirStore(StoreProvider):
         else:
             full = f"{parent}.{encoded}"
         path = folder_path(root, full)
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            raise MapiError(
-                ErrorCode.MAPI_E_COLLISION, f"a folder named {name!r} already exists there"
-            ) from None
-        for sub in ("cur", "new", "tmp"):
-            (path / sub).mkdir(mode=0o700, exist_ok=True)
-        (path / "maildirfolder").touch()
+        hub = self._the_hub()
+        with hub.tree_lock:
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                raise MapiError(
+                    ErrorCode.MAPI_E_COLLISION, f"a folder named {name!r} already exists there"
+                ) from None
+            for sub in ("cur", "new", "tmp"):
+                (path / sub).mkdir(mode=0o700, exist_ok=True)
+            (path / "maildirfolder").touch()
+            hub.note_folder(full)  # the root's watch then finds nothing new
         _fsync_dir(root)
         return full
 
@@ -1638,6 +1652,7 @@ class MaildirStore(StoreProvider):
         if kind in (_KIND_STORE, _KIND_ROOT, _KIND_SUBTREE):
             root = self._logged_on().root
             names = [INBOX, *await self.support.run_blocking(list_folders, root)]
+            await self._watch_tree()
         else:
             if not await self.support.run_blocking(self._folder_exists, folder):
                 raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {display_of(folder)!r}")
@@ -1666,6 +1681,61 @@ class MaildirStore(StoreProvider):
             except (OSError, NotImplementedError) as exc:
                 self.support.logger.warning("cannot watch %s: %s", path / sub, exc)
 
+    async def _watch_tree(self) -> None:
+        """Watch the Maildir root for folders other programs create or remove (mutt's
+        `c`, Dovecot's CREATE), so a store advise hears about them and their mail."""
+        if _TREE in self._watches:
+            return
+        self._watches[_TREE] = []
+        await self._sync_folders()  # the baseline
+        watch_directory = getattr(self.support, "watch_directory", None)
+        if not callable(watch_directory):
+            return
+
+        def changed(paths: set[Path]) -> None:
+            if any(p.name.startswith(".") for p in paths):  # not our mapid.index saves
+                self._schedule_refresh(_TREE)
+
+        try:
+            self._watches[_TREE].append(watch_directory(self._logged_on().root, changed))
+        except (OSError, NotImplementedError) as exc:
+            self.support.logger.warning("cannot watch %s: %s", self._logged_on().root, exc)
+
+    async def _sync_folders(self) -> None:
+        root = self._logged_on().root
+        hub = self._the_hub()
+
+        def sync() -> tuple[list[str], list[str], list[str]]:
+            with hub.tree_lock:  # not while the store creates a folder
+                names = list_ready_folders(root)
+                return names, *hub.sync_folders(set(names))
+
+        names, added, removed = await self.support.run_blocking(sync)
+        every = set(names) | set(removed)
+        changes = []
+        for event, which in (
+            (NotificationEvent.fnevObjectCreated, added),
+            (NotificationEvent.fnevObjectDeleted, removed),
+        ):
+            for name in which:
+                up = parent_of(name, every)
+                parent = (
+                    self.entryid_for(_KIND_SUBTREE)
+                    if up is None
+                    else self.entryid_for(_KIND_FOLDER, up)
+                )
+                changes.append(
+                    Change(
+                        event,
+                        self.entryid_for(_KIND_FOLDER, name),
+                        parent,
+                        object_type=ObjectType.MAPI_FOLDER,
+                    )
+                )
+        for name in removed:
+            self._the_hub().forget(name)
+        self._flush(changes)
+
     def _schedule_refresh(self, name: str) -> None:
         if self._state is None:
             return
@@ -1679,7 +1749,10 @@ class MaildirStore(StoreProvider):
         try:
             while True:
                 self._again.discard(name)
-                await self.refreshed(name)  # the directories' stamps say what changed
+                if name == _TREE:
+                    await self._sync_folders()
+                else:
+                    await self.refreshed(name)  # the directories' stamps say what changed
                 if name not in self._again:
                     return
         except MapiError as exc:
@@ -1701,6 +1774,18 @@ class MaildirStore(StoreProvider):
             return
         for change in changes:
             self.support.notify(change.event, entryid=change.entryid, **change.fields())
+            if change.object_type == ObjectType.MAPI_FOLDER and _TREE in self._watches:
+                self._follow_folder(change)
+
+    def _follow_folder(self, change: Change) -> None:
+        """A store advise follows folders as they come and go."""
+        name = self.parse_entryid(change.entryid)[1]
+        if change.event == NotificationEvent.fnevObjectCreated and name not in self._watches:
+            self._refreshing[f"watch:{name}"] = asyncio.ensure_future(self._watch(name))
+        elif change.event == NotificationEvent.fnevObjectDeleted:
+            for stop in self._watches.pop(name, []):
+                with contextlib.suppress(Exception):
+                    stop()
 
 
 # --- The service -----------------------------------------------------------------------------

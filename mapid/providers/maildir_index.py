@@ -646,6 +646,10 @@ class MaildirHub:
         self.uid = uid
         self._indexes: dict[str, FolderIndex] = {}
         self._subscribers: dict[int, Subscriber] = {}
+        self._folders: set[str] | None = None
+        self.tree_lock = threading.Lock()
+        """Held while the folder list is read and compared, and while the store creates a
+        folder, so a folder is found either by the one or by the other."""
         self._next = 0
         self._lock = threading.Lock()
 
@@ -655,6 +659,21 @@ class MaildirHub:
             if found is None:
                 found = self._indexes[folder] = make()
             return found
+
+    def sync_folders(self, names: set[str]) -> tuple[list[str], list[str]]:
+        """(added, removed) folder names since the last call; the first call is the
+        baseline and reports nothing. Shared, so each change is found once."""
+        with self._lock:
+            known, self._folders = self._folders, set(names)
+            if known is None:
+                return [], []
+            return sorted(names - known), sorted(known - names)
+
+    def note_folder(self, name: str) -> None:
+        """A folder the store created itself."""
+        with self._lock:
+            if self._folders is not None:
+                self._folders.add(name)
 
     def forget(self, folder: str) -> None:
         with self._lock:
