@@ -780,3 +780,21 @@ def test_a_frozen_daemon_is_5_at_the_logon(make_daemon: DaemonFactory) -> None:
         assert result.exit_code == 5, result.output
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
+
+
+def test_commands_release_their_handles_in_the_shared_session(
+    make_daemon: DaemonFactory, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """Handles belong to the session, which outlives a command that joined it: with room
+    for 25 open objects, forty commands in a row only work if each releases its own."""
+    daemon = make_daemon(
+        config='default_profile = "alpha"\nwatch = "off"\nmax_handles = 25\n',
+        profiles={"alpha": mail_profile(tmp_path / "alpha", smtp_server)},
+    )
+    for n in range(8):
+        ok(daemon, "ls", "Sent")
+        ok(daemon, "show", "--peek", f"Inbox:{n + 1}")
+        ok(daemon, "folders")
+        ok(daemon, "send", "--to", "Ada", "-s", f"n{n}", "--body", "x")
+        assert cli(daemon, "resolve", "Grace").exit_code == 1
+    smtp_server.wait_for(8)
