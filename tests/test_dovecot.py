@@ -11,6 +11,7 @@ PR_MESSAGE_FLAGS, raises fnevNewMail, and leaves entry IDs valid across restarts
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import imaplib
@@ -163,6 +164,23 @@ def imap_number(conn: imaplib.IMAP4, subject: str) -> str:
     return str(data[0].split()[0].decode())
 
 
+def utf7_imap(name: str) -> str:
+    """A mailbox name in IMAP's modified UTF-7: non-ASCII runs as &base64(UTF-16BE)-."""
+    out: list[str] = []
+    run = ""
+    for char in name + "\0":
+        if char != "\0" and not 0x20 <= ord(char) < 0x7F:
+            run += char
+            continue
+        if run:
+            encoded = base64.b64encode(run.encode("utf-16-be")).decode().rstrip("=")
+            out.append("&" + encoded.replace("/", ",") + "-")
+            run = ""
+        if char != "\0":
+            out.append("&-" if char == "&" else char)
+    return "".join(out)
+
+
 def mail_profile(dovecot: DovecotFactory, smtp: SmtpServer | None = None) -> str:
     """The standard profile, its Maildir where Dovecot's user can reach it."""
     text = standard_profile(dovecot.root / "alpha")
@@ -182,6 +200,7 @@ def test_dovecot_reads_the_folders_messages_and_flags_mapid_wrote(
     subtree = mapi.subtree()
     projects = client.folder_create_folder(token, subtree, "Projects")["handle"]
     nested = client.folder_create_folder(token, projects, "2026")["handle"]
+    client.folder_create_folder(token, subtree, "Réunions")
 
     inbox = mapi.folder("Inbox")
     read = mapi.import_message(inbox, "Read in mapid")
@@ -225,7 +244,18 @@ def test_dovecot_reads_the_folders_messages_and_flags_mapid_wrote(
     delim, boxes = imap_list(conn)
     assert delim, "Dovecot gave no hierarchy delimiter"
     nested_name = f"Projects{delim}2026"
-    assert set(boxes) == {"INBOX", "Sent", "Trash", "Drafts", "Outbox", "Projects", nested_name}
+    reunions = utf7_imap("Réunions")  # IMAP names are modified UTF-7 (RFC 3501 5.1.3)
+    assert reunions == "R&AOk-unions"
+    assert set(boxes) == {
+        "INBOX",
+        "Sent",
+        "Trash",
+        "Drafts",
+        "Outbox",
+        "Projects",
+        nested_name,
+        reunions,
+    }
     assert "\\Sent" in boxes["Sent"]
     assert "\\Trash" in boxes["Trash"]
     assert "\\Drafts" in boxes["Drafts"]
@@ -319,6 +349,22 @@ def test_mapid_sees_mail_and_flags_dovecot_wrote(
     assert not rows["Flag this"]["PR_MESSAGE_FLAGS"] & READ
     assert rows["Hi"]["PR_FLAG_STATUS"] != FLAGGED
     assert rows["Imported by mapid"]["PR_FLAG_STATUS"] != FLAGGED
+
+    # Folders another IMAP client creates are mapid folders, with their hierarchy.
+    delim, _ = imap_list(conn)
+    for name in ("Lists", f"Lists{delim}python", utf7_imap("Café")):
+        typ, data = conn.create(f'"{name}"')
+        assert typ == "OK", data
+    subtree = mapi.subtree()
+    names = {
+        row["PR_DISPLAY_NAME"]
+        for row in client.container_hierarchy_table(
+            token, subtree, {"columns": ["PR_DISPLAY_NAME"]}
+        )["rows"]
+    }
+    assert {"Inbox", "Outbox", "Sent Items", "Deleted Items", "Drafts", "Lists", "Café"} == names
+    lists = mapi.open(mapi.child_entryid(subtree, "Lists"))
+    mapi.child_entryid(lists, "python")
 
 
 # --- entry IDs across restarts and Dovecot's renames ---------------------------------------
