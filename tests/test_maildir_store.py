@@ -414,7 +414,10 @@ def test_entry_ids_stable_across_a_new_process(tmp_path: Path) -> None:
 
     folder_eid, message_eid = run(first())
     store_eid = store.store_entryid()
+    hub = maildir_index.hub_for((tmp_path / "Mail").resolve(), store._logged_on().uid)
     run(store.logoff())
+    # The last session saved the index and let go of the rows.
+    assert (root / ".Sent" / maildir_index.INDEX_FILE).is_file() and hub.indexes() == []
     maildir_index._HUBS.clear()
     again, _ = logon(tmp_path)
     assert again.store_entryid() == store_eid

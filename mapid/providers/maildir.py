@@ -918,7 +918,7 @@ class MaildirStore(StoreProvider):
         hub = self._hub
         token = self._subscription
         if hub is not None and token is not None and hub.unsubscribe(token) == 0:
-            await self.support.run_blocking(hub.save_all)
+            await self.support.run_blocking(hub.release)
         self._subscription = None
         self._hub = None
         self._state = None

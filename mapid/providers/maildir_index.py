@@ -707,9 +707,15 @@ class MaildirHub:
             except Exception:
                 log.exception("a maildir change subscriber failed")
 
-    def save_all(self) -> None:
+    def release(self) -> None:
+        """No session uses this Maildir any more: save the indexes and free their rows (a
+        later logon reads them back from mapid.index)."""
         for index in self.indexes():
             index.save()
+        with self._lock:
+            if not self._subscribers:
+                self._indexes.clear()
+                self._folders = None
 
 
 _HUBS: dict[tuple[Path, bytes], MaildirHub] = {}
