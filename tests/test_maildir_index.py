@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import mailbox
 import os
+import time
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,3 +249,19 @@ def test_the_hub_fans_changes_out_to_each_subscriber(tmp_path: Path) -> None:
     assert len(heard["a"]) == 1 and len(heard["b"]) == 2
     made = hub.index("x", lambda: index_of(tmp_path))
     assert hub.index("x", lambda: index_of(tmp_path / "other")) is made
+
+
+def test_a_file_system_of_whole_seconds_is_listed_again(tmp_path: Path) -> None:
+    """ext3 or FAT keep whole seconds: a change in the same second as the listing leaves the
+    directory's mtime as it was, so a recent whole-second stamp is not trusted."""
+    root = maildir(tmp_path)
+    index = index_of(root)
+    second = int(time.time()) * 10**9
+    for sub in ("cur", "new"):
+        os.utime(root / sub, ns=(second, second))
+    index.refresh()
+    deliver(root, "1700000001.M1P1Q1.mx", message("same second"))
+    for sub in ("cur", "new"):
+        os.utime(root / sub, ns=(second, second))  # what such a file system shows
+    index.refresh()
+    assert [r["PR_SUBJECT"] for r in index.rows()] == ["same second"]

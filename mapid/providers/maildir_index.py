@@ -77,11 +77,18 @@ FLAG_FOLLOWUP = 2
 _TRUST_NS = 50_000_000
 """A directory changed this close to our listing may change again within the same mtime
 tick: list it again next time rather than trust the stamp."""
+_COARSE_TRUST_NS = 2_100_000_000
 _SAVE_EVERY_NS = 30_000_000_000
 _SAVE_AFTER = 100
 _KEY_TIME = re.compile(r"^(\d{9,10})(?:\.M(\d{1,6})(?!\d))?")
 _DELMARKED = int(MsgStatus.MSGSTATUS_DELMARKED)
 _MESSAGE = int(ObjectType.MAPI_MESSAGE)
+
+
+def _trust_margin(stamp: int) -> int:
+    """How long after a directory's mtime a listing can trust it: a file system that
+    keeps whole seconds (ext3, FAT, some network ones) needs more than a second."""
+    return _COARSE_TRUST_NS if stamp % 1_000_000_000 == 0 else _TRUST_NS
 
 
 def split_name(filename: str) -> tuple[str, str]:
@@ -398,7 +405,7 @@ class FolderIndex:
                         continue  # a crash between link and unlink left both: cur/ wins
                     listing[key] = (sub, name)
             self._stamps = stamps
-            self._trusted = all(started - s > _TRUST_NS for s in stamps.values())
+            self._trusted = all(started - s > _trust_margin(s) for s in stamps.values())
             changes = self._diff(listing, validate=first)
             self._loaded = True
             if not first:
