@@ -64,6 +64,8 @@ T = TypeVar("T")
 STOP_GRACE = 1.0
 """Seconds a stopping spooler lets the message in hand finish before it is cancelled (the
 message then stays queued and is sent again later)."""
+FINISH_AHEAD = 4
+"""Sent messages the store may still be filing while the spooler sends the next ones."""
 NO_TRANSPORT_STATUS = "5.1.0"
 NO_SENDER_STATUS = "5.1.7"
 NO_RECIPIENT_STATUS = "5.1.3"
@@ -148,6 +150,8 @@ class _Pass:
     failed_now: set[bytes] = field(default_factory=set)
     """Transports that failed in this pass: the rest of their messages wait for the retry."""
     used: dict[bytes, ProviderSlot] = field(default_factory=dict)
+    finishing: set[asyncio.Task[None]] = field(default_factory=set)
+    """Messages sent and being handed back to the store while the next one is sent."""
 
     def is_forced(self, slot: ProviderSlot) -> bool:
         return self.forced is None or slot.provider_uid in self.forced
@@ -397,6 +401,8 @@ class Spooler:
                     continue
                 await self._one(store, message, transports, run)
         finally:
+            if run.finishing:  # even when cancelled: a hand-back is not left half done
+                await asyncio.wait(set(run.finishing))
             self._end_transports(run)
         self._after_pass(run)
         if run.only is not None:
@@ -482,7 +488,14 @@ class Spooler:
             run.wait(waiting)
             return
         run.handled += 1
-        await self._finish(store, message, progress, own_from, run)
+        # The store files it (Sent Items, fsync) while the next message is sent.
+        task = asyncio.get_running_loop().create_task(
+            self._finish(store, message, progress, own_from, run)
+        )
+        run.finishing.add(task)
+        task.add_done_callback(run.finishing.discard)
+        if len(run.finishing) >= FINISH_AHEAD:
+            await asyncio.wait(set(run.finishing), return_when=asyncio.FIRST_COMPLETED)
 
     async def _send(
         self,
