@@ -27,10 +27,13 @@ import zmq.asyncio
 
 from mapid import envelope
 from mapid.codec import CodecError, pack, unpack
-from mapid.errors import DaemonUnreachable, ErrorCode, MapiError, RequestTimedOut
+from mapid.errors import DaemonUnreachable, ErrorCode, MapidError, MapiError, RequestTimedOut
 from mapid.paths import ConnectionInfo, read_connection_file, runtime_dir
+from mapid.remote import KEY_HINT, HandshakeWatch, apply_curve
 
 DEFAULT_TIMEOUT = 10.0
+WATCH_INTERVAL_MS = 100
+"""How often a CURVE client looks whether the daemon refused its key while it waits."""
 
 Flags = int | str | Sequence[str] | None
 TableArgs = Mapping[str, Any]
@@ -45,11 +48,14 @@ class Result(dict[str, Any]):
 def resolve_connection(
     runtime: str | os.PathLike[str] | None = None, endpoint: str | None = None
 ) -> tuple[str, ConnectionInfo | None, Path]:
-    """Find the request endpoint: an explicit one, else the connection file's."""
+    """Find the request endpoint: an explicit one, else the connection file's.
+
+    With an explicit endpoint the local connection file describes that daemon only when it
+    names the same endpoint (a remote daemon's pid means nothing here)."""
     directory = Path(runtime) if runtime is not None else runtime_dir()
     info = read_connection_file(directory)
     if endpoint is not None:
-        return endpoint, info, directory
+        return endpoint, info if info is not None and info.request == endpoint else None, directory
     if info is None:
         raise DaemonUnreachable(
             f"no daemon is running: no connection file {directory / 'mapid.json'} "
@@ -94,14 +100,29 @@ def _reply_result(payload: Mapping[str, Any]) -> Result:
     raise MapiError.from_wire(payload.get("error"))
 
 
-def _configure_socket(sock: zmq.Socket[Any], curve: Mapping[str, bytes] | None) -> None:
+def _configure_socket(
+    sock: zmq.Socket[Any], curve: Mapping[str, bytes] | None, endpoint: str
+) -> HandshakeWatch | None:
     sock.setsockopt(zmq.ROUTING_ID, b"mapid-" + secrets.token_hex(8).encode())
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, -1)
-    if curve:
-        sock.curve_serverkey = curve["server_key"]
-        sock.curve_publickey = curve["public_key"]
-        sock.curve_secretkey = curve["secret_key"]
+    apply_curve(sock, endpoint, curve)
+    return HandshakeWatch(sock) if curve else None
+
+
+def _no_reply(op: str, total: float, endpoint: str, watch: HandshakeWatch | None) -> MapidError:
+    """The failure after a call got no reply: a refused handshake says so."""
+    refused = watch.why() if watch is not None else None
+    if refused is not None:
+        return DaemonUnreachable(f"{endpoint}: {refused}", endpoint=endpoint)
+    hint = f" from {endpoint}: {KEY_HINT}" if watch is not None else ""
+    return RequestTimedOut(f"{op}: no reply within {total:g} s{hint}", op=op, timeout=total)
+
+
+def _send_now(sock: zmq.Socket[Any], frames: list[bytes]) -> None:
+    """Send without blocking: a socket with no peer yet (or refused) keeps the loop going."""
+    with contextlib.suppress(zmq.Again):
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
 
 
 R = TypeVar("R")
@@ -448,13 +469,21 @@ class Client(_Ops[Result]):
         self.retries = max(0, retries)
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket[Any] = self._ctx.socket(zmq.DEALER)
-        _configure_socket(self._sock, curve)
+        self.curve = dict(curve) if curve else None
+        """The CURVE keys, for the events socket of a StatusMirror on this client."""
+        try:
+            self._watch = _configure_socket(self._sock, curve, self.endpoint)
+        except BaseException:
+            self._sock.close(linger=0)
+            raise
         self._sock.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self.notifications: collections.deque[dict[str, Any]] = collections.deque()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self._sock.close(linger=0)
 
     def __enter__(self) -> Client:
@@ -487,16 +516,20 @@ class Client(_Ops[Result]):
         deadline = time.monotonic() + total
         interval = total / (self.retries + 1)
         frames = [b"", data]
-        self._sock.send_multipart(frames)
+        _send_now(self._sock, frames)
         next_send = time.monotonic() + interval
         while True:
             now = time.monotonic()
             if now >= deadline:
                 break
             if now >= next_send:
-                self._sock.send_multipart(frames)
+                _send_now(self._sock, frames)
                 next_send = now + interval
             wait_ms = max(1, int(1000 * (min(deadline, next_send) - now)))
+            if self._watch is not None:  # a refused key never gets a reply: say so at once
+                if self._watch.why() is not None:
+                    break
+                wait_ms = min(wait_ms, WATCH_INTERVAL_MS)
             if not self._sock.poll(wait_ms, zmq.POLLIN):
                 continue
             reply = self._read_one()
@@ -505,7 +538,7 @@ class Client(_Ops[Result]):
         why = probe(self.endpoint, self.info)
         if why is not None:
             raise DaemonUnreachable(why)
-        raise RequestTimedOut(f"{op}: no reply within {total:g} s", op=op)
+        raise _no_reply(op, total, self.endpoint, self._watch)
 
     def _read_one(self) -> dict[str, Any] | None:
         frames = self._sock.recv_multipart()
@@ -551,7 +584,12 @@ class AsyncClient(_Ops[Awaitable[Result]]):
         self.retries = max(0, retries)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
-        _configure_socket(self._sock, curve)
+        self.curve = dict(curve) if curve else None
+        try:
+            self._watch = _configure_socket(self._sock, curve, self.endpoint)
+        except BaseException:
+            self._sock.close(linger=0)
+            raise
         self._sock.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
@@ -564,6 +602,8 @@ class AsyncClient(_Ops[Awaitable[Result]]):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+        if self._watch is not None:
+            self._watch.close()
         self._sock.close(linger=0)
 
     async def __aenter__(self) -> AsyncClient:
@@ -621,7 +661,8 @@ class AsyncClient(_Ops[Awaitable[Result]]):
         self._waiting[req_id] = fut
         try:
             for _attempt in range(self.retries + 1):
-                await self._sock.send_multipart(frames)
+                with contextlib.suppress(zmq.Again):  # no peer (yet): wait out the interval
+                    await self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
                 try:
                     reply = await asyncio.wait_for(asyncio.shield(fut), interval)
                 except TimeoutError:
@@ -632,7 +673,7 @@ class AsyncClient(_Ops[Awaitable[Result]]):
         why = await asyncio.to_thread(probe, self.endpoint, self.info)
         if why is not None:
             raise DaemonUnreachable(why)
-        raise RequestTimedOut(f"{op}: no reply within {total:g} s", op=op)
+        raise _no_reply(op, total, self.endpoint, self._watch)
 
     async def recv_notification(self, timeout: float | None = None) -> dict[str, Any] | None:
         if self._reader is None or self._reader.done():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from mapid import envelope
 from mapid.client import Client
 from mapid.codec import CodecError
 from mapid.errors import MapidError
+from mapid.remote import apply_curve, events_endpoint_for, is_tcp
 
 HEARTBEAT_TIMEOUT = 3.0
 FIRST_HEARTBEAT_WAIT = 1.0
@@ -135,10 +136,18 @@ class StatusMirror:
         events_endpoint: str | None = None,
         context: zmq.Context[Any] | None = None,
         on_event: Listener | None = None,
+        endpoint: str | None = None,
+        curve: Mapping[str, bytes] | None = None,
     ) -> None:
-        self.client = client or Client(runtime, timeout=5.0)
+        """A remote daemon: `endpoint` (its TCP request endpoint) and `curve` (the
+        `mapid.curve_keys.load_client_keys` mapping); `events_endpoint` defaults to the
+        request port + 1 there. A `client` given brings its own endpoint and keys."""
+        self.client = client or Client(runtime, timeout=5.0, endpoint=endpoint, curve=curve)
+        curve = curve if curve is not None else self.client.curve
         info = self.client.info
         endpoint = events_endpoint or (info.events if info else None)
+        if endpoint is None and is_tcp(self.client.endpoint):
+            endpoint = events_endpoint_for(self.client.endpoint)
         if endpoint is None:
             raise MapidError("no events endpoint: no connection file and none given")
         self.state = MirrorState(prefix=prefix)
@@ -149,6 +158,7 @@ class StatusMirror:
         self._ctx = context or zmq.Context.instance()
         self._sub: zmq.Socket[Any] = self._ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
+        apply_curve(self._sub, endpoint, curve)
         self._sub.connect(endpoint)
         self._sub.setsockopt_string(zmq.SUBSCRIBE, prefix)
         if prefix != "":

@@ -23,12 +23,18 @@ from mapid.cli import watch as watch_mod
 from mapid.cli.admin import config_app, profiles_app, services_app
 from mapid.cli.context import (
     DEFAULT_TIMEOUT,
+    ClientKeyOpt,
+    EndpointOpt,
+    EventsEndpointOpt,
     JsonOpt,
     Options,
     ProfileOpt,
+    RemoteOptions,
     RuntimeOpt,
+    ServerKeyOpt,
     TimeoutOpt,
     connected,
+    open_client,
     options,
 )
 from mapid.cli.exits import (
@@ -40,6 +46,7 @@ from mapid.cli.exits import (
     handled,
     until_interrupted,
 )
+from mapid.cli.keys import keys_app
 from mapid.cli.mail import register as register_mail_commands
 from mapid.cli.output import (
     config_lines,
@@ -65,6 +72,11 @@ The options --json, --timeout and --runtime-dir work before the command and afte
 so does --profile for the mail commands (stores, folders, ls, show, send, resolve,
 identity, flush, notify).
 
+A daemon on another host: --endpoint tcp://HOST:5555 --server-key KEY-OR-FILE
+[--client-key SECRET-FILE] [--events-endpoint tcp://HOST:5556], before the command (or
+MAPID_ENDPOINT, MAPID_SERVER_KEY, MAPID_CLIENT_KEY, MAPID_EVENTS_ENDPOINT); every command
+then works over CURVE. `mapictl keys new` makes the client's key pair (docs/remote.md).
+
 {EXIT_CODES_HELP}
 """
 
@@ -89,13 +101,25 @@ def main_options(
     timeout: TimeoutOpt = None,
     runtime_dir: RuntimeOpt = None,
     profile: ProfileOpt = None,
+    endpoint: EndpointOpt = None,
+    events_endpoint: EventsEndpointOpt = None,
+    server_key: ServerKeyOpt = None,
+    client_key: ClientKeyOpt = None,
 ) -> None:
     """Keep the global options for the command (which may override them)."""
+    if endpoint is None and (events_endpoint or server_key or client_key):
+        raise typer.BadParameter(
+            "--events-endpoint, --server-key and --client-key go with --endpoint",
+            param_hint="--endpoint",
+        )
     ctx.obj = Options(
         json=json_output,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         runtime_dir=runtime_dir,
         profile=profile,
+        remote=RemoteOptions(endpoint, events_endpoint, server_key, client_key)
+        if endpoint is not None
+        else None,
     )
 
 
@@ -186,7 +210,7 @@ def version(
     opts = options(ctx, json_output, timeout, runtime_dir)
     client_version = mapid.__version__
     try:
-        with Client(opts.runtime_dir, timeout=opts.timeout) as client:
+        with open_client(opts) as client:
             hello = client.daemon_hello()
     except (MapidError, zmq.ZMQError) as exc:
         print(f"mapictl: {describe(exc)}", file=sys.stderr, flush=True)
@@ -273,6 +297,8 @@ def status(
                 json_output=opts.json,
                 timeout=opts.timeout,
                 session_prefix=session,
+                connect=None if opts.remote is None else lambda wait: open_client(opts, wait),
+                events_endpoint=None if opts.remote is None else opts.remote.events(),
             )
         return
     with connected(opts) as client:
@@ -349,6 +375,8 @@ def events(
             heartbeats=heartbeats,
             json_output=opts.json,
             timeout=opts.timeout,
+            events_endpoint=None if opts.remote is None else opts.remote.events(),
+            curve=None if opts.remote is None else opts.remote.curve(),
         )
 
 
@@ -567,6 +595,7 @@ def status_table_cmd(
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
 register_mail_commands(app)
 
 

@@ -26,6 +26,7 @@ from mapid.codec import CodecError
 from mapid.constants import LogonFlags, flag_names
 from mapid.errors import DaemonUnreachable, RequestTimedOut
 from mapid.paths import read_connection_file, runtime_dir
+from mapid.remote import KEY_HINT, HandshakeWatch, apply_curve
 
 QUIET_AFTER = 3.0
 """Seconds without a heartbeat before saying the daemon went quiet (PROTOCOL.md 7.3)."""
@@ -166,19 +167,26 @@ def follow(
     heartbeats: bool,
     json_output: bool,
     timeout: float,
+    events_endpoint: str | None = None,
+    curve: Mapping[str, bytes] | None = None,
 ) -> None:
-    """Print events under `prefix` until `count` of them were printed (or forever)."""
+    """Print events under `prefix` until `count` of them were printed (or forever); from
+    `events_endpoint` with `curve` keys (a remote daemon) or the connection file's."""
     directory = runtime if runtime is not None else runtime_dir()
-    info = read_connection_file(directory)
-    if info is None:
+    info = read_connection_file(directory) if events_endpoint is None else None
+    if info is None and events_endpoint is None:
         raise DaemonUnreachable(
             f"no daemon is running: no connection file {directory / 'mapid.json'}"
         )
+    endpoint = events_endpoint if events_endpoint is not None else info.events if info else ""
     ctx: zmq.Context[Any] = zmq.Context.instance()
     sub: zmq.Socket[Any] = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    watch: HandshakeWatch | None = None
     try:
-        sub.connect(info.events)
+        apply_curve(sub, endpoint, curve)
+        watch = HandshakeWatch(sub) if curve else None
+        sub.connect(endpoint)
         sub.setsockopt_string(zmq.SUBSCRIBE, prefix)
         if not envelope.TOPIC_HEARTBEAT.startswith(prefix):
             sub.setsockopt_string(zmq.SUBSCRIBE, envelope.TOPIC_HEARTBEAT)
@@ -188,15 +196,16 @@ def follow(
         # The daemon sends a heartbeat as soon as it reads a subscription: wait for any sign
         # of life for --timeout, so "no daemon" and "a daemon that hangs" both end the wait.
         if not sub.poll(int(1000 * timeout), zmq.POLLIN):
-            why = probe(info.events, info)
+            why = probe(endpoint, info) or (watch.why() if watch is not None else None)
             if why is not None:
-                raise DaemonUnreachable(why, endpoint=info.events)
+                raise DaemonUnreachable(why, endpoint=endpoint)
+            hint = f": {KEY_HINT}" if watch is not None else ""
             raise RequestTimedOut(
-                f"no event or heartbeat from {info.events} within {timeout:g} s",
+                f"no event or heartbeat from {endpoint} within {timeout:g} s{hint}",
                 op="events",
                 timeout=timeout,
             )
-        notice(f"following events at {info.events} (prefix {prefix!r}); Ctrl-C stops")
+        notice(f"following events at {endpoint} (prefix {prefix!r}); Ctrl-C stops")
         last_heard = time.monotonic()
         quiet = False
         while count is None or printed < count:
@@ -222,4 +231,6 @@ def follow(
             printer.print(topic, event)
             printed += 1
     finally:
+        if watch is not None:
+            watch.close()
         sub.close(linger=0)

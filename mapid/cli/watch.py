@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,18 @@ class Watch:
     """One mirror at a time, plus what the view needs that the mirror does not keep."""
 
     def __init__(
-        self, runtime: Path | None, timeout: float, session_prefix: str | None = None
+        self,
+        runtime: Path | None,
+        timeout: float,
+        session_prefix: str | None = None,
+        *,
+        connect: Callable[[float], Client] | None = None,
+        events_endpoint: str | None = None,
     ) -> None:
+        """`connect(timeout)` and `events_endpoint` reach a remote daemon (--endpoint)."""
         self.runtime = runtime if runtime is not None else runtime_dir()
+        self._new_client = connect or (lambda wait: Client(self.runtime, timeout=wait))
+        self.events_endpoint = events_endpoint
         self.timeout = min(timeout, MIRROR_TIMEOUT)
         self.session_prefix = session_prefix
         self.mirror: StatusMirror | None = None
@@ -45,19 +54,19 @@ class Watch:
     def start(self, first_timeout: float) -> None:
         """Connect once with the command's own time-out, so a missing daemon is exit 4 and a
         hung one exit 5 (the errors propagate); later trouble only shows in the view."""
-        with Client(self.runtime, timeout=first_timeout) as probe:
+        with self._new_client(first_timeout) as probe:
             self.hello = dict(probe.daemon_hello())
         self._connect()
 
     def _connect(self) -> None:
         self.close()
         try:
-            client = Client(self.runtime, timeout=self.timeout)
+            client = self._new_client(self.timeout)
         except MapidError as exc:
             self.error = str(exc)
             return
         try:
-            mirror = StatusMirror(client=client)
+            mirror = StatusMirror(client=client, events_endpoint=self.events_endpoint)
         except MapidError as exc:
             client.close()
             self.error = str(exc)
@@ -145,9 +154,13 @@ def run(
     json_output: bool,
     timeout: float,
     session_prefix: str | None = None,
+    connect: Callable[[float], Client] | None = None,
+    events_endpoint: str | None = None,
 ) -> None:
     """Watch until interrupted (the caller turns Ctrl-C and SIGTERM into a clean exit)."""
-    watch = Watch(runtime, timeout, session_prefix)
+    watch = Watch(
+        runtime, timeout, session_prefix, connect=connect, events_endpoint=events_endpoint
+    )
     try:
         watch.start(timeout)
         if json_output:

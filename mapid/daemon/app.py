@@ -28,6 +28,7 @@ from mapid.codec import MAX_PAYLOAD
 from mapid.constants import LogonFlags
 from mapid.daemon import default_profile, ops, runtime_dir
 from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
+from mapid.daemon.curve import CurveError, RemoteAccess
 from mapid.daemon.profile_admin import ProfileAdmin
 from mapid.daemon.profile_sections import SectionLocks
 from mapid.daemon.profiles import Profile, diff, read_profiles
@@ -135,6 +136,8 @@ class Daemon:
         self.watcher: ConfigWatcher | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.connection: ConnectionInfo | None = None
+        self.remote: RemoteAccess | None = None
+        """The TCP endpoints with CURVE, when `[remote]` configures them."""
         self.notifier = Notifier()
 
     # -- configuration -------------------------------------------------------------------
@@ -230,6 +233,10 @@ class Daemon:
             added, removed, changed = diff(self.profiles, visible)
             if check:
                 return self._report(added, removed, changed, problems)
+            if self.remote is not None:  # the allow-list is re-read by every reload
+                problems += await self.remote.reload(config.remote)
+            elif config.remote is not None:
+                log.warning("[remote] is configured: the TCP endpoints open at the next restart")
             same_errors = [p.to_wire() for p in problems] == [
                 p.to_wire() for p in self.config_problems
             ]
@@ -317,6 +324,9 @@ class Daemon:
         self.server.send_notification(identity, payload)
 
     def _bind(self) -> None:
+        refused = [p for p in self.config_problems if p.blocks_start]
+        if refused:
+            raise StartupError("; ".join(str(p) for p in refused))
         rdir = self.config.runtime_dir
         try:
             runtime_dir.prepare(rdir, self.config.system)
@@ -359,6 +369,19 @@ class Daemon:
         xpub.bind(events_ep)
         for path in (request_path, events_path):
             os.chmod(path, 0o660 if self.config.system else 0o600)
+        if self.config.remote is not None:  # after the ipc binds: those stay without CURVE
+            self.remote = RemoteAccess(
+                self._ctx, self.config.remote, self.config.state_dir, self.config.config_dir
+            )
+            try:
+                for problem in self.remote.start(router, xpub):
+                    log.error("configuration: %s", problem)
+                    self.config_problems.append(problem)
+            except CurveError as exc:
+                router.close(linger=0)
+                xpub.close(linger=0)
+                self.remote.stop()
+                raise StartupError(str(exc)) from exc
         self.server.sock = router
         self.publisher.sock = xpub
         self.connection = ConnectionInfo(
@@ -368,6 +391,7 @@ class Daemon:
             epoch=self.epoch,
             request=request_ep,
             events=events_ep,
+            curve_server_key=self.remote.public_key.decode() if self.remote else None,
         )
 
     # -- life cycle ----------------------------------------------------------------------
@@ -484,6 +508,8 @@ class Daemon:
             self.publisher.sock.close(linger=200)
         for name in (paths.REQUEST_SOCKET, paths.EVENTS_SOCKET):
             (self.config.runtime_dir / name).unlink(missing_ok=True)
+        if self.remote is not None:  # ZAP ends only after the CURVE sockets closed
+            self.remote.stop()
         if self._ctx is not None:
             self._ctx.term()
         log.info("stopped")

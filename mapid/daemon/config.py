@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mapid import paths
+from mapid.daemon import remote_config
+from mapid.daemon.remote_config import RemoteConfig
 
 CONFIG_FILE = "mapid.toml"
 PROFILES_DIR = "profiles"
@@ -27,6 +29,8 @@ class ConfigProblem:
     file: str
     message: str
     line: int | None = None
+    blocks_start: bool = False
+    """The daemon must not start with it (a `[remote]` problem: no TCP without CURVE)."""
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": self.file, "message": self.message}
@@ -61,6 +65,8 @@ class DaemonConfig:
     """The spooler's first wait after a temporary send failure (doubled after each)."""
     spooler_retry_max_s: float = 3600.0
     """The longest wait between two tries of a transport that keeps failing."""
+    remote: RemoteConfig | None = None
+    """`[remote]`: TCP endpoints with CURVE, bound at start beside the ipc sockets."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -164,6 +170,8 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
             messages.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     known = {"default_profile", "log_level", "watch", "lease_s", "events_hwm", "max_in_flight"}
     known |= {"max_handles", "provider_timeout", "spooler_retry_s", "spooler_retry_max_s"}
+    known.add(remote_config.SECTION)
+    remote, remote_problems = remote_config.parse(data.get(remote_config.SECTION), text)
     extra = {k: v for k, v in data.items() if k not in known}
     problems = [ConfigProblem(str(file), m, find_line(text, m.split(" ", 1)[0])) for m in messages]
     # A key the file does not set takes its default; a key set wrongly keeps its last value.
@@ -172,4 +180,6 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
         key = message.split(" ", 1)[0]
         if hasattr(base, key):
             changes.setdefault(key, getattr(base, key))
+    changes["remote"] = base.remote if remote_problems else remote
+    problems += [ConfigProblem(str(file), m, n, blocks_start=True) for m, n in remote_problems]
     return replace(fresh, extra=extra, **changes), problems
