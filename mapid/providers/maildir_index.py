@@ -325,14 +325,20 @@ class FolderIndex:
     def locate(self, key: str) -> tuple[str, str] | None:
         """(subdir, file name) of a message, also before the index is loaded."""
         with self.lock:
-            if self._loaded and self.fresh():
+            if self._loaded:
                 entry = self._entries.get(key)
-                return None if entry is None else (entry.sub, key + entry.info)
+                if entry is not None:
+                    name = key + entry.info
+                    if os.path.exists(os.path.join(self._dir, entry.sub, name)):
+                        return entry.sub, name
+                elif self.fresh():
+                    return None
+            prefix = key + ":"
             for sub in SUBDIRS:
                 with contextlib.suppress(FileNotFoundError):
-                    for item in os.scandir(self.path / sub):
-                        if item.name == key or item.name.startswith(key + ":"):
-                            return sub, item.name
+                    for name in os.listdir(os.path.join(self._dir, sub)):
+                        if name == key or name.startswith(prefix):
+                            return sub, name
             return None
 
     def counts(self) -> tuple[int, int]:
@@ -351,11 +357,10 @@ class FolderIndex:
         total = unread = 0
         for sub in SUBDIRS:
             with contextlib.suppress(FileNotFoundError):
-                for item in os.scandir(self.path / sub):
-                    if item.name.startswith("."):
-                        continue
-                    total += 1
-                    unread += "S" not in split_name(item.name)[1]
+                for name in os.listdir(os.path.join(self._dir, sub)):
+                    if name[0] != ".":
+                        total += 1
+                        unread += "S" not in split_name(name)[1]
         return total, unread
 
     def keys_by_mtime(self) -> list[tuple[str, int]]:
