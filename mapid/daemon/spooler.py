@@ -17,6 +17,11 @@ Outcomes of one message:
 
 A message with recipients for several transports remembers, in memory, which of them are
 done while another waits, so a retry does not send to them twice within one daemon run.
+The store files a sent message (Sent Items, fsync) while the next one is being sent.
+
+A spooler runs a pass when it starts (so a restart sends what a killed daemon left), when it
+is kicked (message.submit, a provider's spooler_notify, a takeover), when a transport's
+backoff ends, and for status.flush_queues, which ignores the backoff.
 
 Two sessions with the same default store (the same MAPIUID: one Maildir) never both send it:
 `queue_claims` lets the first run the queue and the others stand by.
