@@ -265,3 +265,15 @@ def test_a_file_system_of_whole_seconds_is_listed_again(tmp_path: Path) -> None:
         os.utime(root / sub, ns=(second, second))  # what such a file system shows
     index.refresh()
     assert [r["PR_SUBJECT"] for r in index.rows()] == ["same second"]
+
+
+def test_a_file_in_both_new_and_cur_is_one_message(tmp_path: Path) -> None:
+    """A writer killed between linking into cur/ and unlinking from new/ leaves both."""
+    root = maildir(tmp_path)
+    deliver(root, "1700000001.M1P1Q1.mx", message("twice"))
+    os.link(root / "new" / "1700000001.M1P1Q1.mx", root / "cur" / "1700000001.M1P1Q1.mx:2,S")
+    index = index_of(root)
+    index.refresh()
+    (row,) = index.rows()
+    assert row["PR_MESSAGE_FLAGS"] == int(MessageFlags.MSGFLAG_READ)  # cur/ wins
+    assert index.locate("1700000001.M1P1Q1.mx") == ("cur", "1700000001.M1P1Q1.mx:2,S")

@@ -708,3 +708,34 @@ def test_notifications_from_disk_and_from_the_daemon_once_each(tmp_path: Path) -
     finally:
         one.close()
         two.close()
+
+
+def test_a_crash_between_sent_and_outbox_sends_again_and_loses_nothing(tmp_path: Path) -> None:
+    """finished() writes the Sent Items copy before it removes the queued one: a daemon
+    killed between the two finds the message still queued, and finishing it again works."""
+    store, _ = logon(tmp_path)
+    root = tmp_path / "Mail"
+
+    async def main() -> None:
+        drafts = await open_folder(store, "Drafts", OpenFlags.MAPI_MODIFY)
+        message = await drafts.create_message()
+        await message.set_props({"PR_SUBJECT": "once", "PR_BODY": "x\n"})
+        await message.modify_recipients([{"PR_EMAIL_ADDRESS": "a@example.org"}])
+        queued = await message.submit()
+        (name,) = [p.name for p in (root / ".Outbox" / "cur").iterdir()]
+        # The state a SIGKILL between the two steps leaves: the copy in Sent, the original
+        # still in the Outbox.
+        (root / ".Sent" / "cur" / f"{name.split(':')[0]}:2,S").write_bytes(
+            (root / ".Outbox" / "cur" / name).read_bytes()
+        )
+        await store.logoff()
+        maildir_index._HUBS.clear()
+        again = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await again.logon()
+        assert await again.queued() == [queued]
+        sent = await again.finished(queued, sent_mime=None, delete=False)
+        assert sent is not None and await again.queued() == []
+        assert len(list((root / ".Sent" / "cur").iterdir())) == 2  # at least once
+        assert list((root / ".Outbox" / "cur").iterdir()) == []
+
+    run(main())
