@@ -458,15 +458,23 @@ def test_set_flags_and_content_keep_the_key(tmp_path: Path) -> None:
         assert [p.name for p in (root / "new").iterdir()] == []
 
         problems = await message.set_props(
-            {"PR_SUBJECT": "Edited", "PR_ENTRYID": b"x", "PR_MESSAGE_SIZE": 3, "PR_COMMENT": "?"}
+            {
+                "PR_SUBJECT": "Edited\nBcc: someone@example.net",  # never a header of its own
+                "PR_ENTRYID": b"x",
+                "PR_MESSAGE_SIZE": 3,
+                "PR_COMMENT": "?",
+            }
         )
         assert problems == {
             "PR_ENTRYID": "MAPI_E_COMPUTED",
             "PR_MESSAGE_SIZE": "MAPI_E_COMPUTED",
             "PR_COMMENT": "MAPI_E_NO_SUPPORT",
         }
+        pending = await message.get_mime()
+        assert b"Subject: Edited Bcc: someone@example.net\n" in pending
+        assert b"\nBcc:" not in pending
+        await message.set_props({"PR_SUBJECT": "Edited", "PR_MESSAGE_FLAGS": 0})
         assert (await message.get_props(["PR_SUBJECT"]))["PR_SUBJECT"] == "Edited"
-        await message.set_props({"PR_MESSAGE_FLAGS": 0})
         await message.save_changes()
         assert [p.name for p in (root / "cur").iterdir()] == [f"{key}:2,F"]
         (row,) = await rows_of(inbox)
@@ -499,6 +507,10 @@ def test_create_import_copy_move_delete(tmp_path: Path) -> None:
                 {"PR_EMAIL_ADDRESS": "boss@example.com", "PR_RECIPIENT_TYPE": 3},
             ]
         )
+        with pytest.raises(MapiError) as err:
+            await message.modify_recipients([{"PR_EMAIL_ADDRESS": "Grace <grace@example.com>"}])
+        assert err.value.code == ErrorCode.MAPI_E_INVALID_PARAMETER
+        assert "PR_DISPLAY_NAME" in err.value.message
         unsaved = await message.get_props(None)  # what it will be, before it is saved
         assert unsaved["PR_DISPLAY_TO"] == "Grace Hopper" and unsaved["PR_DISPLAY_BCC"] == (
             "boss@example.com"

@@ -759,6 +759,12 @@ class MaildirMessage(Message):
                     ErrorCode.MAPI_E_INVALID_PARAMETER,
                     f"recipients[{i}] has no PR_EMAIL_ADDRESS",
                 )
+            if any(ch.isspace() or ch in "<>," for ch in address.strip()):
+                raise MapiError(
+                    ErrorCode.MAPI_E_INVALID_PARAMETER,
+                    f"recipients[{i}]: {address!r} is not an e-mail address (no spaces, "
+                    "commas or angle brackets; put the name in PR_DISPLAY_NAME)",
+                )
             kind = given.get("PR_RECIPIENT_TYPE", int(RecipientType.MAPI_TO))
             if kind not in (1, 2, 3):
                 raise MapiError(

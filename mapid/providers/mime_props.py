@@ -506,7 +506,17 @@ SETTABLE = frozenset(
 """Properties `compose` writes into the message itself."""
 
 
+_LINE_BREAKS = re.compile(r"[\r\n]+\s*")
+
+
+def one_line(text: str) -> str:
+    """A value fit for a header: a line break in it (a client's subject pasted from a
+    text) becomes a space, so it can never start a header of its own."""
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
 def _address(name: str, addr: str) -> str:
+    name, addr = one_line(name), one_line(addr)
     if not name or name == addr:
         name = ""
     try:
@@ -539,7 +549,7 @@ def compose(
         if tag in changes or tag in deleted:
             del msg[header]
             if tag in changes and changes[tag] not in (None, ""):
-                msg[header] = str(changes[tag])
+                msg[header] = one_line(str(changes[tag]))
     if PR_CLIENT_SUBMIT_TIME.name in changes and isinstance(
         changes[PR_CLIENT_SUBMIT_TIME.name], datetime
     ):
