@@ -27,7 +27,13 @@ from mapid.codec import unpack
 from mapid.constants import ResourceType, StatusCode
 from mapid.errors import ErrorCode, MapiError
 from mapid.paths import read_connection_file
-from mapid.providers.base import REMOTE_PROGRESS_IDLE
+from mapid.providers.base import (
+    REMOTE_PROGRESS_IDLE,
+    MessageService,
+    OutgoingMessage,
+    SendResult,
+    TransportProvider,
+)
 
 from conftest import DEFAULT_CONFIG, DaemonFactory, DaemonProc, standard_profile
 
@@ -657,3 +663,40 @@ def test_validate_state_on_the_spooler_logs_transports_on_again_and_sends(
     assert mail.row(ResourceType.MAPI_TRANSPORT_PROVIDER)["PR_INSTANCE_KEY"] != before
     assert parse(server.wait_for(1)[0].content)["Subject"] == "After validate_state"
     wait_for("an empty Outbox", lambda: mail.contents("Outbox") == [])
+
+
+class BuggyTransport(TransportProvider):
+    """A third-party transport with a bug: its send raises a plain Python exception."""
+
+    name = "transport"
+    address_types = ("SMTP",)
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        raise RuntimeError("bug in a third-party transport")
+
+
+class Buggy(MessageService):
+    name = "buggy"
+    display_name = "a transport whose send crashes"
+    providers = (BuggyTransport,)
+
+
+def test_a_transport_that_crashes_is_a_temporary_failure_without_failover(
+    make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer
+) -> None:
+    profile = (
+        standard_profile(tmp_path / "a")
+        + '\n[services.buggy]\nservice = "test_spooler:Buggy"\n'
+        + smtp_section(server)
+    )
+    proc = make_daemon(profiles={"alpha": profile})
+    mail = Mail.logon(proc.client())
+    mail.send("Held by a bug", to=[GRACE])
+    wait_for("the spooler to wait", lambda: "next try in" in mail.spooler_says())
+    said = mail.spooler_says()
+    assert said.endswith("buggy: RuntimeError: bug in a third-party transport")
+    assert "transport buggy/transport failed to send" in proc.log()
+    # The first transport in transport order that takes SMTP is the one that sends; a
+    # failure of it is retried, never handed to the next transport.
+    assert server.messages == []
+    assert [r["PR_SUBJECT"] for r in mail.contents("Outbox")] == ["Held by a bug"]
