@@ -12,6 +12,8 @@ sort computes each row's key once, in C where the column holds one plain type.
 from __future__ import annotations
 
 import heapq
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,34 +178,59 @@ def _value_key(value: Any) -> tuple[int, Any]:
     return (rank, value)
 
 
+_MISSING = object()
+_PLAIN = (int, float, str, bytes, bool)
+
+
 def _sort_keys(values: list[Any]) -> list[Any]:
-    """One key per value, the values themselves where they are of one orderable type."""
-    kinds = {type(v) for v in values}
-    if len(kinds) == 1 and next(iter(kinds)) in (int, float, str, bytes, bool):
+    """One key per value: the values themselves where they are of one orderable type (aware
+    datetimes included: a naive one among them makes the sort fall back to `_value_key`)."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and next(iter(kinds)) in _PLAIN:
         return values
-    if kinds <= {int, float}:
+    if kinds <= {int, float} or kinds == {datetime}:
         return values
-    if kinds == {datetime}:
-        if all(v.tzinfo is not None for v in values):
-            return values
-        return [_aware(v) for v in values]
     return [_value_key(v) for v in values]
+
+
+def _monotone(keys: list[Any]) -> bool:
+    """Whether the keys are already in order, either way (C-speed; stops at the first break)."""
+    tail = itertools.islice(keys, 1, None)
+    return all(map(operator.le, keys, tail)) or all(
+        map(operator.ge, keys, itertools.islice(keys, 1, None))
+    )
 
 
 def _sort_by(rows: list[Row], tag: str, descending: bool, want: int | None) -> list[Row]:
     """Rows sorted by `tag` (stable, so earlier passes survive), those without it last.
 
-    With `want`, only the first `want` rows are needed: a heap finds them without sorting
-    the rest (heapq.nsmallest is documented as `sorted(...)[:n]`, ties included).
+    Each row is asked for the column once. With `want`, only the first `want` rows are
+    needed: a heap finds them without sorting the rest (heapq.nsmallest is documented as
+    `sorted(...)[:n]`, ties included).
     """
-    present = [row for row in rows if tag in row]
-    absent = [row for row in rows if tag not in row] if len(present) < len(rows) else []
-    keys = _sort_keys([row[tag] for row in present])
-    if want is not None and want < len(present) // 4:
-        pick = heapq.nlargest if descending else heapq.nsmallest
-        return [present[i] for i in pick(want, range(len(present)), key=keys.__getitem__)]
-    order = sorted(range(len(present)), key=keys.__getitem__, reverse=descending)
-    return [present[i] for i in order] + absent
+    values = [row.get(tag, _MISSING) for row in rows]
+    if _MISSING in values:  # C-speed: an identity test before any ==
+        present = [i for i, v in enumerate(values) if v is not _MISSING]
+        keys = [values[i] for i in present]
+        absent = [rows[i] for i, v in enumerate(values) if v is _MISSING]
+    else:
+        present, keys, absent = list(range(len(rows))), values, []
+    keys = _sort_keys(keys)
+
+    def order(keys: list[Any]) -> list[int]:
+        if want is not None and want < len(keys) // 4 and not _monotone(keys):
+            pick = heapq.nlargest if descending else heapq.nsmallest
+            return pick(want, range(len(keys)), key=keys.__getitem__)
+        # Timsort takes an ordered column (a folder by date, its natural order) in one pass,
+        # where a heap would replace its top at every row.
+        return sorted(range(len(keys)), key=keys.__getitem__, reverse=descending)
+
+    try:
+        picked = order(keys)
+    except TypeError:  # naive beside aware times, or types that do not compare
+        picked = order([_value_key(v) for v in keys])
+    out = [rows[present[i]] for i in picked]
+    return out if want is not None and len(out) >= want else out + absent
 
 
 @dataclass(frozen=True)
