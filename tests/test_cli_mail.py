@@ -30,7 +30,7 @@ from typer.testing import CliRunner, Result
 
 from mapid.cli.app import app
 from mapid.cli.mail import COMMANDS, parse_events, parse_sort
-from mapid.cli.mail_format import flag_letters, format_size
+from mapid.cli.mail_format import flag_letters, format_size, message_lines
 from mapid.cli.mail_session import looks_like_entryid, split_indexed
 from mapid.constants import FlagStatus, MessageFlags, MsgStatus, NotificationEvent
 
@@ -206,6 +206,30 @@ def test_message_and_folder_specs() -> None:
     assert flag_letters(unread_flagged) == "NFT"
     draft = {"PR_MESSAGE_FLAGS": int(MessageFlags.MSGFLAG_READ | MessageFlags.MSGFLAG_UNSENT)}
     assert flag_letters(draft) == "D"
+
+
+def test_message_lines_fit_the_width() -> None:
+    import datetime as dt
+
+    rows = [
+        {
+            "PR_ENTRYID": b"\x00" * 24,
+            "PR_MESSAGE_FLAGS": 0,
+            "PR_CLIENT_SUBMIT_TIME": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
+            "PR_SENDER_NAME": "Somebody With A Very Long Name Indeed",
+            "PR_SUBJECT": "A subject much longer than a narrow terminal can hold " * 2,
+            "PR_MESSAGE_SIZE": 123456,
+        },
+        {"PR_ENTRYID": b"\x01" * 24, "PR_MESSAGE_FLAGS": 1, "PR_SUBJECT": "Short"},
+    ]
+    lines = message_lines(rows, 9, outgoing=False, long=True, width=80)
+    first, first_id, second, _second_id = (line.plain for line in lines)
+    assert len(first) == 80 and first.startswith(" 9 N ")
+    assert "Somebody With A Very \u2026" in first and first.endswith("(121K)")
+    assert "\u2026" in first.split("  ")[-2]  # the subject, cut
+    assert first_id.strip() == "00" * 24
+    assert second.startswith("10     -  ") and "Short" in second and second.endswith("(-)")
+    assert lines[0].style == "bold" and lines[2].style == ""
 
 
 @pytest.mark.parametrize(
