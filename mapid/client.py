@@ -663,17 +663,32 @@ class AsyncClient(_Ops[Awaitable[Result]]):
             for _attempt in range(self.retries + 1):
                 with contextlib.suppress(zmq.Again):  # no peer (yet): wait out the interval
                     await self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
-                try:
-                    reply = await asyncio.wait_for(asyncio.shield(fut), interval)
-                except TimeoutError:
-                    continue
-                return _reply_result(reply)
+                reply = await self._reply_within(fut, interval)
+                if reply is not None:
+                    return _reply_result(reply)
+                if self._watch is not None and self._watch.why() is not None:
+                    break  # a refused key never gets a reply
         finally:
             self._waiting.pop(req_id, None)
         why = await asyncio.to_thread(probe, self.endpoint, self.info)
         if why is not None:
             raise DaemonUnreachable(why)
         raise _no_reply(op, total, self.endpoint, self._watch)
+
+    async def _reply_within(
+        self, fut: asyncio.Future[dict[str, Any]], interval: float
+    ) -> dict[str, Any] | None:
+        """The reply within `interval` s, or None; a CURVE client stops early when refused."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + interval
+        while (left := end - loop.time()) > 0:
+            step = left if self._watch is None else min(left, WATCH_INTERVAL_MS / 1000)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), step)
+            except TimeoutError:
+                if self._watch is not None and self._watch.why() is not None:
+                    return None
+        return None
 
     async def recv_notification(self, timeout: float | None = None) -> dict[str, Any] | None:
         if self._reader is None or self._reader.done():

@@ -9,6 +9,7 @@ the same time, so the waits are the same for both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import pytest
 import zmq
 
 from mapid import envelope
-from mapid.client import Client
+from mapid.client import AsyncClient, Client
 from mapid.codec import pack
 from mapid.curve_keys import KeyFileError, load_client_keys, read_public_key, write_key_pair
 from mapid.daemon.remote_config import RemoteConfig, parse
@@ -43,6 +44,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A free port whose next port is free too: the layout mapictl derives events from."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
 
 
 class Remote:
@@ -103,8 +118,8 @@ def remote_config(request: str, events: str, extra: str = "") -> str:
 @pytest.fixture
 def remote(make_daemon: DaemonFactory, tmp_path: Path) -> Any:
     """A running daemon with one allowed key (`remote.allowed`) and one unknown key."""
-    request = f"tcp://127.0.0.1:{free_port()}"
-    events = f"tcp://127.0.0.1:{free_port()}"
+    port = free_port_pair()
+    request, events = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
     daemon = make_daemon(config=remote_config(request, events), start=False)
     found = Remote(daemon, request, events, tmp_path / "client-keys")
     found.allowed = found.new_key("ada", allow=True)  # type: ignore[attr-defined]
@@ -163,6 +178,31 @@ def test_allowed_key_gets_replies_and_events(remote: Remote) -> None:
         mirror.start(timeout=5.0)
         assert mirror.synced
         assert mirror.state.epoch == hello["epoch"]
+
+
+def test_library_clients_from_key_files(remote: Remote) -> None:
+    """AsyncClient, and a StatusMirror that makes its own client and derives the events
+    endpoint (request port + 1), with the `curve=` mapping of load_client_keys."""
+    curve = load_client_keys(remote.allowed, str(remote.server_key_file))  # type: ignore[attr-defined]
+
+    async def ping() -> dict[str, Any]:
+        async with AsyncClient(endpoint=remote.request, curve=curve, timeout=5.0) as client:
+            return dict(await client.daemon_hello())
+
+    hello = asyncio.run(ping())
+    assert hello["pid"] == remote.daemon.proc.pid  # type: ignore[union-attr]
+    with StatusMirror(endpoint=remote.request, curve=curve) as mirror:
+        mirror.start(timeout=5.0)
+        assert mirror.synced and mirror.state.epoch == hello["epoch"]
+        mirror.client.close()
+    denied = load_client_keys(remote.unknown, str(remote.server_key_file))  # type: ignore[attr-defined]
+
+    async def refused() -> None:
+        async with AsyncClient(endpoint=remote.request, curve=denied, timeout=SILENCE) as client:
+            await client.daemon_ping()
+
+    with pytest.raises(DaemonUnreachable, match="refused this client's CURVE key"):
+        asyncio.run(refused())
 
 
 def test_unknown_key_gets_no_reply_and_no_event(remote: Remote) -> None:
