@@ -607,3 +607,25 @@ def test_entry_ids_survive_a_restart(daemon: DaemonProc) -> None:
     assert again.session_compare_entryids(fresh, entryid, opened["props"]["PR_ENTRYID"])["equal"]
     folder = again.session_open_entry(fresh, inbox_id)
     assert folder["props"]["PR_DISPLAY_NAME"] == "Inbox"
+
+
+def test_get_mime_of_a_message_over_the_wire_limit(daemon: DaemonProc) -> None:
+    """A message another program put in the Maildir may be bigger than one bin value."""
+    client = daemon.client()
+    token = logon(client)
+    store = mail_store(client, token)
+    big = mime("big") + b"x" * (1 << 20) + b"\n"
+    cur = daemon.root / "alpha" / "Mail" / "cur"
+    (cur / "1700000000.M1P1.host:2,S").write_bytes(big)
+    inbox = store.folder("Inbox")
+    (row,) = store.contents(inbox)
+    opened = client.container_open_entry(token, inbox, row["PR_ENTRYID"])
+    # The body is more than a client may decode: left out, and named.
+    assert opened["too_big"] == ["PR_BODY"] and "PR_BODY" not in opened["props"]
+    assert opened["props"]["PR_SUBJECT"] == "big"
+    message = opened["handle"]
+    got = client.object_get_props(token, message, ["PR_BODY", "PR_SUBJECT"])
+    assert got == {"props": {"PR_SUBJECT": "big"}, "too_big": ["PR_BODY"]}
+    error = failure(lambda: client.message_get_mime(token, message))
+    assert error.code == ErrorCode.MAPI_E_TOO_BIG
+    assert "1 MiB" in error.message

@@ -7,7 +7,7 @@ from typing import Any
 from mapid.constants import FlushFlags, ObjectType, ValidateStateFlags
 from mapid.daemon.ops.container_ops import require_writable
 from mapid.daemon.ops.service_ops import target_profile
-from mapid.daemon.ops.store_ops import access_props
+from mapid.daemon.ops.store_ops import access_props, fit_props
 from mapid.daemon.registry import Arg, Flags, Map, OpContext, Str, StrList, op
 from mapid.daemon.status_objects import StatusObject
 from mapid.daemon.table_query import canonical_tag
@@ -35,7 +35,8 @@ async def get_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     tags = _tags(args["tags"], ctx.obj.obj)
     props = await ctx.obj.obj.get_props(tags)
     access_props(ctx.obj, props, tags)
-    return {"props": props}
+    too_big = fit_props(props)
+    return {"props": props, "too_big": too_big} if too_big else {"props": props}
 
 
 _STORE_OBJECTS = (ObjectType.MAPI_STORE, ObjectType.MAPI_FOLDER, ObjectType.MAPI_MESSAGE)

@@ -16,6 +16,7 @@ from typing import Any
 import tomlkit
 
 from mapid import entryid as eid
+from mapid.codec import MAX_STR
 from mapid.constants import (
     AbFlags,
     AccessLevel,
@@ -147,6 +148,28 @@ def support_mask(provider: StoreProvider) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
+def fit_props(props: dict[str, Any]) -> list[str]:
+    """Leave out the values a client could not decode (a str or bin over the codec's 1 MiB,
+    PROTOCOL.md 2), as MAPI's GetProps answers MAPI_E_NOT_ENOUGH_MEMORY for a property too
+    big for it; returns their tags (the reply's `too_big`). message.get_mime has the rest."""
+    big = [
+        tag
+        for tag, value in props.items()
+        if isinstance(value, (str, bytes)) and _encoded_len(value) > MAX_STR
+    ]
+    for tag in big:
+        del props[tag]
+    return big
+
+
+def _encoded_len(value: str | bytes) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if len(value) * 4 <= MAX_STR:
+        return len(value)  # surely within the limit, without encoding it
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
 def access_props(entry: OpenObject, props: dict[str, Any], tags: list[str] | None) -> None:
     """What the handle grants, as MAPI shows it: PR_ACCESS_LEVEL on stores, folders and
     messages, and a read-only store's PR_STORE_SUPPORT_MASK without MODIFY_OK/CREATE_OK."""
@@ -179,12 +202,16 @@ async def add_handle(
     props = await obj.get_props(None)
     entry = OpenObject(obj, owner, int(obj.object_type), writable)
     access_props(entry, props, None)
+    too_big = fit_props(props)
     try:
         handle = session.handles.add(entry)
     except MapiError:
         await obj.release()
         raise
-    return {"handle": handle, "object_type": int(obj.object_type), "props": props}
+    result = {"handle": handle, "object_type": int(obj.object_type), "props": props}
+    if too_big:
+        result["too_big"] = too_big
+    return result
 
 
 # -- the ops ----------------------------------------------------------------------------------
