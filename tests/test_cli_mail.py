@@ -298,6 +298,7 @@ def test_ls_newest_first_with_limit_and_offset(reader: DaemonProc) -> None:
     assert len(subjects) == 20
     assert subjects[:2] == ["Report 23", "Lunch on day 22"]
     assert [m["index"] for m in data["messages"]][:3] == [1, 2, 3]
+    assert js(reader, "ls") == data  # the Inbox by default, as mutt opens it
     page = js(reader, "ls", "inbox", "--limit", "3", "--offset", "20")
     assert [m["subject"] for m in page["messages"]] == ["Report 03", "Lunch on day 02", "Report 01"]
     assert [m["index"] for m in page["messages"]] == [21, 22, 23]

@@ -244,10 +244,10 @@ def ls(
         typer.Argument(
             metavar="FOLDER",
             help="A folder by name, any case ('Inbox', 'Sent Items', 'Work/Projects'; "
-            "'Sent' and 'Trash' work too), or by entry ID in hex.",
+            "'Sent' and 'Trash' work too), or by entry ID in hex. Default: Inbox.",
             show_default=False,
         ),
-    ],
+    ] = "Inbox",
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=1, help="How many messages to show.")
     ] = 20,
