@@ -13,7 +13,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+import zmq
 
 from mapid import entryid as eid
 from mapid.client import Client
@@ -26,6 +28,7 @@ from mapid.constants import (
     StoreSupport,
 )
 from mapid.errors import ErrorCode, MapiError
+from mapid.paths import read_connection_file
 
 from conftest import DaemonFactory, DaemonProc, standard_profile
 
@@ -629,3 +632,36 @@ def test_get_mime_of_a_message_over_the_wire_limit(daemon: DaemonProc) -> None:
     error = failure(lambda: client.message_get_mime(token, message))
     assert error.code == ErrorCode.MAPI_E_TOO_BIG
     assert "1 MiB" in error.message
+
+
+def test_default_store_changes_are_published(archive: DaemonProc) -> None:
+    """The status rows change through the session's table: monitors see the events."""
+    info = read_connection_file(archive.runtime)
+    assert info is not None
+    client = archive.client()
+    logged = client.session_logon("alpha", ["MAPI_NEW_SESSION"])
+    token = bytes(logged["token"])
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        sub.connect(info.events)
+        sub.setsockopt(zmq.SUBSCRIBE, b"hb")
+        sub.setsockopt(zmq.SUBSCRIBE, f"status.{logged['session']}".encode())
+        assert sub.poll(5000), "no heartbeat"  # subscribed
+        target = stores(client, token)[1]["PR_ENTRYID"]
+        client.session_set_default_store(token, "MAPI_DEFAULT_STORE", target)
+        changed: dict[str, int] = {}
+        deadline = time.monotonic() + 10
+        while len(changed) < 2:
+            assert time.monotonic() < deadline, f"events seen: {changed}"
+            if not sub.poll(1000):
+                continue
+            topic, data = sub.recv_multipart()
+            event = msgpack.unpackb(data, timestamp=3)
+            if topic.startswith(b"status.") and event["type"] == "TABLE_ROW_MODIFIED":
+                row = event["row"]
+                if row["PR_RESOURCE_TYPE"] == ResourceType.MAPI_STORE_PROVIDER:
+                    changed[row["PR_DISPLAY_NAME"]] = row["PR_RESOURCE_FLAGS"]
+        assert changed["Archive"] & ResourceFlags.STATUS_DEFAULT_STORE
+        assert not changed["mail"] & ResourceFlags.STATUS_DEFAULT_STORE
+    finally:
+        sub.close(linger=0)
