@@ -7,6 +7,7 @@ process matters (`notify`, which follows until its count, and the exit codes of 
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import json
@@ -67,9 +68,7 @@ def message_bytes(n: int, subject: str, sender: str, body: str, size_pad: int = 
     msg["From"] = sender
     msg["To"] = "Ada Lovelace <ada@example.org>"
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(
-        __import__("datetime").datetime.fromtimestamp(BASE + 3600 * n).astimezone()
-    )
+    msg["Date"] = format_datetime(dt.datetime.fromtimestamp(BASE + 3600 * n).astimezone())
     msg["Message-ID"] = make_msgid(idstring=f"m{n}", domain="example.org")
     msg.set_content(body + ("x" * size_pad) + "\n")
     return msg.as_bytes(policy=email.policy.SMTP)
@@ -209,8 +208,6 @@ def test_message_and_folder_specs() -> None:
 
 
 def test_message_lines_fit_the_width() -> None:
-    import datetime as dt
-
     rows = [
         {
             "PR_ENTRYID": b"\x00" * 24,
@@ -823,3 +820,25 @@ def test_commands_release_their_handles_in_the_shared_session(
         ok(daemon, "send", "--to", "Ada", "-s", f"n{n}", "--body", "x")
         assert cli(daemon, "resolve", "Grace").exit_code == 1
     smtp_server.wait_for(8)
+
+
+def test_show_a_message_over_one_mebibyte(mail: DaemonProc, tmp_path: Path) -> None:
+    """One reply carries values up to 1 MiB (PROTOCOL.md 2): a bigger body is left out and
+    named in too_big, and a bigger message has no get_mime; show says so and goes on."""
+    msg = EmailMessage()
+    msg["From"] = "Bob <bob@example.net>"
+    msg["To"] = "Ada Lovelace <ada@example.org>"
+    msg["Subject"] = "Huge"
+    msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
+    msg.set_content("word " * 300_000)
+    msg.add_attachment(
+        b"\x00" * 1000, maintype="application", subtype="octet-stream", filename="x.bin"
+    )
+    drop(tmp_path / "alpha" / "Mail", 400, msg.as_bytes(policy=email.policy.SMTP), "S")
+    data = js(mail, "show", "Inbox:1")
+    assert data["props"]["PR_SUBJECT"] == "Huge" and data["too_big"] == ["PR_BODY"]
+    result = ok(mail, "show", "Inbox:1")
+    assert "Subject: Huge" in result.stdout and "over 1 MiB" in result.stdout
+    assert "attachments are not listed" in result.stderr
+    raw = cli(mail, "show", "--raw", "Inbox:1")
+    assert raw.exit_code == 1 and "MAPI_E_TOO_BIG" in raw.stderr

@@ -397,8 +397,15 @@ def show(
                 f"{message[:16]}… is not a message's entry ID (`mapictl ls -l` has them)",
             )
         props = dict(opened.props)
-        if raw or props.get(PR_HASATTACH.name):
+        if raw:
             mime = bytes(ms.client.message_get_mime(ms.token, opened.handle).get("mime") or b"")
+        elif props.get(PR_HASATTACH.name):
+            try:
+                mime = bytes(ms.client.message_get_mime(ms.token, opened.handle)["mime"])
+            except MapiError as exc:
+                if exc.code is not ErrorCode.MAPI_E_TOO_BIG:
+                    raise
+                _notice("the attachments are not listed: the message is over 1 MiB")
         recipients: list[Mapping[str, Any]] = []
         if not raw:
             columns = [PR_DISPLAY_NAME.name, PR_EMAIL_ADDRESS.name, PR_RECIPIENT_TYPE.name]
@@ -423,6 +430,7 @@ def show(
                 "props": props,
                 "recipients": [recipient_item(r) for r in recipients],
                 "attachments": attachments,
+                "too_big": list(opened.too_big),
             }
         )
         return
@@ -431,7 +439,12 @@ def show(
         out.print(f"[bold]{label}:[/bold] {_escape(value)}", highlight=False, soft_wrap=True)
     body = props.get(PR_BODY.name)
     print(flush=True)
-    text = body if isinstance(body, str) else "(no text body; --raw shows the whole message)"
+    if isinstance(body, str):
+        text = body
+    elif PR_BODY.name in opened.too_big:
+        text = "(the text is over 1 MiB, more than one reply of the daemon carries)"
+    else:
+        text = "(no text body; --raw shows the whole message)"
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     for item in attachments:
         size = "" if item["size"] is None else f", {item['size']} bytes"

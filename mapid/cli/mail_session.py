@@ -91,6 +91,8 @@ class Opened:
     handle: int
     object_type: int
     props: Mapping[str, Any]
+    too_big: tuple[str, ...] = ()
+    """Properties the daemon left out: values over the 1 MiB one reply may carry."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,10 @@ class MailSession:
 
     def _keep(self, result: Mapping[str, Any]) -> Opened:
         opened = Opened(
-            int(result["handle"]), int(result.get("object_type") or 0), result.get("props") or {}
+            int(result["handle"]),
+            int(result.get("object_type") or 0),
+            result.get("props") or {},
+            tuple(str(t) for t in result.get("too_big") or ()),
         )
         self._handles.append(opened.handle)
         return opened
