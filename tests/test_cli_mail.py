@@ -563,6 +563,19 @@ def test_send_refusals_are_1_and_3_and_queue_nothing(
     assert smtp_server.messages == []
 
 
+def test_send_refuses_what_the_wire_cannot_carry(
+    mail: DaemonProc, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(900_000))  # base64 makes it 1.2 MB
+    result = cli(
+        mail, "send", "--to", "ada@example.org", "-s", "Big", "--attach", str(big), "--body", "x"
+    )
+    assert result.exit_code == 1 and "MAPI_E_TOO_BIG" in result.stderr
+    assert "1 MiB" in result.stderr
+    assert js(mail, "ls", "Drafts")["total"] == 0 and js(mail, "ls", "Outbox")["total"] == 0
+
+
 def test_send_refused_recipient_gives_a_report(mail: DaemonProc, smtp_server: SmtpServer) -> None:
     smtp_server.refuse("nobody@example.net")
     result = cli(

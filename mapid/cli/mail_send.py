@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mapid.cli.mail_session import MailSession, Store, table_args
+from mapid.codec import MAX_STR
 from mapid.constants import RecipientType, ResourceType
 from mapid.entryid import one_off, search_key
 from mapid.errors import ErrorCode, MapiError
@@ -205,6 +206,17 @@ def drafts_folder(ms: MailSession, store: Store) -> bytes:
     return ms.find_folder(store, "Drafts").entryid
 
 
+def _fits(size: int, what: str) -> None:
+    """Refuse, before anything is written, what the wire cannot carry in one value: the
+    daemon would refuse it, or drop the connection if the payload passed 4 MiB."""
+    if size > MAX_STR:
+        raise MapiError(
+            ErrorCode.MAPI_E_TOO_BIG,
+            f"{what} is {size / 2**20:.1f} MiB; one value on the wire is at most "
+            f"{MAX_STR // 2**20} MiB (PROTOCOL.md 2), so mapid cannot take it yet",
+        )
+
+
 def _check_problems(result: Mapping[str, Any]) -> None:
     problems = result.get("problems") or {}
     wanted = {PR_SUBJECT.name, PR_BODY.name, PR_MESSAGE_CLASS.name}
@@ -228,9 +240,14 @@ def submit(
     sender: str | None,
 ) -> bytes:
     """Write the message in Drafts and submit it; returns its entry ID in the Outbox."""
-    drafts = ms.open(drafts_folder(ms, store), modify=True)
+    mime = b""
     if attachments:
         mime = build_mime(recipients, subject, text, attachments, message_id, sender)
+        _fits(len(mime), "the message with its attachments")
+    else:
+        _fits(len(text.encode("utf-8")), "the text")
+    drafts = ms.open(drafts_folder(ms, store), modify=True)
+    if attachments:
         imported = ms.client.folder_import_message(ms.token, drafts.handle, mime)
         handle = ms.open(bytes(imported["entryid"]), modify=True).handle
     else:
