@@ -527,7 +527,7 @@ class Client(_Ops[Result]):
                 next_send = now + interval
             wait_ms = max(1, int(1000 * (min(deadline, next_send) - now)))
             if self._watch is not None:  # a refused key never gets a reply: say so at once
-                if self._watch.why() is not None:
+                if self._watch.is_refused():
                     break
                 wait_ms = min(wait_ms, WATCH_INTERVAL_MS)
             if not self._sock.poll(wait_ms, zmq.POLLIN):
@@ -666,7 +666,7 @@ class AsyncClient(_Ops[Awaitable[Result]]):
                 reply = await self._reply_within(fut, interval)
                 if reply is not None:
                     return _reply_result(reply)
-                if self._watch is not None and self._watch.why() is not None:
+                if self._watch is not None and self._watch.is_refused():
                     break  # a refused key never gets a reply
         finally:
             self._waiting.pop(req_id, None)
@@ -686,7 +686,7 @@ class AsyncClient(_Ops[Awaitable[Result]]):
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), step)
             except TimeoutError:
-                if self._watch is not None and self._watch.why() is not None:
+                if self._watch is not None and self._watch.is_refused():
                     return None
         return None
 

@@ -112,7 +112,10 @@ def check_private(path: Path) -> None:
 def read_secret_key(path: Path) -> tuple[bytes, bytes]:
     """(public, secret) Z85 keys of a private `.key_secret` file, after checking its mode."""
     if not path.is_file():
-        raise KeyFileError(f"no secret key file {path}; make one with `mapictl keys new`")
+        raise KeyFileError(
+            f"no secret key file {path}; make one with `mapictl keys new` (or name yours "
+            "with --client-key)"
+        )
     check_private(path)
     try:
         public, secret = zmq.auth.load_certificate(path)

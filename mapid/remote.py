@@ -83,12 +83,15 @@ class HandshakeWatch:
         self._monitor.setsockopt(zmq.LINGER, 0)
         self._monitor.connect(address)
         self.failure: str | None = None
+        self.refused = False
+        """The daemon's ZAP handler said no: final, libzmq does not try again."""
 
     def why(self) -> str | None:
         """Why the last handshake failed, or None when none failed (or one succeeded since)."""
         while self._monitor.poll(0, zmq.POLLIN):
             event = recv_monitor_message(self._monitor)
             kind, value = event["event"], event["value"]
+            self.refused = kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.failure = None
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -102,6 +105,12 @@ class HandshakeWatch:
                     "endpoint does not speak CURVE"
                 )
         return self.failure
+
+    def is_refused(self) -> bool:
+        """Whether the daemon refused this client's key (other failures may pass, such as a
+        daemon restarting mid-handshake, so only this one ends a wait early)."""
+        self.why()
+        return self.refused
 
     def close(self) -> None:
         with contextlib.suppress(zmq.ZMQError):

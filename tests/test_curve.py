@@ -387,6 +387,9 @@ def test_mapictl_keys_new_and_remote_commands(remote: Remote, tmp_path: Path) ->
     status = mapictl(*remote_args, "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["daemon"]["pid"] == remote.daemon.proc.pid  # type: ignore[union-attr]
+    # --endpoint also names a local ipc socket, which needs no key.
+    local = mapictl("--endpoint", f"ipc://{remote.daemon.runtime}/request.sock", "ping")
+    assert local.returncode == 0, local.stderr
     # The events endpoint from the environment; the key as a Z85 string.
     env = {
         "MAPID_ENDPOINT": remote.request,

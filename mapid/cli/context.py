@@ -13,6 +13,8 @@ import typer
 from mapid.cli.exits import handled
 from mapid.client import Client
 from mapid.curve_keys import KeyFileError, default_client_key, load_client_keys
+from mapid.errors import MapidError
+from mapid.paths import EVENTS_SOCKET, REQUEST_SOCKET
 from mapid.remote import events_endpoint_for, is_tcp
 
 DEFAULT_TIMEOUT = 5.0
@@ -51,9 +53,15 @@ class RemoteOptions:
         return load_client_keys(secret, self.server_key)
 
     def events(self) -> str:
+        """--events-endpoint, else the request port + 1 (TCP) or the `events.sock` beside
+        the `request.sock` (ipc)."""
         if self.events_endpoint:
             return self.events_endpoint
-        return events_endpoint_for(self.endpoint) if is_tcp(self.endpoint) else self.endpoint
+        if is_tcp(self.endpoint):
+            return events_endpoint_for(self.endpoint)
+        if self.endpoint.endswith(f"/{REQUEST_SOCKET}"):
+            return self.endpoint.removesuffix(REQUEST_SOCKET) + EVENTS_SOCKET
+        raise MapidError(f"give --events-endpoint: none follows from {self.endpoint}")
 
 
 JsonOpt = Annotated[

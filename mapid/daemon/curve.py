@@ -182,7 +182,7 @@ class RemoteAccess:
                 ) from None
             resolved = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._bound.append((sock, endpoint, resolved))
-            log.info("listening on %s with CURVE", resolved)
+            log.info("listening on %s with CURVE", endpoint)
         return problems
 
     def _apply(self, keys: dict[bytes, str], problems: list[ConfigProblem]) -> list[ConfigProblem]:
