@@ -693,12 +693,13 @@ def send(
 
     Names are looked up in the address book (ab.resolve_names): one that fits several
     entries is ambiguous (its candidates are listed, exit code 1), one that fits none is
-    exit code 3. The message is written in the default store's Drafts and submitted
-    (message.submit); mapictl prints its entry ID in the Outbox, from where the spooler
-    sends it. With --wait it stays until the Outbox no longer holds it and says where it
-    went: Sent Items (exit 0), or a non-delivery report in the Inbox (exit 1).
-    Messages go out when a session of the profile runs with mail enabled: normally the
-    shared session of the autologon profile; without one, use --wait."""
+    exit code 3; typed addresses are used as they are. The message is written in the
+    default store's Drafts and submitted (message.submit); mapictl prints its entry ID in
+    the Outbox, from where the spooler sends it. With --wait it stays until the Outbox no
+    longer holds it and says where it went: Sent Items (exit 0), or a non-delivery report
+    in the Inbox (exit 1). Messages go out when a session of the profile runs with mail
+    enabled: normally the shared session of the autologon profile; without one, use
+    --wait."""
     opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
     wanted = (
         [(t, RecipientType.MAPI_TO) for t in to or []]
