@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import mailbox
 import os
+import threading
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -277,3 +278,34 @@ def test_a_file_in_both_new_and_cur_is_one_message(tmp_path: Path) -> None:
     (row,) = index.rows()
     assert row["PR_MESSAGE_FLAGS"] == int(MessageFlags.MSGFLAG_READ)  # cur/ wins
     assert index.locate("1700000001.M1P1Q1.mx") == ("cur", "1700000001.M1P1Q1.mx:2,S")
+
+
+def test_files_are_read_without_the_lock(tmp_path: Path) -> None:
+    """While a refresh reads files (all of them, for a folder without mapid.index), the
+    folder's lock is free for the store's writes and lookups."""
+    root = maildir(tmp_path)
+    for i in range(3000):
+        (root / "cur" / f"{1700000000 + i}.M1P1Q{i}.mx:2,S").write_bytes(message(f"m{i}"))
+    (root / "cur" / "1800000000.M1P1Q1.mx:2,").mkdir()  # not a file: skipped, no error
+    os.mkfifo(root / "cur" / "1800000001.M1P1Q1.mx:2,")  # would block a plain open()
+    overlapped = False
+    for _ in range(5):  # until the lock is seen taken while the refresh reads
+        (root / INDEX_FILE).unlink(missing_ok=True)
+        index = index_of(root)
+        reader = threading.Thread(target=index.refresh)
+        reader.start()
+        while not index._refresh_lock.locked() and reader.is_alive():
+            time.sleep(0.001)
+        assert index.lock.acquire(timeout=10)
+        try:
+            if index._refresh_lock.locked():
+                overlapped = True
+                index.refresh(wait=False)  # returns at once: the running one is enough
+                assert index.locate("1700000001.M1P1Q1.mx") == ("cur", "1700000001.M1P1Q1.mx:2,S")
+        finally:
+            index.lock.release()
+        reader.join(30)
+        if overlapped:
+            break
+    assert overlapped
+    assert len(index.rows()) == 3000

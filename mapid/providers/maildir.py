@@ -1283,10 +1283,9 @@ class MaildirStore(StoreProvider):
     # Messages (blocking parts run in the thread pool).
 
     def _where(self, index: FolderIndex, key: str) -> tuple[str, str]:
+        """Where a message's file is now (locate lists the folder for a key it does not
+        know, so a message renamed by mutt a moment ago is found too)."""
         found = index.locate(key)
-        if found is None:
-            index.refresh(force=True)
-            found = index.locate(key)
         if found is None:
             raise MapiError(
                 ErrorCode.MAPI_E_NOT_FOUND,
@@ -1337,7 +1336,10 @@ class MaildirStore(StoreProvider):
     async def read_message(
         self, folder: str, key: str
     ) -> tuple[dict[str, Any], bytes, list[MailRecipient]]:
-        return await self.support.run_blocking(self._read_blocking, folder, key)
+        try:
+            return await self.support.run_blocking(self._read_blocking, folder, key)
+        finally:
+            self._flush()
 
     def new_message_props(self, folder: str) -> dict[str, Any]:
         """What a new, unsaved message already has."""
@@ -1361,8 +1363,8 @@ class MaildirStore(StoreProvider):
         flag_changes: dict[str, Any],
     ) -> str:
         index = self._index(folder)
+        index.refresh(wait=False)  # never under the lock (it reads files without it)
         with index.lock:
-            index.refresh()
             if key is None:
                 data = compose(None, changes, deleted, recipients)
                 flags = maildir_flags("DS", flag_changes)
@@ -1411,8 +1413,8 @@ class MaildirStore(StoreProvider):
 
     def _add_blocking(self, folder: str, mime: bytes, sub: str, flags: str) -> str:
         index = self._index(folder)
+        index.refresh(wait=False)  # never under the lock (it reads files without it)
         with index.lock:
-            index.refresh()
             key, name = write_message(index.path, mime, sub=sub, flags=flags)
             index.note_file(key, sub, name)
             return key
@@ -1428,8 +1430,8 @@ class MaildirStore(StoreProvider):
 
     def _delete_blocking(self, folder: str, keys: list[str]) -> None:
         index = self._index(folder)
+        index.refresh(wait=False)  # never under the lock (it reads files without it)
         with index.lock:
-            index.refresh()
             for key in keys:
                 found = index.locate(key)
                 if found is None:
@@ -1463,9 +1465,9 @@ class MaildirStore(StoreProvider):
         self, folder: str, keys: list[str], target: str, move: bool
     ) -> tuple[list[bytes], list[Change]]:
         src, dst = self._index(folder), self._index(target)
+        src.refresh(wait=False)
+        dst.refresh(wait=False)
         with _Locked(src, dst):
-            src.refresh()
-            dst.refresh()
             out: list[Change] = []
             eids: list[bytes] = []
             for key in keys:
@@ -1514,9 +1516,9 @@ class MaildirStore(StoreProvider):
 
     def _submit_blocking(self, folder: str, key: str) -> tuple[str, list[Change]]:
         src, dst = self._index(folder), self._index(OUTBOX)
+        src.refresh(wait=False)
+        dst.refresh(wait=False)
         with _Locked(src, dst):
-            src.refresh()
-            dst.refresh()
             if src is dst:
                 sub, name = self._where(src, key)
                 new, changes = key, []
@@ -1597,9 +1599,9 @@ class MaildirStore(StoreProvider):
         self, key: str, sent_mime: bytes | None, delete: bool
     ) -> tuple[str | None, list[Change]]:
         outbox, sent = self._index(OUTBOX), self._index(SENT)
+        outbox.refresh(wait=False)
+        sent.refresh(wait=False)
         with _Locked(outbox, sent):
-            outbox.refresh()
-            sent.refresh()
             sub, name = self._where(outbox, key)
             old_path = outbox.path / sub / name
             if delete:

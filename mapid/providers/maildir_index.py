@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -249,6 +250,16 @@ class Change:
         return out
 
 
+@dataclass
+class _Plan:
+    """What a refresh found to do: the listing, the keys gone, the files to look at
+    (key, subdir, name, (size, mtime) known or None)."""
+
+    listing: dict[str, tuple[str, str]]
+    gone: list[str]
+    todo: list[tuple[str, str, str, tuple[int, int] | None]]
+
+
 # --- One folder -----------------------------------------------------------------------------
 
 
@@ -281,6 +292,9 @@ class FolderIndex:
         self._saved_at = 0
         self._counts: tuple[int, int] | None = None
         self._queue: list[Change] = []
+        self._refresh_lock = threading.Lock()
+        self._touched: set[str] | None = None
+        """Keys the store noted while a refresh read files without the lock."""
 
     # Reading.
 
@@ -365,8 +379,8 @@ class FolderIndex:
 
     def keys_by_mtime(self) -> list[tuple[str, int]]:
         """(key, mtime_ns) of every message, oldest first: the spooler's queue order."""
+        self.refresh()
         with self.lock:
-            self.refresh()
             out = []
             for key, entry in self._entries.items():
                 try:
@@ -385,71 +399,122 @@ class FolderIndex:
             out, self._queue = self._queue, []
             return out
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, *, wait: bool = True) -> None:
         """List the folder and bring the rows up to date; what changed waits in
-        take_changes(). The first refresh of an index (its baseline) raises nothing."""
-        with self.lock:
-            first = not self._loaded
-            if first:
-                self._load_file()
-            stamps = self._dir_stamps()
-            if not force and not first and self._trusted and stamps == self._stamps:
-                return
-            started = time.time_ns()
-            listing: dict[str, tuple[str, str]] = {}
-            for sub in SUBDIRS:
-                try:
-                    names = os.listdir(os.path.join(self._dir, sub))  # 4x faster than scandir
-                except FileNotFoundError:
-                    continue
-                for name in names:
-                    if name[0] == ".":
-                        continue
-                    key = name.partition(":")[0]
-                    if sub == "new" and key in listing:
-                        continue  # a crash between link and unlink left both: cur/ wins
-                    listing[key] = (sub, name)
-            self._stamps = stamps
-            self._trusted = all(started - s > _trust_margin(s) for s in stamps.values())
-            changes = self._diff(listing, validate=first)
-            self._loaded = True
-            if not first:
-                self._queue.extend(changes)
-            self._maybe_save(first)
+        take_changes(). The first refresh of an index (its baseline) raises nothing.
 
-    def _diff(self, listing: dict[str, tuple[str, str]], validate: bool) -> list[Change]:
-        """Changes between the rows and a listing. A known name is the same file (Maildir
-        writers never rewrite a file in place); on the first listing of a process, size and
-        mtime are checked too, for what changed while no mapid ran."""
-        changes: list[Change] = []
-        entries = self._entries
-        for key in [k for k in entries if k not in listing]:
-            del entries[key]
-            self._invalidate()
-            changes.append(self._change(NotificationEvent.fnevObjectDeleted, key))
-        for key, (sub, name) in listing.items():
-            old = entries.get(key)
-            info = name[len(key) :]
-            if old is not None and old.info == info and old.sub == sub and not validate:
+        Never call it holding `lock`: the files it has to read (all of them, the first time
+        for a folder without mapid.index) are read without the lock, so the store's own
+        writes and lookups in the folder do not wait for them. One refresh runs at a time;
+        with `wait` False, a refresh running already is enough (the store's writes use that:
+        what they change, they note, and the running refresh leaves those keys alone).
+        """
+        if not self._refresh_lock.acquire(blocking=wait):
+            return
+        try:
+            with self.lock:
+                plan = self._plan(force)
+                if plan is None:
+                    return
+                self._touched = set()
+            done = self._read_all(plan)
+            with self.lock:
+                touched, self._touched = self._touched, None
+                first = not self._loaded
+                changes = self._apply(plan, done, touched)
+                self._loaded = True
+                if not first:
+                    self._queue.extend(changes)
+                self._maybe_save(first)
+        finally:
+            self._refresh_lock.release()
+
+    def _plan(self, force: bool) -> _Plan | None:
+        """Phase one, locked: list the folder and sort out what needs reading."""
+        first = not self._loaded
+        if first:
+            self._load_file()
+        stamps = self._dir_stamps()
+        if not force and not first and self._trusted and stamps == self._stamps:
+            return None
+        started = time.time_ns()
+        listing: dict[str, tuple[str, str]] = {}
+        for sub in SUBDIRS:
+            try:
+                names = os.listdir(os.path.join(self._dir, sub))  # 4x faster than scandir
+            except FileNotFoundError:
                 continue
-            if old is not None:
+            for name in names:
+                if name[0] == ".":
+                    continue
+                key = name.partition(":")[0]
+                if sub == "new" and key in listing:
+                    continue  # a crash between link and unlink left both: cur/ wins
+                listing[key] = (sub, name)
+        self._stamps = stamps
+        self._trusted = all(started - s > _trust_margin(s) for s in stamps.values())
+        plan = _Plan(listing, [k for k in self._entries if k not in listing], [])
+        for key, (sub, name) in listing.items():
+            old = self._entries.get(key)
+            # A known name is the same file (Maildir writers never rewrite a file in
+            # place); the first listing of a process checks size and mtime too, for what
+            # changed while no mapid ran.
+            if old is not None and not first and old.sub == sub and old.info == name[len(key) :]:
+                continue
+            known = None if old is None else (old.size, old.mtime_ns)
+            plan.todo.append((key, sub, name, known))
+        return plan
+
+    def _read_all(self, plan: _Plan) -> dict[str, _Entry | None]:
+        """Phase two, unlocked: stat what may have changed, read what did. A file whose
+        size and mtime are those known maps to None (same content, maybe new flags)."""
+        done: dict[str, _Entry | None] = {}
+        for key, sub, name, known in plan.todo:
+            if known is not None:
                 try:
                     st = os.stat(os.path.join(self._dir, sub, name))
                 except FileNotFoundError:
                     continue  # gone meanwhile; the directory's new mtime brings us back
-                if old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
-                    if old.info == info and old.sub == sub:
-                        continue  # the row built from the saved index holds
-                    before = old.row
-                    old.sub, old.info = sub, _shared(info)
-                    self._build_row(key, old, None)
-                    if before is not None and before._values != old.row._values:  # type: ignore[union-attr]
-                        changes.append(self._change(NotificationEvent.fnevObjectModified, key))
+                if known == (st.st_size, st.st_mtime_ns):
+                    done[key] = None
                     continue
             fresh = self._read(key, sub, name)
+            if fresh is not None:
+                done[key] = fresh
+        return done
+
+    def _apply(
+        self, plan: _Plan, done: dict[str, _Entry | None], touched: set[str] | None
+    ) -> list[Change]:
+        """Phase three, locked: the changes, leaving out the messages the store itself
+        changed meanwhile (it noted them and holds the truth about them)."""
+        skip = touched or set()
+        changes: list[Change] = []
+        entries = self._entries
+        for key in plan.gone:
+            if key in skip or entries.pop(key, None) is None:
+                continue
+            self._invalidate()
+            changes.append(self._change(NotificationEvent.fnevObjectDeleted, key))
+        for key, fresh in done.items():
+            if key in skip:
+                continue
+            old = entries.get(key)
             if fresh is None:
+                if old is None:
+                    continue
+                sub, name = plan.listing[key]
+                info = name[len(key) :]
+                if old.info == info and old.sub == sub:
+                    continue  # the row built from the saved index holds
+                before = old.row
+                old.sub, old.info = sub, _shared(info)
+                self._build_row(key, old, None)
+                if before is not None and before._values != old.row._values:  # type: ignore[union-attr]
+                    changes.append(self._change(NotificationEvent.fnevObjectModified, key))
                 continue
             entries[key] = fresh
+            self._invalidate()
             self._unsaved += 1
             if old is not None:
                 changes.append(self._change(NotificationEvent.fnevObjectModified, key))
@@ -460,26 +525,37 @@ class FolderIndex:
     def _read(self, key: str, sub: str, name: str) -> _Entry | None:
         path = os.path.join(self._dir, sub, name)
         try:
-            with open(path, "rb") as handle:
-                st = os.fstat(handle.fileno())
-                head = header_block(handle)
+            # Non-blocking, so a FIFO someone left in cur/ cannot stall the folder.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return None  # a directory, a FIFO: not a message
+                with open(fd, "rb", closefd=False) as handle:
+                    head = header_block(handle)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)
             return None
         entry = _Entry(sub, name[len(key) :], st.st_size, st.st_mtime_ns)
-        self._build_row(key, entry, summarize(parse_header_block(head)))
+        entry.row = self._make_row(key, entry, summarize(parse_header_block(head)))
         return entry
 
     def _build_row(self, key: str, entry: _Entry, summary: HeaderSummary | None) -> None:
         """(Re)build an entry's row: from a new summary, or from its old row's fields."""
+        entry.row = self._make_row(key, entry, summary)
+        self._invalidate()
+
+    def _make_row(self, key: str, entry: _Entry, summary: HeaderSummary | None) -> IndexRow:
         old = entry.row
         s = summary if summary is not None else _summary_of(old)  # type: ignore[arg-type]
         flags = entry.info[3:] if entry.info.startswith(":2,") else ""
         eid = self.entryid_of(key) if old is None else old[PR_ENTRYID.name]
         mflags = message_flags_of(flags, s.has_attach) | self.extra_flags
-        entry.row = IndexRow(
+        return IndexRow(
             (
                 eid,
                 eid,
@@ -501,7 +577,6 @@ class FolderIndex:
                 self.folder_entryid,
             )
         )
-        self._invalidate()
 
     def _invalidate(self) -> None:
         self._rows = None
@@ -533,14 +608,16 @@ class FolderIndex:
         """A file the store wrote, renamed or rewrote under `key` (call with the lock held,
         right after the disk change, so the listing that sees it finds nothing new)."""
         with self.lock:
+            if self._touched is not None:
+                self._touched.add(key)
             if not self._loaded:
-                self.refresh()  # the baseline, which then holds the file already
-                return
+                return  # the baseline listing finds it
             old = self._entries.get(key)
             entry = self._read(key, sub, name)
             if entry is None:
                 return
             self._entries[key] = entry
+            self._invalidate()
             self._unsaved += 1
             if quiet:
                 return
@@ -554,6 +631,8 @@ class FolderIndex:
 
     def note_gone(self, key: str, *, quiet: bool = False) -> None:
         with self.lock:
+            if self._touched is not None:
+                self._touched.add(key)
             if self._entries.pop(key, None) is None:
                 return
             self._invalidate()
