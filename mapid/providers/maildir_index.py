@@ -4,12 +4,14 @@ One `FolderIndex` per Maildir folder per process, shared by every session throug
 `MaildirHub` (one per Maildir root). It keeps each message's table row, built from the
 file's header block once, and persists them in the folder's directory as `mapid.index`
 (msgpack, replaced by atomic rename; mutt, Dovecot and mbsync ignore it). A refresh lists
-`new/` and `cur/` (cheap: names and inode numbers come with the directory listing) and
-reads only the files it has not seen; a directory whose mtime did not move is not listed
-at all. Every difference a refresh finds, and every change the store makes itself, becomes
-a `Change` exactly once, which the hub fans out to the provider instance of each session.
+`new/` and `cur/` by name only and reads only the files it has not seen (a new process
+also compares each file's size and mtime with the saved ones); a folder whose directories'
+mtimes did not move is not listed at all. Every difference a refresh finds, and every
+change the store makes itself, becomes a `Change` exactly once, which the hub fans out to
+the provider instance of each session.
 
-Blocking methods run in the daemon's thread pool; each index has its own lock.
+Blocking methods run in the daemon's thread pool. Each index has a lock for its rows,
+never held while files are read, and one refresh runs at a time.
 """
 
 from __future__ import annotations
