@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,11 @@ def free_port_pair() -> int:
 class Remote:
     """A daemon with TCP endpoints, and the key pairs of its would-be clients."""
 
+    allowed: Path
+    """The secret key file of a client whose public key is in authorized_keys.d/."""
+    unknown: Path
+    """The secret key file of a client the daemon does not know."""
+
     def __init__(self, daemon: DaemonProc, request: str, events: str, keys: Path) -> None:
         self.daemon = daemon
         self.request = request
@@ -70,6 +76,11 @@ class Remote:
         self.keys = keys
         self.authorized = daemon.config_dir / "authorized_keys.d"
         self.opened: list[Any] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.daemon.proc is not None
+        return self.daemon.proc.pid
 
     @property
     def server_key_file(self) -> Path:
@@ -116,17 +127,27 @@ def remote_config(request: str, events: str, extra: str = "") -> str:
 
 
 @pytest.fixture
-def remote(make_daemon: DaemonFactory, tmp_path: Path) -> Any:
+def remote(make_daemon: DaemonFactory, tmp_path: Path) -> Iterator[Remote]:
     """A running daemon with one allowed key (`remote.allowed`) and one unknown key."""
     port = free_port_pair()
     request, events = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
     daemon = make_daemon(config=remote_config(request, events), start=False)
     found = Remote(daemon, request, events, tmp_path / "client-keys")
-    found.allowed = found.new_key("ada", allow=True)  # type: ignore[attr-defined]
-    found.unknown = found.new_key("mallory", allow=False)  # type: ignore[attr-defined]
+    found.allowed = found.new_key("ada", allow=True)
+    found.unknown = found.new_key("mallory", allow=False)
     daemon.start()
     yield found
     found.close()
+
+
+def logged(daemon: DaemonProc, text: str, seconds: float = 5.0) -> bool:
+    """Whether the daemon's log shows `text` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while text not in daemon.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def heartbeat_within(sock: zmq.Socket[Any], seconds: float) -> bool:
@@ -167,12 +188,13 @@ def test_no_remote_section_means_no_key_and_no_curve(make_daemon: DaemonFactory)
 
 
 def test_allowed_key_gets_replies_and_events(remote: Remote) -> None:
-    client = remote.client(remote.allowed)  # type: ignore[attr-defined]
+    client = remote.client(remote.allowed)
     hello = client.daemon_hello()
-    assert hello["pid"] == remote.daemon.proc.pid  # type: ignore[union-attr]
+    assert hello["pid"] == remote.pid
     assert client.daemon_ping() is not None
-    curve = load_client_keys(remote.allowed, str(remote.server_key_file))  # type: ignore[attr-defined]
+    curve = load_client_keys(remote.allowed, str(remote.server_key_file))
     assert heartbeat_within(remote.sub(curve), 5.0)
+    assert logged(remote.daemon, "CURVE client ada connected")  # who, for the audit trail
     # The library's mirror over the same keys: the TCP events endpoint is derived or given.
     with StatusMirror(client=client, events_endpoint=remote.events) as mirror:
         mirror.start(timeout=5.0)
@@ -183,19 +205,19 @@ def test_allowed_key_gets_replies_and_events(remote: Remote) -> None:
 def test_library_clients_from_key_files(remote: Remote) -> None:
     """AsyncClient, and a StatusMirror that makes its own client and derives the events
     endpoint (request port + 1), with the `curve=` mapping of load_client_keys."""
-    curve = load_client_keys(remote.allowed, str(remote.server_key_file))  # type: ignore[attr-defined]
+    curve = load_client_keys(remote.allowed, str(remote.server_key_file))
 
     async def ping() -> dict[str, Any]:
         async with AsyncClient(endpoint=remote.request, curve=curve, timeout=5.0) as client:
             return dict(await client.daemon_hello())
 
     hello = asyncio.run(ping())
-    assert hello["pid"] == remote.daemon.proc.pid  # type: ignore[union-attr]
+    assert hello["pid"] == remote.pid
     with StatusMirror(endpoint=remote.request, curve=curve) as mirror:
         mirror.start(timeout=5.0)
         assert mirror.synced and mirror.state.epoch == hello["epoch"]
         mirror.client.close()
-    denied = load_client_keys(remote.unknown, str(remote.server_key_file))  # type: ignore[attr-defined]
+    denied = load_client_keys(remote.unknown, str(remote.server_key_file))
 
     async def refused() -> None:
         async with AsyncClient(endpoint=remote.request, curve=denied, timeout=SILENCE) as client:
@@ -206,16 +228,16 @@ def test_library_clients_from_key_files(remote: Remote) -> None:
 
 
 def test_unknown_key_gets_no_reply_and_no_event(remote: Remote) -> None:
-    refused = remote.client(remote.unknown, timeout=SILENCE)  # type: ignore[attr-defined]
+    refused = remote.client(remote.unknown, timeout=SILENCE)
     with pytest.raises(DaemonUnreachable, match=r"authorized_keys\.d") as caught:
         refused.daemon_ping()
     assert "refused this client's CURVE key" in str(caught.value)
-    allowed = load_client_keys(remote.allowed, str(remote.server_key_file))  # type: ignore[attr-defined]
-    denied = load_client_keys(remote.unknown, str(remote.server_key_file))  # type: ignore[attr-defined]
+    allowed = load_client_keys(remote.allowed, str(remote.server_key_file))
+    denied = load_client_keys(remote.unknown, str(remote.server_key_file))
     good, bad = remote.sub(allowed), remote.sub(denied)
     assert heartbeat_within(good, SILENCE)
     assert not bad.poll(int(1000 * SILENCE), zmq.POLLIN)
-    assert "refused a CURVE client" in remote.daemon.log()
+    assert logged(remote.daemon, "refused a CURVE client")
 
 
 def test_plaintext_client_gets_nothing(remote: Remote) -> None:
@@ -230,14 +252,14 @@ def test_plaintext_client_gets_nothing(remote: Remote) -> None:
     request = envelope.request("plain-1", "daemon.ping", None)
     dealer.send_multipart([b"", pack(request)], flags=zmq.NOBLOCK)
     sub = remote.sub(None)
-    good = remote.sub(load_client_keys(remote.allowed, str(remote.server_key_file)))  # type: ignore[attr-defined]
+    good = remote.sub(load_client_keys(remote.allowed, str(remote.server_key_file)))
     assert heartbeat_within(good, SILENCE)
     assert not dealer.poll(int(1000 * SILENCE), zmq.POLLIN)
     assert not sub.poll(0, zmq.POLLIN)
 
 
 def test_wrong_server_key_gets_nothing(remote: Remote) -> None:
-    curve = load_client_keys(remote.allowed, str(remote.server_key_file))  # type: ignore[attr-defined]
+    curve = load_client_keys(remote.allowed, str(remote.server_key_file))
     other_public, _ = zmq.curve_keypair()
     curve["server_key"] = other_public
     client = Client(remote.daemon.runtime, endpoint=remote.request, curve=curve, timeout=SILENCE)
@@ -260,7 +282,7 @@ def test_removed_key_refused_after_reload(remote: Remote) -> None:
         # Added: allowed after the reload, for a new connection.
         shutil.copy(grace.with_suffix(".key"), remote.authorized / "grace.key")
         local.daemon_reload()
-        ada = remote.client(remote.allowed, timeout=10.0, retries=4)  # type: ignore[attr-defined]
+        ada = remote.client(remote.allowed, timeout=10.0, retries=4)
         kept = remote.client(grace, timeout=10.0, retries=4)
         assert ada.daemon_ping() is not None
         assert kept.daemon_ping() is not None
@@ -274,7 +296,7 @@ def test_removed_key_refused_after_reload(remote: Remote) -> None:
         kept.call("daemon.ping", timeout=SILENCE)
     # The allowed key's old connection reconnects by itself, and a new one works.
     assert ada.daemon_ping() is not None
-    assert remote.client(remote.allowed).daemon_ping() is not None  # type: ignore[attr-defined]
+    assert remote.client(remote.allowed).daemon_ping() is not None
 
 
 def test_bad_key_file_is_reported_and_skipped(remote: Remote) -> None:
@@ -283,7 +305,7 @@ def test_bad_key_file_is_reported_and_skipped(remote: Remote) -> None:
         report = local.daemon_reload()
     assert not report["ok"]
     assert any(e["file"].endswith("broken.key") for e in report["errors"])
-    assert remote.client(remote.allowed).daemon_ping() is not None  # type: ignore[attr-defined]
+    assert remote.client(remote.allowed).daemon_ping() is not None
 
 
 # --- start-up refusals ---------------------------------------------------------------------
@@ -305,6 +327,14 @@ def test_curve_false_refuses_to_start(make_daemon: DaemonFactory) -> None:
     line = config.splitlines().index("curve = false") + 1
     assert f"mapid.toml:{line}: [remote] curve = false is refused" in log
     assert not (daemon.runtime / "mapid.json").exists()
+    checked = subprocess.run(
+        [sys.executable, "-m", "mapid", "check-config", str(daemon.config_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 1
+    assert f"mapid.toml:{line}: [remote] curve = false is refused" in checked.stderr
 
 
 def test_loose_secret_key_refuses_to_start(remote: Remote) -> None:
@@ -386,10 +416,10 @@ def test_mapictl_keys_new_and_remote_commands(remote: Remote, tmp_path: Path) ->
     assert f"at {remote.request}" in ping.stdout
     status = mapictl(*remote_args, "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["daemon"]["pid"] == remote.daemon.proc.pid  # type: ignore[union-attr]
+    assert json.loads(status.stdout)["daemon"]["pid"] == remote.pid
     # --endpoint also names a local ipc socket, which needs no key.
-    local = mapictl("--endpoint", f"ipc://{remote.daemon.runtime}/request.sock", "ping")
-    assert local.returncode == 0, local.stderr
+    via_ipc = mapictl("--endpoint", f"ipc://{remote.daemon.runtime}/request.sock", "ping")
+    assert via_ipc.returncode == 0, via_ipc.stderr
     # The events endpoint from the environment; the key as a Z85 string.
     env = {
         "MAPID_ENDPOINT": remote.request,

@@ -45,7 +45,8 @@ AUTHORIZED_DIR = "authorized_keys.d"
 HEARTBEAT_IVL_MS = 5_000
 HEARTBEAT_TIMEOUT_MS = 15_000
 DENIAL_LOG_INTERVAL = 60.0
-"""A refused client retries; log each refused key at most once a minute."""
+"""Clients reconnect; log each key's handshakes at most once a minute."""
+LOGGED_KEYS_MAX = 1_000
 REBIND_TRIES = 50
 
 
@@ -109,23 +110,34 @@ def read_authorized(directory: Path) -> tuple[dict[bytes, str], list[ConfigProbl
 
 
 class _Authenticator(AsyncioAuthenticator):
-    """pyzmq's authenticator with the key file's name as User-Id and refusals logged."""
+    """pyzmq's authenticator with the key file's name as User-Id, and every handshake it
+    judged logged (at most once a minute per key: a client may reconnect often)."""
 
     def __init__(self, context: zmq.asyncio.Context) -> None:
         super().__init__(context, log=logging.getLogger("mapid.daemon.zap"))
         self.names: dict[bytes, str] = {}
-        self._refused_at: dict[bytes, float] = {}
+        self._logged_at: dict[tuple[bytes, bool], float] = {}
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         return self.names.get(z85.encode(client_public_key), "?")
 
+    def _first_in_a_while(self, key: bytes, allowed: bool) -> bool:
+        now = time.monotonic()
+        if len(self._logged_at) > LOGGED_KEYS_MAX:  # strangers' keys must not pile up
+            self._logged_at.clear()
+        last = self._logged_at.get((key, allowed))
+        if last is not None and now - last < DENIAL_LOG_INTERVAL:
+            return False
+        self._logged_at[(key, allowed)] = now
+        return True
+
     async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
         allowed, reason = await super()._authenticate_curve(domain, client_key)
-        if not allowed:
-            key = z85.encode(client_key)
-            now = time.monotonic()
-            if now - self._refused_at.get(key, -DENIAL_LOG_INTERVAL) >= DENIAL_LOG_INTERVAL:
-                self._refused_at[key] = now
+        key = z85.encode(client_key)
+        if self._first_in_a_while(key, allowed):
+            if allowed:
+                log.info("CURVE client %s connected (key %s)", self.names.get(key), key.decode())
+            else:
                 log.warning(
                     "refused a CURVE client: key %s is not in %s", key.decode(), AUTHORIZED_DIR
                 )
