@@ -149,7 +149,7 @@ def units(
     try:
         programs = unit_text.installed_programs()
         if system:
-            unit_text.check_system_install(programs)
+            programs = unit_text.system_programs(programs)
     except unit_text.UnitError as exc:
         typer.echo(f"mapid units: {exc}", err=True)
         raise typer.Exit(1) from None

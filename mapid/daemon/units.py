@@ -192,16 +192,40 @@ def installed_programs(argv0: str | None = None) -> Programs:
 _HIDDEN_FROM_SYSTEM = (Path("/home"), Path("/root"), Path("/run/user"))
 
 
-def check_system_install(programs: Programs) -> None:
-    """The system unit hides home directories (ProtectHome=yes): mapid must live elsewhere."""
-    for program in (programs.mapid, programs.mapictl):
-        real = Path(os.path.realpath(program))
+def _interpreter(script: Path) -> str | None:
+    """The program a console script's `#!` line runs, if it has one."""
+    try:
+        with script.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    return words[0] if words else None
+
+
+def system_programs(programs: Programs) -> Programs:
+    """The programs for the system unit: symbolic links resolved, outside home directories.
+
+    The system unit hides home directories (ProtectHome=yes), so a ~/.local/bin link to a
+    venv elsewhere is replaced by its target, and an install under a home (or a venv made
+    from a Python under one, such as pyenv's) is refused.
+    """
+    real = Programs(os.path.realpath(programs.mapid), os.path.realpath(programs.mapictl))
+    needed = [real.mapid, real.mapictl]
+    interpreter = _interpreter(Path(real.mapid))
+    if interpreter is not None:  # a venv's python links to the Python it was made from
+        needed.append(os.path.realpath(interpreter))
+    for program in needed:
         for hidden in _HIDDEN_FROM_SYSTEM:
-            if real.is_relative_to(hidden):
+            if Path(program).is_relative_to(hidden):
                 raise UnitError(
-                    f"{program} is under {hidden} ({real}), which the system unit cannot "
-                    "see (ProtectHome=yes); install mapid outside home directories, e.g. "
-                    "`python3 -m venv /opt/mapid && /opt/mapid/bin/pip install mapid` or "
+                    f"{program} is under {hidden}, which the system unit cannot see "
+                    "(ProtectHome=yes); install mapid and its Python outside home "
+                    "directories, e.g. "
+                    "`/usr/bin/python3 -m venv /opt/mapid && /opt/mapid/bin/pip install mapid` or "
                     "`pipx install --global mapid`, and run that install's `mapid units "
                     "--system`"
                 )
+    return real
