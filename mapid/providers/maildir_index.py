@@ -533,8 +533,7 @@ class FolderIndex:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     return None  # a directory, a FIFO: not a message
-                with open(fd, "rb", closefd=False) as handle:
-                    head = header_block(handle)
+                head = header_block(fd)
             finally:
                 os.close(fd)
         except FileNotFoundError:

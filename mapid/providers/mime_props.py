@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -190,14 +191,16 @@ def message_class(content_type: str, report_type: str | None) -> str:
 # --- The table's fields, from the header block only ------------------------------------------
 
 
-def header_block(source: str | BinaryIO) -> bytes:
-    """The header block of a message file: everything up to the first empty line."""
+def header_block(source: str | int | BinaryIO) -> bytes:
+    """The header block of a message file (a path, an open descriptor or a file):
+    everything up to the first empty line."""
     if isinstance(source, str):
         with open(source, "rb") as handle:
             return header_block(handle)
+    read = (lambda n: os.read(source, n)) if isinstance(source, int) else source.read
     data = b""
     while len(data) < HEADER_LIMIT:
-        chunk = source.read(_CHUNK)
+        chunk = read(_CHUNK)
         if not chunk:
             break
         start = max(0, len(data) - 3)
