@@ -155,7 +155,9 @@ def write_key_pair(directory: Path, name: str, role: str) -> tuple[Path, Path]:
     (made 0700 if new); existing files are never overwritten."""
     if not name or "/" in name or name.startswith("."):
         raise KeyFileError(f"key name {name!r} must be a plain file name")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not directory.exists():  # an existing directory (--out .) keeps its mode
+        directory.mkdir(mode=0o700, parents=True)
+        os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
     public_path = directory / f"{name}{PUBLIC_SUFFIX}"
     secret_path = directory / f"{name}{SECRET_SUFFIX}"
     for path in (public_path, secret_path):

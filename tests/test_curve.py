@@ -302,7 +302,9 @@ def test_removed_key_refused_after_reload(remote: Remote) -> None:
 def test_bad_key_file_is_reported_and_skipped(remote: Remote) -> None:
     (remote.authorized / "broken.key").write_text('curve\n    public-key = "short"\n')
     with Client(remote.daemon.runtime, timeout=5.0) as local:
+        checked = local.daemon_reload(check=True)
         report = local.daemon_reload()
+    assert not checked["ok"] and checked["errors"] == report["errors"]
     assert not report["ok"]
     assert any(e["file"].endswith("broken.key") for e in report["errors"])
     assert remote.client(remote.allowed).daemon_ping() is not None

@@ -139,6 +139,8 @@ class Daemon:
         self.remote: RemoteAccess | None = None
         """The TCP endpoints with CURVE, when `[remote]` configures them."""
         self.notifier = Notifier()
+        self.log_level_fixed = False
+        """`mapid run --log-level` was given: mapid.toml's log_level does not apply."""
 
     # -- configuration -------------------------------------------------------------------
     def load_initial_config(self) -> None:
@@ -173,6 +175,8 @@ class Daemon:
 
     def _apply_config(self) -> None:
         """Hand the settings that sessions read to their environment."""
+        if not self.log_level_fixed:  # log_level follows the file on reload as well
+            logging.getLogger().setLevel(self.config.log_level.upper())
         env = self.sessions.env
         env.provider_timeout = self.config.provider_timeout
         env.max_handles = self.config.max_handles
@@ -231,12 +235,12 @@ class Daemon:
                     fresh[stem] = self.profile_files[stem]  # keep the last good version
             visible = self.admin.visible(fresh)
             added, removed, changed = diff(self.profiles, visible)
+            if self.remote is not None:  # the allow-list is re-read by every reload
+                problems += await self.remote.reload(config.remote, check=check)
+            elif config.remote is not None and not check:
+                log.warning("[remote] is configured: the TCP endpoints open at the next restart")
             if check:
                 return self._report(added, removed, changed, problems)
-            if self.remote is not None:  # the allow-list is re-read by every reload
-                problems += await self.remote.reload(config.remote)
-            elif config.remote is not None:
-                log.warning("[remote] is configured: the TCP endpoints open at the next restart")
             same_errors = [p.to_wire() for p in problems] == [
                 p.to_wire() for p in self.config_problems
             ]

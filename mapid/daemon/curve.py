@@ -204,12 +204,16 @@ class RemoteAccess:
         self._auth.names = keys
         return problems
 
-    async def reload(self, remote: RemoteConfig | None) -> list[ConfigProblem]:
-        """Re-read the allow-list; drop the remote connections when a key was removed."""
+    async def reload(self, remote: RemoteConfig | None, check: bool = False) -> list[ConfigProblem]:
+        """Re-read the allow-list; drop the remote connections when a key was removed.
+        With `check`, only report the key files' problems."""
+        keys, problems = await asyncio.to_thread(read_authorized, self.authorized_dir)
+        if check:
+            return problems
         if remote != self.remote:
             log.warning("[remote] changed: the TCP endpoints move at the next restart")
         before = set(self.allowed)
-        problems = self._apply(*await asyncio.to_thread(read_authorized, self.authorized_dir))
+        problems = self._apply(keys, problems)
         removed = before - set(self.allowed)
         if removed:
             log.info(
