@@ -168,3 +168,17 @@ def test_no_secret_reaches_the_log_even_at_debug(make_smtp_server: object, tmp_p
     log_text = proc.log()
     assert " DEBUG " in log_text
     assert secret not in log_text
+
+
+def test_log_level_follows_the_file_on_reload(make_daemon: DaemonFactory) -> None:
+    proc = make_daemon(config='default_profile = "alpha"\nwatch = "off"\nlog_level = "warning"\n')
+    client = proc.client()
+    client.daemon_reload()
+    assert " INFO " not in proc.log()
+    (proc.config_dir / "mapid.toml").write_text('default_profile = "alpha"\nwatch = "off"\n')
+    client.daemon_reload()  # log_level left out: back to its default, info
+    deadline = time.monotonic() + 10
+    while "INFO mapid.daemon: reload 3 (request)" not in proc.log():
+        assert time.monotonic() < deadline, proc.log()
+        time.sleep(0.05)
+    assert "reload 2 (request)" not in proc.log()  # that one ran at warning

@@ -57,6 +57,7 @@ def run(
         raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     logs.setup(log_level or "info")
     daemon = Daemon(DaemonConfig.defaults(system))
+    daemon.log_level_fixed = log_level is not None
     daemon.load_initial_config()
     logs.setup(log_level or daemon.config.log_level)
     try:
