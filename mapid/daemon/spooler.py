@@ -225,6 +225,20 @@ class Spooler:
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"spooler-{self.session.id}"
         )
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error(
+            "spooler of session %s stopped on a bug", self.session.id, exc_info=task.exception()
+        )
+        for request in self._flushes:  # nobody waits for a pass that will not come
+            if not request.done.done():
+                request.done.set_exception(
+                    MapiError(ErrorCode.MAPI_E_CALL_FAILED, "the spooler stopped on a bug")
+                )
+        self._flushes.clear()
 
     def kick(self) -> None:
         """Start a pass now (non-blocking); transports in backoff keep waiting."""
@@ -263,6 +277,8 @@ class Spooler:
         transport), sending only what `only` takes when given; returns when it is done."""
         if self._stopping:
             return
+        if self._task is None or self._task.done():
+            raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "the spooler is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flushes.append(_Flush(only.provider_uid if only is not None else None, done))
         self._wake.set()
@@ -706,7 +722,8 @@ def _sender_override(transport: TransportProvider) -> Identity | None:
 
 
 def _seconds(value: float) -> str:
-    return str(math.ceil(value)) if value >= 1 else f"{value:.1f}"
+    """Whole seconds, rounded up; tenths below one second ("0.5")."""
+    return str(math.ceil(value)) if value >= 1 else f"{math.ceil(value * 10) / 10:.1f}"
 
 
 def _reason(exc: BaseException) -> str:
