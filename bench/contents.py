@@ -23,7 +23,7 @@ ratios are mapid's p50 over the scan's. The files are in the page cache for both
 just written), unless `--drop-caches` (root) empties it before the cold open and the scan.
 
     python bench/contents.py [--messages 100000] [--runs 9] [--scan-runs 1] [--keep]
-                             [--drop-caches] [--py-spy out.svg]
+                             [--drop-caches] [--py-spy out.svg [--py-spy-phase pages]]
 """
 
 from __future__ import annotations
@@ -315,7 +315,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drop-caches", action="store_true", help="cold page cache (root)")
     parser.add_argument("--keep", action="store_true", help="keep the daemon's temp dir")
-    parser.add_argument("--py-spy", metavar="OUT", help="profile the daemon's cold open")
+    parser.add_argument("--py-spy", metavar="OUT", help="profile the daemon (py-spy record)")
+    parser.add_argument(
+        "--py-spy-phase",
+        choices=["cold", "restart", "pages"],
+        default="cold",
+        help="which phase --py-spy profiles",
+    )
     args = parser.parse_args()
     handle_sigterm()
     print(f"mapid contents-table benchmark — {time.strftime('%Y-%m-%d %H:%M:%S')} — {machine()}")
@@ -331,21 +337,24 @@ def main() -> None:
             if args.drop_caches:
                 drop_caches()
             daemon.start()
-            with daemon.client(timeout=600.0) as client, py_spy(daemon.pid, args.py_spy):
+            spy = {args.py_spy_phase: args.py_spy}
+            with daemon.client(timeout=600.0) as client, py_spy(daemon.pid, spy.get("cold")):
                 cold = open_inbox(client)
             print_open("1. cold open (index built)", cold, daemon.rss_kb(), built.messages)
 
             daemon.stop()
             daemon.start()
             with daemon.client(timeout=600.0) as client:
-                warm = open_inbox(client)
+                with py_spy(daemon.pid, spy.get("restart")):
+                    warm = open_inbox(client)
                 print_open(
                     "2. re-open after a daemon restart (persisted index)",
                     warm,
                     daemon.rss_kb(),
                     built.messages,
                 )
-                pages = measure_pages(client, warm, args.runs)
+                with py_spy(daemon.pid, spy.get("pages")):
+                    pages = measure_pages(client, warm, args.runs)
                 rss_after = daemon.rss_kb()
             daemon.stop()
 
@@ -438,7 +447,7 @@ def report(pages: dict[str, PageFigures], scans: ScanFigures, built: Built, rss_
         base = baselines.get(name, scan_restricted_ms)
         print(
             f"  {name:<40} {p50:9.1f} {values[-1]:9.1f}  {fig.total:>7}  "
-            f"{p50 / base:.4f}x ({base / p50:.0f} times faster)"
+            f"{p50 / base:.2g}x ({base / p50:.0f} times faster)"
         )
     print(
         f"  {'plain mailbox scan + sort by Date, top 50':<40} {scan_sorted_ms:9.1f} "
