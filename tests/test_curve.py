@@ -340,7 +340,7 @@ def test_curve_false_refuses_to_start(make_daemon: DaemonFactory) -> None:
 
 
 def test_loose_secret_key_refuses_to_start(remote: Remote) -> None:
-    remote.daemon.stop()
+    assert remote.daemon.stop() == 0  # a clean stop with the TCP endpoints and ZAP running
     secret = remote.daemon.state_dir / "curve" / "server.key_secret"
     os.chmod(secret, 0o644)
     log = start_fails(remote.daemon)

@@ -247,5 +247,7 @@ class RemoteAccess:
     def stop(self) -> None:
         """Stop answering ZAP: only once the TCP sockets are closed."""
         if self._auth is not None:
+            if self._auth.zap_socket is not None:  # a reply still queued must not block term()
+                self._auth.zap_socket.setsockopt(zmq.LINGER, 0)
             self._auth.stop()
             self._auth = None
