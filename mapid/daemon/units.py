@@ -56,7 +56,6 @@ USER_TEMPLATE = (
 # To keep it running without a login: loginctl enable-linger "$USER". See docs/admin.md.
 [Unit]
 Description=mapid, the MAPI session service
-Documentation=man:systemd.service(5)
 After=network.target
 
 [Service]
@@ -89,7 +88,6 @@ SYSTEM_TEMPLATE = (
 # Members of the group mapid reach the sockets in /run/mapid. See docs/admin.md.
 [Unit]
 Description=mapid, the MAPI session service (system)
-Documentation=man:systemd.service(5)
 After=network.target nss-user-lookup.target
 
 [Service]
@@ -124,7 +122,8 @@ MemoryDenyWriteExecute=yes
 """
     + _SECCOMP_HARDENING
     + """\
-SystemCallFilter=~@privileged @resources
+# Not ~@resources: gpg (pass, as a password_command) must setrlimit() its core dumps off.
+SystemCallFilter=~@privileged
 
 [Install]
 WantedBy=multi-user.target
