@@ -57,6 +57,9 @@ USER_TEMPLATE = (
 [Unit]
 Description=mapid, the MAPI session service
 After=network.target
+# A daemon that cannot start (its error is in the journal) is not restarted forever.
+StartLimitIntervalSec=60s
+StartLimitBurst=5
 
 [Service]
 ExecStart=@MAPID@ run
@@ -89,6 +92,9 @@ SYSTEM_TEMPLATE = (
 [Unit]
 Description=mapid, the MAPI session service (system)
 After=network.target nss-user-lookup.target
+# A daemon that cannot start (its error is in the journal) is not restarted forever.
+StartLimitIntervalSec=60s
+StartLimitBurst=5
 
 [Service]
 ExecStart=@MAPID@ run --system
