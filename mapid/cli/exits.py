@@ -39,7 +39,8 @@ EXIT_CODES_HELP = """Exit codes:
   2  usage error
   3  not found: MAPI_E_NOT_FOUND, MAPI_E_UNKNOWN_ENTRYID, or a logon
      whose profile does not exist
-  4  daemon unreachable (not running, or a wrong --runtime-dir)
+  4  daemon unreachable (not running, a wrong --runtime-dir or
+     --endpoint, or a remote daemon that refused this CURVE key)
   5  timed out: no answer within --timeout, or MAPI_E_TIMEOUT
 
 With --json an error also goes to stdout as one JSON object {"error": ERROR},
