@@ -261,3 +261,13 @@ def test_mapictl_reload_returns_when_the_reload_is_done(
     assert kinds == ["RELOADING", "READY"], queued
     names = {row["PR_DISPLAY_NAME"] for row in proc.client().profiles_table()["rows"]}
     assert "gamma" in names
+
+
+def test_status_follows_the_sessions(make_daemon: DaemonFactory, listener: NotifyListener) -> None:
+    proc = make_daemon(env={"NOTIFY_SOCKET": listener.address})
+    assert listener.next(has("READY"))["STATUS"] == "0 sessions, config gen 1"
+    client = proc.client()
+    logon = client.session_logon("alpha", ["MAPI_NEW_SESSION"])
+    assert listener.next(lambda d: d.get("STATUS", "").startswith("1 session,"))
+    client.session_logoff(logon["token"])
+    assert listener.next(lambda d: d.get("STATUS", "").startswith("0 sessions,"))
