@@ -257,10 +257,12 @@ elif libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) & PR_MDWE_REFUSE_EXEC_GAIN:
 def test_the_daemon_works_under_memory_deny_write_execute(
     make_daemon: DaemonFactory, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
-    """MemoryDenyWriteExecute=yes (system unit) is the kernel's MDWE: the daemon, pyzmq,
-    msgpack, watchdog's inotify, vobject, the Maildir and smtplib all run under it. The
-    kernel's own prctl(PR_SET_MDWE) stands in for systemd here and binds the daemon from
-    its first instruction of Python (sitecustomize) on."""
+    """MemoryDenyWriteExecute=yes (system unit): the daemon, pyzmq, msgpack, watchdog's
+    inotify, vobject, the Maildir and smtplib all run without writable executable memory.
+    The kernel's prctl(PR_SET_MDWE), which newer systemd uses for the option, stands in for
+    systemd here and binds the daemon from Python's start (sitecustomize) on. systemd 252
+    applies a seccomp filter instead that also refuses mprotect(PROT_EXEC) on memory that
+    is executable already; nothing in the daemon calls it (ld.so maps code with mmap)."""
     modules = tmp_path / "mdwe"
     modules.mkdir()
     (modules / "sitecustomize.py").write_text(MDWE_SITECUSTOMIZE)
