@@ -19,6 +19,7 @@ from mapid.daemon import logs
 from mapid.daemon import units as unit_text
 from mapid.daemon.app import Daemon, StartupError
 from mapid.daemon.config import LOG_LEVELS, DaemonConfig, load_daemon_config
+from mapid.daemon.curve import AUTHORIZED_DIR, read_authorized
 from mapid.daemon.profiles import read_profiles
 
 log = logging.getLogger("mapid.daemon")
@@ -127,6 +128,8 @@ def check_config(
     config, problems = load_daemon_config(base)
     profiles, profile_problems = read_profiles(config.profiles_dir)
     problems += profile_problems
+    if config.remote is not None:  # the CURVE allow-list, as a reload would read it
+        problems += read_authorized(config.config_dir / AUTHORIZED_DIR)[1]
     for problem in problems:
         typer.echo(str(problem), err=True)
     typer.echo(
