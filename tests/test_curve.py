@@ -299,6 +299,37 @@ def test_removed_key_refused_after_reload(remote: Remote) -> None:
     assert remote.client(remote.allowed).daemon_ping() is not None
 
 
+def test_removed_key_shut_out_without_reload_while_watching(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """With the watcher on, authorized_keys.d/ is looked at by itself: no reload needed."""
+    port = free_port_pair()
+    request, events = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
+    config = remote_config(request, events).replace('watch = "off"', 'watch = "poll"')
+    daemon = make_daemon(config=config, start=False)
+    found = Remote(daemon, request, events, tmp_path / "client-keys")
+    grace = found.new_key("grace", allow=True)
+    daemon.start()
+    try:
+        client = found.client(grace, timeout=10.0, retries=4)
+        assert client.daemon_ping() is not None
+        (found.authorized / "grace.key").unlink()
+        deadline = time.monotonic() + 15.0
+        while True:
+            assert time.monotonic() < deadline, "the removed key still reaches the daemon"
+            try:
+                client.call("daemon.ping", timeout=0.5)
+            except DaemonUnreachable as exc:
+                assert "refused this client's CURVE key" in str(exc)
+                break
+            except RequestTimedOut:
+                pass
+            time.sleep(0.1)
+        assert logged(daemon, "authorized_keys.d changed: 0 key(s) allowed")
+    finally:
+        found.close()
+
+
 def test_bad_key_file_is_reported_and_skipped(remote: Remote) -> None:
     (remote.authorized / "broken.key").write_text('curve\n    public-key = "short"\n')
     with Client(remote.daemon.runtime, timeout=5.0) as local:

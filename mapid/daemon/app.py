@@ -375,7 +375,11 @@ class Daemon:
             os.chmod(path, 0o660 if self.config.system else 0o600)
         if self.config.remote is not None:  # after the ipc binds: those stay without CURVE
             self.remote = RemoteAccess(
-                self._ctx, self.config.remote, self.config.state_dir, self.config.config_dir
+                self._ctx,
+                self.config.remote,
+                self.config.state_dir,
+                self.config.config_dir,
+                watch_keys=self.config.watch != "off",
             )
             try:
                 for problem in self.remote.start(router, xpub):

@@ -48,6 +48,8 @@ DENIAL_LOG_INTERVAL = 60.0
 """Clients reconnect; log each key's handshakes at most once a minute."""
 LOGGED_KEYS_MAX = 1_000
 REBIND_TRIES = 50
+KEYS_POLL_S = 1.0
+"""How often authorized_keys.d/ is looked at between reloads."""
 
 
 class CurveError(Exception):
@@ -109,6 +111,28 @@ def read_authorized(directory: Path) -> tuple[dict[bytes, str], list[ConfigProbl
     return keys, problems
 
 
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int, int, int], ...]:
+    """What changes when a key file in `directory` is added, removed, edited or chmod-ed."""
+    try:
+        found = [directory, *directory.glob(f"*{curve_keys.PUBLIC_SUFFIX}")]
+        return tuple(
+            sorted(
+                (p.name, s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size)
+                for p in found
+                if (s := _stat(p)) is not None
+            )
+        )
+    except OSError:
+        return ()
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
 class _Authenticator(AsyncioAuthenticator):
     """pyzmq's authenticator with the key file's name as User-Id, and every handshake it
     judged logged (at most once a minute per key: a client may reconnect often)."""
@@ -148,9 +172,20 @@ class RemoteAccess:
     """The TCP endpoints of one daemon: keys, ZAP, binding, and re-reading the allow-list."""
 
     def __init__(
-        self, ctx: zmq.asyncio.Context, remote: RemoteConfig, state_dir: Path, config_dir: Path
+        self,
+        ctx: zmq.asyncio.Context,
+        remote: RemoteConfig,
+        state_dir: Path,
+        config_dir: Path,
+        *,
+        watch_keys: bool = True,
     ) -> None:
+        """With `watch_keys` (mapid.toml's watch is not "off") the allow-list is also
+        re-read when a file in authorized_keys.d/ changes, within KEYS_POLL_S."""
         self.remote = remote
+        self.watch_keys = watch_keys
+        self._watch_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
         """What was bound at start; a reload does not move the endpoints."""
         self._ctx = ctx
         self.state_dir = state_dir
@@ -195,6 +230,8 @@ class RemoteAccess:
             resolved = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._bound.append((sock, endpoint, resolved))
             log.info("listening on %s with CURVE", endpoint)
+        if self.watch_keys:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
         return problems
 
     def _apply(self, keys: dict[bytes, str], problems: list[ConfigProblem]) -> list[ConfigProblem]:
@@ -212,6 +249,12 @@ class RemoteAccess:
             return problems
         if remote != self.remote:
             log.warning("[remote] changed: the TCP endpoints move at the next restart")
+        async with self._lock:
+            return await self._take(keys, problems)
+
+    async def _take(
+        self, keys: dict[bytes, str], problems: list[ConfigProblem]
+    ) -> list[ConfigProblem]:
         before = set(self.allowed)
         problems = self._apply(keys, problems)
         removed = before - set(self.allowed)
@@ -221,6 +264,23 @@ class RemoteAccess:
             )
             problems += await self._rebind()
         return problems
+
+    async def _watch(self) -> None:
+        """Poll authorized_keys.d/ (a few stats): a removed key is shut out without a reload,
+        also on file systems without inotify."""
+        seen = await asyncio.to_thread(_fingerprint, self.authorized_dir)
+        while True:
+            await asyncio.sleep(KEYS_POLL_S)
+            now = await asyncio.to_thread(_fingerprint, self.authorized_dir)
+            if now == seen:
+                continue
+            seen = now
+            keys, problems = await asyncio.to_thread(read_authorized, self.authorized_dir)
+            async with self._lock:
+                problems = await self._take(keys, problems)
+            log.info("%s changed: %d key(s) allowed", self.authorized_dir, len(self.allowed))
+            for problem in problems:
+                log.error("configuration: %s", problem)
 
     async def _rebind(self) -> list[ConfigProblem]:
         problems: list[ConfigProblem] = []
@@ -246,6 +306,9 @@ class RemoteAccess:
 
     def stop(self) -> None:
         """Stop answering ZAP: only once the TCP sockets are closed."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         if self._auth is not None:
             if self._auth.zap_socket is not None:  # a reply still queued must not block term()
                 self._auth.zap_socket.setsockopt(zmq.LINGER, 0)
