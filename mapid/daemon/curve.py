@@ -9,7 +9,8 @@ publisher do not know the difference.
 ZAP answers from pyzmq's asyncio authenticator on the daemon's loop. It is started before
 the first TCP bind and stopped after the sockets close: libzmq lets any key in while no ZAP
 handler is bound. The allow-list is `authorized_keys.d/*.key` under the configuration
-directory, read at start and on every reload. CURVE authenticates a connection once, at its
+directory, read at start, on every reload and, unless `watch = "off"`, whenever a look
+every second finds the directory changed. CURVE authenticates a connection once, at its
 handshake, so when a reload finds a key gone the TCP endpoints are unbound and bound again:
 that drops every remote connection, and the clients whose keys are still allowed reconnect
 by themselves (ZeroMQ reconnects; the request ids and the reply cache make a resend safe).
