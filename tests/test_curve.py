@@ -339,13 +339,13 @@ def test_bad_key_file_is_reported_and_skipped(remote: Remote) -> None:
     assert not report["ok"]
     assert any(e["file"].endswith("broken.key") for e in report["errors"])
     assert remote.client(remote.allowed).daemon_ping() is not None
-    checked = subprocess.run(
+    offline = subprocess.run(
         [sys.executable, "-m", "mapid", "check-config", str(remote.daemon.config_dir)],
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert checked.returncode == 1 and "broken.key" in checked.stderr
+    assert offline.returncode == 1 and "broken.key" in offline.stderr
 
 
 # --- start-up refusals ---------------------------------------------------------------------
