@@ -162,6 +162,11 @@ def heartbeat_within(sock: zmq.Socket[Any], seconds: float) -> bool:
     return False
 
 
+def test_libzmq_has_curve() -> None:
+    """pyzmq's wheels bundle a libzmq with CURVE; a build without it must fail loudly here."""
+    assert zmq.has("curve")
+
+
 # --- the daemon's keys and the connection file --------------------------------------------
 
 
