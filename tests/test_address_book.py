@@ -229,6 +229,19 @@ def test_one_off_for_smtp_addresses_nobody_knows(books: DaemonProc) -> None:
     assert eid.parse_one_off(known["PR_ENTRYID"]) is None
 
 
+def test_a_whole_address_never_resolves_to_a_longer_one(books: DaemonProc) -> None:
+    """A substring of Ada's address ("da@example.org") must not send her the mail."""
+    client = books.client()
+    token = logon(client)
+    handle = book(client, token)
+    (row,) = resolve(client, token, handle, "da@example.org")
+    assert row["PR_EMAIL_ADDRESS"] == "da@example.org"
+    assert eid.parse_one_off(row["PR_ENTRYID"]) is not None
+    (exact,) = resolve(client, token, handle, "ADA@example.org")
+    assert eid.parse_one_off(exact["PR_ENTRYID"]) is None
+    assert exact["PR_EMAIL_ADDRESS"].casefold() == "ada@example.org"
+
+
 def test_resolve_names_arguments(client: Client) -> None:
     token = logon(client)
     handle = book(client, token)

@@ -227,6 +227,8 @@ def config_lines(config: Mapping[str, Any]) -> list[Text]:
     lines = [line]
     if config.get("watcher_warning"):
         lines.append(Text(f"  warning: {config['watcher_warning']}", style="yellow"))
+    if config.get("mail_watcher_warning"):
+        lines.append(Text(f"  mail folders: {config['mail_watcher_warning']}", style="yellow"))
     for err in errors:
         if isinstance(err, Mapping):
             where = str(err.get("file", "?"))

@@ -163,6 +163,19 @@ class AddressBook(Container):
         resolved: list[dict[str, Any]] = []
         failed: dict[str, dict[str, Any]] = {}
         for name in names:
+            address = smtp_address(name.strip())
+            if address is not None:
+                # A whole address ("x@y", "Name <x@y>") names that address and nothing
+                # else: the contact that has exactly it, else a one-off. A substring match
+                # ("da@example.org" in "ada@example.org") would send to the wrong person.
+                known = [
+                    row
+                    for row in await self._candidates(address[1])
+                    if _has_address(row, address[1])
+                ]
+                row = known[0] if known else one_off_row(*address)
+                resolved.append(as_recipient(row))
+                continue
             candidates = await self._candidates(name.strip())
             if len(candidates) == 1:
                 resolved.append(as_recipient(candidates[0]))
@@ -175,15 +188,6 @@ class AddressBook(Container):
                 }
                 if len(candidates) > MAX_CANDIDATES:
                     failed[name]["more"] = len(candidates) - MAX_CANDIDATES
-                continue
-            address = smtp_address(name.strip())
-            if address is not None:
-                # "Grace <grace@example.org>": the contact with that address, if one has it.
-                known = await self._candidates(address[1]) if address[1] != name.strip() else []
-                if len(known) == 1 and _has_address(known[0], address[1]):
-                    resolved.append(as_recipient(known[0]))
-                else:
-                    resolved.append(as_recipient(one_off_row(*address)))
                 continue
             failed[name] = {"code": ErrorCode.MAPI_E_NOT_FOUND.name}
         if not failed:

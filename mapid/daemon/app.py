@@ -29,6 +29,7 @@ from mapid.constants import LogonFlags
 from mapid.daemon import default_profile, ops, runtime_dir
 from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
 from mapid.daemon.curve import CurveError, RemoteAccess
+from mapid.daemon.file_watch import shared_watcher
 from mapid.daemon.profile_admin import ProfileAdmin
 from mapid.daemon.profile_sections import SectionLocks
 from mapid.daemon.profiles import Profile, diff, read_profiles
@@ -182,6 +183,8 @@ class Daemon:
         env.max_handles = self.config.max_handles
         env.spooler_retry_s = self.config.spooler_retry_s
         env.spooler_retry_max_s = self.config.spooler_retry_max_s
+        # Providers' directory watches (Maildir new/, vCard folders) follow `watch` too.
+        shared_watcher().set_polling(self.config.watch == "poll")
 
     def config_info(self) -> dict[str, Any]:
         watcher = self.watcher
@@ -190,6 +193,8 @@ class Daemon:
             "last_reload": self.last_reload,
             "watcher": watcher.mode if watcher is not None else "off",
             "watcher_warning": watcher.warning if watcher is not None else None,
+            "mail_watcher": shared_watcher().mode,
+            "mail_watcher_warning": shared_watcher().warning,
         }
 
     def capabilities(self) -> list[str]:

@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 
 from mapid import envelope
-from mapid.codec import MAX_PAYLOAD, CodecError, pack, salvage_id, unpack, valid_id
+from mapid.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
 from mapid.daemon import logs
 from mapid.daemon.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
 from mapid.daemon.session_manager import SessionManager
@@ -301,6 +301,18 @@ class RequestServer:
                 "ask for fewer rows or columns (limit, offset, columns)",
             )
             return self._error(req_id, error)
+        if len(data) > MAX_STR:
+            # Only a reply this big can hold a value over the 1 MiB limit; decoding it as a
+            # client would is the one check that cannot disagree with the client.
+            try:
+                unpack(data)
+            except CodecError as exc:
+                error = MapiError(
+                    ErrorCode.MAPI_E_TOO_BIG,
+                    f"the reply breaks a limit of PROTOCOL.md 2 ({exc}); ask for fewer "
+                    "columns or rows, or leave the large property out",
+                )
+                return self._error(req_id, error)
         return data
 
     def _release(self, identity: bytes) -> None:
