@@ -701,3 +701,23 @@ def test_a_transport_that_crashes_is_a_temporary_failure_without_failover(
     # failure of it is retried, never handed to the next transport.
     assert server.messages == []
     assert [r["PR_SUBJECT"] for r in mail.contents("Outbox")] == ["Held by a bug"]
+
+
+def test_sigterm_while_the_server_is_silent_stops_at_once_and_keeps_the_message(
+    make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer
+) -> None:
+    """A server that says nothing must not hold the stop for the SMTP time-out (30 s)."""
+    profile = mail_profile(tmp_path / "a", server, autologon=True)
+    proc = make_daemon(profiles={"alpha": profile})
+    mail = Mail.logon(proc.client(), flags=[])
+    server.stall("DATA", 60)
+    mail.send("held by a silent server", to=[GRACE])
+    server.wait_connections(1)
+    # DESIGN.md 10: SIGTERM ends the daemon within 5 s (proc.stop kills and raises if not).
+    assert proc.stop(signal.SIGTERM, timeout=5) == 0
+    maildir = tmp_path / "a" / "Mail"
+    assert _subjects(maildir / ".Outbox") == {"held by a silent server"}
+    server.accept_all()
+    proc.start()
+    wait_for("sent after the restart", lambda: not _subjects(maildir / ".Outbox"))
+    assert _subjects(maildir / ".Sent") == {"held by a silent server"}

@@ -148,6 +148,8 @@ class SmtpTransport(TransportProvider):
         super().__init__(support)
         self._settings: SmtpSettings | None = None
         self._conn: smtplib.SMTP | None = None
+        self._connecting: smtplib.SMTP | None = None
+        """The connection a worker thread is opening, so logoff can cut it short."""
         self._last_used = 0.0
         self._tls: ssl.SSLContext | None = None
         self._secret: str | None = None
@@ -199,6 +201,11 @@ class SmtpTransport(TransportProvider):
         self._status = self._ready_text()
 
     async def logoff(self) -> None:
+        if self._lock.locked():
+            # A worker thread is talking to the server; a silent server would hold it (and
+            # so the daemon's stop) for the whole time-out. Cutting the socket ends it now;
+            # the message it was sending stays queued.
+            self._abort_wire()
         async with self._lock:
             await self._drop()
         if self._idle_task is not None:
@@ -206,6 +213,14 @@ class SmtpTransport(TransportProvider):
         self._secret = None
 
     # -- the connection ------------------------------------------------------------------
+    def _abort_wire(self) -> None:
+        """Shut down the sockets in use, which wakes a thread blocked on them (OSError)."""
+        for conn in (self._conn, self._connecting):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
     async def _drop(self) -> None:
         """Close the connection (QUIT, then the socket). Call with the lock held."""
         if self._idle is not None:
@@ -257,13 +272,15 @@ class SmtpTransport(TransportProvider):
             context.verify_mode = ssl.CERT_REQUIRED
             self._tls = context
         conn: smtplib.SMTP
+        # Made unconnected and then connected, so that _abort_wire can reach its socket
+        # while the greeting, STARTTLS or AUTH is still under way.
         if s.security == "tls":
-            conn = smtplib.SMTP_SSL(
-                s.host, s.port, local_hostname=s.helo, timeout=s.timeout, context=self._tls
-            )
+            conn = smtplib.SMTP_SSL(local_hostname=s.helo, timeout=s.timeout, context=self._tls)
         else:
-            conn = smtplib.SMTP(s.host, s.port, local_hostname=s.helo, timeout=s.timeout)
+            conn = smtplib.SMTP(local_hostname=s.helo, timeout=s.timeout)
+        self._connecting = conn
         try:
+            conn.connect(s.host, s.port)
             conn.ehlo_or_helo_if_needed()
             if s.security == "starttls":
                 if not conn.has_extn("starttls"):
@@ -280,6 +297,8 @@ class SmtpTransport(TransportProvider):
         except BaseException:
             _close(conn)
             raise
+        finally:
+            self._connecting = None
         return conn
 
     def _usable(self, password: str | None) -> tuple[smtplib.SMTP, bool]:
