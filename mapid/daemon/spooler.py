@@ -384,7 +384,11 @@ class Spooler:
         if store is None:
             self._enter(SpoolerState.IDLE, "idle")  # no store, no Outbox: nothing to send
             return
-        uid = eid.uid_of(store.store_entryid())
+        try:
+            uid = eid.uid_of(store.store_entryid())
+        except MapiError as exc:  # a store that keeps no queue (no entry ID, no Outbox)
+            self._enter(SpoolerState.IDLE, f"idle: the default store queues nothing ({exc})")
+            return
         if not self._claim(uid):
             owner = self.session.env.queue_claims.owner(uid)
             who = owner.label if owner is not None else "another session"

@@ -278,6 +278,8 @@ class SmtpTransport(TransportProvider):
             conn = smtplib.SMTP_SSL(local_hostname=s.helo, timeout=s.timeout, context=self._tls)
         else:
             conn = smtplib.SMTP(local_hostname=s.helo, timeout=s.timeout)
+        # smtplib takes the TLS server name from `_host`, which only its constructor sets.
+        conn._host = s.host  # type: ignore[attr-defined]
         self._connecting = conn
         try:
             conn.connect(s.host, s.port)
@@ -347,8 +349,15 @@ class SmtpTransport(TransportProvider):
         except BaseException:
             self._lock.release()
             raise
-        future.add_done_callback(lambda _done: self._lock.release())
+        future.add_done_callback(self._thread_done)
         return await asyncio.shield(future)
+
+    def _thread_done(self, future: asyncio.Future[Any]) -> None:
+        """Free the connection; a result nobody waits for any more (the caller timed out or
+        logoff cut the socket) is read here, so asyncio does not log it as lost."""
+        self._lock.release()
+        if not future.cancelled():
+            future.exception()
 
     def _send_blocking(self, message: OutgoingMessage, password: str | None) -> SendResult:
         try:
