@@ -28,7 +28,7 @@ import zmq.asyncio
 from mapid import envelope
 from mapid.codec import CodecError, pack, unpack
 from mapid.errors import DaemonUnreachable, ErrorCode, MapidError, MapiError, RequestTimedOut
-from mapid.paths import ConnectionInfo, read_connection_file, runtime_dir
+from mapid.paths import ConnectionInfo, client_runtime_dir, read_connection_file
 from mapid.remote import KEY_HINT, HandshakeWatch, apply_curve
 
 DEFAULT_TIMEOUT = 10.0
@@ -52,7 +52,7 @@ def resolve_connection(
 
     With an explicit endpoint the local connection file describes that daemon only when it
     names the same endpoint (a remote daemon's pid means nothing here)."""
-    directory = Path(runtime) if runtime is not None else runtime_dir()
+    directory = Path(runtime) if runtime is not None else client_runtime_dir()
     info = read_connection_file(directory)
     if endpoint is not None:
         return endpoint, info if info is not None and info.request == endpoint else None, directory

@@ -41,6 +41,18 @@ def runtime_dir(system: bool = False) -> Path:
     return Path(f"/tmp/mapid-{os.getuid()}")
 
 
+def client_runtime_dir() -> Path:
+    """Where a client finds the daemon: `$MAPID_RUNTIME_DIR`; else the user's daemon, or the
+    machine's (/run/mapid) when only that one runs and this user may read its connection
+    file (a member of group `mapid`)."""
+    mine = runtime_dir()
+    if os.environ.get("MAPID_RUNTIME_DIR") or (mine / CONNECTION_FILE).exists():
+        return mine
+    if os.access(SYSTEM_RUNTIME_DIR / CONNECTION_FILE, os.R_OK):
+        return SYSTEM_RUNTIME_DIR
+    return mine
+
+
 def config_dir(system: bool = False) -> Path:
     override = os.environ.get("MAPID_CONFIG_DIR")
     if override:

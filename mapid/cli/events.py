@@ -25,7 +25,7 @@ from mapid.client import probe
 from mapid.codec import CodecError
 from mapid.constants import LogonFlags, flag_names
 from mapid.errors import DaemonUnreachable, RequestTimedOut
-from mapid.paths import read_connection_file, runtime_dir
+from mapid.paths import client_runtime_dir, read_connection_file
 from mapid.remote import KEY_HINT, HandshakeWatch, apply_curve
 
 QUIET_AFTER = 3.0
@@ -172,7 +172,7 @@ def follow(
 ) -> None:
     """Print events under `prefix` until `count` of them were printed (or forever); from
     `events_endpoint` with `curve` keys (a remote daemon) or the connection file's."""
-    directory = runtime if runtime is not None else runtime_dir()
+    directory = runtime if runtime is not None else client_runtime_dir()
     info = read_connection_file(directory) if events_endpoint is None else None
     if info is None and events_endpoint is None:
         raise DaemonUnreachable(

@@ -22,7 +22,7 @@ from mapid.cli.output import console, emit_json, status_renderable, status_view
 from mapid.client import Client
 from mapid.errors import MapidError
 from mapid.mirror import StatusMirror
-from mapid.paths import read_connection_file, runtime_dir
+from mapid.paths import client_runtime_dir, read_connection_file
 
 POLL_INTERVAL = 0.25
 MIRROR_TIMEOUT = 2.0
@@ -42,7 +42,7 @@ class Watch:
         events_endpoint: str | None = None,
     ) -> None:
         """`connect(timeout)` and `events_endpoint` reach a remote daemon (--endpoint)."""
-        self.runtime = runtime if runtime is not None else runtime_dir()
+        self.runtime = runtime if runtime is not None else client_runtime_dir()
         self._new_client = connect or (lambda wait: Client(self.runtime, timeout=wait))
         self.events_endpoint = events_endpoint
         self.timeout = min(timeout, MIRROR_TIMEOUT)
