@@ -10,6 +10,7 @@ no id can be read, a counted drop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections import OrderedDict
@@ -272,6 +273,11 @@ class RequestServer:
             self.cache.forget(key)
             self._release(ctx.identity)
             raise
+        except OSError as exc:
+            error = _os_error(spec.name, exc)
+            if ctx.session is not None:
+                ctx.session.last_error = error
+            data = self._error(ctx.req_id, error)
         except Exception:
             log.exception("op %s failed", spec.name)
             data = self._error(ctx.req_id, _internal(spec.name))
@@ -342,6 +348,23 @@ async def _call(spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> Any:
     if asyncio.iscoroutine(result):
         return await result
     return result
+
+
+_ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _os_error(op: str, exc: OSError) -> MapiError:
+    """A file the daemon may not write (a read-only /etc/mapid under the system unit's
+    ProtectSystem=strict, a folder of another user) is the caller's MAPI_E_NO_ACCESS."""
+    if exc.errno not in _ACCESS_ERRNOS:
+        log.error("op %s failed: %s", op, exc)
+        return _internal(op)
+    where = f" {exc.filename}" if exc.filename else ""
+    return MapiError(
+        ErrorCode.MAPI_E_NO_ACCESS,
+        f"{op}: the daemon cannot write{where} ({exc.strerror}); under the system unit "
+        "/etc/mapid is read-only to the daemon: edit its files as root, then `mapictl reload`",
+    )
 
 
 def _internal(op: str) -> MapiError:
