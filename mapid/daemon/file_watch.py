@@ -49,9 +49,10 @@ log = logging.getLogger("mapid.file_watch")
 WatchCallback = Callable[[set[Path]], None]
 ObserverFactory = Callable[[], BaseObserver]
 
-# Opened and closed-without-write events are left out at the source: reading a message
-# opens it, and that is not a change.
-_EVENT_FILTER: list[type[FileSystemEvent]] = [
+# The event kinds that can mean "content may have changed". Opened, closed-without-write and
+# attribute events are left out at the source: reading a message or hashing a profile opens
+# it, and a touch is not a change. The config watcher (watcher.py) uses the same two tables.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
     FileDeletedEvent,
@@ -62,7 +63,7 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
     DirMovedEvent,
 ]
 
-_LIMIT_ERRNOS = {
+LIMIT_ERRNOS = {
     errno.ENOSPC: "inotify watch limit reached (fs.inotify.max_user_watches)",
     errno.EMFILE: "inotify instance limit reached (fs.inotify.max_user_instances)",
 }
@@ -163,7 +164,7 @@ class DirectoryWatcher:
         try:
             observer = self._ensure_observer()
         except OSError as exc:
-            if exc.errno not in _LIMIT_ERRNOS:
+            if exc.errno not in LIMIT_ERRNOS:
                 raise
             self._fall_back(exc)
             return
@@ -173,10 +174,10 @@ class DirectoryWatcher:
                     _Handler(self, str(watch.path)),
                     str(watch.path),
                     recursive=False,
-                    event_filter=_EVENT_FILTER,
+                    event_filter=EVENT_FILTER,
                 )
             except OSError as exc:
-                if exc.errno in _LIMIT_ERRNOS and self.mode != "polling":
+                if exc.errno in LIMIT_ERRNOS and self.mode != "polling":
                     self._fall_back(exc)
                     return
                 watch.observed = None
@@ -211,10 +212,10 @@ class DirectoryWatcher:
                 _Handler(self, str(watch.path)),
                 str(watch.path),
                 recursive=False,
-                event_filter=_EVENT_FILTER,
+                event_filter=EVENT_FILTER,
             )
         except OSError as exc:
-            if exc.errno not in _LIMIT_ERRNOS or self.mode == "polling":
+            if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
                 if not self._watches:
                     self._stop_observer()
                 raise
@@ -223,12 +224,12 @@ class DirectoryWatcher:
                 _Handler(self, str(watch.path)),
                 str(watch.path),
                 recursive=False,
-                event_filter=_EVENT_FILTER,
+                event_filter=EVENT_FILTER,
             )
 
     def _fall_back(self, exc: OSError) -> None:
         """Replace inotify by polling for every path after a limit error."""
-        reason = _LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
+        reason = LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
         self.warning = f"{reason}; polling provider directories every {self.poll_interval:g} s"
         self.mode = "polling"
         log.warning("directory watcher: %s", self.warning)
@@ -240,7 +241,7 @@ class DirectoryWatcher:
                     _Handler(self, str(watch.path)),
                     str(watch.path),
                     recursive=False,
-                    event_filter=_EVENT_FILTER,
+                    event_filter=EVENT_FILTER,
                 )
             except OSError as again:
                 watch.observed = None

@@ -37,14 +37,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -53,31 +45,13 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from mapid.daemon.config import CONFIG_FILE, PROFILES_DIR
+from mapid.daemon.file_watch import EVENT_FILTER, LIMIT_ERRNOS
 from mapid.daemon.profiles import is_profile_file_name
 
 log = logging.getLogger("mapid.watcher")
 
 OnChange = Callable[[set[Path]], Awaitable[None]]
 ObserverFactory = Callable[[], BaseObserver]
-
-# The event kinds that can mean "content may have changed". Opened, closed-without-write and
-# attribute events are left out at the source: hashing a file opens it, and a touch is not a
-# change.
-_EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileClosedEvent,
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-]
-
-_LIMIT_ERRNOS = {
-    errno.ENOSPC: "inotify watch limit reached (fs.inotify.max_user_watches)",
-    errno.EMFILE: "inotify instance limit reached (fs.inotify.max_user_instances)",
-}
 
 
 def _sha256(path: Path) -> str | None:
@@ -224,7 +198,7 @@ class ConfigWatcher:
             try:
                 self._start_observer(self._observer_factory())
             except OSError as exc:
-                if exc.errno not in _LIMIT_ERRNOS:
+                if exc.errno not in LIMIT_ERRNOS:
                     raise
                 self._fall_back(exc)
         self._task = self._loop.create_task(self._run(), name="mapid-config-watcher")
@@ -261,7 +235,7 @@ class ConfigWatcher:
             self._handler,
             str(path),
             recursive=False,
-            event_filter=_EVENT_FILTER,
+            event_filter=EVENT_FILTER,
             follow_symlink=True,
         )
 
@@ -291,7 +265,7 @@ class ConfigWatcher:
 
     def _fall_back(self, exc: OSError) -> None:
         """Replace the native observer by polling after an inotify limit error."""
-        reason = _LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
+        reason = LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
         self.warning = f"{reason}; polling every {self.poll_interval:g} s"
         self.mode = "polling"
         log.warning("config watcher: %s", self.warning)
@@ -318,7 +292,7 @@ class ConfigWatcher:
         except FileNotFoundError:
             self._profiles_watch = None  # gone again; its deletion event will follow
         except OSError as exc:
-            if exc.errno not in _LIMIT_ERRNOS or self.mode == "polling":
+            if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
                 log.warning("config watcher: cannot watch %s: %s", self.profiles_dir, exc)
                 return
             try:
