@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from smtp_server import SmtpServer, smtp_section
 from typer.testing import CliRunner, Result
 
 from mapid.cli.app import app
@@ -36,6 +35,7 @@ from mapid.cli.mail_session import looks_like_entryid, split_indexed
 from mapid.constants import FlagStatus, MessageFlags, MsgStatus, NotificationEvent
 
 from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
+from smtp_server import SmtpServer, smtp_section
 
 T = TypeVar("T")
 runner = CliRunner()

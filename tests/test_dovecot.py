@@ -22,13 +22,12 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, TypeVar
 
-from dovecot_server import DovecotFactory, DovecotServer, dovecot_fixture  # noqa: F401 (the fixture)
-from smtp_server import SmtpServer, smtp_section
-
 from mapid.client import Client
 from mapid.constants import FlagStatus, MessageFlags
 
 from conftest import DaemonFactory, standard_profile
+from dovecot_server import DovecotFactory, DovecotServer, dovecot_fixture  # noqa: F401 (the fixture)
+from smtp_server import SmtpServer, smtp_section
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from maildir_support import Support
 
 from mapid.constants import (
     MdbFlags,
@@ -31,6 +30,8 @@ from mapid.errors import ErrorCode, MapiError
 from mapid.providers import maildir_index
 from mapid.providers.base import Folder, Message
 from mapid.providers.maildir import MaildirStore, mutf7_decode, mutf7_encode
+
+from provider_support import Support
 
 T = TypeVar("T")
 EV = NotificationEvent
@@ -622,7 +623,7 @@ def test_submit_and_the_spooler_hooks(tmp_path: Path) -> None:
         moved = support.events(EV.fnevObjectMoved)
         assert moved[-1]["entryid"] == sent_eid and moved[-1]["old_entryid"] == queued_eids[0]
 
-        support.notes.clear()
+        support.notifications.clear()
         delivered = await store.deliver(NDR)
         assert [p.parent.name for p in root.glob("new/*")] == ["new"]
         (newmail,) = support.events(EV.fnevNewMail)

@@ -1,7 +1,8 @@
 """Unit tests of the built-in vcard and maildir providers, without a daemon.
 
-`Support` below is a small but real implementation of the ProviderSupport protocol: what a
-provider can see of the daemon, recorded so the tests can check what the provider did.
+`Support` (tests/provider_support.py) is a small but real implementation of the
+ProviderSupport protocol: what a provider can see of the daemon, recorded so the tests can
+check what the provider did.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import mailbox
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +17,6 @@ from typing import Any, TypeVar
 import pytest
 
 from mapid.constants import (
-    NotificationEvent,
     ObjectType,
     ResourceFlags,
     StatusCode,
@@ -30,43 +28,9 @@ from mapid.errors import ErrorCode, MapiError
 from mapid.providers.maildir import MAILDIR_STORE_TYPE, MaildirService, MaildirStore
 from mapid.providers.vcard import VCardAddressBook, VCardService, read_vdir
 
+from provider_support import Support
+
 T = TypeVar("T")
-
-
-@dataclass
-class Support:
-    """ProviderSupport for one provider instance, over a config dict and a config dir."""
-
-    settings: dict[str, Any]
-    config_dir: Path
-    profile_name: str = "test"
-    service_key: str = "svc"
-    service_uid: bytes = b"\x00" * 16
-    provider_uid: bytes = b"\x01" * 16
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("mapid.test"))
-    rows: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
-    uids: list[bytes] = field(default_factory=list)
-
-    def config(self) -> Mapping[str, Any]:
-        return self.settings
-
-    def resolve_path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.config_dir / path
-
-    def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
-        self.rows.append((dict(props), update))
-
-    def set_provider_uid(self, uid: bytes) -> None:
-        self.uids.append(uid)
-
-    def notify(
-        self, event: NotificationEvent, *, entryid: bytes | None = None, **fields: Any
-    ) -> int:
-        return 0
-
-    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
 
 
 VCARD3_TWO = """\

@@ -8,16 +8,13 @@ changes and spooler notifications; passwords come from the daemon's own resolver
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import trustme
-from smtp_server import SmtpServer, password_command_for, smtp_section
 
 from mapid.client import Client
 from mapid.constants import (
@@ -27,7 +24,7 @@ from mapid.constants import (
     StatusCode,
     ValidateStateFlags,
 )
-from mapid.daemon.credentials import MASK, resolve_password
+from mapid.daemon.credentials import MASK
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers import smtp
 from mapid.providers.base import (
@@ -41,6 +38,8 @@ from mapid.providers.base import (
 from mapid.providers.smtp import SmtpService, SmtpTransport
 
 from conftest import DaemonFactory, standard_profile
+from provider_support import Support
+from smtp_server import SmtpServer, password_command_for, smtp_section
 
 T = TypeVar("T")
 MakeServer = Callable[..., SmtpServer]
@@ -54,51 +53,6 @@ MIME = (
     b"The engine weaves algebraic patterns.\n"
     b".a line that starts with a dot\n"
 )
-
-
-@dataclass
-class Support:
-    """ProviderSupport for one provider instance over a config dict."""
-
-    settings: dict[str, Any]
-    config_dir: Path
-    profile_name: str = "test"
-    service_key: str = "outgoing"
-    service_uid: bytes = b"\x00" * 16
-    provider_uid: bytes = b"\x02" * 16
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("mapid.test"))
-    row: dict[str, Any] = field(default_factory=dict)
-    spooler: list[SpoolerNotify] = field(default_factory=list)
-
-    def config(self) -> Mapping[str, Any]:
-        return self.settings
-
-    def resolve_path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.config_dir / path
-
-    def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
-        if not update:
-            self.row.clear()
-        self.row.update(props)
-
-    def set_provider_uid(self, uid: bytes) -> None:
-        raise AssertionError("a transport registers no MAPIUID")
-
-    def notify(self, event: Any, *, entryid: bytes | None = None, **fields: Any) -> int:
-        return 0
-
-    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
-
-    async def password(self) -> str | None:
-        return await resolve_password(self.settings, where="test, service outgoing")
-
-    def watch_directory(self, path: Path, callback: Callable[[set[Path]], None]) -> Any:
-        raise AssertionError("a transport watches nothing")
-
-    def spooler_notify(self, flags: SpoolerNotify) -> None:
-        self.spooler.append(flags)
 
 
 def config_for(server: SmtpServer, **extra: Any) -> dict[str, Any]:

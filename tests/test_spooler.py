@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import pytest
 import zmq
-from smtp_server import SmtpServer, smtp_section
 
 from mapid.client import Client
 from mapid.codec import unpack
@@ -37,6 +36,7 @@ from mapid.providers.base import (
 )
 
 from conftest import DEFAULT_CONFIG, DaemonFactory, DaemonProc, standard_profile
+from smtp_server import SmtpServer, smtp_section
 
 T = TypeVar("T")
 NEW = ["MAPI_NEW_SESSION"]

@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from smtp_server import smtp_section
-
 from mapid.paths import read_connection_file
 
 from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
+from smtp_server import smtp_section
 
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}

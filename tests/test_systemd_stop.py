@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from smtp_server import SmtpServer, smtp_section
 
 from mapid import envelope
 from mapid.paths import read_connection_file
 
 from conftest import DaemonFactory, DaemonProc, standard_profile
+from smtp_server import SmtpServer, smtp_section
 
 STOP_TIMEOUT = 15.0
 """TimeoutStopSec of the shipped units; DESIGN.md 10 asks for 5 s, which the test checks."""

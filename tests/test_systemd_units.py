@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from smtp_server import SmtpServer, smtp_section
 
 from mapid.daemon import units
 
 from conftest import DaemonFactory, standard_profile
+from smtp_server import SmtpServer, smtp_section
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {

@@ -1,29 +1,22 @@
 """The vcard provider as an address book: containers, mail users, resolve_names, one-off entry
 IDs, real-world vCard shapes, and folders that change on disk.
 
-`Support` is the small real ProviderSupport of tests/test_providers_unit.py, extended with a
-real `watch_directory` (a watchdog observer handing coalesced events to the loop, as the
-daemon does) and a `notify` that records what the provider raised.
+`Support` (tests/provider_support.py) is a small real ProviderSupport with a real
+`watch_directory` and a `notify` that records what the provider raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import struct
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
 
 from mapid.client import Client
 from mapid.constants import (
@@ -33,7 +26,6 @@ from mapid.constants import (
     DisplayType,
     NotificationEvent,
     ObjectType,
-    SpoolerNotify,
     StatusCode,
     ValidateStateFlags,
 )
@@ -51,111 +43,9 @@ from mapid.providers.base import Container
 from mapid.providers.vcard import VCardAddressBook, VCardContainer
 
 from conftest import DaemonProc
+from provider_support import Support
 
 T = TypeVar("T")
-
-
-class _Handler(FileSystemEventHandler):
-    """On the observer thread: hand the paths to the loop, nothing else."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[set[Path]], None]):
-        super().__init__()
-        self._loop, self._deliver = loop, deliver
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = {Path(os.fsdecode(p)) for p in (event.src_path, event.dest_path) if p}
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._deliver, paths)
-
-
-@dataclass
-class Support:
-    """ProviderSupport for one provider instance, over a config dict and a config dir."""
-
-    settings: dict[str, Any]
-    config_dir: Path
-    profile_name: str = "test"
-    service_key: str = "svc"
-    service_uid: bytes = b"\x00" * 16
-    provider_uid: bytes = b"\x01" * 16
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("mapid.test"))
-    rows: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
-    uids: list[bytes] = field(default_factory=list)
-    notifications: list[tuple[NotificationEvent, bytes | None, dict[str, Any]]] = field(
-        default_factory=list
-    )
-    watch_refusal: str | None = None
-    """When set, watch_directory fails with this reason (as when inotify runs out)."""
-    watches: list[Path] = field(default_factory=list)
-    coalesce: float = 0.05
-
-    def config(self) -> Mapping[str, Any]:
-        return self.settings
-
-    def resolve_path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.config_dir / path
-
-    def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
-        self.rows.append((dict(props), update))
-
-    def set_provider_uid(self, uid: bytes) -> None:
-        self.uids.append(uid)
-
-    def notify(
-        self, event: NotificationEvent, *, entryid: bytes | None = None, **fields: Any
-    ) -> int:
-        self.notifications.append((event, entryid, fields))
-        return 1
-
-    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
-
-    async def password(self) -> str | None:
-        return None  # the vcard service has no secret
-
-    def spooler_notify(self, flags: SpoolerNotify) -> None:
-        raise AssertionError("an address book never talks to the spooler")
-
-    def watch_directory(
-        self, path: Path, callback: Callable[[set[Path]], None]
-    ) -> Callable[[], None]:
-        if self.watch_refusal is not None:
-            raise OSError(self.watch_refusal)
-        loop = asyncio.get_running_loop()
-        pending: set[Path] = set()
-        timer: list[asyncio.TimerHandle] = []
-
-        def flush() -> None:
-            timer.clear()
-            paths = set(pending)
-            pending.clear()
-            if paths and path in self.watches:
-                callback(paths)
-
-        def deliver(paths: set[Path]) -> None:
-            pending.update(paths)
-            if not timer:
-                timer.append(loop.call_later(self.coalesce, flush))
-
-        observer: BaseObserver = Observer()
-        observer.schedule(_Handler(loop, deliver), str(path), recursive=False)
-        observer.daemon = True
-        observer.start()
-        self.watches.append(path)
-
-        def stop() -> None:
-            if path in self.watches:
-                self.watches.remove(path)
-            for handle in timer:
-                handle.cancel()
-            observer.stop()
-            observer.join(5)
-
-        return stop
-
-    def events(self) -> list[tuple[str, bytes | None]]:
-        return [(event.name or "", eid) for event, eid, _ in self.notifications]
 
 
 # --- Cards as people's tools write them ------------------------------------------------------
@@ -565,7 +455,7 @@ def test_changes_on_disk_are_picked_up_and_notified(tmp_path: Path) -> None:
         support = Support({"path": "contacts"}, tmp_path)
         provider = VCardAddressBook(support)
         await provider.logon()
-        assert support.watches == [folder.resolve()]
+        assert support.watched == [folder.resolve()]
         container_eid = provider.top_containers()[0]["PR_ENTRYID"]
         await provider.advise(container_eid, NotificationEvent.fnevObjectCreated)
         first = provider.contents_rows()
@@ -579,7 +469,7 @@ def test_changes_on_disk_are_picked_up_and_notified(tmp_path: Path) -> None:
         uid = provider.uid
         assert uid is not None
         grace_eid = make(uid, b"\x01grace-1")
-        assert support.events() == [("fnevObjectCreated", grace_eid)]
+        assert support.raised() == [("fnevObjectCreated", grace_eid)]
         _, _, fields = support.notifications[0]
         assert fields == {
             "object_type": int(ObjectType.MAPI_MAILUSER),
@@ -604,14 +494,14 @@ def test_changes_on_disk_are_picked_up_and_notified(tmp_path: Path) -> None:
             ("fnevObjectDeleted", godel_eid),
             ("fnevObjectCreated", make(uid, b"\x01fixed-1")),
         }
-        await _until(lambda: set(support.events()) >= want, "modified, deleted, created")
+        await _until(lambda: set(support.raised()) >= want, "modified, deleted, created")
         await _until(
             lambda: (
                 support.rows[-1][0]["PR_STATUS_STRING"] == "8 contacts, 1 without an e-mail address"
             ),
             "the status row without the unreadable file",
         )
-        assert ("fnevObjectModified", make(uid, b"\x01charles-1")) not in support.events()
+        assert ("fnevObjectModified", make(uid, b"\x01charles-1")) not in support.raised()
         names = _by_name(provider.contents_rows())
         assert "Ada King" in names and "Kurt Gödel" not in names and "Fixed Card" in names
         assert _resolve_async_names(await provider.resolve_names("King")) == ["Ada King"]
@@ -625,7 +515,7 @@ def test_changes_on_disk_are_picked_up_and_notified(tmp_path: Path) -> None:
         assert support.notifications == [] and len(support.rows) == before
 
         await provider.logoff()
-        assert support.watches == []
+        assert support.watched == []
         assert provider.top_containers() == [] and list(provider.contents_rows()) == []
 
     asyncio.run(main())
@@ -656,11 +546,11 @@ def test_a_vanished_folder_is_reported_not_recreated(tmp_path: Path) -> None:
         assert not folder.exists()  # another program may be swapping it: not made anew
         # ValidateState is the explicit way back: it makes the folder and watches it again.
         await provider.validate_state(ValidateStateFlags(0))
-        assert folder.is_dir() and support.watches == [folder.resolve()]
+        assert folder.is_dir() and support.watched == [folder.resolve()]
         assert support.rows[-1][0]["PR_STATUS_CODE"] == int(StatusCode.STATUS_AVAILABLE)
         assert support.rows[-1][0]["PR_STATUS_STRING"] == "0 contacts"
         await provider.logoff()
-        assert support.watches == []
+        assert support.watched == []
 
     asyncio.run(main())
 
@@ -674,7 +564,7 @@ def test_validate_state_rereads_and_notifies_without_a_watch(tmp_path: Path) -> 
         )
         provider = VCardAddressBook(support)
         await provider.logon()
-        assert support.watches == []
+        assert support.watched == []
         assert provider.status_props()["PR_STATUS_STRING"].endswith(
             ", not watched (inotify watch limit reached)"
         )
@@ -682,7 +572,7 @@ def test_validate_state_rereads_and_notifies_without_a_watch(tmp_path: Path) -> 
         await provider.validate_state(ValidateStateFlags(0))
         uid = provider.uid
         assert uid is not None
-        assert sorted(support.events()) == [
+        assert sorted(support.raised()) == [
             ("fnevObjectDeleted", make(uid, b"\x01ada-1")),
             ("fnevObjectDeleted", make(uid, b"\x01charles-1")),
         ]
