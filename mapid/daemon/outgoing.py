@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import functools
+import re
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.parser import BytesHeaderParser
@@ -59,11 +61,19 @@ def _name(field: bytes) -> bytes:
     return field.split(b":", 1)[0].strip().lower()
 
 
+_PLAIN_ID = re.compile(
+    rb"[A-Za-z-]+:[ \t]*(<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+>)\r?\n?"
+)
+"""A one-line Message-ID field: its value is the text as it is, no parse needed."""
+
+
 def header_value(fields: list[bytes], name: str) -> str | None:
     """The decoded value of the first field `name`, if any."""
     wanted = name.lower().encode()
     for field in fields:
         if _name(field) == wanted:
+            if wanted == b"message-id" and (plain := _PLAIN_ID.fullmatch(field)) is not None:
+                return plain.group(1).decode("ascii")
             parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(field)
             value = parsed.get(name)
             return str(value) if value is not None else None
@@ -89,7 +99,9 @@ def header_address(fields: list[bytes], name: str) -> Identity | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def _field(name: str, value: str, eol: bytes) -> bytes:
+    """One folded header field (kept: the same From goes on message after message)."""
     folded: str = _POLICY.header_factory(name, value).fold(policy=_POLICY)
     return folded.encode("ascii", "surrogateescape").replace(b"\n", eol)
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import functools
 import itertools
 import mailbox
 import os
@@ -33,7 +35,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -107,6 +109,7 @@ from mapid.providers.base import (
     StoreProvider,
     pick_props,
 )
+from mapid.providers.maildir_flush import flusher
 from mapid.providers.maildir_index import (
     FLAG_FOLLOWUP,
     Change,
@@ -473,6 +476,37 @@ def write_message(
     """Deliver `data` into a folder the Maildir way: written and fsynced in tmp/, then
     linked into `sub` (never over an existing file) and the tmp name removed. Returns
     (key, file name); a `key` that `taken` says is in use gets a fresh one."""
+    use, name, _ = _write(folder, data, sub=sub, flags=flags, key=key, taken=taken, sync=True)
+    _fsync_dir(folder / sub)
+    return use, name
+
+
+def place_message(
+    folder: Path,
+    data: bytes,
+    *,
+    sub: str,
+    flags: str = "",
+    key: str | None = None,
+    taken: Callable[[str], bool] | None = None,
+) -> tuple[str, str, int]:
+    """write_message without its fsyncs: the whole file is in place (a killed daemon loses
+    nothing), and the caller hands the returned descriptor and the folder `sub` to the
+    flusher, which makes them durable with other writes in one disk commit."""
+    return _write(folder, data, sub=sub, flags=flags, key=key, taken=taken, sync=False)
+
+
+def _write(
+    folder: Path,
+    data: bytes,
+    *,
+    sub: str,
+    flags: str,
+    key: str | None,
+    taken: Callable[[str], bool] | None,
+    sync: bool,
+) -> tuple[str, str, int]:
+    """(key, file name, descriptor left open when not `sync`, else -1)."""
     if key is not None and taken is not None and taken(key):
         key = None
     for _ in range(100):
@@ -483,22 +517,26 @@ def write_message(
         except FileExistsError:
             key = None
             continue
+        keep = False
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
             name = _file_name(use, sub, flags)
             try:
                 os.link(tmp, folder / sub / name)
             except FileExistsError:
                 key = None
                 continue
+            keep = not sync
         finally:
+            if not keep:
+                os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _fsync_dir(folder / sub)
-        return use, name
+        return use, name, fd if keep else -1
     raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"cannot find a free Maildir key in {folder}")
 
 
@@ -644,7 +682,9 @@ class MaildirMessage(Message):
         props = dict(base)
         if self.key is None:
             props.update(self._store.new_message_props(self.folder))
-        if self.key is None or self._changes or self._deleted or self._recipients is not None:
+        if self.key is None and not self.pending:
+            props.update(_empty_preview())
+        elif self.key is None or self._changes or self._deleted or self._recipients is not None:
             # What the message will say once saved: its display lines, body and subject
             # parts follow from the MIME it will be, not only from the tags that were set.
             preview = compose(
@@ -786,14 +826,37 @@ class MaildirMessage(Message):
         self._recipients = checked
 
     async def submit(self) -> bytes:
+        save: _Save | None = None
         if self.pending or self.key is None:
-            await self.save_changes()
-        assert self.key is not None
-        self.folder, self.key = await self._store.submit_message(self.folder, self.key)
+            _, raw, _ = await self._load()
+            save = _Save(
+                raw if self.key is not None else None,
+                dict(self._changes),
+                set(self._deleted),
+                self._pending_recipients(),
+                dict(self._flags),
+            )
+        self.folder, self.key = await self._store.submit_message(self.folder, self.key, save)
+        self._changes.clear()
+        self._deleted.clear()
+        self._flags.clear()
+        self._recipients = None
         self._loaded = None
         eid = self.entryid
         assert eid is not None
         return eid
+
+
+@functools.cache
+def _empty_preview_props() -> tuple[tuple[str, Any], ...]:
+    shown, _ = message_props(compose(None, {}, set(), None))
+    return tuple((k, v) for k, v in shown.items() if k not in _UNSAVED_GUESSES)
+
+
+def _empty_preview() -> dict[str, Any]:
+    """What a new message shows before anything is set: the same for every one, so it is
+    composed and parsed once (folder.create_message asks for it on the event loop)."""
+    return dict(_empty_preview_props())
 
 
 def _mail_recipient(row: Mapping[str, Any]) -> MailRecipient:
@@ -876,6 +939,40 @@ def _apply_flags(props: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str
 
 
 # --- The provider ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Save:
+    """A message's pending changes, for a save that goes with the submit."""
+
+    raw: bytes | None
+    changes: dict[str, Any]
+    deleted: set[str]
+    recipients: list[MailRecipient] | None
+    flags: dict[str, Any]
+
+
+@dataclass
+class _Durable:
+    """The fsyncs a write put off (open descriptors, folders), for the flusher."""
+
+    fds: list[int] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+
+    def add(self, fd: int | None, *dirs: Path) -> None:
+        if fd is not None:
+            self.fds.append(fd)
+        self.dirs.extend(str(d) for d in dirs)
+
+    def hand_off(self) -> None:
+        if self.fds or self.dirs:
+            flusher().later(self.fds, self.dirs)
+            self.fds, self.dirs = [], []
+
+    def flush(self) -> concurrent.futures.Future[None]:
+        future = flusher().flush(self.fds, self.dirs)
+        self.fds, self.dirs = [], []
+        return future
 
 
 class _Locked:
@@ -1361,37 +1458,60 @@ class MaildirStore(StoreProvider):
         deleted: set[str],
         recipients: list[MailRecipient] | None,
         flag_changes: dict[str, Any],
+        durable: _Durable | None = None,
     ) -> str:
+        """Write the message; with `durable`, its fsyncs are left there for the flusher."""
         index = self._index(folder)
         index.refresh(wait=False)  # never under the lock (it reads files without it)
+        content = bool(changes or deleted or recipients is not None)
+        data = b""  # a flag change alone renames the file; it is not rewritten
+        if key is None or content:
+            data = compose(raw if key is not None else None, changes, deleted, recipients)
         with index.lock:
             if key is None:
-                data = compose(None, changes, deleted, recipients)
                 flags = maildir_flags("DS", flag_changes)
-                new, name = write_message(index.path, data, sub="cur", flags=flags)
-                index.note_file(new, "cur", name)
+                if durable is None:
+                    new, name = write_message(index.path, data, sub="cur", flags=flags)
+                else:
+                    new, name, fd = place_message(index.path, data, sub="cur", flags=flags)
+                    durable.add(fd, index.path / "cur")
+                index.note_file(new, "cur", name, data=data)
                 return new
             sub, name = self._where(index, key)
             old = index.path / sub / name
             target_name = join_name(key, maildir_flags(split_name(name)[1], flag_changes))
             target = index.path / "cur" / target_name
-            if changes or deleted or recipients is not None:
-                data = compose(raw, changes, deleted, recipients)
+            if content:
                 tmp = index.path / "tmp" / f"{key}.{secrets.token_hex(4)}"
-                with open(tmp, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)  # the new content lands whole, under the same key
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if durable is None:
+                        os.fsync(fd)
+                    os.replace(tmp, target)  # the new content lands whole, under the same key
+                except BaseException:
+                    os.close(fd)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                    raise
+                if durable is None:
+                    os.close(fd)
                 if old != target:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(old)
-                _fsync_dir(index.path / "cur")
+                if durable is None:
+                    _fsync_dir(index.path / "cur")
+                else:
+                    durable.add(fd, index.path / "cur")
             elif old != target:
                 os.rename(old, target)
+                if durable is not None:
+                    durable.add(None, index.path / "cur")
             else:
                 return key
-            index.note_file(key, "cur", target_name)
+            index.note_file(key, "cur", target_name, data=data if content else None)
             return key
 
     async def save_message(
@@ -1416,7 +1536,7 @@ class MaildirStore(StoreProvider):
         index.refresh(wait=False)  # never under the lock (it reads files without it)
         with index.lock:
             key, name = write_message(index.path, mime, sub=sub, flags=flags)
-            index.note_file(key, sub, name)
+            index.note_file(key, sub, name, data=mime)
             return key
 
     async def add_message(self, folder: str, mime: bytes, *, sub: str, flags: str) -> bytes:
@@ -1447,7 +1567,13 @@ class MaildirStore(StoreProvider):
             self._flush()
 
     def _move_file(
-        self, src: FolderIndex, key: str, dst: FolderIndex, *, flags: str | None = None
+        self,
+        src: FolderIndex,
+        key: str,
+        dst: FolderIndex,
+        *,
+        flags: str | None = None,
+        durable: _Durable | None = None,
     ) -> tuple[str, str]:
         """Rename a message into another folder, keeping its key unless the target has it."""
         sub, name = self._where(src, key)
@@ -1455,8 +1581,11 @@ class MaildirStore(StoreProvider):
         new = key if not dst.has(key) else new_key()
         target_name = join_name(new, keep)
         os.rename(src.path / sub / name, dst.path / "cur" / target_name)
-        _fsync_dir(dst.path / "cur")
-        _fsync_dir(src.path / sub)
+        if durable is None:
+            _fsync_dir(dst.path / "cur")
+            _fsync_dir(src.path / sub)
+        else:
+            durable.add(None, dst.path / "cur", src.path / sub)
         src.note_gone(key, quiet=True)
         dst.note_file(new, "cur", target_name, quiet=True)
         return new, target_name
@@ -1514,17 +1643,44 @@ class MaildirStore(StoreProvider):
             self._flush(done)
         return eids
 
-    def _submit_blocking(self, folder: str, key: str) -> tuple[str, list[Change]]:
+    def _submit_blocking(
+        self, folder: str, key: str | None, save: _Save | None
+    ) -> tuple[str, list[Change]]:
+        """Save (when `save`) and move into the Outbox, in one trip to the thread pool. The
+        reply does not wait for the disk: the file is in place, so a killed daemon loses
+        nothing, and the flusher makes it durable with the next commit (a few ms later)."""
+        durable = _Durable()
+        try:
+            if save is not None:
+                key = self._save_blocking(
+                    folder,
+                    key,
+                    save.raw,
+                    save.changes,
+                    save.deleted,
+                    save.recipients,
+                    save.flags,
+                    durable,
+                )
+            assert key is not None
+            return self._queue_blocking(folder, key, durable, refresh=save is None)
+        finally:
+            durable.hand_off()
+
+    def _queue_blocking(
+        self, folder: str, key: str, durable: _Durable, *, refresh: bool
+    ) -> tuple[str, list[Change]]:
         src, dst = self._index(folder), self._index(OUTBOX)
-        src.refresh(wait=False)
-        dst.refresh(wait=False)
+        if refresh:  # not right after the save, which did
+            src.refresh(wait=False)
+            dst.refresh(wait=False)
         with _Locked(src, dst):
             if src is dst:
                 sub, name = self._where(src, key)
                 new, changes = key, []
                 target = src.path / sub / name
             else:
-                new, name = self._move_file(src, key, dst)
+                new, name = self._move_file(src, key, dst, durable=durable)
                 target = dst.path / "cur" / name
                 changes = [
                     Change(
@@ -1539,11 +1695,14 @@ class MaildirStore(StoreProvider):
             os.utime(target, ns=(now, now))  # the queue runs in submission order
             return new, changes
 
-    async def submit_message(self, folder: str, key: str) -> tuple[str, str]:
-        """Move a saved message into the Outbox: the spooler's queue on disk."""
+    async def submit_message(
+        self, folder: str, key: str | None, save: _Save | None = None
+    ) -> tuple[str, str]:
+        """Move a message (saved first when `save` holds its changes) into the Outbox: the
+        spooler's queue on disk."""
         changes: list[Change] = []
         try:
-            new, changes = await self.support.run_blocking(self._submit_blocking, folder, key)
+            new, changes = await self.support.run_blocking(self._submit_blocking, folder, key, save)
         finally:
             self._flush(changes)
         spooler_notify = getattr(self.support, "spooler_notify", None)
@@ -1595,53 +1754,76 @@ class MaildirStore(StoreProvider):
             submitted=datetime.fromtimestamp(mtime_ns / 1e9, UTC),
         )
 
-    def _finished_blocking(
-        self, key: str, sent_mime: bytes | None, delete: bool
-    ) -> tuple[str | None, list[Change]]:
-        outbox, sent = self._index(OUTBOX), self._index(SENT)
-        outbox.refresh(wait=False)
-        sent.refresh(wait=False)
-        with _Locked(outbox, sent):
+    def _drop_queued(self, key: str) -> None:
+        """A sent message that asked to be deleted (or reached nobody) leaves the Outbox. If
+        the disk loses the removal in a crash, it is sent again: at least once."""
+        outbox = self._index(OUTBOX)
+        with outbox.lock:
             sub, name = self._where(outbox, key)
-            old_path = outbox.path / sub / name
-            if delete:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(old_path)
-                _fsync_dir(old_path.parent)
-                outbox.note_gone(key)
-                return None, []
-            data = sent_mime if sent_mime is not None else old_path.read_bytes()
-            # The Sent Items copy is on disk before the queued one goes: a crash in between
-            # sends it again (at least once), it never loses it.
-            new, written = write_message(
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(outbox.path / sub / name)
+            outbox.note_gone(key)
+        flusher().later((), [str(outbox.path / sub)])
+
+    def _file_sent(self, key: str, sent_mime: bytes | None, durable: _Durable) -> str:
+        """Step one of finished(): the Sent Items copy, in place; `durable` gets its fsyncs."""
+        outbox, sent = self._index(OUTBOX), self._index(SENT)
+        with outbox.lock:
+            sub, name = self._where(outbox, key)  # NOT_FOUND: it left the Outbox meanwhile
+            data = sent_mime if sent_mime is not None else (outbox.path / sub / name).read_bytes()
+        with sent.lock:
+            new, written, fd = place_message(
                 sent.path, data, sub="cur", flags="S", key=key, taken=sent.has
             )
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(old_path)
-            _fsync_dir(old_path.parent)
+            durable.add(fd, sent.path / "cur")
+            sent.note_file(new, "cur", written, quiet=True, data=data)
+        return new
+
+    def _unqueue(self, key: str, new: str) -> list[Change]:
+        """Step three of finished(), once the Sent Items copy is durable: the queued file
+        goes (its removal is made durable later; lost in a crash, it is sent again)."""
+        outbox, sent = self._index(OUTBOX), self._index(SENT)
+        with outbox.lock:
+            found = outbox.locate(key)
+            if found is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(outbox.path / found[0] / found[1])
+                flusher().later((), [str(outbox.path / found[0])])
             outbox.note_gone(key, quiet=True)
-            sent.note_file(new, "cur", written, quiet=True)
-            change = Change(
+        return [
+            Change(
                 NotificationEvent.fnevObjectMoved,
                 self.message_entryid(SENT, new),
                 sent.folder_entryid,
                 old_entryid=self.message_entryid(OUTBOX, key),
                 old_parent_entryid=outbox.folder_entryid,
             )
-            return new, [change]
+        ]
 
     async def finished(
         self, entryid: bytes, *, sent_mime: bytes | None, delete: bool
     ) -> bytes | None:
+        """The Sent Items copy is written, then made durable by the flusher (sharing its
+        disk commit with the other messages being filed), and only then does the queued
+        file go: a crash at any point sends a message again rather than lose it. No thread
+        waits for the disk meanwhile, so the spooler sends the next messages."""
         key = self._outbox_key(entryid)
         changes: list[Change] = []
         try:
-            new, changes = await self.support.run_blocking(
-                self._finished_blocking, key, sent_mime, delete
-            )
+            if delete:
+                await self.support.run_blocking(self._drop_queued, key)
+                return None
+            durable = _Durable()
+            try:
+                new = await self.support.run_blocking(self._file_sent, key, sent_mime, durable)
+            except BaseException:
+                durable.hand_off()
+                raise
+            await asyncio.wrap_future(durable.flush())
+            changes = await self.support.run_blocking(self._unqueue, key, new)
         finally:
             self._flush(changes)
-        return None if new is None else self.message_entryid(SENT, new)
+        return self.message_entryid(SENT, new)
 
     async def deliver(self, mime: bytes) -> bytes:
         """Into the Inbox's new/, as an MTA delivers: fnevNewMail follows."""

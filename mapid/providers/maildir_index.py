@@ -52,10 +52,12 @@ from mapid.proptags import (
     PR_SUBJECT,
 )
 from mapid.providers.mime_props import (
+    HEADER_LIMIT,
     HeaderSummary,
     header_block,
     message_flags_of,
     parse_header_block,
+    split_head,
     summarize,
 )
 
@@ -294,6 +296,9 @@ class FolderIndex:
         self._saved_at = 0
         self._counts: tuple[int, int] | None = None
         self._queue: list[Change] = []
+        self._queue_lock = threading.Lock()
+        """Guards `_queue` alone: take_changes runs on the event loop and must never wait
+        for `lock`, which a thread may hold across a file write."""
         self._refresh_lock = threading.Lock()
         self._touched: set[str] | None = None
         """Keys the store noted while a refresh read files without the lock."""
@@ -397,9 +402,14 @@ class FolderIndex:
 
     def take_changes(self) -> list[Change]:
         """The changes found or noted since the last call, in order (each handed out once)."""
-        with self.lock:
+        with self._queue_lock:
             out, self._queue = self._queue, []
-            return out
+        return out
+
+    def _post(self, changes: Sequence[Change]) -> None:
+        if changes:
+            with self._queue_lock:
+                self._queue.extend(changes)
 
     def refresh(self, force: bool = False, *, wait: bool = True) -> None:
         """List the folder and bring the rows up to date; what changed waits in
@@ -426,7 +436,7 @@ class FolderIndex:
                 changes = self._apply(plan, done, touched)
                 self._loaded = True
                 if not first:
-                    self._queue.extend(changes)
+                    self._post(changes)
                 self._maybe_save(first)
         finally:
             self._refresh_lock.release()
@@ -524,8 +534,17 @@ class FolderIndex:
                 changes.extend(self._created(key))
         return changes
 
-    def _read(self, key: str, sub: str, name: str) -> _Entry | None:
+    def _read(self, key: str, sub: str, name: str, data: bytes | None = None) -> _Entry | None:
         path = os.path.join(self._dir, sub, name)
+        if data is not None:  # the store's own write: its bytes are at hand
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return None
+            entry = _Entry(sub, name[len(key) :], st.st_size, st.st_mtime_ns)
+            head = split_head(data[:HEADER_LIMIT])
+            entry.row = self._make_row(key, entry, summarize(parse_header_block(head)))
+            return entry
         try:
             # Non-blocking, so a FIFO someone left in cur/ cannot stall the folder.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -605,16 +624,19 @@ class FolderIndex:
 
     # Changes the store made itself (call with the lock held, right after the disk change).
 
-    def note_file(self, key: str, sub: str, name: str, *, quiet: bool = False) -> None:
+    def note_file(
+        self, key: str, sub: str, name: str, *, quiet: bool = False, data: bytes | None = None
+    ) -> None:
         """A file the store wrote, renamed or rewrote under `key` (call with the lock held,
-        right after the disk change, so the listing that sees it finds nothing new)."""
+        right after the disk change, so the listing that sees it finds nothing new); `data`
+        is what it wrote, when at hand (the file is then not read back)."""
         with self.lock:
             if self._touched is not None:
                 self._touched.add(key)
             if not self._loaded:
                 return  # the baseline listing finds it
             old = self._entries.get(key)
-            entry = self._read(key, sub, name)
+            entry = self._read(key, sub, name, data)
             if entry is None:
                 return
             self._entries[key] = entry
@@ -623,12 +645,12 @@ class FolderIndex:
             if quiet:
                 return
             if old is None:
-                self._queue.extend(self._created(key))
+                self._post(self._created(key))
                 return
             same = old.row is not None and entry.row is not None
             if same and old.row._values[2:] == entry.row._values[2:]:  # type: ignore[union-attr]
                 return
-            self._queue.append(self._change(NotificationEvent.fnevObjectModified, key))
+            self._post([self._change(NotificationEvent.fnevObjectModified, key)])
 
     def note_gone(self, key: str, *, quiet: bool = False) -> None:
         with self.lock:
@@ -638,7 +660,7 @@ class FolderIndex:
                 return
             self._invalidate()
             if not quiet:
-                self._queue.append(self._change(NotificationEvent.fnevObjectDeleted, key))
+                self._post([self._change(NotificationEvent.fnevObjectDeleted, key)])
 
     # Persistence.
 
