@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from mapid.constants import (
     AccessLevel,
@@ -143,6 +143,8 @@ __all__ = [
     "mutf7_decode",
     "mutf7_encode",
 ]
+
+T = TypeVar("T")
 
 UID_FILE = "mapid.uid"
 STANDARD_FOLDERS = ("Outbox", "Sent", "Trash", "Drafts")
@@ -969,8 +971,9 @@ class _Durable:
             flusher().later(self.fds, self.dirs)
             self.fds, self.dirs = [], []
 
-    def flush(self) -> concurrent.futures.Future[None]:
-        future = flusher().flush(self.fds, self.dirs)
+    def flush(self, then: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Sync, then run `then` in the flusher's thread: its result is the future's."""
+        future = flusher().flush(self.fds, self.dirs, then)
         self.fds, self.dirs = [], []
         return future
 
@@ -1713,8 +1716,11 @@ class MaildirStore(StoreProvider):
     # The spooler's side: the Outbox is the queue.
 
     async def queued(self) -> list[bytes]:
-        index = await self.refreshed(OUTBOX)
-        keys = await self.support.run_blocking(index.keys_by_mtime)
+        index = self._index(OUTBOX)
+        try:
+            keys = await self.support.run_blocking(index.keys_by_mtime)  # refreshes first
+        finally:
+            self._flush()
         return [self.message_entryid(OUTBOX, key) for key, _ in keys]
 
     def _outbox_key(self, entryid: bytes) -> str:
@@ -1819,8 +1825,7 @@ class MaildirStore(StoreProvider):
             except BaseException:
                 durable.hand_off()
                 raise
-            await asyncio.wrap_future(durable.flush())
-            changes = await self.support.run_blocking(self._unqueue, key, new)
+            changes = await asyncio.wrap_future(durable.flush(then=lambda: self._unqueue(key, new)))
         finally:
             self._flush(changes)
         return self.message_entryid(SENT, new)

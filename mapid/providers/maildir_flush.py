@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["Flusher", "flusher"]
 
@@ -36,7 +36,8 @@ WORKERS = 8
 class _Request:
     fds: list[int]
     dirs: list[str]
-    future: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+    then: Callable[[], Any] | None = None
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
 
 
 class Flusher:
@@ -49,10 +50,30 @@ class Flusher:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
 
-    def flush(self, fds: Iterable[int], dirs: Iterable[str]) -> concurrent.futures.Future[None]:
+    @overload
+    def flush(
+        self, fds: Iterable[int], dirs: Iterable[str | os.PathLike[str]]
+    ) -> concurrent.futures.Future[None]: ...
+
+    @overload
+    def flush(
+        self,
+        fds: Iterable[int],
+        dirs: Iterable[str | os.PathLike[str]],
+        then: Callable[[], T],
+    ) -> concurrent.futures.Future[T]: ...
+
+    def flush(
+        self,
+        fds: Iterable[int],
+        dirs: Iterable[str | os.PathLike[str]],
+        then: Callable[[], Any] | None = None,
+    ) -> concurrent.futures.Future[Any]:
         """Make the files (descriptors the flusher now owns and closes) and then the folders
-        durable; the future fails with the first OSError an fsync of this request met."""
-        request = _Request(list(fds), list(dict.fromkeys(str(d) for d in dirs)))
+        durable, then run `then` (in the flusher's thread: keep it short), whose result the
+        future carries; it fails with the first OSError an fsync of this request met (and
+        `then` is not run)."""
+        request = _Request(list(fds), list(dict.fromkeys(os.fspath(d) for d in dirs)), then)
         with self._cond:
             self._pending.append(request)
             if self._thread is None:
@@ -64,7 +85,7 @@ class Flusher:
             self._cond.notify()
         return request.future
 
-    def later(self, fds: Iterable[int], dirs: Iterable[str]) -> None:
+    def later(self, fds: Iterable[int], dirs: Iterable[str | os.PathLike[str]]) -> None:
         """flush() for a caller that does not wait: a failure is logged."""
         future = self.flush(fds, dirs)
         future.add_done_callback(_log_failure)
@@ -98,8 +119,15 @@ class Flusher:
             )
             if error is not None:
                 request.future.set_exception(error)
-            else:
+            elif request.then is None:
                 request.future.set_result(None)
+            else:
+                try:
+                    result = request.then()
+                except BaseException as exc:
+                    request.future.set_exception(exc)
+                else:
+                    request.future.set_result(result)
 
     def _map(self, fn: Callable[[T], OSError | None], items: list[T]) -> list[OSError | None]:
         if len(items) <= 1 or self._pool is None:
@@ -134,7 +162,7 @@ def _sync_dir(path: str) -> OSError | None:
     return None
 
 
-def _log_failure(future: concurrent.futures.Future[None]) -> None:
+def _log_failure(future: concurrent.futures.Future[Any]) -> None:
     error = future.exception()
     if error is not None:
         log.error("cannot make Maildir writes durable (fsync): %s", error)
