@@ -15,6 +15,11 @@ name + NUL + Maildir key (a message).
 Contents tables come from the shared folder index (maildir_index.py); writes go to disk the
 Maildir way (tmp/, fsync, link into place) and are noted in that index at once, so the
 watcher that sees them later finds nothing new and nothing is raised twice.
+
+The spooler's path leaves its fsyncs to the flusher (maildir_flush.py), which batches them
+with everyone else's: message.submit answers once the file is in the Outbox (a killed
+daemon loses nothing; the disk has it a few milliseconds later, with the next commit), and
+finished() removes the queued file only after the Sent Items copy is durable.
 """
 
 from __future__ import annotations
