@@ -15,6 +15,9 @@ real daemon on it (profile `alpha`, its Maildir service pointed at that tree) an
    50); a page sorted by PR_MESSAGE_DELIVERY_TIME descending; a content restriction on
    PR_SUBJECT (substring "invoice", ignore case; about 2% match); a deep page (offset half
    the folder). Target: the first page under 200 ms once the folder has been opened.
+   Meanwhile a thread pings the daemon every 2 ms on its own client; the `ping` column is
+   the longest ping sent while a page of that kind was computed (how long the page
+   held the daemon's event loop; an idle ping takes about 0.15 ms).
 
 Beside it, in the same run: a plain `mailbox.Maildir` scan of the same folder, as a program
 without an index does it (iterate the keys, parse each file's headers, sort by Date, take
@@ -35,6 +38,7 @@ import mailbox
 import os
 import random
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -353,8 +357,8 @@ def main() -> None:
                     daemon.rss_kb(),
                     built.messages,
                 )
-                with py_spy(daemon.pid, spy.get("pages")):
-                    pages = measure_pages(client, warm, args.runs)
+                with py_spy(daemon.pid, spy.get("pages")), Pinger(daemon.runtime) as pinger:
+                    pages = measure_pages(client, warm, args.runs, pinger)
                 rss_after = daemon.rss_kb()
             daemon.stop()
 
@@ -370,9 +374,47 @@ class PageFigures:
     samples_ms: list[float]
     total: int
     subjects: list[str]
+    loop_ms: float | None = None
+    """The longest concurrent daemon.ping meanwhile (None: no ping was sent meanwhile)."""
 
 
-def measure_pages(client: Client, opened: Opened, runs: int) -> dict[str, PageFigures]:
+class Pinger:
+    """A thread pinging the daemon every 2 ms on its own client: the longest wait while a
+    page is computed shows how long that page held the daemon's event loop."""
+
+    def __init__(self, runtime: Path) -> None:
+        self.runtime = runtime
+        self.samples: list[tuple[float, float]] = []
+        """(monotonic time sent, seconds to the reply)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pinger", daemon=True)
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=35)
+
+    def _run(self) -> None:
+        with Client(self.runtime, timeout=30.0) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                client.daemon_ping()
+                self.samples.append((sent, time.monotonic() - sent))
+                self._stop.wait(0.002)
+
+    def longest_ms(self, windows: list[tuple[float, float]]) -> float | None:
+        """The longest ping sent inside one of the windows (a ping sent while a page is
+        computed waits for it; one sent before belongs to the page before)."""
+        found = [d for t, d in list(self.samples) if any(a <= t <= b for a, b in windows)]
+        return max(found) * 1e3 if found else None
+
+
+def measure_pages(
+    client: Client, opened: Opened, runs: int, pinger: Pinger
+) -> dict[str, PageFigures]:
     token, handle = opened.token, opened.inbox
     kinds: dict[str, dict[str, Any]] = {
         "first page": {"columns": COLUMNS, "limit": PAGE},
@@ -398,13 +440,19 @@ def measure_pages(client: Client, opened: Opened, runs: int) -> dict[str, PageFi
         },
     }
     figures = {name: PageFigures([], 0, []) for name in kinds}
+    windows: dict[str, list[tuple[float, float]]] = {name: [] for name in kinds}
     for _ in range(runs):  # take turns, so drift hits every kind alike
         for name, table in kinds.items():
+            start = time.monotonic()
             ms, page = timed(lambda t=table: client.container_contents_table(token, handle, t))
+            windows[name].append((start, time.monotonic()))
             fig = figures[name]
             fig.samples_ms.append(ms)
             fig.total = page["total"]
             fig.subjects = [row.get("PR_SUBJECT", "") for row in page["rows"]]
+    time.sleep(0.05)  # the last ping comes back
+    for name, fig in figures.items():
+        fig.loop_ms = pinger.longest_ms(windows[name])
     return figures
 
 
@@ -440,13 +488,14 @@ def report(pages: dict[str, PageFigures], scans: ScanFigures, built: Built, rss_
         "sorted by delivery time desc": scan_sorted_ms,
         "deep page (offset = half)": scan_sorted_ms,
     }
-    print(f"  {'':<40} {'p50':>9} {'max':>9}  {'total':>7}  vs plain scan")
+    print(f"  {'':<40} {'p50':>9} {'max':>9}  {'total':>7}  {'ping':>7}  vs plain scan")
     for name, fig in pages.items():
         values = sorted(fig.samples_ms)
         p50 = percentile(values, 50)
         base = baselines.get(name, scan_restricted_ms)
+        ping = "-" if fig.loop_ms is None else f"{fig.loop_ms:.1f}"
         print(
-            f"  {name:<40} {p50:9.1f} {values[-1]:9.1f}  {fig.total:>7}  "
+            f"  {name:<40} {p50:9.1f} {values[-1]:9.1f}  {fig.total:>7}  {ping:>7}  "
             f"{p50 / base:.2g}x ({base / p50:.0f} times faster)"
         )
     print(
