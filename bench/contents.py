@@ -17,7 +17,8 @@ real daemon on it (profile `alpha`, its Maildir service pointed at that tree) an
    the folder). Target: the first page under 200 ms once the folder has been opened.
    Meanwhile a thread pings the daemon every 2 ms on its own client; the `ping` column is
    the longest ping sent while a page of that kind was computed (how long the page
-   held the daemon's event loop; an idle ping takes about 0.15 ms).
+   held the daemon's event loop; an idle ping takes about 0.15 ms). The same pinger runs
+   during the cold open and the re-open: the longest ping there.
 
 Beside it, in the same run: a plain `mailbox.Maildir` scan of the same folder, as a program
 without an index does it (iterate the keys, parse each file's headers, sort by Date, take
@@ -262,6 +263,7 @@ class Opened:
     inbox: int
     steps_ms: dict[str, float]
     first_page: dict[str, Any]
+    loop_ms: float | None = None
 
 
 def open_inbox(client: Client) -> Opened:
@@ -298,6 +300,8 @@ def print_open(title: str, opened: Opened, rss_kb: int, messages: int) -> None:
         print(f"  {step:<28} {ms:10.1f} ms")
     page = opened.first_page
     print(f"  rows {len(page['rows'])}, total {page['total']} (expected {messages})")
+    if opened.loop_ms is not None:
+        print(f"  longest concurrent daemon.ping (2 ms pinger) {opened.loop_ms:.1f} ms")
     print(
         f"  daemon RSS {rss_kb / 1024:.1f} MiB ({rss_kb * 1024 / max(1, messages):.0f} B/message)"
     )
@@ -342,15 +346,21 @@ def main() -> None:
                 drop_caches()
             daemon.start()
             spy = {args.py_spy_phase: args.py_spy}
-            with daemon.client(timeout=600.0) as client, py_spy(daemon.pid, spy.get("cold")):
+            with (
+                daemon.client(timeout=600.0) as client,
+                py_spy(daemon.pid, spy.get("cold")),
+                Pinger(daemon.runtime) as pinger,
+            ):
                 cold = open_inbox(client)
+            cold.loop_ms = pinger.longest_ms([(0.0, time.monotonic())])
             print_open("1. cold open (index built)", cold, daemon.rss_kb(), built.messages)
 
             daemon.stop()
             daemon.start()
             with daemon.client(timeout=600.0) as client:
-                with py_spy(daemon.pid, spy.get("restart")):
+                with py_spy(daemon.pid, spy.get("restart")), Pinger(daemon.runtime) as pinger:
                     warm = open_inbox(client)
+                warm.loop_ms = pinger.longest_ms([(0.0, time.monotonic())])
                 print_open(
                     "2. re-open after a daemon restart (persisted index)",
                     warm,
