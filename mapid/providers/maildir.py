@@ -463,8 +463,14 @@ def new_key() -> str:
     now = time.time()
     with _COUNTER_LOCK:
         count = next(_COUNTER)
-    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
-    return f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{count}.{host}"
+    return f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{count}.{_key_host()}"
+
+
+@functools.cache
+def _key_host() -> str:
+    """The host part of keys, read once (the pid, the counter and the time keep keys
+    unique even if the host is renamed meanwhile)."""
+    return socket.gethostname().replace("/", r"\057").replace(":", r"\072")
 
 
 def _file_name(key: str, sub: str, flags: str) -> str:
@@ -1776,23 +1782,27 @@ class MaildirStore(StoreProvider):
             outbox.note_gone(key)
         flusher().later((), [str(outbox.path / sub)])
 
-    def _file_sent(self, key: str, sent_mime: bytes | None, durable: _Durable) -> str:
-        """Step one of finished(): the Sent Items copy, in place; `durable` gets its fsyncs."""
+    def _file_sent(
+        self, key: str, sent_mime: bytes | None, durable: _Durable
+    ) -> tuple[str, str, bytes]:
+        """Step one of finished(): the Sent Items copy, in place but hidden from listings
+        until the queued file is gone; `durable` gets its fsyncs. (key, file name, bytes)."""
         outbox, sent = self._index(OUTBOX), self._index(SENT)
         with outbox.lock:
             sub, name = self._where(outbox, key)  # NOT_FOUND: it left the Outbox meanwhile
             data = sent_mime if sent_mime is not None else (outbox.path / sub / name).read_bytes()
-        with sent.lock:
+        with sent.lock:  # listings run under it: none sees the file before it is hidden
             new, written, fd = place_message(
                 sent.path, data, sub="cur", flags="S", key=key, taken=sent.has
             )
+            sent.hide(new)
             durable.add(fd, sent.path / "cur")
-            sent.note_file(new, "cur", written, quiet=True, data=data)
-        return new
+        return new, written, data
 
-    def _unqueue(self, key: str, new: str) -> list[Change]:
+    def _unqueue(self, key: str, new: str, written: str, data: bytes) -> list[Change]:
         """Step three of finished(), once the Sent Items copy is durable: the queued file
-        goes (its removal is made durable later; lost in a crash, it is sent again)."""
+        goes (its removal is made durable later; lost in a crash, it is sent again), then
+        the copy shows in Sent Items."""
         outbox, sent = self._index(OUTBOX), self._index(SENT)
         with outbox.lock:
             found = outbox.locate(key)
@@ -1801,6 +1811,9 @@ class MaildirStore(StoreProvider):
                     os.unlink(outbox.path / found[0] / found[1])
                 flusher().later((), [str(outbox.path / found[0])])
             outbox.note_gone(key, quiet=True)
+        with sent.lock:
+            sent.reveal(new)
+            sent.note_file(new, "cur", written, quiet=True, data=data)
         return [
             Change(
                 NotificationEvent.fnevObjectMoved,
@@ -1826,11 +1839,19 @@ class MaildirStore(StoreProvider):
                 return None
             durable = _Durable()
             try:
-                new = await self.support.run_blocking(self._file_sent, key, sent_mime, durable)
+                new, written, data = await self.support.run_blocking(
+                    self._file_sent, key, sent_mime, durable
+                )
             except BaseException:
                 durable.hand_off()
                 raise
-            changes = await asyncio.wrap_future(durable.flush(then=lambda: self._unqueue(key, new)))
+            try:
+                changes = await asyncio.wrap_future(
+                    durable.flush(then=lambda: self._unqueue(key, new, written, data))
+                )
+            except OSError:  # not durable: the copy shows as it is, the hand-back is retried
+                await self.support.run_blocking(self._index(SENT).reveal, new)
+                raise
         finally:
             self._flush(changes)
         return self.message_entryid(SENT, new)

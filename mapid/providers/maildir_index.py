@@ -301,6 +301,9 @@ class FolderIndex:
         for `lock`, which a thread may hold across a file write."""
         self._refresh_lock = threading.Lock()
         self._touched: set[str] | None = None
+        self._hidden: set[str] = set()
+        """Keys of files the store placed but has not handed over yet: listings skip them
+        (Sent Items shows a sent message only once it has left the Outbox)."""
         """Keys the store noted while a refresh read files without the lock."""
 
     # Reading.
@@ -311,7 +314,17 @@ class FolderIndex:
 
     def has(self, key: str) -> bool:
         with self.lock:
-            return key in self._entries
+            return key in self._entries or key in self._hidden
+
+    def hide(self, key: str) -> None:
+        """Listings skip `key` until reveal() (call with the lock held, before the file
+        is linked into place)."""
+        with self.lock:
+            self._hidden.add(key)
+
+    def reveal(self, key: str) -> None:
+        with self.lock:
+            self._hidden.discard(key)
 
     def entryid_of(self, key: str) -> bytes:
         return self.message_prefix + key.encode("utf-8", "surrogateescape")
@@ -462,6 +475,8 @@ class FolderIndex:
                 key = name.partition(":")[0]
                 if sub == "new" and key in listing:
                     continue  # a crash between link and unlink left both: cur/ wins
+                if key in self._hidden:
+                    continue
                 listing[key] = (sub, name)
         self._stamps = stamps
         self._trusted = all(started - s > _trust_margin(s) for s in stamps.values())
