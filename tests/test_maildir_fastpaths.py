@@ -19,6 +19,7 @@ from mapid.daemon.outgoing import header_value
 from mapid.providers import mime_props
 from mapid.providers.maildir import place_message
 from mapid.providers.maildir_flush import Flusher
+from mapid.providers.maildir_index import FolderIndex
 from mapid.providers.mime_props import MailRecipient, compose, message_props
 
 _STAMPS = re.compile(rb"(Date|Message-ID): [^\n]*")
@@ -124,3 +125,25 @@ def test_flusher_syncs_every_request_and_reports_failures(tmp_path: Path) -> Non
     assert good.result(timeout=30) is None
     # A folder removed meanwhile has nothing left to keep.
     assert flusher.flush([], [tmp_path / "gone"]).result(timeout=30) is None
+
+
+def test_a_hidden_file_stays_out_of_listings_until_revealed(tmp_path: Path) -> None:
+    for sub in ("tmp", "cur", "new"):
+        (tmp_path / sub).mkdir()
+    index = FolderIndex(tmp_path, b"folder", b"msg:")
+    index.refresh()
+    assert index.rows() == []
+    data = b"Subject: filed\n\nhi\n"
+    with index.lock:
+        key, name, fd = place_message(tmp_path, data, sub="cur", flags="S")
+        index.hide(key)
+    os.close(fd)
+    index.refresh(force=True)
+    assert index.rows() == [] and index.take_changes() == []
+    assert index.has(key)  # a new file cannot take its key meanwhile
+    with index.lock:
+        index.reveal(key)
+        index.note_file(key, "cur", name, quiet=True, data=data)
+    index.refresh(force=True)
+    assert [r["PR_SUBJECT"] for r in index.rows()] == ["filed"]
+    assert index.take_changes() == []  # the store's own write raises nothing twice
