@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import email.parser
 import email.policy
+import functools
 import mailbox
 import os
 import random
@@ -454,7 +455,9 @@ def measure_pages(
     for _ in range(runs):  # take turns, so drift hits every kind alike
         for name, table in kinds.items():
             start = time.monotonic()
-            ms, page = timed(lambda t=table: client.container_contents_table(token, handle, t))
+            ms, page = timed(
+                functools.partial(client.container_contents_table, token, handle, table)
+            )
             windows[name].append((start, time.monotonic()))
             fig = figures[name]
             fig.samples_ms.append(ms)
