@@ -109,6 +109,10 @@ _TRANSITIONS: dict[SpoolerState, frozenset[SpoolerState]] = {
 }
 
 
+PROGRESS_INTERVAL_S = 0.25
+"""The rows show a pass's progress at most this often (and always its first and last step)."""
+
+
 @dataclass
 class _Backoff:
     delay: float
@@ -155,6 +159,8 @@ class _Pass:
     failed_now: set[bytes] = field(default_factory=set)
     """Transports that failed in this pass: the rest of their messages wait for the retry."""
     used: dict[bytes, ProviderSlot] = field(default_factory=dict)
+    shown_at: float = 0.0
+    """When the rows last showed this pass's progress (monotonic)."""
     finishing: set[asyncio.Task[None]] = field(default_factory=set)
     """Messages sent and being handed back to the store while the next one is sent."""
 
@@ -399,6 +405,8 @@ class Spooler:
                 else:
                     owner.kick()
             return
+        if forced is not None and not forced and await self._all_waiting(store):
+            return  # a submit while every transport waits out its backoff: nothing to try
         entryids = await self._bounded(store.queued())
         for gone in set(self._progress) - set(entryids):
             del self._progress[gone]
@@ -432,6 +440,26 @@ class Spooler:
         self._after_pass(run)
         if run.only is not None:
             self.kick()  # the other transports' messages follow the ordinary rules
+
+    async def _all_waiting(self, store: StoreProvider) -> bool:
+        """Whether every logged-on transport is in backoff; if so, count the queue for the
+        spooler's row and leave the messages to the retry timer. Reading each queued
+        message only to find its transport waiting cost milliseconds a submit."""
+        now = time.monotonic()
+        active = [
+            s for s in ProviderHost(self.session).transport_slots() if s.state == SlotState.ACTIVE
+        ]
+        waits = [self._backoff.get(s.provider_uid) for s in active]
+        if not active or any(w is None or w.until <= now for w in waits):
+            return False
+        first = min((w for w in waits if w is not None), key=lambda w: w.until)
+        count = len(await self._bounded(store.queued()))
+        self._next_try = first.until
+        delay = _seconds(max(0.0, first.until - now))
+        self._enter(
+            SpoolerState.WAITING_RETRY, f"{count} queued; next try in {delay} s: {first.reason}"
+        )
+        return True
 
     def _after_pass(self, run: _Pass) -> None:
         if self._stopping:
@@ -670,6 +698,11 @@ class Spooler:
         done (before the send of message 3: 20 %, after it: 30 %)."""
         total = max(run.total, 1)
         text = f"sending {run.index} of {total}"
+        first = slot.provider_uid not in run.used
+        now = time.monotonic()
+        if not first and run.index < total and now - run.shown_at < PROGRESS_INTERVAL_S:
+            return  # a queue of a thousand must not publish two thousand row events
+        run.shown_at = now
         if not sent:
             self._set_status(text)
         if slot.row is None:
@@ -679,7 +712,7 @@ class Spooler:
             "PR_REMOTE_PROGRESS": min(100, done * 100 // total),
             "PR_REMOTE_PROGRESS_TEXT": text,
         }
-        if slot.provider_uid not in run.used:  # its first message of the pass
+        if first:  # its first message of the pass
             run.used[slot.provider_uid] = slot
             row = self.session.table.get(slot.row) or {}
             code = int(row.get("PR_STATUS_CODE", 0)) | StatusCode.STATUS_OUTBOUND_ACTIVE
