@@ -4,6 +4,7 @@ flusher's batched fsyncs (files before folders, failures to their callers)."""
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import email.utils
 import os
@@ -16,11 +17,13 @@ import pytest
 
 from mapid.constants import RecipientType
 from mapid.daemon.outgoing import header_value
-from mapid.providers import mime_props
-from mapid.providers.maildir import place_message
+from mapid.providers import maildir_index, mime_props
+from mapid.providers.maildir import MaildirStore, place_message
 from mapid.providers.maildir_flush import Flusher
 from mapid.providers.maildir_index import FolderIndex
 from mapid.providers.mime_props import MailRecipient, compose, message_props
+
+from provider_support import Support
 
 _STAMPS = re.compile(rb"(Date|Message-ID): [^\n]*")
 
@@ -147,3 +150,33 @@ def test_a_hidden_file_stays_out_of_listings_until_revealed(tmp_path: Path) -> N
     index.refresh(force=True)
     assert [r["PR_SUBJECT"] for r in index.rows()] == ["filed"]
     assert index.take_changes() == []  # the store's own write raises nothing twice
+
+
+def test_a_hand_off_cut_short_by_a_crash_files_the_message_once(tmp_path: Path) -> None:
+    async def submit() -> bytes:
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        outbox = await store.open_entry(store.store_props()["PR_IPM_OUTBOX_ENTRYID"], 1)
+        message = await outbox.create_message()  # type: ignore[attr-defined]
+        await message.set_props({"PR_SUBJECT": "once", "PR_BODY": "hi\n"})
+        await message.modify_recipients([{"PR_EMAIL_ADDRESS": "grace@example.org"}])
+        eid: bytes = await message.submit()
+        return eid
+
+    async def restart_and_finish(eid: bytes, sent: bytes) -> None:
+        maildir_index._HUBS.clear()  # a new daemon process
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        assert await store.finished(eid, sent_mime=sent, delete=False) is not None
+        assert await store.queued() == []
+
+    eid = asyncio.run(submit())
+    root = tmp_path / "Mail"
+    (queued,) = (root / ".Outbox" / "cur").iterdir()
+    sent = b"From: ada@example.org\n" + queued.read_bytes()
+    # The daemon was killed after it filed the copy and before the queued file went.
+    key = queued.name.split(":")[0]
+    (root / ".Sent" / "cur" / f"{key}:2,S").write_bytes(sent)
+    asyncio.run(restart_and_finish(eid, sent))
+    assert [p.read_bytes() for p in (root / ".Sent" / "cur").iterdir()] == [sent]
+    assert list((root / ".Outbox" / "cur").iterdir()) == []

@@ -1677,7 +1677,9 @@ class MaildirStore(StoreProvider):
                     durable,
                 )
             assert key is not None
-            return self._queue_blocking(folder, key, durable, refresh=save is None)
+            # A message saved in the Outbox itself: the save just refreshed it.
+            fresh = save is not None and folder == OUTBOX
+            return self._queue_blocking(folder, key, durable, refresh=not fresh)
         finally:
             durable.hand_off()
 
@@ -1685,7 +1687,7 @@ class MaildirStore(StoreProvider):
         self, folder: str, key: str, durable: _Durable, *, refresh: bool
     ) -> tuple[str, list[Change]]:
         src, dst = self._index(folder), self._index(OUTBOX)
-        if refresh:  # not right after the save, which did
+        if refresh:
             src.refresh(wait=False)
             dst.refresh(wait=False)
         with _Locked(src, dst):
@@ -1792,6 +1794,16 @@ class MaildirStore(StoreProvider):
             sub, name = self._where(outbox, key)  # NOT_FOUND: it left the Outbox meanwhile
             data = sent_mime if sent_mime is not None else (outbox.path / sub / name).read_bytes()
         with sent.lock:  # listings run under it: none sees the file before it is hidden
+            own = sent.path / "cur" / join_name(key, "S")
+            try:
+                earlier = own.read_bytes()
+            except FileNotFoundError:
+                earlier = None
+            if earlier == data:
+                # A hand-off a crash cut short (after the copy, before the queued file went):
+                # that copy is this one, and the message is not filed twice.
+                durable.add(os.open(own, os.O_RDONLY), sent.path / "cur")
+                return key, own.name, data
             new, written, fd = place_message(
                 sent.path, data, sub="cur", flags="S", key=key, taken=sent.has
             )
