@@ -1742,20 +1742,16 @@ class MaildirStore(StoreProvider):
             raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "that message is not in the Outbox")
         return key
 
-    def _queued_blocking(self, key: str) -> tuple[bytes, int]:
+    def _queued_blocking(self, key: str) -> QueuedMessage:
         index = self._index(OUTBOX)
         with index.lock:
             sub, name = self._where(index, key)
             path = index.path / sub / name
             try:
-                return path.read_bytes(), os.stat(path).st_mtime_ns
+                raw, mtime_ns = path.read_bytes(), os.stat(path).st_mtime_ns
             except FileNotFoundError:
                 raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox") from None
-
-    async def queued_message(self, entryid: bytes) -> QueuedMessage:
-        key = self._outbox_key(entryid)
-        raw, mtime_ns = await self.support.run_blocking(self._queued_blocking, key)
-        headers = parse_header_block(split_head(raw))
+        headers = parse_header_block(split_head(raw))  # parsed here too, not on the loop
         recipients = tuple(
             Recipient(r.address, r.display_name, "SMTP", int(r.recipient_type))
             for r in recipients_of(headers)
@@ -1772,6 +1768,10 @@ class MaildirStore(StoreProvider):
             delete_after_submit=delete,
             submitted=datetime.fromtimestamp(mtime_ns / 1e9, UTC),
         )
+
+    async def queued_message(self, entryid: bytes) -> QueuedMessage:
+        key = self._outbox_key(entryid)
+        return await self.support.run_blocking(self._queued_blocking, key)
 
     def _drop_queued(self, key: str) -> None:
         """A sent message that asked to be deleted (or reached nobody) leaves the Outbox. If
