@@ -372,6 +372,32 @@ def test_attachments_alternative_html_only_and_ndr(tmp_path: Path) -> None:
         props = await (await store.open_entry(ndr["PR_ENTRYID"], 0)).get_props(None)
         assert props["PR_MESSAGE_CLASS"] == "REPORT.IPM.Note.NDR"
         assert props["PR_BODY"].startswith("Your message could not be delivered.")
+        # Every message says what its table row says, the report (multipart/report) too.
+        for row in (att, html, ndr):
+            opened = await (await store.open_entry(row["PR_ENTRYID"], 0)).get_props(None)
+            assert opened["PR_HASATTACH"] == row["PR_HASATTACH"]
+
+    run(main())
+
+
+def test_a_message_and_its_row_agree_on_attachments(tmp_path: Path) -> None:
+    """A mailing list's footer makes multipart/mixed of text only: the row cannot read the
+    body, so the opened message judges by the headers as well (as Thunderbird does)."""
+    store, _ = logon(tmp_path)
+    text_only = (
+        b"From: list@example.org\nSubject: With a footer\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\nthe post and the list's footer\n--b--\n"
+    )
+    mta_deliver(tmp_path / "Mail", text_only, "1704500000.M1P1Q1.mx")
+
+    async def main() -> None:
+        (row,) = await rows_of(await open_folder(store, "Inbox"))
+        opened = await (await store.open_entry(row["PR_ENTRYID"], 0)).get_props(None)
+        assert row["PR_HASATTACH"] == opened["PR_HASATTACH"]
+        assert bool(row["PR_MESSAGE_FLAGS"] & MessageFlags.MSGFLAG_HASATTACH) == bool(
+            opened["PR_MESSAGE_FLAGS"] & MessageFlags.MSGFLAG_HASATTACH
+        )
 
     run(main())
 

@@ -404,15 +404,6 @@ def _part_text(part: EmailMessage) -> str:
         return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
-def _has_attachments(msg: EmailMessage) -> bool:
-    if not msg.is_multipart():
-        return msg.get_content_maintype() not in ("text", "multipart")
-    try:
-        return next(iter(msg.iter_attachments()), None) is not None
-    except (KeyError, ValueError):
-        return False
-
-
 def parse_message(raw: bytes) -> EmailMessage:
     msg = _FULL.parsebytes(raw)
     assert isinstance(msg, EmailMessage)
@@ -486,7 +477,10 @@ def message_props(raw: bytes) -> tuple[dict[str, Any], bool]:
         props[PR_BODY.name] = _part_text(plain)  # type: ignore[arg-type]
     elif rich is not None:
         props[PR_BODY.name] = html_to_text(props[PR_BODY_HTML.name])
-    has_attach = _has_attachments(msg)
+    # The contents table can only judge by the headers (it never reads bodies), so the
+    # opened message judges the same way, as Thunderbird's paperclip does: a table and its
+    # message never disagree.
+    has_attach = _attach_by_headers(msg.get_content_type())
     props[PR_HASATTACH.name] = has_attach
     return props, has_attach
 
