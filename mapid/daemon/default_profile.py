@@ -55,6 +55,7 @@ def write_default(config_dir: Path, data_dir: Path | None = None) -> Path:
         "# events_hwm = 10000    # events queued per subscriber before it loses some\n"
         '# log_level = "info"\n'
         '# watch = "auto"        # "poll" on network file systems; "off": reload by hand\n'
+        "# spooler_retry_s = 30  # first wait after a temporary send failure (doubles)\n"
     )
     profile = (
         "# The embedded default profile (created by `mapid run` on first start).\n"
@@ -70,6 +71,15 @@ def write_default(config_dir: Path, data_dir: Path | None = None) -> Path:
         'service = "vcard"\n'
         f"path = {_toml_str(str(data / 'contacts'))}\n"
         f"identity = {{ display_name = {_toml_str(name)}, email = {_toml_str(email)} }}\n"
+        "\n"
+        "# To send mail, name your SMTP server (mail submitted without a transport comes\n"
+        "# back as a non-delivery report in the Inbox):\n"
+        "# [services.outgoing]\n"
+        '# service = "smtp"\n'
+        '# host = "smtp.example.org"\n'
+        '# security = "starttls"          # "none", "starttls" (587) or "tls" (465)\n'
+        f"# username = {_toml_str(email)}\n"
+        '# password_command = "pass show mail/example"\n'
     )
     _write_new(config_dir / CONFIG_FILE, daemon_config)
     target = profiles / f"{DEFAULT_PROFILE_NAME}.toml"
