@@ -8,6 +8,7 @@ it get a row saying why.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ class ServiceRegistry:
         """Re-read the installed entry points (new packages may have been installed)."""
         self._entry_points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
         self._loaded.clear()
+
+    def preload(self) -> None:
+        """Load every installed service once (the broken ones are logged and skipped)."""
+        for name in self._entry_points:
+            with contextlib.suppress(ServiceUnavailable):
+                self.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._entry_points)
