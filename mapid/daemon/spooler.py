@@ -405,7 +405,9 @@ class Spooler:
                 else:
                     owner.kick()
             return
-        if forced is not None and not forced and await self._all_waiting(store):
+        # Ranked once per pass (it reads the profile): the backoff check and the sends share it.
+        transports = ProviderHost(self.session).transport_slots()
+        if forced is not None and not forced and await self._all_waiting(store, transports):
             return  # a submit while every transport waits out its backoff: nothing to try
         entryids = await self._bounded(store.queued())
         for gone in set(self._progress) - set(entryids):
@@ -415,7 +417,6 @@ class Spooler:
             self._enter(SpoolerState.IDLE, "idle")
             return
         self._transition(SpoolerState.SENDING)
-        transports = ProviderHost(self.session).transport_slots()
         try:
             for run.index, entryid in enumerate(entryids, 1):
                 if self._stopping:
@@ -441,14 +442,12 @@ class Spooler:
         if run.only is not None:
             self.kick()  # the other transports' messages follow the ordinary rules
 
-    async def _all_waiting(self, store: StoreProvider) -> bool:
+    async def _all_waiting(self, store: StoreProvider, transports: list[ProviderSlot]) -> bool:
         """Whether every logged-on transport is in backoff; if so, count the queue for the
         spooler's row and leave the messages to the retry timer. Reading each queued
         message only to find its transport waiting cost milliseconds a submit."""
         now = time.monotonic()
-        active = [
-            s for s in ProviderHost(self.session).transport_slots() if s.state == SlotState.ACTIVE
-        ]
+        active = [s for s in transports if s.state == SlotState.ACTIVE]
         waits = [self._backoff.get(s.provider_uid) for s in active]
         if not active or any(w is None or w.until <= now for w in waits):
             return False
