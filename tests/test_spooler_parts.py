@@ -13,7 +13,7 @@ from mapid import entryid as eid
 from mapid.constants import ResourceFlags, ResourceType
 from mapid.daemon import ndr
 from mapid.daemon.identity import identity_row, row_identity
-from mapid.daemon.outgoing import NoSender, prepare, split_header
+from mapid.daemon.outgoing import NoSender, header_address, prepare, split_header
 from mapid.daemon.queue_claims import QueueClaims
 from mapid.providers.base import Identity
 
@@ -194,3 +194,31 @@ def test_identity_row_prefers_the_flagged_row() -> None:
     assert row_identity(flagged) == Identity("Flagged", "flagged@x.org", "SMTP")
     assert row_identity(unflagged) == Identity("U", "u@x.org", "SMTP")  # as written
     assert row_identity(_row(4)) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Ada Lovelace <ada@example.org>",
+        b"<ada@example.org>",
+        b"ada@example.org",
+        b"x-y_z <a+b@c-d.e>  ",
+        b"O'Brien <ob@x.ie>",
+        b'"Lovelace, Ada" <ada@example.org>',
+        b"Ada L. Lovelace <ada@example.org>",
+        b"=?utf-8?q?Ad=C3=A9?= <a@b.c>",
+        b"ada@example.org (Ada)",
+        b"Ada  Lovelace <ada@example.org>",
+        b"Ada <ada@example.org>, Bob <bob@example.org>",
+        b"undisclosed",
+    ],
+)
+def test_header_address_reads_a_from_as_the_email_package_does(value: bytes) -> None:
+    """The plain-address fast path and the parser it stands in for agree, eol or not."""
+    for field in (b"From: " + value + b"\r\n", b"from:\t" + value + b"\n", b"FROM:" + value):
+        parsed = email.message_from_bytes(field + b"\n", policy=email.policy.default)
+        addresses = [a for a in parsed["From"].addresses if "@" in a.addr_spec]
+        expected = (
+            Identity(addresses[0].display_name, addresses[0].addr_spec) if addresses else None
+        )
+        assert header_address([field], "From") == expected

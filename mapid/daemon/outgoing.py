@@ -80,12 +80,37 @@ def header_value(fields: list[bytes], name: str) -> str | None:
     return None
 
 
+_ATOM = rb"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_ADDR_SPEC = _ATOM + rb"(?:\." + _ATOM + rb")*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(
+    rb"[A-Za-z-]+:[ \t]*(?:(?P<name>"
+    + _ATOM
+    + rb"(?: "
+    + _ATOM
+    + rb")*) <(?P<angle>"
+    + _ADDR_SPEC
+    + rb")>|<(?P<bare_angle>"
+    + _ADDR_SPEC
+    + rb")>|(?P<bare>"
+    + _ADDR_SPEC
+    + rb"))[ \t]*\r?\n?"
+)
+"""A one-line field of one plain ASCII address (`Name Words <a@b>`, `<a@b>`, `a@b`: no
+quotes, comments, dots in the name or encoded words), read as the email package reads it
+without its cost (about 0.1 ms a parse, twice per message sent)."""
+
+
 def header_address(fields: list[bytes], name: str) -> Identity | None:
     """The first address of an address field (From), or None when it has none."""
     wanted = name.lower().encode()
     for field in fields:
         if _name(field) != wanted:
             continue
+        plain = _PLAIN_ADDRESS.fullmatch(field)
+        if plain is not None:
+            display = (plain.group("name") or b"").decode("ascii")
+            spec = plain.group("angle") or plain.group("bare_angle") or plain.group("bare")
+            return Identity(display, spec.decode("ascii"))
         parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(field)
         try:
             header = parsed[name]
