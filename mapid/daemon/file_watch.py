@@ -170,12 +170,7 @@ class DirectoryWatcher:
             return
         for watch in self._watches.values():
             try:
-                watch.observed = observer.schedule(
-                    _Handler(self, str(watch.path)),
-                    str(watch.path),
-                    recursive=False,
-                    event_filter=EVENT_FILTER,
-                )
+                watch.observed = self._observe(observer, watch)
             except OSError as exc:
                 if exc.errno in LIMIT_ERRNOS and self.mode != "polling":
                     self._fall_back(exc)
@@ -208,24 +203,21 @@ class DirectoryWatcher:
     def _schedule(self, watch: _Watch) -> None:
         try:
             observer = self._ensure_observer()
-            watch.observed = observer.schedule(
-                _Handler(self, str(watch.path)),
-                str(watch.path),
-                recursive=False,
-                event_filter=EVENT_FILTER,
-            )
+            watch.observed = self._observe(observer, watch)
         except OSError as exc:
             if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
                 if not self._watches:
                     self._stop_observer()
                 raise
             self._fall_back(exc)
-            watch.observed = self._ensure_observer().schedule(
-                _Handler(self, str(watch.path)),
-                str(watch.path),
-                recursive=False,
-                event_filter=EVENT_FILTER,
-            )
+            watch.observed = self._observe(self._ensure_observer(), watch)
+
+    def _observe(self, observer: BaseObserver, watch: _Watch) -> ObservedWatch:
+        """Schedule one directory on `observer` (not recursive, content events only)."""
+        path = str(watch.path)
+        return observer.schedule(
+            _Handler(self, path), path, recursive=False, event_filter=EVENT_FILTER
+        )
 
     def _fall_back(self, exc: OSError) -> None:
         """Replace inotify by polling for every path after a limit error."""
@@ -237,12 +229,7 @@ class DirectoryWatcher:
         observer = self._ensure_observer()
         for watch in self._watches.values():
             try:
-                watch.observed = observer.schedule(
-                    _Handler(self, str(watch.path)),
-                    str(watch.path),
-                    recursive=False,
-                    event_filter=EVENT_FILTER,
-                )
+                watch.observed = self._observe(observer, watch)
             except OSError as again:
                 watch.observed = None
                 log.warning("directory watcher: cannot watch %s: %s", watch.path, again)
