@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -68,6 +68,21 @@ def standard_profile(root: Path, *, identity: bool = True, autologon: bool = Fal
         f'path = "{root / "Mail"}"\n'
         "primary_store = true\n"
     )
+
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
+    """Poll `check` until it returns something other than None (or fail naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 @dataclass

@@ -18,8 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -34,7 +33,7 @@ from mapid.cli.mail_format import flag_letters, format_size, message_lines
 from mapid.cli.mail_session import looks_like_entryid, split_indexed
 from mapid.constants import FlagStatus, MessageFlags, MsgStatus, NotificationEvent
 
-from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
+from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile, wait_until
 from smtp_server import SmtpServer, smtp_section
 
 T = TypeVar("T")
@@ -50,17 +49,6 @@ END:VCARD
 
 BASE = 1_764_547_200  # 2025-12-01 00:00 UTC: message n is n hours later
 INBOX_COUNT = 24
-
-
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def message_bytes(n: int, subject: str, sender: str, body: str, size_pad: int = 0) -> bytes:

@@ -17,7 +17,6 @@ import email.policy
 import imaplib
 import re
 import time
-from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 from mapid.client import Client
 from mapid.constants import FlagStatus, MessageFlags
 
-from conftest import DaemonFactory, standard_profile
+from conftest import DaemonFactory, standard_profile, wait_until
 from dovecot_server import DovecotFactory, DovecotServer, dovecot_fixture  # noqa: F401 (the fixture)
 from smtp_server import SmtpServer, smtp_section
 
@@ -45,18 +44,6 @@ def mime(subject: str, sender: str = "Grace Hopper <grace@example.org>") -> byte
     msg["Message-ID"] = make_msgid(domain="example.org")
     msg.set_content(f"This is {subject!r}.\n")
     return msg.as_bytes(policy=email.policy.SMTP)
-
-
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    """Poll `check` until it returns something other than None (or fail naming `what`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Mapi:
