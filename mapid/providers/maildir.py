@@ -399,6 +399,18 @@ def load_or_create_uid(root: Path) -> bytes:
     return uid
 
 
+def _count_keys(folder: Path) -> int:
+    """Messages in a folder's cur/ and new/, by name only: len(mailbox.Maildir) stats
+    every file, 0.4 s of each logon on a folder of 100 000."""
+    keys = {
+        name.partition(":")[0]
+        for sub in ("cur", "new")
+        for name in os.listdir(folder / sub)
+        if not name.startswith(".")
+    }
+    return len(keys)
+
+
 def open_maildir(root: Path) -> MaildirState:
     """Create what is missing of the tree (root, cur/new/tmp, standard folders) and read it."""
     if root.exists() and not root.is_dir():
@@ -412,7 +424,7 @@ def open_maildir(root: Path) -> MaildirState:
         for name in STANDARD_FOLDERS:
             if name not in existing:
                 box.add_folder(name)
-        return MaildirState(root.resolve(), load_or_create_uid(root), len(box))
+        return MaildirState(root.resolve(), load_or_create_uid(root), _count_keys(root))
     except PermissionError as exc:
         raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, f"Maildir {root}: {exc}") from exc
     except OSError as exc:
