@@ -365,7 +365,9 @@ class Daemon:
                 )
             path.unlink(missing_ok=True)  # a stale socket of a daemon that died
         self._ctx = zmq.asyncio.Context()
-        router = self._ctx.socket(zmq.ROUTER)
+        # The request socket is a plain one on the same context: RequestServer reads it
+        # from its descriptor (see server.py); ZAP and the publisher stay asyncio.
+        router: zmq.Socket[bytes] = zmq.Context.shadow(self._ctx.underlying).socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD)
         router.setsockopt(zmq.SNDHWM, 10_000)

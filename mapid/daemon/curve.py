@@ -25,6 +25,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -193,14 +194,14 @@ class RemoteAccess:
         self.authorized_dir = config_dir / AUTHORIZED_DIR
         self.public_key = b""
         self._auth: _Authenticator | None = None
-        self._bound: list[tuple[zmq.asyncio.Socket, str, str]] = []
+        self._bound: list[tuple[zmq.Socket[Any], str, str]] = []
         """(socket, configured endpoint, resolved endpoint) for every TCP bind."""
 
     @property
     def allowed(self) -> dict[bytes, str]:
         return self._auth.names if self._auth is not None else {}
 
-    def start(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> list[ConfigProblem]:
+    def start(self, router: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> list[ConfigProblem]:
         """Keys, ZAP, then the TCP binds; the problems of single key files are returned."""
         public, secret = server_key_pair(self.state_dir)
         self.public_key = public

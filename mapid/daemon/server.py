@@ -1,15 +1,17 @@
 """The request socket: receive, check, dispatch, reply (PROTOCOL.md 2, 3 and 4).
 
-One ROUTER socket; each request runs as its own task (ops that never wait run inline), a
-client may have `max_in_flight` of them running, and every answer is kept for 60 seconds per
-client identity and request id, so a resend is answered from the cache instead of running
-twice. Nothing a client sends can stop the loop: every failure becomes an error reply or, when
-no id can be read, a counted drop.
-"""
+One ROUTER socket, read straight from its file descriptor on the event loop (not through
+zmq.asyncio, whose future per receive and per send cost more than most ops: section 6 of
+bench/RESULTS.md). An op that never waits runs inline when its session is free; any other
+runs as its own task. A client may have `max_in_flight` requests running, and every answer
+is kept for 60 seconds per client identity and request id, so a resend is answered from the
+cache instead of running twice. Nothing a client sends can stop the loop: every failure
+becomes an error reply or, when no id can be read, a counted drop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import time
@@ -19,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from mapid import envelope
 from mapid.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
-from mapid.daemon import logs
+from mapid.daemon import eager, logs
 from mapid.daemon.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.table_query import TableQuery
@@ -34,6 +35,8 @@ log = logging.getLogger("mapid.server")
 
 REPLY_CACHE_TTL = 60.0
 REPLY_CACHE_MAX = 200_000
+DRAIN_BATCH = 64
+"""Requests read in one go before other callbacks of the loop get their turn."""
 
 
 @dataclass
@@ -95,7 +98,7 @@ def _id_key(req_id: object) -> object:
 class RequestServer:
     def __init__(
         self,
-        sock: zmq.asyncio.Socket | None,
+        sock: zmq.Socket[bytes] | None,
         sessions: SessionManager,
         daemon: Any,
         *,
@@ -113,18 +116,30 @@ class RequestServer:
         self.cache = ReplyCache()
         self.in_flight: dict[bytes, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_pending = False
 
     # -- sending -------------------------------------------------------------------------
     def _send(self, identity: bytes, data: bytes) -> None:
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             return
         try:
-            fut = self.sock.send_multipart([identity, b"", data], flags=zmq.NOBLOCK)
+            # ROUTER never blocks: at the high-water mark, or for a client gone, it drops.
+            sock.send_multipart([identity, b"", data], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             log.debug("reply to a client not sent: %s", exc)
             return
-        if isinstance(fut, asyncio.Future):
-            fut.add_done_callback(_consume)
+        # The socket's descriptor is edge-triggered: a send may take in the signal of a
+        # request that arrived meanwhile, which then must be read without waiting for it.
+        if not self._drain_pending and self._loop is not None:
+            try:
+                readable = int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN
+            except zmq.ZMQError:
+                return
+            if readable:
+                self._drain_pending = True
+                self._loop.call_soon(self._drain)
 
     def send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
         self._send(identity, pack(payload))
@@ -135,10 +150,40 @@ class RequestServer:
 
     # -- receiving -----------------------------------------------------------------------
     async def run(self) -> None:
-        assert self.sock is not None
-        while True:
-            frames = await self.sock.recv_multipart()
-            self.handle_frames(frames)
+        """Serve until cancelled: the socket's descriptor wakes `_drain`."""
+        sock = self.sock
+        assert sock is not None
+        loop = asyncio.get_running_loop()
+        fd = int(sock.getsockopt(zmq.FD))
+        self._loop = loop
+        loop.add_reader(fd, self._drain)
+        try:
+            self._drain()
+            await loop.create_future()  # until cancelled
+        finally:
+            loop.remove_reader(fd)
+            self._loop = None
+
+    def _drain(self) -> None:
+        """Read what has arrived, up to DRAIN_BATCH requests, then yield to the loop."""
+        self._drain_pending = False
+        sock = self.sock
+        if sock is None or self._loop is None:
+            return
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:  # closed at shutdown
+                log.debug("request socket: %s", exc)
+                return
+            try:
+                self.handle_frames(frames)
+            except Exception:  # nothing a client sends may stop the loop
+                log.exception("request dropped")
+        self._drain_pending = True
+        self._loop.call_soon(self._drain)
 
     def handle_frames(self, frames: list[bytes]) -> None:
         self.stats.requests += 1
@@ -182,19 +227,25 @@ class RequestServer:
             return
         self.cache.start(key)
         self.in_flight[identity] = self.in_flight.get(identity, 0) + 1
-        if not spec.is_async and ctx.session is None:
+        session = ctx.session
+        if not spec.is_async and (
+            session is None or not spec.locks_session or not session.lock.locked()
+        ):
+            # Nothing can run between its start and its end, so a free lock stays free.
             self._finish(key, identity, self._run_inline(spec, ctx, args))
             return
-        # The task copies the context: its log lines (and its tasks') name the session.
-        mark = logs.SESSION_ID.set(ctx.session.id if ctx.session is not None else None)
-        try:
-            task = asyncio.get_running_loop().create_task(
-                self._run(key, spec, ctx, args, payload.get("deadline_ms"))
-            )
-        finally:
-            logs.SESSION_ID.reset(mark)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # Its own context: its log lines (and its tasks') name the session.
+        context = contextvars.copy_context()
+        context.run(logs.SESSION_ID.set, session.id if session is not None else None)
+        deadline_ms = payload.get("deadline_ms")
+        coro = self._run(key, spec, ctx, args, deadline_ms)
+        if deadline_ms is None:
+            task = eager.start(coro, context)  # None: it has answered already
+        else:  # wait_for needs a task around it
+            task = asyncio.get_running_loop().create_task(coro, context=context)
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def _check(
         self, identity: bytes, req_id: object, payload: dict[str, Any]
@@ -237,13 +288,29 @@ class RequestServer:
         return spec, ctx, args
 
     def _run_inline(self, spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> bytes:
+        """A synchronous op, with the checks `_execute` makes under the session lock."""
+        session = ctx.session
+        mark = logs.SESSION_ID.set(session.id if session is not None else None)
         try:
+            if session is not None and spec.locks_session:
+                _check_alive(session, ctx)
+                if spec.handle:
+                    ctx.obj = session.handles.get(args["handle"])
             return self._ok(ctx.req_id, spec.handler(ctx, args))
         except MapiError as exc:
+            if session is not None:
+                session.last_error = exc
             return self._error(ctx.req_id, exc)
+        except OSError as exc:
+            error = _os_error(spec.name, exc)
+            if session is not None:
+                session.last_error = error
+            return self._error(ctx.req_id, error)
         except Exception:
             log.exception("op %s failed", spec.name)
             return self._error(ctx.req_id, _internal(spec.name))
+        finally:
+            logs.SESSION_ID.reset(mark)
 
     async def _run(
         self,
@@ -288,8 +355,7 @@ class RequestServer:
         if session is None or not spec.locks_session:
             return await _call(spec, ctx, args)
         async with session.lock:
-            if not session.alive or (ctx.member and ctx.member.token not in session.members):
-                raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session has ended")
+            _check_alive(session, ctx)
             if spec.handle:
                 ctx.obj = session.handles.get(args["handle"])
             return await _call(spec, ctx, args)
@@ -343,6 +409,11 @@ class RequestServer:
             await asyncio.wait(list(self.tasks), timeout=timeout)
 
 
+def _check_alive(session: Any, ctx: OpContext) -> None:
+    if not session.alive or (ctx.member and ctx.member.token not in session.members):
+        raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session has ended")
+
+
 async def _call(spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> Any:
     result = spec.handler(ctx, args)
     if asyncio.iscoroutine(result):
@@ -372,8 +443,3 @@ def _internal(op: str) -> MapiError:
         ErrorCode.MAPI_E_CALL_FAILED,
         f"{op} failed inside the daemon; it keeps serving (details are in its log)",
     )
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
