@@ -375,7 +375,9 @@ class Spooler:
         return None
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
-        return await asyncio.wait_for(aw, self.session.env.provider_timeout)
+        # asyncio.timeout, not wait_for: no task for each call (the spooler runs as a task).
+        async with asyncio.timeout(self.session.env.provider_timeout):
+            return await aw
 
     async def _pass(self, flushes: list[_Flush]) -> None:
         if flushes and all(f.only is not None for f in flushes):

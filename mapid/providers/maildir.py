@@ -152,6 +152,8 @@ __all__ = [
 T = TypeVar("T")
 
 UID_FILE = "mapid.uid"
+JUST_QUEUED_MAX = 1000
+"""Messages a store remembers from its own submits for the spooler (see _just_queued)."""
 STANDARD_FOLDERS = ("Outbox", "Sent", "Trash", "Drafts")
 """Maildir++ folders (`.Outbox` ...) the IPM folders map onto; created at logon."""
 OUTBOX, SENT, TRASH, DRAFTS = STANDARD_FOLDERS
@@ -1031,6 +1033,10 @@ class MaildirStore(StoreProvider):
         self._watches: dict[str, list[Callable[[], None]]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._just_queued: dict[str, tuple[str, QueuedMessage]] = {}
+        """Outbox key -> (file name, the message) of what this store queued, so that the
+        spooler's queued_message() does not read back and parse a file written a moment
+        ago; used only while the Outbox index still names that very file."""
 
     async def logon(self) -> None:
         await self._load()
@@ -1485,14 +1491,18 @@ class MaildirStore(StoreProvider):
         recipients: list[MailRecipient] | None,
         flag_changes: dict[str, Any],
         durable: _Durable | None = None,
+        written: list[bytes] | None = None,
     ) -> str:
-        """Write the message; with `durable`, its fsyncs are left there for the flusher."""
+        """Write the message; with `durable`, its fsyncs are left there for the flusher;
+        `written` gets the bytes of a file written whole (not of a flag rename)."""
         index = self._index(folder)
         index.refresh(wait=False)  # never under the lock (it reads files without it)
         content = bool(changes or deleted or recipients is not None)
         data = b""  # a flag change alone renames the file; it is not rewritten
         if key is None or content:
             data = compose(raw if key is not None else None, changes, deleted, recipients)
+            if written is not None:
+                written.append(data)
         with index.lock:
             if key is None:
                 flags = maildir_flags("DS", flag_changes)
@@ -1671,11 +1681,13 @@ class MaildirStore(StoreProvider):
 
     def _submit_blocking(
         self, folder: str, key: str | None, save: _Save | None
-    ) -> tuple[str, list[Change]]:
+    ) -> tuple[str, list[Change], tuple[str, QueuedMessage] | None]:
         """Save (when `save`) and move into the Outbox, in one trip to the thread pool. The
         reply does not wait for the disk: the file is in place, so a killed daemon loses
-        nothing, and the flusher makes it durable with the next commit (a few ms later)."""
+        nothing, and the flusher makes it durable with the next commit (a few ms later).
+        A message written here comes back as the spooler will read it (file name, message)."""
         durable = _Durable()
+        written: list[bytes] = []
         try:
             if save is not None:
                 key = self._save_blocking(
@@ -1687,17 +1699,24 @@ class MaildirStore(StoreProvider):
                     save.recipients,
                     save.flags,
                     durable,
+                    written,
                 )
             assert key is not None
             # A message saved in the Outbox itself: the save just refreshed it.
             fresh = save is not None and folder == OUTBOX
-            return self._queue_blocking(folder, key, durable, refresh=not fresh)
+            new, changes, name, mtime_ns = self._queue_blocking(
+                folder, key, durable, refresh=not fresh
+            )
         finally:
             durable.hand_off()
+        if not written:
+            return new, changes, None
+        return new, changes, (name, self._queued_of(new, written[0], mtime_ns))
 
     def _queue_blocking(
         self, folder: str, key: str, durable: _Durable, *, refresh: bool
-    ) -> tuple[str, list[Change]]:
+    ) -> tuple[str, list[Change], str, int]:
+        """(new key, changes, file name, mtime in ns) of the queued message."""
         src, dst = self._index(folder), self._index(OUTBOX)
         if refresh:
             src.refresh(wait=False)
@@ -1721,7 +1740,7 @@ class MaildirStore(StoreProvider):
                 ]
             now = time.time_ns()
             os.utime(target, ns=(now, now))  # the queue runs in submission order
-            return new, changes
+            return new, changes, target.name, now
 
     async def submit_message(
         self, folder: str, key: str | None, save: _Save | None = None
@@ -1730,9 +1749,15 @@ class MaildirStore(StoreProvider):
         spooler's queue on disk."""
         changes: list[Change] = []
         try:
-            new, changes = await self.support.run_blocking(self._submit_blocking, folder, key, save)
+            new, changes, queued = await self.support.run_blocking(
+                self._submit_blocking, folder, key, save
+            )
         finally:
             self._flush(changes)
+        if queued is not None:
+            if len(self._just_queued) >= JUST_QUEUED_MAX:  # a queue nobody sends
+                self._just_queued.pop(next(iter(self._just_queued)))
+            self._just_queued[new] = queued
         spooler_notify = getattr(self.support, "spooler_notify", None)
         if callable(spooler_notify):
             spooler_notify(SpoolerNotify.NOTIFY_READYTOSEND)
@@ -1763,7 +1788,11 @@ class MaildirStore(StoreProvider):
                 raw, mtime_ns = path.read_bytes(), os.stat(path).st_mtime_ns
             except FileNotFoundError:
                 raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox") from None
-        headers = parse_header_block(split_head(raw))  # parsed here too, not on the loop
+        return self._queued_of(key, raw, mtime_ns)
+
+    def _queued_of(self, key: str, raw: bytes, mtime_ns: int) -> QueuedMessage:
+        """The spooler's view of a queued file (parsed in a thread, not on the loop)."""
+        headers = parse_header_block(split_head(raw))
         recipients = tuple(
             Recipient(r.address, r.display_name, "SMTP", int(r.recipient_type))
             for r in recipients_of(headers)
@@ -1783,6 +1812,12 @@ class MaildirStore(StoreProvider):
 
     async def queued_message(self, entryid: bytes) -> QueuedMessage:
         key = self._outbox_key(entryid)
+        kept = self._just_queued.get(key)
+        if kept is not None:
+            name, message = kept
+            if self._index(OUTBOX).known_name(key) == name:
+                return message  # the file this store wrote, still as written
+            del self._just_queued[key]
         return await self.support.run_blocking(self._queued_blocking, key)
 
     def _drop_queued(self, key: str) -> None:
@@ -1856,6 +1891,7 @@ class MaildirStore(StoreProvider):
         file go: a crash at any point sends a message again rather than lose it. No thread
         waits for the disk meanwhile, so the spooler sends the next messages."""
         key = self._outbox_key(entryid)
+        self._just_queued.pop(key, None)
         changes: list[Change] = []
         try:
             if delete:

@@ -356,6 +356,12 @@ class FolderIndex:
                 self._rows = [e.row for _, e in items if e.row is not None]
             return self._rows
 
+    def known_name(self, key: str) -> str | None:
+        """The file name the index holds for `key`, without touching the disk or `lock`
+        (a single dict read: safe on the event loop while a thread writes)."""
+        entry = self._entries.get(key)
+        return None if entry is None else key + entry.info
+
     def locate(self, key: str) -> tuple[str, str] | None:
         """(subdir, file name) of a message, also before the index is loaded."""
         with self.lock:
