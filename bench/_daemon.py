@@ -351,7 +351,10 @@ def py_spy(pid: int, out: str | None, *, rate: int = 500) -> Iterator[None]:
         yield
         return
     spy = subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", fmt, "-o", out],
+        [
+            *(exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", fmt, "-o", out),
+            *os.environ.get("MAPID_PY_SPY_ARGS", "").split(),  # e.g. "--gil" or "--threads"
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,

@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -246,7 +247,8 @@ def test_stores(reader: DaemonProc) -> None:
     assert store["default"] is True and store["name"] == "mail"
     assert looks_like_entryid(store["entryid"])
     text = ok(reader, "stores").stdout
-    assert "mail" in text and "yes" in text and store["entryid"] in text
+    assert "mail" in text and "yes" in text
+    assert store["entryid"] in re.sub(r"\s", "", text)  # folded on a narrow terminal
 
 
 def test_folders_tree_with_counts(reader: DaemonProc) -> None:

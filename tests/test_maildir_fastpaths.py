@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from mapid.constants import RecipientType
-from mapid.daemon.outgoing import header_value
+from mapid.daemon.outgoing import header_value, prepare, split_header
 from mapid.providers import maildir_index, mime_props
+from mapid.providers.base import Identity
 from mapid.providers.maildir import MaildirStore, place_message
 from mapid.providers.maildir_flush import Flusher
 from mapid.providers.maildir_index import FolderIndex
@@ -51,7 +52,7 @@ def test_plain_compose_writes_the_bytes_the_email_package_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rnd = random.Random(4)
-    fast = 0
+    fast = senders = 0
     for _ in range(3000):
         changes: dict[str, str] = {}
         if rnd.random() < 0.9:
@@ -64,6 +65,10 @@ def test_plain_compose_writes_the_bytes_the_email_package_writes(
             ]
             end = rnd.choice(["", "\n", "\n\n", " "])
             changes["PR_BODY"] = rnd.choice(["\n", "\r\n", "\r"]).join(lines) + end
+        if rnd.random() < 0.5:  # the sender the daemon stamps at submit
+            changes["PR_SENT_REPRESENTING_EMAIL_ADDRESS"] = rnd.choice(ADDRESSES)
+            if rnd.random() < 0.8:
+                changes["PR_SENT_REPRESENTING_NAME"] = rnd.choice(NAMES)
         rcpts = [
             MailRecipient(rnd.choice(NAMES), rnd.choice(ADDRESSES), rnd.choice(KINDS))
             for _ in range(rnd.randint(0, 3))
@@ -73,8 +78,10 @@ def test_plain_compose_writes_the_bytes_the_email_package_writes(
         if quick is None:
             continue
         fast += 1
+        senders += "PR_SENT_REPRESENTING_EMAIL_ADDRESS" in changes
         assert _unstamped(quick) == _unstamped(_slow(monkeypatch, changes, chosen)), changes
-    assert fast > 500  # the short cut is taken for most plain messages
+    assert fast > 300  # the short cut is taken for many plain messages
+    assert senders > 100  # ... with a From too
 
 
 def test_plain_compose_leaves_the_rest_to_the_email_package() -> None:
@@ -180,3 +187,93 @@ def test_a_hand_off_cut_short_by_a_crash_files_the_message_once(tmp_path: Path) 
     asyncio.run(restart_and_finish(eid, sent))
     assert [p.read_bytes() for p in (root / ".Sent" / "cur").iterdir()] == [sent]
     assert list((root / ".Outbox" / "cur").iterdir()) == []
+
+
+ADA = Identity("Ada Lovelace", "ada@example.org")
+
+
+async def _queue_one(store: MaildirStore, props: dict[str, str]) -> bytes:
+    outbox = await store.open_entry(store.store_props()["PR_IPM_OUTBOX_ENTRYID"], 1)
+    message = await outbox.create_message()  # type: ignore[attr-defined]
+    await message.set_props(props)
+    await message.modify_recipients([{"PR_EMAIL_ADDRESS": "grace@example.org"}])
+    eid: bytes = await message.submit(sender=ADA)
+    return eid
+
+
+def test_submit_stamps_the_sender_and_hands_the_spooler_the_file_it_wrote(
+    tmp_path: Path,
+) -> None:
+    """The spooler gets the queued message from memory, equal to what it would read from
+    disk; a message that names its own sender keeps it."""
+
+    async def run() -> None:
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        mine = await _queue_one(store, {"PR_SUBJECT": "stamped", "PR_BODY": "hi\n"})
+        theirs = await _queue_one(
+            store,
+            {
+                "PR_SUBJECT": "on behalf",
+                "PR_SENT_REPRESENTING_NAME": "Grace",
+                "PR_SENT_REPRESENTING_EMAIL_ADDRESS": "grace@example.org",
+            },
+        )
+        assert await store.queued() == [mine, theirs]
+        trips: list[str] = []
+        read_back = store._queued_blocking
+        store._queued_blocking = lambda key: trips.append(key) or read_back(key)  # type: ignore[method-assign]
+        for eid, sender in ((mine, "Ada Lovelace <ada@example.org>"), (theirs, "Grace")):
+            queued = await store.queued_message(eid)
+            assert queued == read_back(store._outbox_key(eid))
+            assert header_value(split_header(queued.mime)[0], "From").startswith(sender)
+        assert trips == []  # both from memory
+
+    asyncio.run(run())
+
+
+def test_a_queued_file_changed_on_disk_is_read_from_disk(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        eid = await _queue_one(store, {"PR_SUBJECT": "first", "PR_BODY": "hi\n"})
+        (queued,) = (tmp_path / "Mail" / ".Outbox" / "cur").iterdir()
+        # Another program replaces it the Maildir way: same key, new file, new name.
+        replacement = queued.read_bytes().replace(b"Subject: first", b"Subject: second")
+        key = queued.name.split(":")[0]
+        (queued.parent / f"{key}:2,DSF").write_bytes(replacement)
+        queued.unlink()
+        assert await store.queued() == [eid]  # the listing sees the new name
+        assert (await store.queued_message(eid)).mime == replacement
+
+    asyncio.run(run())
+
+
+def test_a_message_sent_as_queued_moves_to_sent_items_as_the_same_file(
+    tmp_path: Path,
+) -> None:
+    """No copy is written: the queued file is linked into Sent Items; bytes that differ
+    (a transport's own From) are filed as a copy."""
+
+    async def run() -> None:
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        root = tmp_path / "Mail"
+        same = await _queue_one(store, {"PR_SUBJECT": "as queued", "PR_BODY": "hi\n"})
+        other = await _queue_one(store, {"PR_SUBJECT": "rewritten", "PR_BODY": "hi\n"})
+        inodes = {p.stat().st_ino: p.read_bytes() for p in (root / ".Outbox" / "cur").iterdir()}
+        for eid, rewrite in ((same, False), (other, True)):
+            queued = await store.queued_message(eid)
+            prepared = prepare(queued.mime, override=ADA if rewrite else None, identity=ADA)
+            assert (prepared.record == queued.mime) is not rewrite
+            filed = await store.finished(eid, sent_mime=prepared.record, delete=False)
+            assert filed is not None
+        assert list((root / ".Outbox" / "cur").iterdir()) == []
+        sent = {p.read_bytes(): p for p in (root / ".Sent" / "cur").iterdir()}
+        assert len(sent) == 2 and all(p.name.endswith(":2,S") for p in sent.values())
+        linked = [p for p in sent.values() if p.stat().st_ino in inodes]
+        assert len(linked) == 1 and b"Subject: as queued" in linked[0].read_bytes()
+        subjects = sorted(r["PR_SUBJECT"] for r in await store.contents("Sent"))
+        assert subjects == ["as queued", "rewritten"]
+
+    asyncio.run(run())

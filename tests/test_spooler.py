@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import re
 import signal
 import threading
@@ -288,6 +289,31 @@ def test_resolve_submit_deliver_then_sent_items(
     assert now["PR_STATUS_STRING"].startswith("Ready")  # the transport's own words stay
     spooler = [r.get("PR_STATUS_STRING") for r in events.rows(ResourceType.MAPI_SPOOLER)]
     assert "sending 1 of 1" in spooler and spooler[-1] == "idle"
+
+
+def test_a_burst_is_one_sending_period_in_the_rows(
+    mail_daemon: DaemonProc, server: SmtpServer, events: Events
+) -> None:
+    """Twenty messages submitted one after the other: the transport row goes active once
+    and idle once (not four row events a message), and every message is delivered."""
+    mail = Mail.logon(mail_daemon.client())
+    for i in range(20):
+        mail.send(f"Burst {i}", to=[GRACE])
+    delivered = server.wait_for(20)
+    assert sorted(parse(m.content)["Subject"] for m in delivered) == sorted(
+        f"Burst {i}" for i in range(20)
+    )
+    wait_for("the spooler idle", lambda: mail.spooler_says() == "idle")
+    wait_for("all in Sent Items", lambda: len(mail.contents("Sent Items")) == 20)
+    transport = events.rows(ResourceType.MAPI_TRANSPORT_PROVIDER)
+    active = [bool(r["PR_STATUS_CODE"] & StatusCode.STATUS_OUTBOUND_ACTIVE) for r in transport]
+    flips = sum(1 for a, b in itertools.pairwise(active) if a != b)
+    # One period, or a few if the machine paused the client for over SETTLE_S; before,
+    # each message made its own (60 to 80 transport row events for 20 messages).
+    assert active[-1] is False and flips <= 6, active
+    assert len(transport) <= 20, len(transport)
+    now = mail.row(ResourceType.MAPI_TRANSPORT_PROVIDER)
+    assert now["PR_REMOTE_PROGRESS"] == REMOTE_PROGRESS_IDLE
 
 
 def test_delete_after_submit_leaves_no_copy(mail_daemon: DaemonProc, server: SmtpServer) -> None:

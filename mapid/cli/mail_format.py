@@ -204,8 +204,10 @@ def store_item(info: StoreInfo) -> dict[str, Any]:
 
 def stores_table(stores: Sequence[StoreInfo]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("Store", "Default", "Provider", "Entry ID"):
-        table.add_column(name, no_wrap=True)
+    for name in ("Store", "Default", "Provider"):
+        table.add_column(name, no_wrap=True, min_width=len(name))
+    # On a narrow terminal the long hex folds onto more lines; the names stay whole.
+    table.add_column("Entry ID", overflow="fold")
     for info in stores:
         table.add_row(
             Text(info.name, style="bold" if info.default else ""),

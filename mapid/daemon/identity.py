@@ -1,17 +1,37 @@
 """The session's primary identity, read from its status rows (reference/mapi-digest.md 6).
 
-`session.query_identity` answers with an entry ID; the spooler needs a name and an address
-to put in From. Both start from the same row, chosen here.
+`session.query_identity` answers with an entry ID; `message.submit` and the spooler need a
+name and an address to put in From. Both start from the same row, chosen here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapid import entryid as eid
 from mapid.constants import ResourceFlags, ResourceType
-from mapid.providers.base import Identity
+from mapid.providers.base import AddressBookProvider, Identity
+
+if TYPE_CHECKING:
+    from mapid.daemon.session import Session
+
+
+def primary_identity(session: Session) -> Identity | None:
+    """The session's primary identity as session.query_identity finds its row; the address
+    book that supplies it gives the address as written."""
+    row = identity_row(session.table.rows())
+    if row is None:
+        return None
+    key = row.get("PR_INSTANCE_KEY")
+    for instance in session.services:
+        for slot in instance.slots:
+            provider = slot.provider
+            if slot.row == key and isinstance(provider, AddressBookProvider):
+                found = provider.identity()
+                if found is not None and "@" in found.email:
+                    return found
+    return row_identity(row)
 
 
 def identity_row(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -43,14 +43,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mapid import entryid as eid
 from mapid.constants import ResourceFlags, ResourceType, SpoolerNotify, StatusCode
 from mapid.daemon import ndr
-from mapid.daemon.identity import identity_row, row_identity
+from mapid.daemon.identity import primary_identity
 from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState
 from mapid.daemon.outgoing import NoSender, header_address, prepare, split_header
 from mapid.daemon.session_manager import SPOOLER_ROW
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     REMOTE_PROGRESS_IDLE,
-    AddressBookProvider,
     Identity,
     OutgoingMessage,
     QueuedMessage,
@@ -111,6 +110,10 @@ _TRANSITIONS: dict[SpoolerState, frozenset[SpoolerState]] = {
 
 PROGRESS_INTERVAL_S = 0.25
 """The rows show a pass's progress at most this often (and always its first and last step)."""
+SETTLE_S = 0.1
+"""How long the rows keep saying "sending" after a pass that sent, for the next message of
+a burst: a client submitting a message every few milliseconds then sees one sending
+period, not an active/idle flicker of four row events a message."""
 
 
 @dataclass
@@ -163,6 +166,11 @@ class _Pass:
     """When the rows last showed this pass's progress (monotonic)."""
     finishing: set[asyncio.Task[None]] = field(default_factory=set)
     """Messages sent and being handed back to the store while the next one is sent."""
+    flush: bool = False
+    """A flush asked for it: its end shows at once (the caller reads the rows next)."""
+    continued: bool = False
+    """It goes on with the sending period of the pass before (see SETTLE_S): even its
+    last step shows only when PROGRESS_INTERVAL_S has passed; the settling shows the end."""
 
     def is_forced(self, slot: ProviderSlot) -> bool:
         return self.forced is None or slot.provider_uid in self.forced
@@ -170,6 +178,16 @@ class _Pass:
     def wait(self, reason: str) -> None:
         self.waiting += 1
         self.reason = self.reason or reason
+
+
+@dataclass
+class _Busy:
+    """A sending period that outlives its pass by SETTLE_S: the transports it made
+    STATUS_OUTBOUND_ACTIVE stay so until it settles, or the next pass carries on."""
+
+    used: dict[bytes, ProviderSlot]
+    shown_at: float
+    settle: asyncio.TimerHandle
 
 
 class _Waiting(Exception):
@@ -196,6 +214,7 @@ class Spooler:
         self._types: dict[bytes, tuple[str, ...]] = {}
         self._claimed: bytes | None = None
         self._next_try: float | None = None
+        self._busy: _Busy | None = None
 
     # -- state machine -------------------------------------------------------------------
     def _transition(self, new: SpoolerState) -> None:
@@ -303,6 +322,7 @@ class Spooler:
             if pending:
                 task.cancel()
                 await asyncio.wait({task})
+        self._settle_now()
         self._release()
         for request in self._flushes:
             if not request.done.done():
@@ -386,36 +406,56 @@ class Spooler:
         else:
             only = None
             forced = None if flushes else set()
-        run = _Pass(forced=forced, only=only)
+        run = _Pass(forced=forced, only=only, flush=bool(flushes))
         self._next_try = None
+        busy = self._take_busy()
+        if busy is not None:  # the sending period goes on: no new "first" row events
+            run.used, run.shown_at, run.continued = busy.used, busy.shown_at, True
+        try:
+            await self._queue_pass(run)
+        except BaseException:
+            self._end_transports(run)
+            raise
+        if run.used and (self._busy is None or self._busy.used is not run.used):
+            self._end_transports(run)  # it stopped midway: no sending period goes on
+
+    async def _queue_pass(self, run: _Pass) -> None:
+        """The pass proper; it leaves the rows of the transports it used to _after_pass,
+        or ends them itself when it returns early."""
         store = self._default_store()
         if store is None:
+            self._end_transports(run)
             self._enter(SpoolerState.IDLE, "idle")  # no store, no Outbox: nothing to send
             return
         try:
             uid = eid.uid_of(store.store_entryid())
         except MapiError as exc:  # a store that keeps no queue (no entry ID, no Outbox)
+            self._end_transports(run)
             self._enter(SpoolerState.IDLE, f"idle: the default store queues nothing ({exc})")
             return
         if not self._claim(uid):
+            self._end_transports(run)
             owner = self.session.env.queue_claims.owner(uid)
             who = owner.label if owner is not None else "another session"
             self._enter(SpoolerState.STANDBY, f"standby: {who} sends this store's Outbox")
             if owner is not None:  # what this session queued, the owner sends
-                if flushes:
+                if run.flush:
                     await owner.flush()  # its whole queue: our transports are not its own
                 else:
                     owner.kick()
             return
         # Ranked once per pass (it reads the profile): the backoff check and the sends share it.
         transports = ProviderHost(self.session).transport_slots()
+        forced = run.forced
         if forced is not None and not forced and await self._all_waiting(store, transports):
+            self._end_transports(run)
             return  # a submit while every transport waits out its backoff: nothing to try
         entryids = await self._bounded(store.queued())
         for gone in set(self._progress) - set(entryids):
             del self._progress[gone]
         run.total = len(entryids)
         if not entryids:
+            self._end_transports(run)
             self._enter(SpoolerState.IDLE, "idle")
             return
         self._transition(SpoolerState.SENDING)
@@ -439,7 +479,6 @@ class Spooler:
         finally:
             if run.finishing:  # even when cancelled: a hand-back is not left half done
                 await asyncio.wait(set(run.finishing))
-            self._end_transports(run)
         self._after_pass(run)
         if run.only is not None:
             self.kick()  # the other transports' messages follow the ordinary rules
@@ -464,10 +503,17 @@ class Spooler:
 
     def _after_pass(self, run: _Pass) -> None:
         if self._stopping:
+            self._end_transports(run)
             return
         if not run.waiting:
+            if run.used and not run.flush:  # the rows settle a moment later, unless more comes
+                settle = asyncio.get_running_loop().call_later(SETTLE_S, self._settle_now)
+                self._busy = _Busy(run.used, run.shown_at, settle)
+                return
+            self._end_transports(run)
             self._enter(SpoolerState.IDLE, "idle")
             return
+        self._end_transports(run)
         now = time.monotonic()
         tries = [b.until for b in self._backoff.values()]
         self._next_try = min(tries) if tries else None
@@ -678,20 +724,7 @@ class Spooler:
 
     # -- identity ------------------------------------------------------------------------
     def _identity(self) -> Identity | None:
-        """The session's primary identity, as session.query_identity finds its row; the
-        address book that supplies it gives the address as written."""
-        row = identity_row(self.session.table.rows())
-        if row is None:
-            return None
-        key = row.get("PR_INSTANCE_KEY")
-        for instance in self.session.services:
-            for slot in instance.slots:
-                provider = slot.provider
-                if slot.row == key and isinstance(provider, AddressBookProvider):
-                    found = provider.identity()
-                    if found is not None and "@" in found.email:
-                        return found
-        return row_identity(row)
+        return primary_identity(self.session)
 
     # -- transport rows ------------------------------------------------------------------
     def _show_progress(self, slot: ProviderSlot, run: _Pass, *, sent: bool) -> None:
@@ -701,7 +734,8 @@ class Spooler:
         text = f"sending {run.index} of {total}"
         first = slot.provider_uid not in run.used
         now = time.monotonic()
-        if not first and run.index < total and now - run.shown_at < PROGRESS_INTERVAL_S:
+        last = run.index >= total and not run.continued
+        if not first and not last and now - run.shown_at < PROGRESS_INTERVAL_S:
             return  # a queue of a thousand must not publish two thousand row events
         run.shown_at = now
         if not sent:
@@ -720,10 +754,29 @@ class Spooler:
             props["PR_STATUS_CODE"] = int(code)
         self.session.table.modify(slot.row, props)
 
+    def _take_busy(self) -> _Busy | None:
+        busy, self._busy = self._busy, None
+        if busy is not None:
+            busy.settle.cancel()
+        return busy
+
+    def _settle_now(self) -> None:
+        """The end of a sending period: the transports' rows and the spooler's go idle."""
+        busy = self._take_busy()
+        if busy is None:
+            return
+        self._end_used(busy.used)
+        if not self._stopping and self.state is SpoolerState.SENDING:
+            self._enter(SpoolerState.IDLE, "idle")
+
     def _end_transports(self, run: _Pass) -> None:
+        self._end_used(run.used)
+        run.used = {}
+
+    def _end_used(self, used: dict[bytes, ProviderSlot]) -> None:
         """Clear STATUS_OUTBOUND_ACTIVE and put back the idle progress of each transport
         the pass used; the transport's own PR_STATUS_STRING stays as it wrote it."""
-        for slot in run.used.values():
+        for slot in used.values():
             if slot.row is None:
                 continue
             row = self.session.table.get(slot.row) or {}

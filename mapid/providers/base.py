@@ -276,9 +276,14 @@ class Message(MapiObject):
         save_changes; each map has at least PR_EMAIL_ADDRESS and PR_RECIPIENT_TYPE."""
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this message has no recipients")
 
-    async def submit(self) -> bytes:
+    async def submit(self, *, sender: Identity | None = None) -> bytes:
         """Save pending changes and queue the message: move it to the store's Outbox marked
-        for the spooler. Returns the entry ID of the queued message."""
+        for the spooler. Returns the entry ID of the queued message.
+
+        `sender` is the session's primary identity (None: it has none). A store writes it
+        as the sender (From, PR_SENT_REPRESENTING_*) of a message that names none, as
+        MAPI's spooler stamps the sender on submit: what is queued is then the message as
+        it will be sent, and the store may file that very message in Sent Items."""
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this message cannot be submitted")
 
 

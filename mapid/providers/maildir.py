@@ -94,6 +94,8 @@ from mapid.proptags import (
     PR_RECORD_KEY,
     PR_RESOURCE_PATH,
     PR_SEARCH_KEY,
+    PR_SENT_REPRESENTING_EMAIL_ADDRESS,
+    PR_SENT_REPRESENTING_NAME,
     PR_STATUS_CODE,
     PR_STATUS_STRING,
     PR_STORE_ENTRYID,
@@ -104,6 +106,7 @@ from mapid.proptags import (
 )
 from mapid.providers.base import (
     Folder,
+    Identity,
     MapiObject,
     Message,
     MessageService,
@@ -567,6 +570,18 @@ def _write(
     raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"cannot find a free Maildir key in {folder}")
 
 
+def _names_sender(raw: bytes) -> bool:
+    """Whether a stored message has a From (its own sender, which submit keeps)."""
+    return bool((parse_header_block(split_head(raw)).get("from") or "").strip())
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
 def _now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -852,17 +867,28 @@ class MaildirMessage(Message):
             checked.append(row)
         self._recipients = checked
 
-    async def submit(self) -> bytes:
+    async def submit(self, *, sender: Identity | None = None) -> bytes:
         save: _Save | None = None
-        if self.pending or self.key is None:
+        stamp = (
+            sender is not None
+            and "@" in sender.email
+            and PR_SENT_REPRESENTING_EMAIL_ADDRESS.name not in self._changes
+            and PR_SENT_REPRESENTING_EMAIL_ADDRESS.name not in self._deleted
+        )
+        if self.pending or self.key is None or stamp:
             _, raw, _ = await self._load()
-            save = _Save(
-                raw if self.key is not None else None,
-                dict(self._changes),
-                set(self._deleted),
-                self._pending_recipients(),
-                dict(self._flags),
-            )
+            changes = dict(self._changes)
+            if stamp and sender is not None and (self.key is None or not _names_sender(raw)):
+                changes[PR_SENT_REPRESENTING_NAME.name] = sender.display_name
+                changes[PR_SENT_REPRESENTING_EMAIL_ADDRESS.name] = sender.email
+            if self.pending or self.key is None or changes != self._changes:
+                save = _Save(
+                    raw if self.key is not None else None,
+                    changes,
+                    set(self._deleted),
+                    self._pending_recipients(),
+                    dict(self._flags),
+                )
         self.folder, self.key = await self._store.submit_message(self.folder, self.key, save)
         self._changes.clear()
         self._deleted.clear()
@@ -1858,6 +1884,53 @@ class MaildirStore(StoreProvider):
             durable.add(fd, sent.path / "cur")
         return new, written, data
 
+    def _link_sent(
+        self, key: str, sent_mime: bytes, kept: tuple[str, QueuedMessage] | None
+    ) -> tuple[str, list[Change]] | None:
+        """finished() when the message was sent as it is queued (the usual case: submit
+        stamps the sender): the queued file itself moves to Sent Items, linked under the
+        new name and then unlinked from the Outbox, both under the two folders' locks.
+        Nothing is written or allocated, so nothing waits for the disk: at any moment
+        the message is in the Outbox (and is sent again after a crash) or in Sent Items,
+        and a crash between the two steps leaves the same bytes in both, which the next
+        hand-back recognises. None: the bytes differ, the copy path files them."""
+        outbox, sent = self._index(OUTBOX), self._index(SENT)
+        with _Locked(outbox, sent):
+            sub, name = self._where(outbox, key)  # NOT_FOUND: it left the Outbox meanwhile
+            src = outbox.path / sub / name
+            data = kept[1].mime if kept is not None and kept[0] == name else src.read_bytes()
+            if data != sent_mime:
+                return None
+            use = key
+            for _ in range(100):
+                target = sent.path / "cur" / join_name(use, "S")
+                if use != key or not sent.has(use):
+                    try:
+                        os.link(src, target)
+                        break
+                    except FileExistsError:
+                        pass
+                if use == key and _same_bytes(target, data):
+                    break  # filed already by a hand-back a crash cut short
+                use = new_key()
+            else:
+                raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "no free Maildir key in Sent Items")
+            now = time.time_ns()
+            os.utime(target, ns=(now, now))  # filed now, as a written copy would be
+            os.unlink(src)
+            outbox.note_gone(key, quiet=True)
+            sent.note_file(use, "cur", target.name, quiet=True, data=data)
+        flusher().later((), [str(sent.path / "cur"), str(outbox.path / sub)])
+        return use, [
+            Change(
+                NotificationEvent.fnevObjectMoved,
+                self.message_entryid(SENT, use),
+                sent.folder_entryid,
+                old_entryid=self.message_entryid(OUTBOX, key),
+                old_parent_entryid=outbox.folder_entryid,
+            )
+        ]
+
     def _unqueue(self, key: str, new: str, written: str, data: bytes) -> list[Change]:
         """Step three of finished(), once the Sent Items copy is durable: the queued file
         goes (its removal is made durable later; lost in a crash, it is sent again), then
@@ -1891,12 +1964,17 @@ class MaildirStore(StoreProvider):
         file go: a crash at any point sends a message again rather than lose it. No thread
         waits for the disk meanwhile, so the spooler sends the next messages."""
         key = self._outbox_key(entryid)
-        self._just_queued.pop(key, None)
+        kept = self._just_queued.pop(key, None)
         changes: list[Change] = []
         try:
             if delete:
                 await self.support.run_blocking(self._drop_queued, key)
                 return None
+            if sent_mime is not None:
+                moved = await self.support.run_blocking(self._link_sent, key, sent_mime, kept)
+                if moved is not None:
+                    new, changes = moved
+                    return self.message_entryid(SENT, new)
             durable = _Durable()
             try:
                 new, written, data = await self.support.run_blocking(

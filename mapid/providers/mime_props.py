@@ -596,7 +596,14 @@ def compose(
     return msg.as_bytes(policy=policy.default.clone(linesep="\n"))
 
 
-_PLAIN_TAGS = frozenset({PR_SUBJECT.name, PR_BODY.name})
+_PLAIN_TAGS = frozenset(
+    {
+        PR_SUBJECT.name,
+        PR_BODY.name,
+        PR_SENT_REPRESENTING_NAME.name,
+        PR_SENT_REPRESENTING_EMAIL_ADDRESS.name,
+    }
+)
 _PLAIN_TEXT = re.compile(r"[ -~]*")
 """Printable ASCII: a header value the email package would write as it is."""
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -623,6 +630,12 @@ def _compose_plain(
         if not _plain_value(value) or "=?" in value or len(value) + 9 > _LINE_MAX:
             return None
         lines.append(f"Subject: {value}" if value else "Subject:")
+    if PR_SENT_REPRESENTING_EMAIL_ADDRESS.name in changes:
+        name = str(changes.get(PR_SENT_REPRESENTING_NAME.name, ""))
+        shown_from = _plain_address(name, str(changes[PR_SENT_REPRESENTING_EMAIL_ADDRESS.name]))
+        if shown_from is None or len(shown_from) + 6 > _LINE_MAX:
+            return None
+        lines.append(f"From: {shown_from}")
     for header, kind in (
         ("To", RecipientType.MAPI_TO),
         ("Cc", RecipientType.MAPI_CC),
@@ -633,15 +646,10 @@ def _compose_plain(
             continue
         shown = []
         for r in chosen:
-            name, addr = one_line(r.display_name), one_line(r.address)
-            if not _PLAIN_ADDR.fullmatch(addr):
+            one = _plain_address(r.display_name, r.address)
+            if one is None:
                 return None
-            if not name or name == addr:
-                shown.append(addr)
-            elif _PLAIN_NAME.fullmatch(name):
-                shown.append(f"{name} <{addr}>")
-            else:
-                return None
+            shown.append(one)
         line = f"{header}: {', '.join(shown)}"
         if len(line) > _LINE_MAX:
             return None
@@ -661,6 +669,18 @@ def _compose_plain(
     ]
     head = "\n".join(lines).encode("ascii")
     return head + b"\n\n" + b"\n".join(body_lines) + b"\n"
+
+
+def _plain_address(display_name: str, address: str) -> str | None:
+    """An address as the email package writes a plain one; None for any other."""
+    name, addr = one_line(display_name), one_line(address)
+    if not _PLAIN_ADDR.fullmatch(addr):
+        return None
+    if not name or name == addr:
+        return addr
+    if _PLAIN_NAME.fullmatch(name):
+        return f"{name} <{addr}>"
+    return None
 
 
 def _plain_value(value: str) -> bool:

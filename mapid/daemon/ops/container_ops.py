@@ -23,6 +23,7 @@ from typing import Any
 from mapid.constants import LogonFlags, OpenFlags, RecipientType
 from mapid.daemon.address_book import AddressBook
 from mapid.daemon.handles import OpenObject
+from mapid.daemon.identity import primary_identity
 from mapid.daemon.ops.store_ops import (
     add_handle,
     has_writable_store,
@@ -363,7 +364,9 @@ async def submit(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if ctx.member.flags & LogonFlags.MAPI_NO_MAIL:
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "logged on with MAPI_NO_MAIL")
     require_writable(_entry(ctx), "submit a message")
-    entryid = await message.submit()
+    # The sender goes in before the message is queued, as MAPI's spooler sets it on
+    # submit: what is queued is then what will be sent, and filed in Sent Items.
+    entryid = await message.submit(sender=primary_identity(session))
     spooler = getattr(session, "spooler", None)
     if spooler is not None:
         spooler.kick()
