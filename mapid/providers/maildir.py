@@ -1522,7 +1522,8 @@ class MaildirStore(StoreProvider):
         """Write the message; with `durable`, its fsyncs are left there for the flusher;
         `written` gets the bytes of a file written whole (not of a flag rename)."""
         index = self._index(folder)
-        index.refresh(wait=False)  # never under the lock (it reads files without it)
+        if key is not None or not index.loaded:  # a new file needs no listing once loaded
+            index.refresh(wait=False)  # never under the lock (it reads files without it)
         content = bool(changes or deleted or recipients is not None)
         data = b""  # a flag change alone renames the file; it is not rewritten
         if key is None or content:
@@ -1918,8 +1919,9 @@ class MaildirStore(StoreProvider):
             now = time.time_ns()
             os.utime(target, ns=(now, now))  # filed now, as a written copy would be
             os.unlink(src)
+            summary = outbox.summary_of(key)  # the same bytes: no second parse
             outbox.note_gone(key, quiet=True)
-            sent.note_file(use, "cur", target.name, quiet=True, data=data)
+            sent.note_file(use, "cur", target.name, quiet=True, data=data, summary=summary)
         flusher().later((), [str(sent.path / "cur"), str(outbox.path / sub)])
         return use, [
             Change(

@@ -356,6 +356,11 @@ class FolderIndex:
                 self._rows = [e.row for _, e in items if e.row is not None]
             return self._rows
 
+    def summary_of(self, key: str) -> HeaderSummary | None:
+        """The header fields of a message the index holds (call with the lock held)."""
+        entry = self._entries.get(key)
+        return None if entry is None or entry.row is None else _summary_of(entry.row)
+
     def known_name(self, key: str) -> str | None:
         """The file name the index holds for `key`, without touching the disk or `lock`
         (a single dict read: safe on the event loop while a thread writes)."""
@@ -555,7 +560,14 @@ class FolderIndex:
                 changes.extend(self._created(key))
         return changes
 
-    def _read(self, key: str, sub: str, name: str, data: bytes | None = None) -> _Entry | None:
+    def _read(
+        self,
+        key: str,
+        sub: str,
+        name: str,
+        data: bytes | None = None,
+        summary: HeaderSummary | None = None,
+    ) -> _Entry | None:
         path = os.path.join(self._dir, sub, name)
         if data is not None:  # the store's own write: its bytes are at hand
             try:
@@ -563,8 +575,9 @@ class FolderIndex:
             except FileNotFoundError:
                 return None
             entry = _Entry(sub, name[len(key) :], st.st_size, st.st_mtime_ns)
-            head = split_head(data[:HEADER_LIMIT])
-            entry.row = self._make_row(key, entry, summarize(parse_header_block(head)))
+            if summary is None:
+                summary = summarize(parse_header_block(split_head(data[:HEADER_LIMIT])))
+            entry.row = self._make_row(key, entry, summary)
             return entry
         try:
             # Non-blocking, so a FIFO someone left in cur/ cannot stall the folder.
@@ -646,18 +659,26 @@ class FolderIndex:
     # Changes the store made itself (call with the lock held, right after the disk change).
 
     def note_file(
-        self, key: str, sub: str, name: str, *, quiet: bool = False, data: bytes | None = None
+        self,
+        key: str,
+        sub: str,
+        name: str,
+        *,
+        quiet: bool = False,
+        data: bytes | None = None,
+        summary: HeaderSummary | None = None,
     ) -> None:
         """A file the store wrote, renamed or rewrote under `key` (call with the lock held,
         right after the disk change, so the listing that sees it finds nothing new); `data`
-        is what it wrote, when at hand (the file is then not read back)."""
+        is what it wrote, when at hand (the file is then not read back), and `summary` its
+        header fields when another index has them already (they are then not parsed)."""
         with self.lock:
             if self._touched is not None:
                 self._touched.add(key)
             if not self._loaded:
                 return  # the baseline listing finds it
             old = self._entries.get(key)
-            entry = self._read(key, sub, name, data)
+            entry = self._read(key, sub, name, data, summary)
             if entry is None:
                 return
             self._entries[key] = entry
