@@ -180,6 +180,9 @@ class BenchDaemon:
             self.proc = subprocess.Popen(
                 [*cmd, "-m", "mapid", "run"],
                 env=self.env,
+                # Not the caller's directory: `-m` would import the mapid found there first,
+                # and a PYTHONPATH=<other tree> comparison would run this tree's daemon.
+                cwd=self.base,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
