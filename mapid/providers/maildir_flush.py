@@ -39,7 +39,7 @@ WORKERS = 8
 """Threads that run a batch's fsyncs side by side (the disk merges their commits)."""
 SERIAL_MAX = 3
 """Up to this many fsyncs of a batch run one after the other in the flusher's thread."""
-GATHER_S = 0.003
+GATHER_S = 0.010
 """How long a busy flusher waits for more work before it syncs (see above)."""
 
 
