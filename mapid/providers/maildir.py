@@ -1756,15 +1756,7 @@ class MaildirStore(StoreProvider):
             else:
                 new, name = self._move_file(src, key, dst, durable=durable)
                 target = dst.path / "cur" / name
-                changes = [
-                    Change(
-                        NotificationEvent.fnevObjectMoved,
-                        self.message_entryid(OUTBOX, new),
-                        dst.folder_entryid,
-                        old_entryid=self.message_entryid(folder, key),
-                        old_parent_entryid=src.folder_entryid,
-                    )
-                ]
+                changes = [self._moved(src, folder, key, dst, OUTBOX, new)]
             now = time.time_ns()
             os.utime(target, ns=(now, now))  # the queue runs in submission order
             return new, changes, target.name, now
@@ -1885,6 +1877,18 @@ class MaildirStore(StoreProvider):
             durable.add(fd, sent.path / "cur")
         return new, written, data
 
+    def _moved(
+        self, src: FolderIndex, src_folder: str, key: str, dst: FolderIndex, folder: str, new: str
+    ) -> Change:
+        """fnevObjectMoved of message `key` of `src_folder`, now `new` in `folder`."""
+        return Change(
+            NotificationEvent.fnevObjectMoved,
+            self.message_entryid(folder, new),
+            dst.folder_entryid,
+            old_entryid=self.message_entryid(src_folder, key),
+            old_parent_entryid=src.folder_entryid,
+        )
+
     def _link_sent(
         self, key: str, sent_mime: bytes, kept: tuple[str, QueuedMessage] | None
     ) -> tuple[str, list[Change]] | None:
@@ -1923,15 +1927,7 @@ class MaildirStore(StoreProvider):
             outbox.note_gone(key, quiet=True)
             sent.note_file(use, "cur", target.name, quiet=True, data=data, summary=summary)
         flusher().later((), [str(sent.path / "cur"), str(outbox.path / sub)])
-        return use, [
-            Change(
-                NotificationEvent.fnevObjectMoved,
-                self.message_entryid(SENT, use),
-                sent.folder_entryid,
-                old_entryid=self.message_entryid(OUTBOX, key),
-                old_parent_entryid=outbox.folder_entryid,
-            )
-        ]
+        return use, [self._moved(outbox, OUTBOX, key, sent, SENT, use)]
 
     def _unqueue(self, key: str, new: str, written: str, data: bytes) -> list[Change]:
         """Step three of finished(), once the Sent Items copy is durable: the queued file
@@ -1948,15 +1944,7 @@ class MaildirStore(StoreProvider):
         with sent.lock:
             sent.reveal(new)
             sent.note_file(new, "cur", written, quiet=True, data=data)
-        return [
-            Change(
-                NotificationEvent.fnevObjectMoved,
-                self.message_entryid(SENT, new),
-                sent.folder_entryid,
-                old_entryid=self.message_entryid(OUTBOX, key),
-                old_parent_entryid=outbox.folder_entryid,
-            )
-        ]
+        return [self._moved(outbox, OUTBOX, key, sent, SENT, new)]
 
     async def finished(
         self, entryid: bytes, *, sent_mime: bytes | None, delete: bool
