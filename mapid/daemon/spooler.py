@@ -25,6 +25,11 @@ backoff ends, and for status.flush_queues, which ignores the backoff.
 
 Two sessions with the same default store (the same MAPIUID: one Maildir) never both send it:
 `queue_claims` lets the first run the queue and the others stand by.
+
+The status rows show a sending period, not each pass: the transport's row goes
+STATUS_OUTBOUND_ACTIVE with the first message and back SETTLE_S after the last pass that
+sent, so a client that submits a message every few milliseconds does not make four row
+events a message (progress in between at most every PROGRESS_INTERVAL_S).
 """
 
 from __future__ import annotations
