@@ -116,8 +116,11 @@ class BenchDaemon:
         gc_log: bool = False,
         extra_cards: int = 0,
         keep: bool = False,
+        parent: str | os.PathLike[str] = "/tmp",
     ) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="mapid-bench-", dir="/tmp"))
+        """`parent`: where the temp dir goes (short, for the sockets' path limit)."""
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        self.base = Path(tempfile.mkdtemp(prefix="mapid-bench-", dir=parent))
         self.runtime = self.base / "run"
         self.config_dir = self.base / "config"
         (self.config_dir / "profiles").mkdir(parents=True)
