@@ -7,6 +7,7 @@ an address, and belong to no provider.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import uuid
@@ -50,8 +51,10 @@ def private_of(entryid: bytes) -> bytes:
     return entryid[4 + MAPIUID_LENGTH :]
 
 
+@functools.lru_cache(maxsize=4096)
 def uid_from_name(*parts: str) -> bytes:
-    """A stable MAPIUID derived from names (service UIDs, a vCard folder's path)."""
+    """A stable MAPIUID derived from names (service UIDs, a vCard folder's path); kept, as
+    the spooler ranks its transports by them on every pass."""
     digest = hashlib.sha256("\0".join(parts).encode("utf-8")).digest()
     return uuid.UUID(bytes=digest[:16], version=5).bytes_le
 
