@@ -240,12 +240,11 @@ class RequestServer:
         self.cache.start(key)
         self.in_flight[identity] = self.in_flight.get(identity, 0) + 1
         session = ctx.session
-        if not spec.is_async and (
-            session is None or not spec.locks_session or not session.lock.locked()
-        ):
-            # Nothing can run between its start and its end, so a free lock stays free.
+        if not spec.is_async and (session is None or not spec.locks_session):
             self._finish(key, identity, self._run_inline(spec, ctx, args))
             return
+        # Under the session lock even when it never waits: the lock's queue keeps the
+        # session's requests in order (eager.start runs it at once when the lock is free).
         # Its own context: its log lines (and its tasks') name the session.
         context = contextvars.copy_context()
         context.run(logs.SESSION_ID.set, session.id if session is not None else None)
@@ -300,14 +299,10 @@ class RequestServer:
         return spec, ctx, args
 
     def _run_inline(self, spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> bytes:
-        """A synchronous op, with the checks `_execute` makes under the session lock."""
+        """A synchronous op that takes no session lock."""
         session = ctx.session
         mark = logs.SESSION_ID.set(session.id if session is not None else None)
         try:
-            if session is not None and spec.locks_session:
-                _check_alive(session, ctx)
-                if spec.handle:
-                    ctx.obj = session.handles.get(args["handle"])
             return self._ok(ctx.req_id, spec.handler(ctx, args))
         except MapiError as exc:
             if session is not None:
@@ -367,7 +362,8 @@ class RequestServer:
         if session is None or not spec.locks_session:
             return await _call(spec, ctx, args)
         async with session.lock:
-            _check_alive(session, ctx)
+            if not session.alive or (ctx.member and ctx.member.token not in session.members):
+                raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session has ended")
             if spec.handle:
                 ctx.obj = session.handles.get(args["handle"])
             return await _call(spec, ctx, args)
@@ -419,11 +415,6 @@ class RequestServer:
         """Let running requests finish (at shutdown), up to `timeout` seconds."""
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=timeout)
-
-
-def _check_alive(session: Any, ctx: OpContext) -> None:
-    if not session.alive or (ctx.member and ctx.member.token not in session.members):
-        raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session has ended")
 
 
 async def _call(spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> Any:
