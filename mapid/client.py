@@ -105,14 +105,24 @@ def _reply_result(payload: Mapping[str, Any]) -> Result:
     raise MapiError.from_wire(payload.get("error"))
 
 
-def _configure_socket(
-    sock: zmq.Socket[Any], curve: Mapping[str, bytes] | None, endpoint: str
-) -> HandshakeWatch | None:
-    sock.setsockopt(zmq.ROUTING_ID, b"mapid-" + secrets.token_hex(8).encode())
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, -1)
-    apply_curve(sock, endpoint, curve)
-    return HandshakeWatch(sock) if curve else None
+def _open_dealer(
+    context: zmq.Context[Any] | None, curve: Mapping[str, bytes] | None, endpoint: str
+) -> tuple[zmq.Socket[bytes], HandshakeWatch | None]:
+    """The client's DEALER, connected: a plain socket even on a zmq.asyncio context (the
+    async client reads it from its descriptor), CURVE set up when `curve` is given."""
+    ctx: zmq.Context[Any] = zmq.Context.shadow((context or zmq.Context.instance()).underlying)
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.ROUTING_ID, b"mapid-" + secrets.token_hex(8).encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, -1)
+        apply_curve(sock, endpoint, curve)
+        watch = HandshakeWatch(sock) if curve else None
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    sock.connect(endpoint)
+    return sock, watch
 
 
 def _no_reply(op: str, total: float, endpoint: str, watch: HandshakeWatch | None) -> MapidError:
@@ -472,16 +482,9 @@ class Client(_Ops[Result]):
         self.endpoint, self.info, self.runtime_dir = resolve_connection(runtime, endpoint)
         self.timeout = timeout
         self.retries = max(0, retries)
-        self._ctx = context or zmq.Context.instance()
-        self._sock: zmq.Socket[Any] = self._ctx.socket(zmq.DEALER)
+        self._sock, self._watch = _open_dealer(context, curve, self.endpoint)
         self.curve = dict(curve) if curve else None
         """The CURVE keys, for the events socket of a StatusMirror on this client."""
-        try:
-            self._watch = _configure_socket(self._sock, curve, self.endpoint)
-        except BaseException:
-            self._sock.close(linger=0)
-            raise
-        self._sock.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self.notifications: collections.deque[dict[str, Any]] = collections.deque()
@@ -592,16 +595,8 @@ class AsyncClient(_Ops[Awaitable[Result]]):
         self.endpoint, self.info, self.runtime_dir = resolve_connection(runtime, endpoint)
         self.timeout = timeout
         self.retries = max(0, retries)
-        base = context or zmq.Context.instance()
-        self._ctx: zmq.Context[Any] = zmq.Context.shadow(base.underlying)
-        self._sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        self._sock, self._watch = _open_dealer(context, curve, self.endpoint)
         self.curve = dict(curve) if curve else None
-        try:
-            self._watch = _configure_socket(self._sock, curve, self.endpoint)
-        except BaseException:
-            self._sock.close(linger=0)
-            raise
-        self._sock.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self._waiting: dict[object, asyncio.Future[dict[str, Any]]] = {}
