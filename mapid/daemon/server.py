@@ -2,8 +2,9 @@
 
 One ROUTER socket, read straight from its file descriptor on the event loop (not through
 zmq.asyncio, whose future per receive and per send cost more than most ops: section 6 of
-bench/RESULTS.md). An op that never waits runs inline when its session is free; any other
-runs as its own task. A client may have `max_in_flight` requests running, and every answer
+bench/RESULTS.md). An op outside any session lock runs inline; any other starts at once
+under its session's lock (eager.py) and becomes a task only when it has to wait, for the
+lock or for I/O. A client may have `max_in_flight` requests running, and every answer
 is kept for 60 seconds per client identity and request id, so a resend is answered from the
 cache instead of running twice. Nothing a client sends can stop the loop: every failure
 becomes an error reply or, when no id can be read, a counted drop."""

@@ -622,7 +622,9 @@ class Spooler:
         assert isinstance(transport, TransportProvider)
         try:
             prepared = prepare(
-                message.mime, override=_sender_override(transport), identity=self._identity()
+                message.mime,
+                override=_sender_override(transport),
+                identity=primary_identity(self.session),
             )
         except NoSender as exc:
             self._fail(progress, recipients, str(exc), NO_SENDER_STATUS)
@@ -706,7 +708,7 @@ class Spooler:
                 report = ndr.build(
                     message.mime,
                     failures,
-                    to=own_from or self._identity(),
+                    to=own_from or primary_identity(self.session),
                     delivered_to_others=delivered,
                 )
                 await self._bounded(store.deliver(report))
@@ -726,10 +728,6 @@ class Spooler:
             run.handled -= 1
             return
         self._progress.pop(message.entryid, None)
-
-    # -- identity ------------------------------------------------------------------------
-    def _identity(self) -> Identity | None:
-        return primary_identity(self.session)
 
     # -- transport rows ------------------------------------------------------------------
     def _show_progress(self, slot: ProviderSlot, run: _Pass, *, sent: bool) -> None:

@@ -1909,7 +1909,7 @@ class MaildirStore(StoreProvider):
             use = key
             for _ in range(100):
                 target = sent.path / "cur" / join_name(use, "S")
-                if use != key or not sent.has(use):
+                if not sent.has(use):  # a Sent message of that key: perhaps this one, below
                     try:
                         os.link(src, target)
                         break
