@@ -266,6 +266,81 @@ def test_a_deferred_recipient_defers_the_whole_message(
     assert smtp_server.messages == []  # nobody got it, so a retry sends no duplicate
 
 
+def test_a_batch_goes_over_one_connection_with_an_outcome_for_each_message(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    smtp_server.refuse("nobody@example.org")
+    batch = [
+        message("grace@example.org"),
+        message("nobody@example.org"),  # every recipient refused: permanent, the batch goes on
+        message("alan@example.org", "nobody@example.org"),
+    ]
+
+    async def body(t: SmtpTransport, s: Support) -> tuple[list[SendResult | TransportFailure], str]:
+        outcomes = list(await t.send_batch(batch))
+        return outcomes, s.row["PR_STATUS_STRING"]
+
+    outcomes, text = run(tmp_path, config_for(smtp_server), body)
+    assert len(outcomes) == 3
+    first, second, third = outcomes
+    assert isinstance(first, SendResult) and first.refused == {}
+    assert isinstance(second, TransportFailure) and second.permanent
+    assert "nobody@example.org: 550" in second.message
+    assert isinstance(third, SendResult) and list(third.refused) == ["nobody@example.org"]
+    got = smtp_server.wait_for(2)
+    assert [m.rcpt_tos for m in got] == [("grace@example.org",), ("alan@example.org",)]
+    assert smtp_server.open_connections() == 0  # logoff closed the one connection
+    assert not text.startswith("Send failed")  # the last message went: the row says ready
+
+
+def test_a_batch_stops_at_a_temporary_failure(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    smtp_server.refuse("busy@example.org", reply="450 4.2.1 mailbox busy")
+    batch = [message("grace@example.org"), message("busy@example.org"), message("a@example.org")]
+
+    async def body(t: SmtpTransport, s: Support) -> tuple[list[SendResult | TransportFailure], str]:
+        outcomes = list(await t.send_batch(batch))
+        return outcomes, s.row["PR_STATUS_STRING"]
+
+    outcomes, text = run(tmp_path, config_for(smtp_server), body)
+    assert len(outcomes) == 2  # the third was not tried: it stays queued
+    assert isinstance(outcomes[0], SendResult)
+    assert isinstance(outcomes[1], TransportFailure) and not outcomes[1].permanent
+    assert "450 4.2.1" in text
+    time.sleep(0.2)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("grace@example.org",)]
+
+
+def test_a_batch_comes_back_in_pieces_after_its_time_slice(
+    tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smtp, "BATCH_SLICE_S", 0.0)
+    batch = [message(f"r{i}@example.org") for i in range(3)]
+
+    async def body(t: SmtpTransport, s: Support) -> list[int]:
+        sizes = []
+        rest = batch
+        while rest:
+            outcomes = await t.send_batch(rest)
+            sizes.append(len(outcomes))
+            rest = rest[len(outcomes) :]
+        return sizes
+
+    assert run(tmp_path, config_for(smtp_server), body) == [1, 1, 1]
+    assert len(smtp_server.wait_for(3)) == 3
+
+
+def test_an_offline_transport_refuses_a_batch(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    async def body(t: SmtpTransport, s: Support) -> TransportFailure:
+        await t.validate_state(ValidateStateFlags.FORCE_XP_DISCONNECT)
+        with pytest.raises(TransportFailure) as caught:
+            await t.send_batch([message("grace@example.org")])
+        return caught.value
+
+    failure = run(tmp_path, config_for(smtp_server), body)
+    assert not failure.permanent and "offline" in failure.message
+    assert smtp_server.messages == []
+
+
 @pytest.mark.parametrize(
     ("command", "reply", "permanent"),
     [

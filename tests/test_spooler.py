@@ -354,6 +354,41 @@ def test_server_down_keeps_it_queued_then_flush_sends_it(
     assert mail.spooler_says() == "idle"
 
 
+def test_a_queue_built_up_goes_out_in_batches_each_message_with_its_own_outcome(
+    mail_daemon: DaemonProc, server: SmtpServer
+) -> None:
+    """Messages queued while the server was down go to the transport together (send_batch):
+    in queue order, each once; a refusal of one gives its report and the rest go on; a
+    deferral stops the batch there and leaves that message and the later ones queued."""
+    mail = Mail.logon(mail_daemon.client())
+    server.stop()
+    subjects = [f"Queued {i}" for i in range(6)]
+    for i, subject in enumerate(subjects):
+        cc = ["nobody@example.org"] if i == 2 else ["later@example.org"] if i == 4 else []
+        mail.send(subject, to=[] if cc else [GRACE], cc=cc)
+    wait_for("the spooler to wait", lambda: mail.spooler_says().startswith("6 queued"))
+    server.start()
+    server.refuse("nobody@example.org")
+    server.refuse("later@example.org", reply="451 4.2.1 come back later")
+    spooler = mail.status(ResourceType.MAPI_SPOOLER)
+    mail.client.status_flush_queues(mail.token, spooler, ["FLUSH_UPLOAD"])
+    delivered = [parse(m.content)["Subject"] for m in server.messages]
+    assert delivered == ["Queued 0", "Queued 1", "Queued 3"]
+    assert sorted(r["PR_SUBJECT"] for r in mail.contents("Outbox")) == ["Queued 4", "Queued 5"]
+    _row, report = _ndr(mail)
+    assert "nobody@example.org" in _parts(report)[0]
+    assert "451 4.2.1" in mail.spooler_says()
+
+    server.accept_all()
+    mail.client.status_flush_queues(mail.token, spooler, ["FLUSH_UPLOAD"])
+    delivered = [parse(m.content)["Subject"] for m in server.messages]
+    assert delivered == ["Queued 0", "Queued 1", "Queued 3", "Queued 4", "Queued 5"]
+    assert mail.contents("Outbox") == []
+    sent = wait_for("Sent Items", lambda: len(mail.contents("Sent Items")) == 5 or None)
+    assert sent
+    assert mail.spooler_says() == "idle"
+
+
 def test_flush_on_the_transport_row_sends_what_it_takes(
     mail_daemon: DaemonProc, server: SmtpServer
 ) -> None:

@@ -50,7 +50,7 @@ from mapid.constants import ResourceFlags, ResourceType, SpoolerNotify, StatusCo
 from mapid.daemon import ndr
 from mapid.daemon.identity import primary_identity
 from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState
-from mapid.daemon.outgoing import NoSender, header_address, prepare, split_header
+from mapid.daemon.outgoing import NoSender, Prepared, header_address, prepare, split_header
 from mapid.daemon.session_manager import SPOOLER_ROW
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
@@ -59,6 +59,7 @@ from mapid.providers.base import (
     OutgoingMessage,
     QueuedMessage,
     Recipient,
+    SendResult,
     StoreProvider,
     TransportFailure,
     TransportProvider,
@@ -73,8 +74,12 @@ T = TypeVar("T")
 STOP_GRACE = 1.0
 """Seconds a stopping spooler lets the message in hand finish before it is cancelled (the
 message then stays queued and is sent again later)."""
-FINISH_AHEAD = 4
-"""Sent messages the store may still be filing while the spooler sends the next ones."""
+BATCH_MAX = 16
+"""Queued messages for one transport handed over in one send_batch (one trip to its
+thread for all of them). A daemon killed mid-batch sends those again after restart."""
+FINISH_AHEAD = BATCH_MAX
+"""Sent messages the store may still be filing while the spooler sends the next ones (a
+whole batch, which the Maildir store files in one trip)."""
 NO_TRANSPORT_STATUS = "5.1.0"
 NO_SENDER_STATUS = "5.1.7"
 NO_RECIPIENT_STATUS = "5.1.3"
@@ -195,8 +200,34 @@ class _Busy:
     settle: asyncio.TimerHandle
 
 
-class _Waiting(Exception):
-    """A message cannot go on now; it stays queued."""
+@dataclass
+class _Job:
+    """One queued message in a pass: where its recipients go, and whether it must wait."""
+
+    index: int
+    """1-based position in the pass's queue."""
+    message: QueuedMessage
+    progress: _Progress
+    own_from: Identity | None
+    sends: list[tuple[ProviderSlot, list[Recipient]]] = field(default_factory=list)
+    """Each transport that takes some of the recipients still to do, with those."""
+    waiting: str = ""
+    """Why it stays queued (a transport in backoff or not logged on); "" when it goes on."""
+
+    def hold(self, reason: str) -> None:
+        self.waiting = self.waiting or reason
+
+    def single_slot(self) -> ProviderSlot | None:
+        """The one transport all of it goes to, when so: such messages go in batches."""
+        if len(self.sends) == 1 and not self.waiting:
+            return self.sends[0][0]
+        return None
+
+    def recipients_for(self, slot: ProviderSlot) -> list[Recipient]:
+        for target, recipients in self.sends:
+            if target.provider_uid == slot.provider_uid:
+                return recipients
+        return []
 
 
 def _addrtype(recipient: Recipient) -> str:
@@ -399,9 +430,10 @@ class Spooler:
                     return provider if isinstance(provider, StoreProvider) else None
         return None
 
-    async def _bounded(self, aw: Awaitable[T]) -> T:
+    async def _bounded(self, aw: Awaitable[T], calls: int = 1) -> T:
+        """`aw` within the provider time-out (`calls` times it, for a batch)."""
         # asyncio.timeout, not wait_for: no task for each call (the spooler runs as a task).
-        async with asyncio.timeout(self.session.env.provider_timeout):
+        async with asyncio.timeout(self.session.env.provider_timeout * calls):
             return await aw
 
     async def _pass(self, flushes: list[_Flush]) -> None:
@@ -465,22 +497,32 @@ class Spooler:
             return
         self._transition(SpoolerState.SENDING)
         try:
+            batch: list[_Job] = []  # consecutive messages that all go to one transport
             for run.index, entryid in enumerate(entryids, 1):
                 if self._stopping:
                     return
-                try:
-                    message = await self._bounded(store.queued_message(entryid))
-                except MapiError as exc:
-                    if exc.code == ErrorCode.MAPI_E_NOT_FOUND:
-                        continue  # it left the queue meanwhile
-                    log.warning("cannot read queued message: %s", exc)
-                    run.wait(f"cannot read a queued message: {_reason(exc)}")
+                message = await self._read_queued(store, entryid, run)
+                if message is None:
                     continue
-                except Exception as exc:  # one unreadable file must not stop the queue
-                    log.exception("the store failed to read a queued message")
-                    run.wait(f"cannot read a queued message: {_reason(exc)}")
+                job = self._plan(message, transports, run)
+                if job is None:
                     continue
-                await self._one(store, message, transports, run)
+                slot = job.single_slot()
+                if batch and (
+                    slot is None
+                    or slot.provider_uid != batch[0].sends[0][0].provider_uid
+                    or len(batch) >= BATCH_MAX
+                ):
+                    await self._send_batch(store, batch, run)
+                    batch = []
+                if slot is not None:
+                    batch.append(job)
+                    continue
+                for target, _recipients in job.sends:  # recipients for several transports
+                    await self._send_all(target, [job], run)
+                await self._conclude(store, job, run)
+            if batch and not self._stopping:
+                await self._send_batch(store, batch, run)
         finally:
             if run.finishing:  # even when cancelled: a hand-back is not left half done
                 await asyncio.wait(set(run.finishing))
@@ -548,13 +590,28 @@ class Spooler:
                 held = f"transport {slot.service.section.key} is not available: {why}"
         return held
 
-    async def _one(
-        self,
-        store: StoreProvider,
-        message: QueuedMessage,
-        transports: list[ProviderSlot],
-        run: _Pass,
-    ) -> None:
+    async def _read_queued(
+        self, store: StoreProvider, entryid: bytes, run: _Pass
+    ) -> QueuedMessage | None:
+        """The queued message, or None when it left the queue or cannot be read (one
+        unreadable file must not stop the queue)."""
+        try:
+            return await self._bounded(store.queued_message(entryid))
+        except MapiError as exc:
+            if exc.code == ErrorCode.MAPI_E_NOT_FOUND:
+                return None  # it left the queue meanwhile
+            log.warning("cannot read queued message: %s", exc)
+            run.wait(f"cannot read a queued message: {_reason(exc)}")
+        except Exception as exc:
+            log.exception("the store failed to read a queued message")
+            run.wait(f"cannot read a queued message: {_reason(exc)}")
+        return None
+
+    def _plan(
+        self, message: QueuedMessage, transports: list[ProviderSlot], run: _Pass
+    ) -> _Job | None:
+        """Which transport takes which of the recipients still to do; None when a flush of
+        another transport's queue leaves this message alone."""
         progress = self._progress.setdefault(message.entryid, _Progress())
         groups: dict[str, list[Recipient]] = {}
         seen: set[str] = set()
@@ -572,105 +629,150 @@ class Spooler:
         if run.only is not None and not any(
             isinstance(r, ProviderSlot) and r.provider_uid in run.only for r in routes.values()
         ):
-            return  # a flush of another transport's queue
+            return None
         fields, _rest = split_header(message.mime)
-        own_from = header_address(fields, "From")
-        waiting = ""
+        job = _Job(run.index, message, progress, header_address(fields, "From"))
+        by_slot: dict[bytes, tuple[ProviderSlot, list[Recipient]]] = {}
         for kind, recipients in groups.items():
             route = routes[kind]
             if route is None:
                 reason = f"no transport of this profile takes address type {kind}"
                 self._fail(progress, recipients, reason, NO_TRANSPORT_STATUS)
-                continue
-            if isinstance(route, str):
-                waiting = waiting or route
-                continue
-            try:
-                await self._send(route, message, recipients, progress, run)
-            except _Waiting as wait:
-                waiting = waiting or str(wait)
-        if waiting:
-            run.wait(waiting)
-            return
-        run.handled += 1
-        # The store files it (Sent Items, fsync) while the next message is sent.
-        task = asyncio.get_running_loop().create_task(
-            self._finish(store, message, progress, own_from, run)
-        )
-        run.finishing.add(task)
-        task.add_done_callback(run.finishing.discard)
-        if len(run.finishing) >= FINISH_AHEAD:
-            await asyncio.wait(set(run.finishing), return_when=asyncio.FIRST_COMPLETED)
+            elif isinstance(route, str):
+                job.hold(route)
+            else:
+                by_slot.setdefault(route.provider_uid, (route, []))[1].extend(recipients)
+        job.sends = list(by_slot.values())
+        return job
 
-    async def _send(
-        self,
-        slot: ProviderSlot,
-        message: QueuedMessage,
-        recipients: list[Recipient],
-        progress: _Progress,
-        run: _Pass,
-    ) -> None:
+    async def _send_batch(self, store: StoreProvider, jobs: list[_Job], run: _Pass) -> None:
+        """Messages that all go to one transport: as many as it takes in one send_batch,
+        then the rest; each is handed back in queue order."""
+        slot = jobs[0].sends[0][0]
+        while jobs:
+            handled = await self._send_all(slot, jobs, run)
+            for job in jobs[:handled]:
+                await self._conclude(store, job, run)
+            jobs = jobs[handled:]
+            if self._stopping:
+                return  # the rest stays queued
+
+    async def _send_all(self, slot: ProviderSlot, jobs: list[_Job], run: _Pass) -> int:
+        """Send each job's recipients of `slot`: one send() for one message, one
+        send_batch() for more. Returns how many jobs, from the first, are dealt with; the
+        others the transport did not get to (a batch it cut short)."""
         uid = slot.provider_uid
         name = slot.service.section.key
         backoff = self._backoff.get(uid)
-        if uid in run.failed_now:
+        if uid in run.failed_now or (
+            backoff is not None and backoff.until > time.monotonic() and not run.is_forced(slot)
+        ):
             assert backoff is not None
-            raise _Waiting(backoff.reason)
-        if backoff is not None and backoff.until > time.monotonic() and not run.is_forced(slot):
-            raise _Waiting(backoff.reason)
+            for job in jobs:
+                job.hold(backoff.reason)
+            return len(jobs)
         transport = slot.provider
         assert isinstance(transport, TransportProvider)
-        try:
-            prepared = prepare(
-                message.mime,
-                override=_sender_override(transport),
-                identity=primary_identity(self.session),
-            )
-        except NoSender as exc:
-            self._fail(progress, recipients, str(exc), NO_SENDER_STATUS)
-            return
-        except Exception as exc:  # it would fail the same way every time: report it
-            log.exception("cannot prepare a queued message for sending")
-            self._fail(progress, recipients, f"cannot prepare the message: {_reason(exc)}")
-            return
+        override, identity = _sender_override(transport), primary_identity(self.session)
+        ready: list[tuple[int, list[Recipient], Prepared]] = []
+        for position, job in enumerate(jobs):
+            recipients = job.recipients_for(slot)
+            try:
+                prepared = prepare(job.message.mime, override=override, identity=identity)
+            except NoSender as exc:
+                self._fail(job.progress, recipients, str(exc), NO_SENDER_STATUS)
+                continue
+            except Exception as exc:  # it would fail the same way every time: report it
+                log.exception("cannot prepare a queued message for sending")
+                self._fail(job.progress, recipients, f"cannot prepare the message: {_reason(exc)}")
+                continue
+            ready.append((position, recipients, prepared))
+        if not ready:
+            return len(jobs)
+        run.index = jobs[ready[0][0]].index
         self._show_progress(slot, run, sent=False)
-        outgoing = OutgoingMessage(
-            message.entryid, prepared.mime, tuple(recipients), prepared.sender
-        )
+        outgoing = [
+            OutgoingMessage(jobs[i].message.entryid, p.mime, tuple(r), p.sender)
+            for i, r, p in ready
+        ]
+        outcomes: list[SendResult | TransportFailure] = []
         try:
-            result = await self._bounded(transport.send(outgoing))
-        except TransportFailure as exc:
-            if exc.permanent:
-                self._fail(progress, recipients, exc.message)
-                self._backoff.pop(uid, None)
-                self._show_progress(slot, run, sent=True)
-                return
-            self._defer(slot, f"{name}: {exc.message}", run)
+            if len(outgoing) == 1:
+                outcomes = [await self._bounded(transport.send(outgoing[0]))]
+            else:
+                batch = transport.send_batch(outgoing)
+                outcomes = list(await self._bounded(batch, len(outgoing)))
+        except TransportFailure as exc:  # the first message's failure (all of a send())
+            outcomes = [exc]
         except TimeoutError:
-            timeout = _seconds(self.session.env.provider_timeout)
+            timeout = _seconds(self.session.env.provider_timeout * len(outgoing))
             self._defer(slot, f"{name}: no answer in {timeout} s", run)
         except MapiError as exc:
             self._defer(slot, f"{name}: {_reason(exc)}", run)
         except Exception as exc:
             log.exception("transport %s failed to send", slot.key)
             self._defer(slot, f"{name}: {_reason(exc)}", run)
-        else:
-            self._backoff.pop(uid, None)
-            refused = {a.casefold(): words for a, words in result.refused.items()}
-            for r in recipients:
-                words = refused.get(r.address.casefold())
-                if words is None:
-                    progress.accepted.add(r.address.casefold())
-                else:
-                    progress.failures[r.address.casefold()] = ndr.Failure(
-                        r.address, r.display_name, words
-                    )
-            if progress.accepted and progress.sent_mime is None:
-                progress.sent_mime = prepared.record
-            self._show_progress(slot, run, sent=True)
-            return
+        failed_at = 0  # in `ready`: the first message a temporary failure leaves queued
+        for at, ((position, recipients, prepared), outcome) in enumerate(
+            zip(ready, outcomes, strict=False)
+        ):
+            job = jobs[position]
+            run.index = job.index
+            if isinstance(outcome, SendResult):
+                self._backoff.pop(uid, None)
+                self._record(job, recipients, prepared, outcome)
+            elif isinstance(outcome, TransportFailure) and outcome.permanent:
+                self._fail(job.progress, recipients, outcome.message)
+                self._backoff.pop(uid, None)
+            elif isinstance(outcome, TransportFailure):
+                failed_at = at
+                self._defer(slot, f"{name}: {outcome.message}", run)
+                break
+            else:
+                failed_at = at
+                log.error("transport %s gave %r for a message, not a result", slot.key, outcome)
+                self._defer(slot, f"{name}: a bug in the transport (see the log)", run)
+                break
         self._show_progress(slot, run, sent=True)
-        raise _Waiting(self._backoff[uid].reason)
+        if uid in run.failed_now:  # a temporary failure: this message and the rest wait
+            reason = self._backoff[uid].reason
+            for position, _recipients, _prepared in ready[failed_at:]:
+                jobs[position].hold(reason)
+            return len(jobs)
+        if len(outcomes) >= len(ready):
+            return len(jobs)
+        return ready[len(outcomes)][0]  # cut short: the transport did not get to these
+
+    def _record(
+        self, job: _Job, recipients: list[Recipient], prepared: Prepared, result: SendResult
+    ) -> None:
+        progress = job.progress
+        refused = {a.casefold(): words for a, words in result.refused.items()}
+        for r in recipients:
+            words = refused.get(r.address.casefold())
+            if words is None:
+                progress.accepted.add(r.address.casefold())
+            else:
+                progress.failures[r.address.casefold()] = ndr.Failure(
+                    r.address, r.display_name, words
+                )
+        if progress.accepted and progress.sent_mime is None:
+            progress.sent_mime = prepared.record
+
+    async def _conclude(self, store: StoreProvider, job: _Job, run: _Pass) -> None:
+        """A message whose sends are all done goes back to the store (Sent Items, a report)
+        while the next ones are sent; one that waits for a transport stays queued."""
+        if job.waiting:
+            run.wait(job.waiting)
+            return
+        run.handled += 1
+        task = asyncio.get_running_loop().create_task(
+            self._finish(store, job.message, job.progress, job.own_from, run)
+        )
+        run.finishing.add(task)
+        task.add_done_callback(run.finishing.discard)
+        if len(run.finishing) >= FINISH_AHEAD:
+            await asyncio.wait(set(run.finishing), return_when=asyncio.FIRST_COMPLETED)
 
     @staticmethod
     def _fail(

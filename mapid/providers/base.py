@@ -492,6 +492,26 @@ class TransportProvider(Provider):
         STATUS_OUTBOUND_ACTIVE and PR_REMOTE_PROGRESS; I say why I failed in my own row."""
         raise TransportFailure("this transport cannot send", permanent=True)
 
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> Sequence[SendResult | TransportFailure]:
+        """Send several queued messages, in order (the spooler hands over up to 16 that are
+        all for me). Return the outcome of each message tried, in order: its SendResult, or
+        the TransportFailure of that message alone. Stop after a temporary failure (the
+        rest would fail the same way) or whenever the batch has taken long enough: the
+        messages left out of a shorter list stay queued and come again at once. This
+        default sends them one by one with send(); a transport that can do better (one
+        trip to its thread for all) overrides it."""
+        outcomes: list[SendResult | TransportFailure] = []
+        for message in messages:
+            try:
+                outcomes.append(await self.send(message))
+            except TransportFailure as failure:
+                outcomes.append(failure)
+                if not failure.permanent:
+                    break
+        return outcomes
+
 
 class MessageService:
     """A message service: a named group of providers with one configuration section."""

@@ -117,6 +117,7 @@ from mapid.providers.base import (
     StoreProvider,
     pick_props,
 )
+from mapid.providers.grouped_calls import GroupedCalls
 from mapid.providers.maildir_flush import flusher
 from mapid.providers.maildir_index import (
     FLAG_FOLLOWUP,
@@ -1060,6 +1061,8 @@ class MaildirStore(StoreProvider):
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._just_queued: dict[str, tuple[str, QueuedMessage]] = {}
+        self._links = GroupedCalls(support.run_blocking, self._link_sent_one)
+        """Sent messages the spooler hands back together move to Sent Items in one trip."""
         """Outbox key -> (file name, the message) of what this store queued, so that the
         spooler's queued_message() does not read back and parse a file written a moment
         ago; used only while the Outbox index still names that very file."""
@@ -1076,6 +1079,7 @@ class MaildirStore(StoreProvider):
         for task in self._refreshing.values():
             task.cancel()
         self._refreshing.clear()
+        self._links.cancel()
         hub = self._hub
         token = self._subscription
         if hub is not None and token is not None and hub.unsubscribe(token) == 0:
@@ -1889,6 +1893,11 @@ class MaildirStore(StoreProvider):
             old_parent_entryid=src.folder_entryid,
         )
 
+    def _link_sent_one(
+        self, job: tuple[str, bytes, tuple[str, QueuedMessage] | None]
+    ) -> tuple[str, list[Change]] | None:
+        return self._link_sent(*job)
+
     def _link_sent(
         self, key: str, sent_mime: bytes, kept: tuple[str, QueuedMessage] | None
     ) -> tuple[str, list[Change]] | None:
@@ -1961,7 +1970,7 @@ class MaildirStore(StoreProvider):
                 await self.support.run_blocking(self._drop_queued, key)
                 return None
             if sent_mime is not None:
-                moved = await self.support.run_blocking(self._link_sent, key, sent_mime, kept)
+                moved = await self._links((key, sent_mime, kept))
                 if moved is not None:
                     new, changes = moved
                     return self.message_entryid(SENT, new)
