@@ -7,6 +7,11 @@ first active transport (in transport order) that takes its recipients' address t
 hands it back with `finished()`. A daemon killed between a send and `finished()` sends that
 message again after restart (at least once, never lost).
 
+Consecutive messages that all go to one transport go to it together, up to BATCH_MAX in one
+`send_batch` (the smtp transport sends them in one trip to its worker thread, where a trip
+cost about as much as a loopback SMTP transaction); each still gets its own outcome, in
+queue order, and a temporary failure leaves that message and the later ones queued.
+
 Outcomes of one message:
 - every recipient accepted: Sent Items (or deleted, PR_DELETE_AFTER_SUBMIT);
 - some refused: Sent Items, and a non-delivery report for the refused ones in the Inbox;
