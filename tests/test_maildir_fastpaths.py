@@ -10,15 +10,17 @@ import email.utils
 import os
 import random
 import re
-from email.parser import BytesHeaderParser
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mapid.constants import RecipientType
 from mapid.daemon.outgoing import header_value, prepare, split_header
-from mapid.providers import maildir_index, mime_props
-from mapid.providers.base import Identity
+from mapid.providers import maildir, maildir_index, mime_props
+from mapid.providers.base import Identity, QueuedMessage
 from mapid.providers.maildir import MaildirStore, place_message
 from mapid.providers.maildir_flush import Flusher
 from mapid.providers.maildir_index import FolderIndex
@@ -230,6 +232,62 @@ def test_submit_stamps_the_sender_and_hands_the_spooler_the_file_it_wrote(
         assert trips == []  # both from memory
 
     asyncio.run(run())
+
+
+async def _outbox_rows(store: MaildirStore) -> list[Any]:
+    outbox = await store.open_entry(store.store_props()["PR_IPM_OUTBOX_ENTRYID"], 0)
+    return list(await outbox.contents_rows())  # type: ignore[attr-defined]
+
+
+def _parsed(mime: bytes) -> EmailMessage:
+    message = BytesParser(policy=email.policy.default).parsebytes(mime)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_a_small_new_message_composed_on_the_loop_is_the_one_composed_in_the_thread(
+    tmp_path: Path,
+) -> None:
+    """submit composes a small new message on the event loop, a big one in the worker
+    thread: the files, their index rows and the spooler's views agree either way."""
+    big_body = "A line of the long report.\n" * 4000  # 100 KiB: over LOOP_COMPOSE_BYTES
+    assert len(big_body) > maildir.LOOP_COMPOSE_BYTES
+
+    async def run() -> list[tuple[bytes, QueuedMessage, dict[str, object]]]:
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        composed_on_loop: list[bool] = []
+        real = maildir._composes_quickly
+        maildir._composes_quickly = lambda save: composed_on_loop.append(real(save)) or real(save)  # type: ignore[assignment]
+        try:
+            eids = [
+                await _queue_one(store, {"PR_SUBJECT": "short", "PR_BODY": "hi\n"}),
+                await _queue_one(store, {"PR_SUBJECT": "long", "PR_BODY": big_body}),
+            ]
+        finally:
+            maildir._composes_quickly = real  # type: ignore[assignment]
+        assert composed_on_loop == [True, False]
+        rows = {r["PR_SUBJECT"]: r for r in await _outbox_rows(store)}
+        out = []
+        for eid in eids:
+            key = store._outbox_key(eid)
+            queued = await store.queued_message(eid)
+            on_disk = store._queued_blocking(key)
+            assert queued == on_disk
+            out.append((on_disk.mime, queued, rows[_parsed(on_disk.mime)["Subject"]]))
+        return out
+
+    (short_mime, short, short_row), (long_mime, long, long_row) = asyncio.run(run())
+    for mime, queued, row, body in (
+        (short_mime, short, short_row, "hi\n"),
+        (long_mime, long, long_row, big_body),
+    ):
+        message = _parsed(mime)
+        assert message.get_content() == body
+        assert message["From"] == "Ada Lovelace <ada@example.org>"
+        assert [r.address for r in queued.recipients] == ["grace@example.org"]
+        assert row["PR_SENDER_EMAIL_ADDRESS"] == "ada@example.org"
+        assert row["PR_MESSAGE_SIZE"] == len(mime)
 
 
 def test_a_queued_file_changed_on_disk_is_read_from_disk(tmp_path: Path) -> None:

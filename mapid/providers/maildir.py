@@ -131,7 +131,10 @@ from mapid.providers.maildir_index import (
 )
 from mapid.providers.mime_props import (
     DELETE_AFTER_SUBMIT_HEADER,
+    HEADER_LIMIT,
     SETTABLE,
+    Headers,
+    HeaderSummary,
     MailRecipient,
     compose,
     message_flags_of,
@@ -140,6 +143,7 @@ from mapid.providers.mime_props import (
     recipient_row,
     recipients_of,
     split_head,
+    summarize,
 )
 
 __all__ = [
@@ -158,6 +162,10 @@ T = TypeVar("T")
 UID_FILE = "mapid.uid"
 JUST_QUEUED_MAX = 1000
 """Messages a store remembers from its own submits for the spooler (see _just_queued)."""
+LOOP_COMPOSE_BYTES = 64 * 1024
+LOOP_COMPOSE_RECIPIENTS = 100
+"""A new message up to these sizes is composed on the event loop at submit (tens of µs;
+64 KiB of text take about a millisecond), a bigger one in the worker thread."""
 STANDARD_FOLDERS = ("Outbox", "Sent", "Trash", "Drafts")
 """Maildir++ folders (`.Outbox` ...) the IPM folders map onto; created at logon."""
 OUTBOX, SENT, TRASH, DRAFTS = STANDARD_FOLDERS
@@ -1006,6 +1014,41 @@ class _Save:
     flags: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Composed:
+    """A message's bytes as composed, with its parsed header block (the index's row and the
+    spooler's view both come from it: one parse)."""
+
+    data: bytes
+    headers: Headers
+    summary: HeaderSummary | None
+    """The index row's fields; None when the header block is longer than the index reads."""
+
+
+def _compose_parsed(
+    raw: bytes | None,
+    changes: dict[str, Any],
+    deleted: set[str],
+    recipients: list[MailRecipient] | None,
+) -> _Composed:
+    data = compose(raw, changes, deleted, recipients)
+    head = split_head(data)
+    headers = parse_header_block(head)
+    return _Composed(data, headers, summarize(headers) if len(head) < HEADER_LIMIT else None)
+
+
+def _composes_quickly(save: _Save) -> bool:
+    """A new message whose composing takes well under a millisecond: done on the event loop
+    rather than in the submit's worker thread, where it would contend for the GIL with the
+    loop for longer than it takes (composing is CPU work, not I/O)."""
+    if save.raw is not None or save.deleted:
+        return False
+    if save.recipients is not None and len(save.recipients) > LOOP_COMPOSE_RECIPIENTS:
+        return False
+    size = sum(len(v) for v in save.changes.values() if isinstance(v, str | bytes))
+    return size <= LOOP_COMPOSE_BYTES
+
+
 @dataclass
 class _Durable:
     """The fsyncs a write put off (open descriptors, folders), for the flusher."""
@@ -1281,13 +1324,12 @@ class MaildirStore(StoreProvider):
             extra = int(MessageFlags.MSGFLAG_SUBMIT | MessageFlags.MSGFLAG_UNSENT)
         elif name == DRAFTS:
             extra = int(MessageFlags.MSGFLAG_UNSENT)
-        prefix = self._make(_MESSAGE_MARK + name.encode("utf-8", "surrogateescape") + b"\0")
 
-        def build() -> FolderIndex:
+        def build() -> FolderIndex:  # only for the first use of the folder
             return FolderIndex(
                 folder_path(root, name),
                 self.entryid_for(_KIND_FOLDER, name),
-                prefix,
+                self._make(_MESSAGE_MARK + name.encode("utf-8", "surrogateescape") + b"\0"),
                 extra_flags=extra,
                 inbox=name == INBOX,
             )
@@ -1521,19 +1563,26 @@ class MaildirStore(StoreProvider):
         recipients: list[MailRecipient] | None,
         flag_changes: dict[str, Any],
         durable: _Durable | None = None,
-        written: list[bytes] | None = None,
+        written: list[_Composed] | None = None,
+        composed: _Composed | None = None,
     ) -> str:
         """Write the message; with `durable`, its fsyncs are left there for the flusher;
-        `written` gets the bytes of a file written whole (not of a flag rename)."""
+        `written` gets what a file was written whole with (not a flag rename); `composed`:
+        the new message composed already."""
         index = self._index(folder)
         if key is not None or not index.loaded:  # a new file needs no listing once loaded
             index.refresh(wait=False)  # never under the lock (it reads files without it)
         content = bool(changes or deleted or recipients is not None)
         data = b""  # a flag change alone renames the file; it is not rewritten
+        summary: HeaderSummary | None = None
         if key is None or content:
-            data = compose(raw if key is not None else None, changes, deleted, recipients)
+            if composed is None or key is not None:
+                composed = _compose_parsed(
+                    raw if key is not None else None, changes, deleted, recipients
+                )
+            data, summary = composed.data, composed.summary
             if written is not None:
-                written.append(data)
+                written.append(composed)
         with index.lock:
             if key is None:
                 flags = maildir_flags("DS", flag_changes)
@@ -1542,7 +1591,7 @@ class MaildirStore(StoreProvider):
                 else:
                     new, name, fd = place_message(index.path, data, sub="cur", flags=flags)
                     durable.add(fd, index.path / "cur")
-                index.note_file(new, "cur", name, data=data)
+                index.note_file(new, "cur", name, data=data, summary=summary)
                 return new
             sub, name = self._where(index, key)
             old = index.path / sub / name
@@ -1578,7 +1627,9 @@ class MaildirStore(StoreProvider):
                     durable.add(None, index.path / "cur")
             else:
                 return key
-            index.note_file(key, "cur", target_name, data=data if content else None)
+            index.note_file(
+                key, "cur", target_name, data=data if content else None, summary=summary
+            )
             return key
 
     async def save_message(
@@ -1711,14 +1762,14 @@ class MaildirStore(StoreProvider):
         return eids
 
     def _submit_blocking(
-        self, folder: str, key: str | None, save: _Save | None
+        self, folder: str, key: str | None, save: _Save | None, composed: _Composed | None
     ) -> tuple[str, list[Change], tuple[str, QueuedMessage] | None]:
         """Save (when `save`) and move into the Outbox, in one trip to the thread pool. The
         reply does not wait for the disk: the file is in place, so a killed daemon loses
         nothing, and the flusher makes it durable with the next commit (a few ms later).
         A message written here comes back as the spooler will read it (file name, message)."""
         durable = _Durable()
-        written: list[bytes] = []
+        written: list[_Composed] = []
         try:
             if save is not None:
                 key = self._save_blocking(
@@ -1731,6 +1782,7 @@ class MaildirStore(StoreProvider):
                     save.flags,
                     durable,
                     written,
+                    composed,
                 )
             assert key is not None
             # A message saved in the Outbox itself: the save just refreshed it.
@@ -1742,7 +1794,8 @@ class MaildirStore(StoreProvider):
             durable.hand_off()
         if not written:
             return new, changes, None
-        return new, changes, (name, self._queued_of(new, written[0], mtime_ns))
+        done = written[0]
+        return new, changes, (name, self._queued_of(new, done.data, mtime_ns, done.headers))
 
     def _queue_blocking(
         self, folder: str, key: str, durable: _Durable, *, refresh: bool
@@ -1771,9 +1824,12 @@ class MaildirStore(StoreProvider):
         """Move a message (saved first when `save` holds its changes) into the Outbox: the
         spooler's queue on disk."""
         changes: list[Change] = []
+        composed = None
+        if save is not None and key is None and _composes_quickly(save):
+            composed = _compose_parsed(None, save.changes, save.deleted, save.recipients)
         try:
             new, changes, queued = await self.support.run_blocking(
-                self._submit_blocking, folder, key, save
+                self._submit_blocking, folder, key, save, composed
             )
         finally:
             self._flush(changes)
@@ -1813,9 +1869,13 @@ class MaildirStore(StoreProvider):
                 raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox") from None
         return self._queued_of(key, raw, mtime_ns)
 
-    def _queued_of(self, key: str, raw: bytes, mtime_ns: int) -> QueuedMessage:
-        """The spooler's view of a queued file (parsed in a thread, not on the loop)."""
-        headers = parse_header_block(split_head(raw))
+    def _queued_of(
+        self, key: str, raw: bytes, mtime_ns: int, headers: Headers | None = None
+    ) -> QueuedMessage:
+        """The spooler's view of a queued file (parsed in a thread, not on the loop;
+        `headers`: its header block, parsed already)."""
+        if headers is None:
+            headers = parse_header_block(split_head(raw))
         recipients = tuple(
             Recipient(r.address, r.display_name, "SMTP", int(r.recipient_type))
             for r in recipients_of(headers)
