@@ -127,10 +127,9 @@ PROGRESS_INTERVAL_S = 0.25
 """The rows show a pass's progress at most this often (and always its first and last step)."""
 SETTLE_S = 0.1
 GATHER_S = 0.02
-"""In a sending period, a submit that finds the spooler idle starts the next pass this much
-later, so the messages a client submits one after another go in one batch (the first
-message of a burst goes at once). Mail is not timed in milliseconds; the daemon's CPU per
-message in bench/spool.py is, and this takes a sixth off it for a one-at-a-time client."""
+"""In a sending period, a message waits at most this long for others to join its batch
+(see Spooler._gather; the first message of a burst goes at once). Mail is not timed in
+milliseconds; the daemon's CPU per message in bench/spool.py is."""
 """How long the rows keep saying "sending" after a pass that sent, for the next message of
 a burst: a client submitting a message every few milliseconds then sees one sending
 period, not an active/idle flicker of four row events a message."""
@@ -261,6 +260,11 @@ class Spooler:
         self._claimed: bytes | None = None
         self._next_try: float | None = None
         self._busy: _Busy | None = None
+        self._kicks = 0
+        """Kicks since the last pass began (a submit kicks once)."""
+        self._first_kick = 0.0
+        self._go = asyncio.Event()
+        """Set when the next pass must not wait (a batch is queued, a flush, a stop)."""
 
     # -- state machine -------------------------------------------------------------------
     def _transition(self, new: SpoolerState) -> None:
@@ -312,9 +316,26 @@ class Spooler:
         self._flushes.clear()
 
     def kick(self) -> None:
-        """Start a pass now (non-blocking); transports in backoff keep waiting."""
-        if not self._stopping:
-            self._wake.set()
+        """Start a pass now (non-blocking; in a sending period, see GATHER_S); transports
+        in backoff keep waiting."""
+        if self._stopping:
+            return
+        self._kicks += 1
+        if self._kicks == 1:
+            self._first_kick = time.monotonic()
+        if self._kicks >= BATCH_MAX:
+            self._go.set()
+        self._wake.set()
+
+    async def _gather(self) -> None:
+        """In a sending period, the next pass waits until a batch is queued or the first
+        message since the last pass has waited GATHER_S: a client that submits one message
+        after another then has them sent in batches, while a queue that keeps up a batch
+        at a time never waits (the clock runs while the pass before is sending)."""
+        delay = self._first_kick + GATHER_S - time.monotonic()
+        if self._kicks and delay > 0 and not self._go.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._go.wait(), delay)
 
     def took_over(self) -> None:
         """The session that sent this store's queue let go: it is ours now."""
@@ -352,6 +373,7 @@ class Spooler:
             raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "the spooler is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flushes.append(_Flush(only.provider_uid if only is not None else None, done))
+        self._go.set()
         self._wake.set()
         await done
 
@@ -361,6 +383,7 @@ class Spooler:
         if self.state is SpoolerState.STOPPED:
             return
         self._stopping = True
+        self._go.set()
         self._wake.set()
         task = self._task
         if task is not None and not task.done():
@@ -380,8 +403,7 @@ class Spooler:
     # -- the loop ------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
-            idle = not self._wake.is_set()
-            if idle:
+            if not self._wake.is_set():
                 timeout = None
                 if self._next_try is not None:
                     timeout = max(0.0, self._next_try - time.monotonic())
@@ -389,12 +411,12 @@ class Spooler:
                     await asyncio.wait_for(self._wake.wait(), timeout)
             if self._stopping:
                 break
-            if idle and self._busy is not None and not self._flushes:
-                # A burst goes on and the queue had run dry: let the submits that follow
-                # join this pass, so they go in one batch rather than one pass each.
-                await asyncio.sleep(GATHER_S)
+            if self._busy is not None and not self._flushes:
+                await self._gather()
                 if self._stopping:
                     break
+            self._kicks = 0
+            self._go.clear()
             self._wake.clear()
             flushes, self._flushes = self._flushes, []
             failure: BaseException | None = None
