@@ -54,8 +54,19 @@ def unpack(data: bytes) -> Any:
         raise CodecError("a str value is not valid UTF-8") from exc
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CodecError(f"not valid MessagePack: {exc}") from exc
-    _check_depth(obj)
+    if _containers_at_most(data) > MAX_DEPTH:  # else it cannot nest deeper: no walk
+        _check_depth(obj)
     return obj
+
+
+_CONTAINER_MARKS = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+"""The first bytes of msgpack's maps and arrays (fixmap, fixarray, array 16/32, map 16/32)."""
+
+
+def _containers_at_most(data: bytes) -> int:
+    """An upper bound of the maps and arrays in `data` (a string's bytes may look like
+    one too): one pass in C, where walking the decoded payload costs microseconds."""
+    return len(data) - len(data.translate(None, _CONTAINER_MARKS))
 
 
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})

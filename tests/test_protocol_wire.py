@@ -21,6 +21,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from mapid import codec
 from mapid.providers.base import MapiObject, MessageService, StoreProvider
 
 from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
@@ -191,6 +192,28 @@ def nested(depth: int) -> Any:
 
 
 # -- section 2: encoding -------------------------------------------------------------------
+
+
+def test_the_codec_counts_depth_in_any_payload_that_could_be_deep() -> None:
+    """unpack walks the decoded payload only when its bytes hold more container marks than
+    MAX_DEPTH; text whose UTF-8 is full of such bytes still decodes, and a deep payload of
+    maps, of arrays or of both is always refused."""
+    euros = "€" * 200  # e2 82 ac: each 0x82 looks like a fixmap mark
+    assert codec.unpack(codec.pack({"v": 1, "args": {"PR_BODY": euros}})) == {
+        "v": 1,
+        "args": {"PR_BODY": euros},
+    }
+    within = nested(codec.MAX_DEPTH)
+    assert codec.unpack(codec.pack(within)) == within
+    maps: Any = {}
+    for _ in range(codec.MAX_DEPTH):
+        maps = {"k": maps}
+    mixed: Any = {"text": euros}
+    for i in range(codec.MAX_DEPTH):
+        mixed = [mixed] if i % 2 else {"k": mixed, "text": euros}
+    for deep in (nested(codec.MAX_DEPTH + 1), maps, mixed):
+        with pytest.raises(codec.CodecError, match="nesting deeper than 32"):
+            codec.unpack(codec.pack(deep))
 
 
 def test_reply_is_two_frames_with_the_documented_shape(daemon: DaemonProc, wire: Wire) -> None:
