@@ -8,7 +8,8 @@ its files in parallel, then its folders, then resolves each caller's future. Not
 ever runs on the event loop; an `asyncio` caller awaits `asyncio.wrap_future(...)`.
 
 While writes keep coming (the previous batch ended less than GATHER_S ago), the thread
-gathers for GATHER_S before it starts the next batch: a spooler filing a message every
+gathers for GATHER_S before it starts the next batch (new requests do not wake it
+meanwhile): a spooler filing a message every
 couple of milliseconds then pays one commit for several of them, not one each, and a
 file that is unlinked before its batch runs (an Outbox file sent meanwhile) costs no
 fsync at all. A lone write is flushed at once.
@@ -60,6 +61,9 @@ class Flusher:
         self._workers = workers
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
+        self._idle = False
+        """The thread waits for a first request: only then does a new one wake it (in its
+        gathering it sleeps its time out; each wake-up is a context switch)."""
 
     @overload
     def flush(
@@ -93,7 +97,8 @@ class Flusher:
                 )
                 self._thread = threading.Thread(target=self._run, name="mapid-flusher", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._idle:
+                self._cond.notify()
         return request.future
 
     def later(self, fds: Iterable[int], dirs: Iterable[str | os.PathLike[str]]) -> None:
@@ -106,12 +111,14 @@ class Flusher:
         while True:
             with self._cond:
                 while not self._pending:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
                 now = time.monotonic()
                 if now - ended < GATHER_S:
                     until = now + GATHER_S
                     while (left := until - time.monotonic()) > 0:
-                        self._cond.wait(left)  # each new request notifies: wait on
+                        self._cond.wait(left)  # new requests do not notify meanwhile
                 batch, self._pending = self._pending, []
             try:
                 self._flush_batch(batch)
