@@ -33,6 +33,7 @@ from mapid.providers.base import (
     MessageService,
     OutgoingMessage,
     SendResult,
+    TransportFailure,
     TransportProvider,
 )
 
@@ -762,6 +763,54 @@ def test_a_transport_that_crashes_is_a_temporary_failure_without_failover(
     # failure of it is retried, never handed to the next transport.
     assert server.messages == []
     assert [r["PR_SUBJECT"] for r in mail.contents("Outbox")] == ["Held by a bug"]
+
+
+class MuteBatchTransport(TransportProvider):
+    """A third-party transport with a bug: send() defers, send_batch() says nothing."""
+
+    name = "transport"
+    address_types = ("SMTP",)
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        raise TransportFailure("not now")
+
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> Sequence[SendResult | TransportFailure]:
+        return []
+
+
+class MuteBatch(MessageService):
+    name = "mute"
+    display_name = "a transport whose send_batch returns no outcome"
+    providers = (MuteBatchTransport,)
+
+
+def test_a_batch_without_an_outcome_is_a_bug_that_keeps_every_message_queued(
+    make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer
+) -> None:
+    profile = (
+        standard_profile(tmp_path / "a")
+        + '\n[services.mute]\nservice = "test_spooler:MuteBatch"\n'
+        + smtp_section(server)
+    )
+    proc = make_daemon(profiles={"alpha": profile})
+    mail = Mail.logon(proc.client())
+    mail.send("First", to=[GRACE])  # send() defers it: the transport waits out a backoff
+    wait_for("the spooler to wait", lambda: "next try in" in mail.spooler_says())
+    mail.send("Second", to=[GRACE])
+    mail.send("Third", to=[GRACE])
+    spooler = mail.status(ResourceType.MAPI_SPOOLER)
+    mail.client.status_flush_queues(mail.token, spooler, ["FLUSH_UPLOAD"])  # one batch of 3
+    assert mail.spooler_says().endswith("mute: a bug in the transport (see the log)")
+    assert mail.spooler_says().startswith("3 queued; next try in")
+    assert "transport mute/transport returned no outcome for a batch" in proc.log()
+    assert sorted(r["PR_SUBJECT"] for r in mail.contents("Outbox")) == [
+        "First",
+        "Second",
+        "Third",
+    ]
+    assert server.messages == []
 
 
 def test_sigterm_while_the_server_is_silent_stops_at_once_and_keeps_the_message(

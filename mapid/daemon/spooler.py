@@ -751,6 +751,9 @@ class Spooler:
         except Exception as exc:
             log.exception("transport %s failed to send", slot.key)
             self._defer(slot, f"{name}: {_reason(exc)}", run)
+        if not outcomes and uid not in run.failed_now:  # it must say something of the first
+            log.error("transport %s returned no outcome for a batch", slot.key)
+            self._defer(slot, f"{name}: a bug in the transport (see the log)", run)
         failed_at = 0  # in `ready`: the first message a temporary failure leaves queued
         for at, ((position, recipients, prepared), outcome) in enumerate(
             zip(ready, outcomes, strict=False)
