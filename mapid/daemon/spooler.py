@@ -126,13 +126,13 @@ _TRANSITIONS: dict[SpoolerState, frozenset[SpoolerState]] = {
 PROGRESS_INTERVAL_S = 0.25
 """The rows show a pass's progress at most this often (and always its first and last step)."""
 SETTLE_S = 0.1
+"""How long the rows keep saying "sending" after a pass that sent, for the next message of
+a burst: a client submitting a message every few milliseconds then sees one sending
+period, not an active/idle flicker of four row events a message."""
 GATHER_S = 0.02
 """In a sending period, a message waits at most this long for others to join its batch
 (see Spooler._gather; the first message of a burst goes at once). Mail is not timed in
 milliseconds; the daemon's CPU per message in bench/spool.py is."""
-"""How long the rows keep saying "sending" after a pass that sent, for the next message of
-a burst: a client submitting a message every few milliseconds then sees one sending
-period, not an active/idle flicker of four row events a message."""
 
 
 @dataclass
