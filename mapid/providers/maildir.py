@@ -1104,11 +1104,11 @@ class MaildirStore(StoreProvider):
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._just_queued: dict[str, tuple[str, QueuedMessage]] = {}
-        self._links = GroupedCalls(support.run_blocking, self._link_sent_one)
-        """Sent messages the spooler hands back together move to Sent Items in one trip."""
         """Outbox key -> (file name, the message) of what this store queued, so that the
         spooler's queued_message() does not read back and parse a file written a moment
         ago; used only while the Outbox index still names that very file."""
+        self._links = GroupedCalls(support.run_blocking, self._link_sent_one)
+        """Sent messages the spooler hands back together move to Sent Items in one trip."""
 
     async def logon(self) -> None:
         await self._load()
