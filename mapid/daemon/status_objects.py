@@ -154,7 +154,6 @@ class StatusObject(MapiObject):
             )
 
         async def flush() -> None:
-            self.session.busy.add(self.row)
             try:
                 for slot in targets:
                     assert slot.provider is not None
@@ -164,8 +163,15 @@ class StatusObject(MapiObject):
             finally:
                 self.session.busy.discard(self.row)
 
+        # Busy from now, not from the task's first step: a request drained in the same
+        # round of the loop as this one (a client that got this reply at once) must see it.
+        self.session.busy.add(self.row)
         if flags & FlushFlags.FLUSH_ASYNC_OK:
-            task = asyncio.get_running_loop().create_task(flush())
+            try:
+                task = asyncio.get_running_loop().create_task(flush())
+            except BaseException:
+                self.session.busy.discard(self.row)
+                raise
             task.add_done_callback(_log_failure)
             return
         await flush()
