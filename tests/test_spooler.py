@@ -728,6 +728,20 @@ def test_validate_state_on_the_spooler_logs_transports_on_again_and_sends(
     wait_for("an empty Outbox", lambda: mail.contents("Outbox") == [])
 
 
+def _first_transport(
+    make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer, key: str, service: str
+) -> tuple[DaemonProc, Mail]:
+    """A daemon whose profile has the transport `service` of this file (as `key`) first in
+    transport order, then smtp, and a member logged on to it."""
+    profile = (
+        standard_profile(tmp_path / "a")
+        + f'\n[services.{key}]\nservice = "test_spooler:{service}"\n'
+        + smtp_section(server)
+    )
+    proc = make_daemon(profiles={"alpha": profile})
+    return proc, Mail.logon(proc.client())
+
+
 class BuggyTransport(TransportProvider):
     """A third-party transport with a bug: its send raises a plain Python exception."""
 
@@ -747,13 +761,7 @@ class Buggy(MessageService):
 def test_a_transport_that_crashes_is_a_temporary_failure_without_failover(
     make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer
 ) -> None:
-    profile = (
-        standard_profile(tmp_path / "a")
-        + '\n[services.buggy]\nservice = "test_spooler:Buggy"\n'
-        + smtp_section(server)
-    )
-    proc = make_daemon(profiles={"alpha": profile})
-    mail = Mail.logon(proc.client())
+    proc, mail = _first_transport(make_daemon, tmp_path, server, "buggy", "Buggy")
     mail.send("Held by a bug", to=[GRACE])
     wait_for("the spooler to wait", lambda: "next try in" in mail.spooler_says())
     said = mail.spooler_says()
@@ -789,13 +797,7 @@ class MuteBatch(MessageService):
 def test_a_batch_without_an_outcome_is_a_bug_that_keeps_every_message_queued(
     make_daemon: DaemonFactory, tmp_path: Path, server: SmtpServer
 ) -> None:
-    profile = (
-        standard_profile(tmp_path / "a")
-        + '\n[services.mute]\nservice = "test_spooler:MuteBatch"\n'
-        + smtp_section(server)
-    )
-    proc = make_daemon(profiles={"alpha": profile})
-    mail = Mail.logon(proc.client())
+    proc, mail = _first_transport(make_daemon, tmp_path, server, "mute", "MuteBatch")
     mail.send("First", to=[GRACE])  # send() defers it: the transport waits out a backoff
     wait_for("the spooler to wait", lambda: "next try in" in mail.spooler_says())
     mail.send("Second", to=[GRACE])

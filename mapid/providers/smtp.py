@@ -325,15 +325,7 @@ class SmtpTransport(TransportProvider):
 
     # -- sending -------------------------------------------------------------------------
     async def send(self, message: OutgoingMessage) -> SendResult:
-        self._check_online()
-        try:
-            password = await self._password()
-            result = await self._locked_blocking(self._send_blocking, message, password)
-        except TransportFailure as failure:
-            self._failed(failure)
-            raise
-        finally:
-            self._touch()
+        result = await self._sending(self._send_blocking, message)
         self._show(self._ready_text())
         return result
 
@@ -342,20 +334,25 @@ class SmtpTransport(TransportProvider):
     ) -> Sequence[SendResult | TransportFailure]:
         """All of them over the one connection, in one trip to a worker thread (a trip
         costs about as much as a message's SMTP transaction on a loopback server)."""
-        self._check_online()
-        try:
-            password = await self._password()
-            outcomes = await self._locked_blocking(self._send_batch_blocking, messages, password)
-        except TransportFailure as failure:
-            self._failed(failure)
-            raise
-        finally:
-            self._touch()
+        outcomes = await self._sending(self._send_batch_blocking, messages)
         if outcomes and isinstance(outcomes[-1], TransportFailure):
             self._failed(outcomes[-1])
         else:
             self._show(self._ready_text())
         return outcomes
+
+    async def _sending(self, fn: Callable[[Any, str | None], T], what: Any) -> T:
+        """`fn(what, password)` in the worker thread under the connection lock; the row
+        says why a send failed as a whole."""
+        self._check_online()
+        try:
+            password = await self._password()
+            return await self._locked_blocking(fn, what, password)
+        except TransportFailure as failure:
+            self._failed(failure)
+            raise
+        finally:
+            self._touch()
 
     def _check_online(self) -> None:
         if self._offline:
