@@ -290,6 +290,19 @@ def test_a_small_new_message_composed_on_the_loop_is_the_one_composed_in_the_thr
         assert row["PR_MESSAGE_SIZE"] == len(mime)
 
 
+def test_what_submit_composes_on_the_loop_is_bounded_by_its_text() -> None:
+    """Strings in lists count too (PR_KEYWORDS), and a saved message is never composed on
+    the loop (its stored bytes are parsed again)."""
+    limit = maildir.LOOP_COMPOSE_BYTES
+    small = maildir._Save(None, {"PR_SUBJECT": "hi", "PR_BODY": "x" * 100}, set(), None, {})
+    many = ["k" * 1024] * (limit // 1024 + 1)
+    keywords = maildir._Save(None, {"PR_KEYWORDS": many}, set(), None, {})
+    saved = maildir._Save(b"Subject: hi\n\nhello\n", {"PR_SUBJECT": "hi"}, set(), None, {})
+    assert maildir._composes_quickly(small)
+    assert not maildir._composes_quickly(keywords)
+    assert not maildir._composes_quickly(saved)
+
+
 def test_a_queued_file_changed_on_disk_is_read_from_disk(tmp_path: Path) -> None:
     async def run() -> None:
         store = MaildirStore(Support({"path": "Mail"}, tmp_path))

@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1045,8 +1045,18 @@ def _composes_quickly(save: _Save) -> bool:
         return False
     if save.recipients is not None and len(save.recipients) > LOOP_COMPOSE_RECIPIENTS:
         return False
-    size = sum(len(v) for v in save.changes.values() if isinstance(v, str | bytes))
-    return size <= LOOP_COMPOSE_BYTES
+    return _text_size(save.changes.values()) <= LOOP_COMPOSE_BYTES
+
+
+def _text_size(values: Iterable[Any]) -> int:
+    """The length of the strings and bytes among `values`, and in lists of them."""
+    size = 0
+    for value in values:
+        if isinstance(value, str | bytes):
+            size += len(value)
+        elif isinstance(value, list | tuple):
+            size += _text_size(value)
+    return size
 
 
 @dataclass
