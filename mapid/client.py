@@ -395,8 +395,22 @@ class _Ops(Generic[R]):
     def folder_create_folder(self, token: bytes, handle: int, name: str) -> R:
         return self._op("folder.create_folder", token, handle=handle, name=name)
 
-    def folder_create_message(self, token: bytes, handle: int) -> R:
-        return self._op("folder.create_message", token, handle=handle)
+    def folder_create_message(
+        self,
+        token: bytes,
+        handle: int,
+        props: Mapping[str, Any] | None = None,
+        recipients: Sequence[Mapping[str, Any]] | None = None,
+    ) -> R:
+        """`props` and `recipients` (capability `create_message.props`) are set in the same
+        request, as object_set_props and message_modify_recipients would set them."""
+        return self._op(
+            "folder.create_message",
+            token,
+            handle=handle,
+            props=dict(props) if props is not None else None,
+            recipients=[dict(r) for r in recipients] if recipients is not None else None,
+        )
 
     def folder_import_message(self, token: bytes, handle: int, mime: bytes) -> R:
         return self._op("folder.import_message", token, handle=handle, mime=mime)
@@ -439,8 +453,10 @@ class _Ops(Generic[R]):
     ) -> R:
         return self._table("message.recipients_table", token, table, handle=handle)
 
-    def message_submit(self, token: bytes, handle: int) -> R:
-        return self._op("message.submit", token, handle=handle)
+    def message_submit(self, token: bytes, handle: int, release: bool | None = None) -> R:
+        """`release` (capability `submit.release`): a submit that succeeded releases the
+        handle too."""
+        return self._op("message.submit", token, handle=handle, release=release)
 
     def ab_resolve_names(self, token: bytes, handle: int, names: Sequence[str]) -> R:
         return self._op("ab.resolve_names", token, handle=handle, names=list(names))

@@ -292,6 +292,35 @@ def test_resolve_submit_deliver_then_sent_items(
     assert "sending 1 of 1" in spooler and spooler[-1] == "idle"
 
 
+def test_two_requests_a_message_deliver_like_five(
+    mail_daemon: DaemonProc, server: SmtpServer
+) -> None:
+    """The compact requests (create_message with props and recipients, submit with
+    release) send what MAPI's five requests send: same sender, recipients and From."""
+    mail = Mail.logon(mail_daemon.client())
+    c, t = mail.client, mail.token
+    outbox = mail.folder("Outbox")
+    for i in range(5):
+        created = c.folder_create_message(
+            t, outbox, {"PR_SUBJECT": f"short {i}", "PR_BODY": f"number {i}\n"}, [GRACE]
+        )
+        c.message_submit(t, created["handle"], release=True)
+    mail.send("long", to=[GRACE])
+    received = server.wait_for(6)
+    by_subject = {}
+    for r in received:
+        message = email.message_from_bytes(r.content, policy=email.policy.default)
+        by_subject[str(message["Subject"])] = (r, message)
+    assert sorted(by_subject) == ["long", *(f"short {i}" for i in range(5))]
+    short, long = by_subject["short 0"], by_subject["long"]
+    assert short[0].mail_from == long[0].mail_from == "ada@example.org"
+    assert list(short[0].rcpt_tos) == list(long[0].rcpt_tos) == ["grace@example.org"]
+    assert short[1]["From"] == long[1]["From"]
+    assert short[1].get_content() == "number 0\n"
+    wait_for("all six in Sent Items", lambda: len(mail.contents("Sent Items")) == 6)
+    assert mail.contents("Outbox") == []
+
+
 def test_a_burst_is_one_sending_period_in_the_rows(
     mail_daemon: DaemonProc, server: SmtpServer, events: Events
 ) -> None:

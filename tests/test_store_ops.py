@@ -5,6 +5,8 @@ folder and message ops on a real Maildir, read-only handles refusing every chang
 
 from __future__ import annotations
 
+import email
+import email.policy
 import time
 import tomllib
 from collections.abc import Callable
@@ -564,6 +566,148 @@ def test_argument_checks(client: Client) -> None:
     (row,) = client.message_recipients_table(token, message)["rows"]
     assert row["PR_RECIPIENT_TYPE"] == RecipientType.MAPI_TO
     assert row["PR_ADDRTYPE"] == "SMTP" and row["PR_DISPLAY_NAME"] == "Zed"
+
+
+# -- the compact requests (PROTOCOL.md 10: additions announced in daemon.hello) ---------------
+# folder.create_message with `props` and `recipients`, message.submit with `release`: what
+# set_props, modify_recipients and release do in three requests, in one, so a client that
+# waits for each reply sends a message in two round trips instead of five.
+
+
+GRACE = {
+    "PR_DISPLAY_NAME": "Grace Hopper",
+    "PR_EMAIL_ADDRESS": "grace@example.org",
+    "PR_ADDRTYPE": "SMTP",
+}
+CAROL_CC = {"PR_EMAIL_ADDRESS": "carol@example.org", "PR_RECIPIENT_TYPE": 2}
+
+
+def test_hello_announces_the_compact_requests(client: Client) -> None:
+    capabilities = client.daemon_hello()["capabilities"]
+    assert "create_message.props" in capabilities
+    assert "submit.release" in capabilities
+
+
+def test_create_message_with_props_and_recipients_is_the_long_way_in_one(
+    client: Client,
+) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    drafts = store.folder("Drafts")
+    props = {"PR_SUBJECT": "compact", "PR_BODY": "in one request\n", "PR_MESSAGE_SIZE": 1}
+    created = client.folder_create_message(token, drafts, props, [GRACE, CAROL_CC])
+    # Problems as object.set_props gives them: the computed size is refused, the rest kept.
+    assert created["problems"] == {"PR_MESSAGE_SIZE": "MAPI_E_COMPUTED"}
+    handle = created["handle"]
+
+    long_way = client.folder_create_message(token, drafts)
+    assert "problems" not in long_way  # without props the reply is as it always was
+    other = long_way["handle"]
+    assert client.object_set_props(token, other, props)["problems"] == created["problems"]
+    client.message_modify_recipients(token, other, [GRACE, CAROL_CC])
+
+    columns = {"columns": ["PR_EMAIL_ADDRESS", "PR_RECIPIENT_TYPE", "PR_DISPLAY_NAME"]}
+    for h in (handle, other):
+        client.object_save_changes(token, h)
+    tables = [client.message_recipients_table(token, h, columns)["rows"] for h in (handle, other)]
+    strip = [[{k: v for k, v in r.items() if k != "PR_INSTANCE_KEY"} for r in t] for t in tables]
+    assert strip[0] == strip[1]
+    assert [(r["PR_EMAIL_ADDRESS"], r["PR_RECIPIENT_TYPE"]) for r in strip[0]] == [
+        ("grace@example.org", 1),
+        ("carol@example.org", 2),
+    ]
+    mimes = [bytes(client.message_get_mime(token, h)["mime"]) for h in (handle, other)]
+    parsed = [email.message_from_bytes(m, policy=email.policy.default) for m in mimes]
+    for message in parsed:
+        assert message["Subject"] == "compact"
+        assert message["To"].addresses[0].addr_spec == "grace@example.org"
+        assert message["Cc"].addresses[0].addr_spec == "carol@example.org"
+        assert message.get_content() == "in one request\n"
+    assert store.subjects("Drafts") == ["compact", "compact"]
+
+
+def test_bad_props_or_recipients_create_nothing_and_leave_no_handle(
+    make_daemon: DaemonFactory,
+) -> None:
+    # Three handles for the store, its subtree and Drafts, and two to spare: a create that
+    # failed and kept its handle would use them up.
+    proc = make_daemon(config='default_profile = "alpha"\nmax_handles = 5\n')
+    client = proc.client()
+    token = logon(client)
+    store = mail_store(client, token)
+    drafts = store.folder("Drafts")
+    call = client.call
+    refused: list[tuple[dict[str, Any], ErrorCode]] = [
+        ({"props": "not a map"}, ErrorCode.MAPI_E_INVALID_PARAMETER),
+        ({"props": {1: "int key"}}, ErrorCode.MAPI_E_INVALID_PARAMETER),
+        ({"recipients": [{"PR_DISPLAY_NAME": "no address"}]}, ErrorCode.MAPI_E_INVALID_PARAMETER),
+        ({"recipients": {"not": "a list"}}, ErrorCode.MAPI_E_INVALID_PARAMETER),
+        # Checked by the store, after the message was made: it must be released again.
+        (
+            {"props": {"PR_SUBJECT": "x400"}, "recipients": [{**GRACE, "PR_ADDRTYPE": "X400"}]},
+            ErrorCode.MAPI_E_INVALID_PARAMETER,
+        ),
+    ]
+    for args, code in refused * 2:
+        error = failure(
+            lambda a=args: call("folder.create_message", {"handle": drafts, **a}, token=token)
+        )
+        assert error.code == code, args
+    made = [
+        client.folder_create_message(token, drafts, {"PR_SUBJECT": f"kept {i}"}, [GRACE])
+        for i in range(2)
+    ]
+    assert all(m["problems"] == {} for m in made)
+    error = failure(lambda: client.folder_create_message(token, drafts, {"PR_SUBJECT": "more"}))
+    assert error.code == ErrorCode.MAPI_E_NOT_ENOUGH_RESOURCES
+    for m in made:
+        client.object_save_changes(token, m["handle"])
+        client.object_release(token, m["handle"])
+    assert store.subjects("Drafts") == ["kept 0", "kept 1"]
+
+
+def test_submit_with_release_frees_the_handle_only_when_it_succeeds(client: Client) -> None:
+    token = logon(client)
+    store = mail_store(client, token)
+    created = client.folder_create_message(
+        token, store.folder("Drafts"), {"PR_SUBJECT": "queued"}, [GRACE]
+    )
+    queued = client.message_submit(token, created["handle"], release=True)["entryid"]
+    assert len(queued) >= 20
+    error = failure(lambda: client.object_get_props(token, created["handle"]))
+    assert error.code == ErrorCode.MAPI_E_INVALID_OBJECT
+    assert store.subjects("Drafts") == []  # queued (the spooler may have it already)
+    # `release` must be a bool.
+    kept = client.folder_create_message(token, store.folder("Drafts"), {"PR_SUBJECT": "k"})
+    error = failure(
+        lambda: client.call("message.submit", {"handle": kept["handle"], "release": 1}, token=token)
+    )
+    assert error.code == ErrorCode.MAPI_E_INVALID_PARAMETER
+    assert client.object_get_props(token, kept["handle"], ["PR_SUBJECT"])["props"] == {
+        "PR_SUBJECT": "k"
+    }
+
+
+def test_a_failed_submit_with_release_keeps_the_handle(client: Client) -> None:
+    token = logon(client, flags=["MAPI_NEW_SESSION", "MAPI_NO_MAIL"])
+    store = mail_store(client, token)
+    handle = client.folder_create_message(
+        token, store.folder("Drafts"), {"PR_SUBJECT": "unsent"}, [GRACE]
+    )["handle"]
+    error = failure(lambda: client.message_submit(token, handle, release=True))
+    assert error.code == ErrorCode.MAPI_E_NO_SUPPORT
+    # Still there, to be saved as a draft or released.
+    client.object_save_changes(token, handle)
+    client.object_release(token, handle)
+    assert store.subjects("Drafts") == ["unsent"]
+
+
+def test_nil_props_are_no_props(client: Client) -> None:
+    """A nil optional argument is the same as an absent one, as for every op."""
+    token = logon(client)
+    drafts = mail_store(client, token).folder("Drafts")
+    reply = client.call("folder.create_message", {"handle": drafts, "props": None}, token=token)
+    assert set(reply) == {"handle"}
 
 
 def test_copy_and_move_to_another_store_go_through_mime(archive: DaemonProc) -> None:

@@ -201,7 +201,13 @@ class Daemon:
         }
 
     def capabilities(self) -> list[str]:
-        return ["snapshot.cursor", "logon.lease", *REGISTRY.names()]
+        return [
+            "snapshot.cursor",
+            "logon.lease",
+            "create_message.props",
+            "submit.release",
+            *REGISTRY.names(),
+        ]
 
     def _report(
         self,

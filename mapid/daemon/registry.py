@@ -138,6 +138,17 @@ def Map(*, required: bool = False) -> Arg:
     return Arg(check, required)
 
 
+def Props(*, required: bool = False) -> Arg:
+    """A PROPS map (PROTOCOL.md 5): tag names to values; the provider judges each tag."""
+
+    def check(value: object, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _bad(name, "must be a map of tag names to values")
+        return value
+
+    return Arg(check, required)
+
+
 def StrList(*, required: bool = False) -> Arg:
     def check(value: object, name: str) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

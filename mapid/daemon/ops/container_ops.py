@@ -36,6 +36,7 @@ from mapid.daemon.registry import (
     EntryId,
     EntryIdList,
     OpContext,
+    Props,
     Str,
     StrList,
     op,
@@ -168,13 +169,78 @@ async def create_folder(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"handle": result["handle"], "entryid": entryid}
 
 
-@op("folder.create_message", token=True, handle=True)
+def _recipients(value: object, name: str) -> list[dict[str, Any]]:
+    """Each recipient is a PROPS map with PR_EMAIL_ADDRESS; PR_RECIPIENT_TYPE defaults to
+    MAPI_TO and PR_ADDRTYPE to SMTP; every other property is kept as given."""
+    if not isinstance(value, list):
+        raise MapiError(
+            ErrorCode.MAPI_E_INVALID_PARAMETER,
+            f"argument {name!r} must be a list of recipient maps",
+            details={"arg": name},
+        )
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict) or not all(isinstance(k, str) for k in item):
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"{where} must be a map of properties",
+                details={"arg": where},
+            )
+        props = {canonical_tag(k, f"{where}.{k}"): v for k, v in item.items()}
+        address = props.get(PR_EMAIL_ADDRESS.name)
+        if not isinstance(address, str) or not address.strip():
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"{where} needs PR_EMAIL_ADDRESS (a non-empty str)",
+                details={"arg": where},
+            )
+        kind = props.setdefault(PR_RECIPIENT_TYPE.name, int(RecipientType.MAPI_TO))
+        allowed = (RecipientType.MAPI_TO, RecipientType.MAPI_CC, RecipientType.MAPI_BCC)
+        if not isinstance(kind, int) or isinstance(kind, bool) or kind not in allowed:
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"{where}.PR_RECIPIENT_TYPE must be MAPI_TO (1), MAPI_CC (2) or MAPI_BCC (3)",
+                details={"arg": where},
+            )
+        addrtype = props.setdefault(PR_ADDRTYPE.name, "SMTP")
+        if not isinstance(addrtype, str):
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"{where}.PR_ADDRTYPE must be a str",
+                details={"arg": where},
+            )
+        out.append(props)
+    return out
+
+
+@op(
+    "folder.create_message",
+    token=True,
+    handle=True,
+    args={"props": Props(), "recipients": Arg(_recipients)},
+)
 async def create_message(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """With `props` and `recipients` (capability `create_message.props`), the new message
+    gets them as object.set_props and message.modify_recipients would give them, in the
+    same request: a client that waits for each reply saves two round trips a message. If
+    the recipients are refused, no handle is left behind."""
     folder, entry = _folder(ctx), _entry(ctx)
     require_writable(entry, "create a message")
+    session = _session(ctx)
     message = await folder.create_message()
-    result = await add_handle(_session(ctx), message, entry.owner, True)
-    return {"handle": result["handle"]}
+    handle = int((await add_handle(session, message, entry.owner, True))["handle"])
+    if args["props"] is None and args["recipients"] is None:
+        return {"handle": handle}
+    try:
+        problems = await message.set_props(args["props"]) if args["props"] is not None else {}
+        if args["recipients"] is not None:
+            await message.modify_recipients(args["recipients"])
+    except BaseException:
+        session.handles.remove(handle)
+        await message.release()
+        raise
+    return {"handle": handle, "problems": problems}
 
 
 @op(
@@ -292,51 +358,6 @@ async def get_mime(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"mime": mime}
 
 
-def _recipients(value: object, name: str) -> list[dict[str, Any]]:
-    """Each recipient is a PROPS map with PR_EMAIL_ADDRESS; PR_RECIPIENT_TYPE defaults to
-    MAPI_TO and PR_ADDRTYPE to SMTP; every other property is kept as given."""
-    if not isinstance(value, list):
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            f"argument {name!r} must be a list of recipient maps",
-            details={"arg": name},
-        )
-    out: list[dict[str, Any]] = []
-    for i, item in enumerate(value):
-        where = f"{name}[{i}]"
-        if not isinstance(item, dict) or not all(isinstance(k, str) for k in item):
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"{where} must be a map of properties",
-                details={"arg": where},
-            )
-        props = {canonical_tag(k, f"{where}.{k}"): v for k, v in item.items()}
-        address = props.get(PR_EMAIL_ADDRESS.name)
-        if not isinstance(address, str) or not address.strip():
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"{where} needs PR_EMAIL_ADDRESS (a non-empty str)",
-                details={"arg": where},
-            )
-        kind = props.setdefault(PR_RECIPIENT_TYPE.name, int(RecipientType.MAPI_TO))
-        allowed = (RecipientType.MAPI_TO, RecipientType.MAPI_CC, RecipientType.MAPI_BCC)
-        if not isinstance(kind, int) or isinstance(kind, bool) or kind not in allowed:
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"{where}.PR_RECIPIENT_TYPE must be MAPI_TO (1), MAPI_CC (2) or MAPI_BCC (3)",
-                details={"arg": where},
-            )
-        addrtype = props.setdefault(PR_ADDRTYPE.name, "SMTP")
-        if not isinstance(addrtype, str):
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"{where}.PR_ADDRTYPE must be a str",
-                details={"arg": where},
-            )
-        out.append(props)
-    return out
-
-
 @op(
     "message.modify_recipients",
     token=True,
@@ -356,9 +377,11 @@ async def recipients_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, An
     return ctx.table.run(await _message(ctx).recipients_rows())
 
 
-@op("message.submit", token=True, handle=True)
+@op("message.submit", token=True, handle=True, args={"release": Bool()})
 async def submit(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Saved, queued in the Outbox, and the spooler is told at once."""
+    """Saved, queued in the Outbox, and the spooler is told at once. With `release`
+    (capability `submit.release`), a submit that succeeded also releases the handle, as
+    object.release would; one that failed keeps it, to be mended or released."""
     session, message = _session(ctx), _message(ctx)
     assert ctx.member is not None
     if ctx.member.flags & LogonFlags.MAPI_NO_MAIL:
@@ -370,6 +393,9 @@ async def submit(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     spooler = getattr(session, "spooler", None)
     if spooler is not None:
         spooler.kick()
+    if args["release"]:
+        session.handles.remove(args["handle"])
+        await message.release()
     return {"entryid": entryid}
 
 

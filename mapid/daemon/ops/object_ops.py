@@ -8,7 +8,7 @@ from mapid.constants import FlushFlags, ObjectType, ValidateStateFlags
 from mapid.daemon.ops.container_ops import require_writable
 from mapid.daemon.ops.service_ops import target_profile
 from mapid.daemon.ops.store_ops import access_props, fit_props
-from mapid.daemon.registry import Arg, Flags, Map, OpContext, Str, StrList, op
+from mapid.daemon.registry import Flags, Map, OpContext, Props, Str, StrList, op
 from mapid.daemon.status_objects import StatusObject
 from mapid.daemon.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
@@ -50,13 +50,7 @@ def _check_write(ctx: OpContext, what: str) -> None:
         require_writable(ctx.obj, what)
 
 
-def _props(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, f"argument {name!r} is a map")
-    return value
-
-
-@op("object.set_props", token=True, handle=True, args={"props": Arg(_props, required=True)})
+@op("object.set_props", token=True, handle=True, args={"props": Props(required=True)})
 async def set_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Set properties; `problems` maps a tag to the error it got ({} when all went)."""
     assert ctx.obj is not None
