@@ -6,14 +6,18 @@ Subject, each unique) and the time of the last one (CLOCK_MONOTONIC, the same cl
 
 - mapid: the real daemon, profile `alpha` (vCard with identity, Maildir) plus an `smtp`
   service pointing at that server. One client logs on, opens the default store with
-  MDB_WRITE, and for each of `--messages` messages (default 1 000): folder.create_message in
-  the Outbox, object.set_props (PR_SUBJECT, PR_BODY), message.modify_recipients (one To),
-  message.submit, object.release. Two clients are measured in each round (`--inflight`):
-  one that sends a request only when the one before has its reply (the sync Client), and
-  one that keeps 4 messages in flight on one AsyncClient (4 senders, each one request at a
-  time; the daemon still runs the session's requests one after another). Timed from the
-  first request to the server's last delivery (end to end), and also until Sent Items holds
-  them all.
+  MDB_WRITE, and submits `--messages` messages (default 1 000) from the Outbox, each with
+  PR_SUBJECT, PR_BODY and one To. Each client of `--clients` is measured in every round:
+  - `sync`: the sync Client, each request sent when the one before has its reply, with
+    MAPI's five requests a message: folder.create_message, object.set_props,
+    message.modify_recipients, message.submit, object.release;
+  - `sync-compact`: the same client with the compact requests (capabilities
+    create_message.props and submit.release): folder.create_message with the props and
+    recipients, then message.submit with release. Two round trips a message, not five;
+  - `async-4`: four senders on one AsyncClient, each with the five requests, so four
+    messages are in flight (the daemon still runs the session's requests one at a time).
+  Timed from the first request to the server's last delivery (end to end), and also until
+  Sent Items holds them all.
 - smtplib: the same messages (same subjects, recipients, bodies), each built with
   email.message.EmailMessage and sent with send_message over one connection, as a good
   client does; timed from connect to the server's last delivery. smtplib and mapid take
@@ -24,8 +28,8 @@ Subject, each unique) and the time of the last one (CLOCK_MONOTONIC, the same cl
 Printed: messages/s for both, and the ratio mapid / smtplib for each client (target: at
 least 0.7).
 
-    python bench/spool.py [--messages 1000] [--rounds 3] [--inflight 1,4] [--dir /tmp]
-                          [--keep] [--py-spy out.svg]
+    python bench/spool.py [--messages 1000] [--rounds 3] [--clients sync,sync-compact,async-4]
+                          [--dir /tmp] [--keep] [--py-spy out.svg]
 """
 
 from __future__ import annotations
@@ -194,13 +198,63 @@ def sent_items_count(client: Client, token: bytes, sent: int) -> int:
     return int(page["total"])
 
 
-OPS = (
+MAPI_OPS = (
     "folder.create_message",
     "object.set_props",
     "message.modify_recipients",
     "message.submit",
     "object.release",
 )
+COMPACT_OPS = ("folder.create_message", "message.submit")
+DEFAULT_CLIENTS = "sync,sync-compact,async-4"
+"""With capabilities create_message.props and submit.release: props and recipients come
+with the create, and the submit releases the handle."""
+
+
+@dataclass(frozen=True)
+class ClientKind:
+    """How the bench's client submits: how many messages it keeps in flight (1: the sync
+    Client, one request at a time; more: that many senders on one AsyncClient) and whether
+    it uses the compact requests (2 a message) or MAPI's five."""
+
+    inflight: int
+    compact: bool
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return COMPACT_OPS if self.compact else MAPI_OPS
+
+    @property
+    def name(self) -> str:
+        base = "sync" if self.inflight == 1 else f"async-{self.inflight}"
+        return f"{base}-compact" if self.compact else base
+
+    def describe(self) -> str:
+        kind = (
+            "one request at a time" if self.inflight == 1 else f"{self.inflight} messages in flight"
+        )
+        return f"{kind}, {len(self.ops)} requests a message"
+
+
+def parse_clients(text: str) -> list[ClientKind]:
+    kinds = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        base, compact = part.removesuffix("-compact"), part.endswith("-compact")
+        if base == "sync":
+            kinds.append(ClientKind(1, compact))
+            continue
+        count = base.removeprefix("async-")
+        if base.startswith("async-") and count.isdigit() and int(count) >= 2:
+            kinds.append(ClientKind(int(count), compact))
+            continue
+        raise argparse.ArgumentTypeError(
+            f"unknown client {part!r}: sync, async-N (N >= 2), each with -compact or not"
+        )
+    if not kinds:
+        raise argparse.ArgumentTypeError("name at least one client")
+    return kinds
 
 
 def recipient_row(i: int) -> dict[str, Any]:
@@ -213,23 +267,46 @@ def recipient_row(i: int) -> dict[str, Any]:
     }
 
 
-def submit_one(
-    client: Client, token: bytes, outbox: int, i: int, op_ms: dict[str, list[float]], tag: str
-) -> None:
-    """One message as a simple MAPI client sends it: five requests, one at a time."""
-    t0 = time.perf_counter()
-    handle = client.folder_create_message(token, outbox)["handle"]
-    t1 = time.perf_counter()
-    client.object_set_props(token, handle, {"PR_SUBJECT": subject(tag, i), "PR_BODY": BODY})
-    t2 = time.perf_counter()
-    client.message_modify_recipients(token, handle, [recipient_row(i)])
-    t3 = time.perf_counter()
-    client.message_submit(token, handle)
-    t4 = time.perf_counter()
-    client.object_release(token, handle)
-    t5 = time.perf_counter()
-    for op, a, b in zip(OPS, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5), strict=True):
+def message_props(tag: str, i: int) -> dict[str, Any]:
+    return {"PR_SUBJECT": subject(tag, i), "PR_BODY": BODY}
+
+
+def record(op_ms: dict[str, list[float]], ops: tuple[str, ...], marks: list[float]) -> None:
+    for op, a, b in zip(ops, marks[:-1], marks[1:], strict=True):
         op_ms[op].append((b - a) * 1e3)
+
+
+def submit_one(
+    client: Client,
+    token: bytes,
+    outbox: int,
+    i: int,
+    op_ms: dict[str, list[float]],
+    tag: str,
+    compact: bool,
+) -> None:
+    """One message, each request sent when the one before has its reply."""
+    marks = [time.perf_counter()]
+    if compact:
+        created = client.folder_create_message(
+            token, outbox, message_props(tag, i), [recipient_row(i)]
+        )
+        marks.append(time.perf_counter())
+        client.message_submit(token, created["handle"], release=True)
+        marks.append(time.perf_counter())
+        record(op_ms, COMPACT_OPS, marks)
+        return
+    handle = client.folder_create_message(token, outbox)["handle"]
+    marks.append(time.perf_counter())
+    client.object_set_props(token, handle, message_props(tag, i))
+    marks.append(time.perf_counter())
+    client.message_modify_recipients(token, handle, [recipient_row(i)])
+    marks.append(time.perf_counter())
+    client.message_submit(token, handle)
+    marks.append(time.perf_counter())
+    client.object_release(token, handle)
+    marks.append(time.perf_counter())
+    record(op_ms, MAPI_OPS, marks)
 
 
 async def submit_pipelined(
@@ -237,34 +314,40 @@ async def submit_pipelined(
     token: bytes,
     outbox: int,
     n: int,
-    inflight: int,
+    kind: ClientKind,
     op_ms: dict[str, list[float]],
     tag: str,
 ) -> None:
-    """The same requests from `inflight` concurrent senders on one AsyncClient (the same
-    session), so round trips overlap and the daemon's own cost shows."""
+    """The same requests from `kind.inflight` concurrent senders on one AsyncClient (the
+    same session), so round trips overlap and the daemon's own cost shows."""
     numbers = iter(range(n))
     async with AsyncClient(daemon.runtime, timeout=60.0) as client:
 
         async def sender() -> None:
             for i in numbers:
-                t0 = time.perf_counter()
+                marks = [time.perf_counter()]
+                if kind.compact:
+                    created = await client.folder_create_message(
+                        token, outbox, message_props(tag, i), [recipient_row(i)]
+                    )
+                    marks.append(time.perf_counter())
+                    await client.message_submit(token, created["handle"], release=True)
+                    marks.append(time.perf_counter())
+                    record(op_ms, COMPACT_OPS, marks)
+                    continue
                 handle = (await client.folder_create_message(token, outbox))["handle"]
-                t1 = time.perf_counter()
-                props = {"PR_SUBJECT": subject(tag, i), "PR_BODY": BODY}
-                await client.object_set_props(token, handle, props)
-                t2 = time.perf_counter()
+                marks.append(time.perf_counter())
+                await client.object_set_props(token, handle, message_props(tag, i))
+                marks.append(time.perf_counter())
                 await client.message_modify_recipients(token, handle, [recipient_row(i)])
-                t3 = time.perf_counter()
+                marks.append(time.perf_counter())
                 await client.message_submit(token, handle)
-                t4 = time.perf_counter()
+                marks.append(time.perf_counter())
                 await client.object_release(token, handle)
-                t5 = time.perf_counter()
-                times = ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))
-                for op, (a, b) in zip(OPS, times, strict=True):
-                    op_ms[op].append((b - a) * 1e3)
+                marks.append(time.perf_counter())
+                record(op_ms, MAPI_OPS, marks)
 
-        await asyncio.gather(*(sender() for _ in range(inflight)))
+        await asyncio.gather(*(sender() for _ in range(kind.inflight)))
 
 
 def run_mapid(
@@ -272,11 +355,11 @@ def run_mapid(
     server: SinkServer,
     n: int,
     spy: str | None,
-    inflight: int = 1,
+    kind: ClientKind,
     tag: str = "mapid",
 ) -> MapidRun:
     server.reset()
-    op_ms: dict[str, list[float]] = {op: [] for op in OPS}
+    op_ms: dict[str, list[float]] = {op: [] for op in kind.ops}
     with daemon.client(timeout=60.0) as client:
         token: bytes = client.session_logon(PROFILE, ["MAPI_NEW_SESSION"])["token"]
         stores = client.session_msg_stores_table(token)["rows"]
@@ -289,13 +372,11 @@ def run_mapid(
         cpu0, own0 = daemon.cpu_seconds(), time.process_time()
         with py_spy(daemon.pid, spy):
             started = time.monotonic()
-            if inflight > 1:
-                asyncio.run(
-                    submit_pipelined(daemon, token, outbox["handle"], n, inflight, op_ms, tag)
-                )
+            if kind.inflight > 1:
+                asyncio.run(submit_pipelined(daemon, token, outbox["handle"], n, kind, op_ms, tag))
             else:
                 for i in range(n):
-                    submit_one(client, token, outbox["handle"], i, op_ms, tag)
+                    submit_one(client, token, outbox["handle"], i, op_ms, tag, kind.compact)
             submitted = time.monotonic()
             last = server.wait_for(n, 300)
             if last is None:
@@ -364,32 +445,18 @@ def print_run(n: int, run: MapidRun) -> None:
         print(f"    {op:<28} {percentile(ordered, 50):7.2f} / {percentile(ordered, 99):7.2f}")
 
 
-def parse_inflight(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"counts must be 1 or more: {text!r}")
-    return values
-
-
-def client_kind(inflight: int) -> str:
-    if inflight == 1:
-        return "one request at a time"
-    return f"{inflight} messages in flight"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument(
-        "--inflight",
-        type=parse_inflight,
-        default=[1, 4],
-        metavar="N[,N...]",
-        help="the clients to measure, by messages submitted concurrently on one AsyncClient "
-        "(1: one request at a time, the sync Client); default 1,4: both, in each round",
+        "--clients",
+        type=parse_clients,
+        default=parse_clients(DEFAULT_CLIENTS),
+        metavar="NAME[,NAME...]",
+        help="the clients to measure, each in every round: sync (the sync Client, one "
+        "request at a time) or async-N (N messages in flight on one AsyncClient), with "
+        "MAPI's five requests a message or, with -compact, two (create_message with props "
+        f"and recipients, submit with release); default {DEFAULT_CLIENTS}",
     )
     parser.add_argument(
         "--rounds",
@@ -410,7 +477,7 @@ def main() -> None:
     args = parser.parse_args()
     handle_sigterm()
     n = args.messages
-    modes: list[int] = args.inflight
+    modes: list[ClientKind] = args.clients
     print(f"mapid spooler benchmark — {time.strftime('%Y-%m-%d %H:%M:%S')} — {machine()}")
     with interrupt_exit():
         server = SinkServer()
@@ -426,11 +493,11 @@ def main() -> None:
                 f"a file create beside the Maildir takes {create_us:.0f} µs (median)"
             )
             smtplib_rates = [run_smtplib(server, n, "smtplib-0")]
-            runs: dict[int, list[MapidRun]] = {mode: [] for mode in modes}
+            runs: dict[ClientKind, list[MapidRun]] = {mode: [] for mode in modes}
             for r in range(max(1, args.rounds)):
                 for m, mode in enumerate(modes):
                     spy = args.py_spy if r == 0 and m == 0 else None
-                    tag = f"mapid-{mode}-{r + 1}"
+                    tag = f"mapid-{mode.name}-{r + 1}"
                     runs[mode].append(run_mapid(daemon, server, n, spy, mode, tag))
                 smtplib_rates.append(run_smtplib(server, n, f"smtplib-{r + 1}"))
         finally:
@@ -439,7 +506,7 @@ def main() -> None:
         verdicts = []
         for mode in modes:
             ratios = []
-            print(f"\n  {client_kind(mode)}:")
+            print(f"\n  {mode.name}: {mode.describe()}:")
             print(f"  {'round':<6} {'smtplib msg/s':>14} {'mapid msg/s':>12} {'ratio':>6}")
             for r, run in enumerate(runs[mode]):
                 baseline = max(smtplib_rates[r], smtplib_rates[r + 1])
@@ -452,7 +519,7 @@ def main() -> None:
             ratio = ratios[middle]
             verdict = "met" if ratio >= 0.7 else f"MISSED ({ratio / 0.7:.0%} of the target)"
             verdicts.append(
-                f"  {client_kind(mode) + ':':<25} mapid {n / runs[mode][middle].delivered_s:.0f}"
+                f"  {mode.name + ':':<14} mapid {n / runs[mode][middle].delivered_s:.0f}"
                 f" msg/s, median ratio {ratio:.2f} over {len(ratios)} rounds"
                 f" (target >= 0.7: {verdict})"
             )
