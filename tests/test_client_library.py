@@ -109,6 +109,38 @@ def test_async_client_runs_calls_concurrently(daemon: DaemonProc) -> None:
     asyncio.run(main())
 
 
+def test_async_client_sends_with_the_compact_requests(daemon: DaemonProc) -> None:
+    """Messages created with their props and recipients and submitted with release, three
+    at once on one AsyncClient: each is queued and leaves no handle behind."""
+
+    async def main() -> None:
+        async with AsyncClient(daemon.runtime) as client:
+            token = (await client.session_logon("alpha", ["MAPI_NEW_SESSION"]))["token"]
+            rows = (await client.session_msg_stores_table(token))["rows"]
+            store = await client.session_open_msg_store(token, rows[0]["PR_ENTRYID"], ["MDB_WRITE"])
+            drafts_id = store["props"]["PR_IPM_DRAFTS_ENTRYID"]
+            drafts = (await client.session_open_entry(token, drafts_id, ["MAPI_MODIFY"]))["handle"]
+
+            async def send(i: int) -> tuple[int, bytes]:
+                created = await client.folder_create_message(
+                    token, drafts, {"PR_SUBJECT": f"async {i}"}, [{"PR_EMAIL_ADDRESS": "g@h.org"}]
+                )
+                assert created["problems"] == {}
+                queued = await client.message_submit(token, created["handle"], release=True)
+                return int(created["handle"]), bytes(queued["entryid"])
+
+            sent = await asyncio.gather(*(send(i) for i in range(3)))
+            assert len({entryid for _, entryid in sent}) == 3
+            for handle, _ in sent:
+                with pytest.raises(MapiError) as info:
+                    await client.object_get_props(token, handle)
+                assert info.value.code == ErrorCode.MAPI_E_INVALID_OBJECT
+            left = await client.container_contents_table(token, drafts)
+            assert left["total"] == 0
+
+    asyncio.run(main())
+
+
 def test_async_client_errors(make_daemon: DaemonFactory) -> None:
     proc = make_daemon()
     pid = proc.proc.pid  # type: ignore[union-attr]
