@@ -237,10 +237,19 @@ async def create_message(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
         if args["recipients"] is not None:
             await message.modify_recipients(args["recipients"])
     except BaseException:
-        session.handles.remove(handle)
-        await message.release()
+        await _release_handle(session, handle)
         raise
     return {"handle": handle, "problems": problems}
+
+
+async def _release_handle(session: Session, handle: int) -> None:
+    """object.release from the daemon's side. A handle gone already was released when it
+    went (its provider logged off meanwhile)."""
+    try:
+        entry = session.handles.remove(handle)
+    except MapiError:
+        return
+    await entry.obj.release()
 
 
 @op(
@@ -394,8 +403,7 @@ async def submit(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if spooler is not None:
         spooler.kick()
     if args["release"]:
-        session.handles.remove(args["handle"])
-        await message.release()
+        await _release_handle(session, args["handle"])
     return {"entryid": entryid}
 
 
