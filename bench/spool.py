@@ -519,9 +519,9 @@ def main() -> None:
             ratio = ratios[middle]
             verdict = "met" if ratio >= 0.7 else f"MISSED ({ratio / 0.7:.0%} of the target)"
             verdicts.append(
-                f"  {mode.name + ':':<14} mapid {n / runs[mode][middle].delivered_s:.0f}"
-                f" msg/s, median ratio {ratio:.2f} over {len(ratios)} rounds"
-                f" (target >= 0.7: {verdict})"
+                f"  {mode.name} ({mode.describe()}): mapid "
+                f"{n / runs[mode][middle].delivered_s:.0f} msg/s, median ratio {ratio:.2f} "
+                f"over {len(ratios)} rounds (target >= 0.7: {verdict})"
             )
         print(f"\n  duplicates seen by the server: {int(server.counters.duplicates.value)}")
         print("  end to end, against smtplib beside it:")
