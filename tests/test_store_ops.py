@@ -686,6 +686,12 @@ def test_submit_with_release_frees_the_handle_only_when_it_succeeds(client: Clie
     assert client.object_get_props(token, kept["handle"], ["PR_SUBJECT"])["props"] == {
         "PR_SUBJECT": "k"
     }
+    # Without `release`, submit is PROTOCOL.md's: the handle lives until object.release.
+    client.message_modify_recipients(token, kept["handle"], [GRACE])
+    client.message_submit(token, kept["handle"])
+    client.object_release(token, kept["handle"])
+    error = failure(lambda: client.object_release(token, kept["handle"]))
+    assert error.code == ErrorCode.MAPI_E_INVALID_OBJECT
 
 
 def test_a_failed_submit_with_release_keeps_the_handle(client: Client) -> None:
