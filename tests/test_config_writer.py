@@ -544,3 +544,37 @@ def test_the_written_profile_loads_as_before_plus_the_change(profile: Path) -> N
     assert after.service("mail") == before.service("mail")
     assert after.service("outgoing") == before.service("outgoing")
     assert after.autologon
+
+
+# --- public API only (issue 13: tomlkit 0.15 removed the private insert we used) ------------
+
+
+def test_a_new_top_level_key_goes_before_trailing_comments() -> None:
+    doc = tomlkit.parse(
+        'name = "Work"\n# primary_identity = "smtp"\n\n[services.a]\nservice = "x"\n'
+    )
+    set_value(doc, ["transport_order"], ["a"])
+    assert doc.as_string() == (
+        'name = "Work"\ntransport_order = ["a"]\n# primary_identity = "smtp"\n\n'
+        '[services.a]\nservice = "x"\n'
+    )
+
+
+def test_a_new_key_in_a_table_keeps_its_comments_and_their_blank_lines(profile: Path) -> None:
+    """The rebuilt table keeps header comment, key formatting and the spacing after it."""
+    edit_toml(profile, lambda doc: set_value(doc, ["services", "contacts", "sync"], True))
+    assert profile.read_text(encoding="utf-8") == PROFILE.replace(
+        "# me\n# sync = false\n", "# me\nsync = true\n# sync = false\n"
+    )
+    edit_toml(profile, lambda doc: remove_key(doc, ["services", "contacts", "sync"]))
+    assert profile.read_text(encoding="utf-8") == PROFILE
+
+
+def test_tomlkit_body_is_the_live_list() -> None:
+    """remove_service clears blank lines through `Container.body`; this pins that it works."""
+    doc = tomlkit.parse("a = 1\n\nb = 2\n")
+    body = doc.body
+    index = next(i for i, (key, item) in enumerate(body) if key is None)
+    body[index] = (None, tomlkit.items.Null())
+    assert doc.as_string() == "a = 1\nb = 2\n"
+    assert doc["b"] == 2

@@ -316,11 +316,12 @@ def set_value(doc: tomlkit.TOMLDocument, keys: Sequence[str], value: Any) -> Non
     if isinstance(keys, str) or not keys:
         raise ValueError("keys is a non-empty sequence of key names")
     container: TableLike = doc
+    owner: tuple[TableLike, str] | None = None
     created: list[Table] = []
     for depth, key in enumerate(keys[:-1]):
         if key not in container:
             if isinstance(container, InlineTable):
-                _add_value(container, key, tomlkit.inline_table())
+                container = _add_value(container, key, tomlkit.inline_table(), owner)
             else:
                 is_super = depth < len(keys) - 2
                 container[key] = tomlkit.table(is_super_table=is_super)
@@ -329,6 +330,7 @@ def set_value(doc: tomlkit.TOMLDocument, keys: Sequence[str], value: Any) -> Non
         child = container[key]
         if not _is_table(child):
             raise TypeError(f"{'.'.join(keys[: depth + 1])} is a value, not a table")
+        owner = (container, key)
         container = child
     last = keys[-1]
     if last not in container:
@@ -337,11 +339,11 @@ def set_value(doc: tomlkit.TOMLDocument, keys: Sequence[str], value: Any) -> Non
             container[last] = new_table
             created.append(container[last])
         else:
-            _add_value(container, last, _to_item(value))
+            _add_value(container, last, _to_item(value), owner)
     else:
         current = container[last]
         if isinstance(value, Mapping) and _is_table(current):
-            _merge(current, value)
+            _merge(current, value, owner=(container, last))
         elif not _same(_plain(current), value):
             container[last] = _to_item(value)
     for table in created:
@@ -425,7 +427,7 @@ def replace_service_config(doc: tomlkit.TOMLDocument, key: str, config: Mapping[
     table = _service_table(doc, key)
     if table is None:
         raise KeyError(f"no [{SERVICES}.{key}] in this profile")
-    _merge(table, config, keep=(SERVICE,))
+    _merge(table, config, keep=(SERVICE,), owner=(doc[SERVICES], key))
 
 
 def remove_service(doc: tomlkit.TOMLDocument, key: str) -> bool:
@@ -578,27 +580,51 @@ def _to_table(value: Mapping[str, Any]) -> Table:
     return table
 
 
-def _merge(target: TableLike, values: Mapping[str, Any], keep: Sequence[str] = ()) -> None:
-    """Make `target` hold `values` by changing, removing and adding only differing keys."""
+def _merge(
+    target: TableLike,
+    values: Mapping[str, Any],
+    keep: Sequence[str] = (),
+    owner: tuple[TableLike, str] | None = None,
+) -> None:
+    """Make `target` hold `values` by changing, removing and adding only differing keys.
+
+    `owner` is where `target` sits (parent, name), so that adding a key may replace it.
+    """
     for key in [k for k in target if k not in values and k not in keep]:
         del target[key]
     for key, value in values.items():
         name = _key_name(key)
         if name not in target:
-            _add_value(target, name, _to_item(value))
+            target = _add_value(target, name, _to_item(value), owner)
             continue
         current = target[name]
         if isinstance(value, Mapping) and _is_table(current):
-            _merge(current, value)
+            _merge(current, value, owner=(target, name))
         elif not _same(_plain(current), value):
             target[name] = _to_item(value)
 
 
-def _add_value(container: TableLike, key: str, item: Item) -> None:
+def _add_value(
+    container: TableLike, key: str, item: Item, owner: tuple[TableLike, str] | None = None
+) -> TableLike:
     """Insert `key = item` right after the container's last key, matching its indentation.
 
-    tomlkit would put it after trailing comments and blank lines, which usually belong to
-    the next table or are commented-out settings.
+    Returns the container that now holds the key: the same one, or a rebuilt copy that has
+    replaced it in `owner` (the parent and the name it has there).
+
+    tomlkit's public `__setitem__` puts a new key after the last entry that is not a table,
+    and that may be a trailing comment: often a commented-out setting, or a note about the
+    next table. Only public API is used to place it before such comments instead:
+
+    - a `[table]` whose owner is known is rebuilt entry by entry (`Container.parsing(True)`
+      makes `append` keep every entry as it is, as tomlkit's own parser does) with the new
+      key after the last value, and the copy replaces the table under its name, which
+      tomlkit does in place;
+    - the document itself cannot be replaced, so the comments that would stand between the
+      last key and the new one are emptied (their trivia is public) and their text is
+      carried on the new line's trail. Blank lines among them cannot move that way and stay
+      above the new key: a slightly different placement, preferred to reaching into
+      tomlkit's private insert.
     """
     body_owner: Container | None
     if isinstance(container, Container):
@@ -607,20 +633,72 @@ def _add_value(container: TableLike, key: str, item: Item) -> None:
         body_owner = container.value
     else:
         body_owner = None
-    last: tuple[Key, Item] | None = None
-    if body_owner is not None and not isinstance(item, (Table, AoT)):
-        for name, member in body_owner.body:
-            if name is not None and not isinstance(member, (Table, AoT, Null, Whitespace)):
-                last = (name, member)
+    if body_owner is None or isinstance(item, (Table, AoT)):
+        container[key] = item
+        return container
+    entries = body_owner.body
+    last: int | None = None
+    end = len(entries)
+    for index, (name, member) in enumerate(entries):
+        if isinstance(member, (Table, AoT)):
+            if name is None or not name.is_dotted():
+                end = index
+                break
+            continue
+        if name is not None and not isinstance(member, (Null, Whitespace)):
+            last = index
     if last is None:
         container[key] = item
-        return
-    assert body_owner is not None
-    name, member = last
-    item.trivia.indent = member.trivia.indent
-    body_owner._insert_after(name, key, item)
-    if container is not body_owner:
-        dict.__setitem__(cast("dict[str, Any]", container), key, body_owner.item(key))
+        return container
+    anchor = entries[last][1]
+    item.trivia.indent = anchor.trivia.indent
+    if not any(isinstance(member, Comment) for _name, member in entries[last + 1 : end]):
+        container[key] = item
+        return container
+    if isinstance(container, Table) and owner is not None:
+        parent, where = owner
+        parent[where] = _rebuilt(container, anchor, key, item)
+        return cast(TableLike, parent[where])
+    container[key] = item
+    _move_comments_below(body_owner, anchor, key)
+    return container
+
+
+def _rebuilt(table: Table, anchor: Item, key: str, item: Item) -> Table:
+    """A copy of `table`, header trivia included, with `key = item` right after `anchor`."""
+    fresh = tomlkit.table(is_super_table=table.is_super_table())
+    old = table.trivia
+    fresh.trivia.indent, fresh.trivia.comment_ws = old.indent, old.comment_ws
+    fresh.trivia.comment, fresh.trivia.trail = old.comment, old.trail
+    body = fresh.value
+    body.parsing(True)
+    for name, member in table.value.body:
+        if isinstance(member, Null):
+            continue
+        body.append(name, member)
+        if member is anchor:
+            body.append(key, item)
+    if not isinstance(body.last_item(), Whitespace):
+        # Replacing a table that is not last makes tomlkit add a blank line after it unless
+        # it ends in whitespace; an empty one keeps the file's spacing as it was.
+        body.append(None, tomlkit.ws(""))
+    body.parsing(False)
+    return fresh
+
+
+def _move_comments_below(body_owner: Container, anchor: Item, key: str) -> None:
+    """Render the comments between `anchor` and the new `key` after the new key's line."""
+    entries = body_owner.body
+    first = next(i for i, (_name, member) in enumerate(entries) if member is anchor)
+    added = next(i for i, (name, _m) in enumerate(entries) if name is not None and name == key)
+    comments = [m for _n, m in entries[first + 1 : added] if isinstance(m, Comment)]
+    moved = "".join(comment.as_string() for comment in comments)
+    for comment in comments:
+        comment.trivia.indent = comment.trivia.comment = comment.trivia.trail = ""
+    stored = body_owner.item(key)
+    assert isinstance(stored, Item)  # a plain value, never an out-of-order table
+    trail = stored.trivia.trail
+    stored.trivia.trail = (trail if trail.endswith("\n") else trail + "\n") + moved
 
 
 @dataclass
@@ -633,7 +711,17 @@ class _Slot:
     depth: int
 
     def clear(self) -> None:
-        if self.body is not None:
+        """Render nothing here: a comment is emptied, a blank line becomes tomlkit's Null.
+
+        Only keyless entries (comments, blank lines) are ever cleared, so tomlkit's key index
+        stays true. The blank-line case writes into `Container.body`, the public property,
+        relying on it being the live list: tests/test_config_writer.py pins that
+        (test_tomlkit_body_is_the_live_list), so a tomlkit that returns a copy fails there.
+        """
+        if isinstance(self.item, Comment):
+            trivia = self.item.trivia
+            trivia.indent = trivia.comment = trivia.comment_ws = trivia.trail = ""
+        elif self.body is not None:
             self.body[self.index] = (None, Null())
             self.item = Null()
 
