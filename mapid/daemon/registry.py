@@ -165,8 +165,8 @@ def Flags(enum_cls: type[enum.IntFlag] | type[enum.IntEnum], *, required: bool =
         return parse_flags(enum_cls, value, field=name)
 
     default: Any = None
-    if (not required and issubclass(enum_cls, enum.IntFlag)) or (
-        not required and 0 in enum_cls._value2member_map_
+    if not required and (
+        issubclass(enum_cls, enum.IntFlag) or any(member.value == 0 for member in enum_cls)
     ):
         default = enum_cls(0)
     return Arg(check, required, default)

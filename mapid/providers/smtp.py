@@ -93,6 +93,33 @@ def parse_sender(value: str) -> Identity | None:
     return Identity(display_name=name or address, email=address, addrtype=ADDRTYPE)
 
 
+class _ServerNameContext(ssl.SSLContext):
+    """A verifying client context that always checks the certificate against one host name.
+
+    smtplib passes the host given to its constructor as the TLS server name, and an
+    unconnected client (which the transport needs, to abort a stuck greeting) has none. Rather
+    than set smtplib's private `_host`, the context fills in the name it was made for.
+    """
+
+    expected_host = ""
+
+    @classmethod
+    def for_server(cls, host: str, ca_file: Path | None) -> _ServerNameContext:
+        context = cls(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+        context.expected_host = host
+        if ca_file is not None:
+            context.load_verify_locations(cafile=str(ca_file))
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return context
+
+    def wrap_socket(  # type: ignore[override]
+        self, sock: socket.socket, server_side: bool = False, **kwargs: Any
+    ) -> ssl.SSLSocket:
+        kwargs["server_hostname"] = kwargs.get("server_hostname") or self.expected_host
+        return super().wrap_socket(sock, server_side, **kwargs)
+
+
 @dataclass(frozen=True)
 class SmtpSettings:
     """A checked configuration; what the row shows and the connection needs."""
@@ -270,19 +297,15 @@ class SmtpTransport(TransportProvider):
         """Open, secure and authenticate a connection (in a worker thread)."""
         s = self.settings
         if s.security != "none" and self._tls is None:
-            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            context.check_hostname = True
-            context.verify_mode = ssl.CERT_REQUIRED
-            self._tls = context
+            self._tls = _ServerNameContext.for_server(s.host, s.ca_file)
         conn: smtplib.SMTP
         # Made unconnected and then connected, so that _abort_wire can reach its socket
-        # while the greeting, STARTTLS or AUTH is still under way.
+        # while the greeting, STARTTLS or AUTH is still under way. An unconnected smtplib
+        # client has no server name for TLS; the context supplies it (_ServerNameContext).
         if s.security == "tls":
             conn = smtplib.SMTP_SSL(local_hostname=s.helo, timeout=s.timeout, context=self._tls)
         else:
             conn = smtplib.SMTP(local_hostname=s.helo, timeout=s.timeout)
-        # smtplib takes the TLS server name from `_host`, which only its constructor sets.
-        conn._host = s.host  # type: ignore[attr-defined]
         self._connecting = conn
         try:
             conn.connect(s.host, s.port)
