@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install mapid into .venv beside this file, link `mapid` and `mapictl` into ~/.local/bin,
 # then start the daemon in the foreground (`mapid run`). `--no-start` only installs.
+# Every dependency comes from requirements.lock, versions and hashes, so each user and CI get
+# the same set; the project itself is then installed on top without resolving anything.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -26,8 +28,12 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# PIP_NO_WARN_SCRIPT_LOCATION: the scripts are linked into ~/.local/bin below.
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1
+.venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+# The build backend is in the lock too (setuptools), so the project builds offline from it.
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+.venv/bin/python -c 'import mapid.daemon.main, mapid.cli.app' # the install is usable
 
 mkdir -p "$HOME/.local/bin"
 ln -sf "$PWD/.venv/bin/mapid" "$HOME/.local/bin/mapid"
