@@ -24,7 +24,7 @@ from rich import box
 from rich.table import Table
 
 from mapid.cli.context import JsonOpt, Options, RuntimeOpt, TimeoutOpt, connected, options
-from mapid.cli.exits import ExitCode, report
+from mapid.cli.exits import ExitCode, report, usage_when_bare
 from mapid.cli.output import console, emit_json
 from mapid.client import Client
 from mapid.constants import ResourceType, ServiceFlags, flag_names
@@ -33,17 +33,17 @@ from mapid.errors import ErrorCode, MapiError, RequestTimedOut
 
 profiles_app = typer.Typer(
     help="Profiles: named sets of message services (one TOML file each).",
-    no_args_is_help=True,
+    invoke_without_command=True,
     rich_markup_mode=None,
 )
 services_app = typer.Typer(
     help="Message services: the installed ones, and those of a profile.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     rich_markup_mode=None,
 )
 config_app = typer.Typer(
     help="The configuration files (mapid.toml and the profiles), checked offline.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     rich_markup_mode=None,
 )
 
@@ -356,7 +356,7 @@ def parse_value(text: str) -> Any:
     meant as a name should not turn into a date."""
     try:
         parsed = tomllib.loads(f"value = {text}")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
     if list(parsed) != ["value"] or _has_time(parsed["value"]):
         return text
@@ -679,8 +679,21 @@ def services_order(
 
 
 @config_app.callback()
-def config_group() -> None:
+def config_group(ctx: typer.Context) -> None:
     """The configuration files (mapid.toml and the profiles), checked offline."""
+    usage_when_bare(ctx)
+
+
+@profiles_app.callback()
+def profiles_group(ctx: typer.Context) -> None:
+    """Profiles: named sets of message services (one TOML file each)."""
+    usage_when_bare(ctx)
+
+
+@services_app.callback()
+def services_group(ctx: typer.Context) -> None:
+    """Message services: the installed ones, and those of a profile."""
+    usage_when_bare(ctx)
 
 
 VALIDATE_TIMEOUT = 60.0

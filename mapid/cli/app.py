@@ -45,6 +45,7 @@ from mapid.cli.exits import (
     exit_code,
     handled,
     until_interrupted,
+    usage_when_bare,
 )
 from mapid.cli.keys import keys_app
 from mapid.cli.mail import register as register_mail_commands
@@ -83,7 +84,7 @@ then works over CURVE. `mapictl keys new` makes the client's key pair (docs/remo
 app = typer.Typer(
     name="mapictl",
     help=APP_HELP,
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
@@ -107,6 +108,7 @@ def main_options(
     client_key: ClientKeyOpt = None,
 ) -> None:
     """Keep the global options for the command (which may override them)."""
+    usage_when_bare(ctx)
     if endpoint is None and (events_endpoint or server_key or client_key):
         raise typer.BadParameter(
             "--events-endpoint, --server-key and --client-key go with --endpoint",

@@ -22,6 +22,18 @@ from mapid.cli.output import emit_json
 from mapid.errors import DaemonUnreachable, ErrorCode, MapidError, MapiError, RequestTimedOut
 
 
+def usage_when_bare(ctx: typer.Context) -> None:
+    """A command group called with no command prints its help and exits 2, a usage error.
+
+    Groups say so themselves rather than by `no_args_is_help`, whose exit code changed from
+    0 to 2 between click 8.1 and 8.2 (and typer's copy of it): a script must see the same code
+    whatever typer and click the machine has.
+    """
+    if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
+        typer.echo(ctx.get_help(), err=True)
+        raise typer.Exit(ExitCode.USAGE)
+
+
 class ExitCode(enum.IntEnum):
     OK = 0
     MAPI_ERROR = 1

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mapid.cli.context import JsonOpt
-from mapid.cli.exits import handled
+from mapid.cli.exits import handled, usage_when_bare
 from mapid.cli.output import emit_json
 from mapid.curve_keys import (
     default_key_dir,
@@ -23,8 +23,15 @@ from mapid.curve_keys import (
 
 keys_app = typer.Typer(
     help="CURVE key pairs for reaching a daemon on another host (docs/remote.md).",
-    no_args_is_help=True,
+    invoke_without_command=True,
 )
+
+
+@keys_app.callback()
+def keys_group(ctx: typer.Context) -> None:
+    """CURVE key pairs for reaching a daemon on another host (docs/remote.md)."""
+    usage_when_bare(ctx)
+
 
 SERVER_DIRS = "~/.config/mapid/authorized_keys.d/ (user daemon) or /etc/mapid/authorized_keys.d/"
 
