@@ -6,6 +6,7 @@ reported with its line and the defaults (or, on reload, the last good values) st
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -89,6 +90,49 @@ class DaemonConfig:
 
 _LINE_RE = re.compile(r"at line (\d+)")
 
+MAX_FILE_BYTES = 1024 * 1024
+"""The largest `mapid.toml` or profile file read. A real one is a few kilobytes; without a
+cap one 47 MB file took the daemon to 975 MB at every reload."""
+
+
+class FileTooLarge(Exception):
+    """A configuration file over MAX_FILE_BYTES: reported as that file's problem."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(
+            f"file is {size} bytes, more than the {MAX_FILE_BYTES} bytes (1 MiB) a"
+            " configuration file may have; not read"
+        )
+
+
+def read_config_text(path: Path) -> str:
+    """The text of one configuration file, refusing one over MAX_FILE_BYTES before reading it.
+
+    Raises OSError, UnicodeDecodeError or FileTooLarge.
+    """
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise FileTooLarge(path, size)
+        data = file.read(MAX_FILE_BYTES + 1)  # it may have grown since the fstat
+    if len(data) > MAX_FILE_BYTES:
+        raise FileTooLarge(path, len(data))
+    return data.decode("utf-8")
+
+
+def parse_toml(file: Path, text: str) -> tuple[dict[str, Any] | None, ConfigProblem | None]:
+    """tomllib's reading of `text`, or the problem that names the file and why.
+
+    Nesting deep enough to exhaust Python's recursion (`a = [[[...]]]` 3 000 deep) is that
+    file's problem like a syntax error, never an exception out of a reload.
+    """
+    try:
+        return tomllib.loads(text), None
+    except tomllib.TOMLDecodeError as exc:
+        return None, toml_problem(file, exc)
+    except RecursionError:
+        return None, ConfigProblem(str(file), "not readable: values are nested too deeply")
+
 
 def toml_problem(file: Path, exc: tomllib.TOMLDecodeError) -> ConfigProblem:
     """A TOML syntax error with the line tomllib names."""
@@ -128,15 +172,17 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
     values that stay in force (the whole of `base` when the file does not parse)."""
     file = base.config_file
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_config_text(file)
     except FileNotFoundError:  # no file: every key takes its default
         return DaemonConfig(base.config_dir, base.state_dir, base.runtime_dir, base.system), []
     except OSError as exc:
         return base, [ConfigProblem(str(file), f"cannot read: {exc.strerror}")]
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return base, [toml_problem(file, exc)]
+    except (UnicodeDecodeError, FileTooLarge) as exc:
+        return base, [ConfigProblem(str(file), f"cannot read: {exc}")]
+    data, problem = parse_toml(file, text)
+    if data is None:
+        assert problem is not None
+        return base, [problem]
     messages: list[str] = []
     changes: dict[str, Any] = {}
     if "default_profile" in data:

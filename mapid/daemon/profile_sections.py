@@ -24,6 +24,7 @@ from typing import Any
 import tomlkit
 
 from mapid.constants import ObjectType
+from mapid.daemon.config import FileTooLarge, read_config_text
 from mapid.daemon.config_writer import edit_toml, remove_key, replace_service_config, set_value
 from mapid.daemon.credentials import SECRET_KEYS, mask
 from mapid.daemon.profiles import Profile, ServiceSection, parse_profile, provider_uid
@@ -40,8 +41,8 @@ Reload = Callable[[str], Awaitable[Any]]
 def current_profile(path: Path) -> Profile | None:
     """The profile as its file says now (None when it is gone or does not parse)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_config_text(path)
+    except (OSError, UnicodeDecodeError, FileTooLarge):
         return None
     profile, _problems = parse_profile(path, text)
     return profile

@@ -8,14 +8,20 @@ that fails to parse or validate is reported with its line and left out; the othe
 from __future__ import annotations
 
 import hashlib
-import tomllib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mapid import entryid
-from mapid.daemon.config import ConfigProblem, find_line, toml_problem
+from mapid.daemon.config import (
+    ConfigProblem,
+    FileTooLarge,
+    find_line,
+    parse_toml,
+    read_config_text,
+)
 from mapid.daemon.credentials import check_file_secrecy
 from mapid.errors import ErrorCode, MapiError
 
@@ -39,6 +45,9 @@ _TEMP_SUFFIXES = (
     ".rpmnew",
     ".rpmsave",
 )
+
+
+log = logging.getLogger("mapid.daemon")
 
 
 def is_editor_temp(name: str) -> bool:
@@ -113,10 +122,10 @@ def parse_profile(path: Path, text: str) -> tuple[Profile | None, list[ConfigPro
         check_profile_name(name)
     except MapiError as exc:
         return None, [ConfigProblem(file, f"file name is not a profile name: {exc.message}")]
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return None, [toml_problem(path, exc)]
+    data, problem = parse_toml(path, text)
+    if data is None:
+        assert problem is not None
+        return None, [problem]
     problems: list[ConfigProblem] = []
     autologon = data.get("autologon", False)
     if not isinstance(autologon, bool):
@@ -186,11 +195,16 @@ def read_profiles(directory: Path) -> tuple[dict[str, Profile], list[ConfigProbl
         return {}, [ConfigProblem(str(directory), f"cannot list: {exc.strerror}")]
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_config_text(path)
+        except (OSError, UnicodeDecodeError, FileTooLarge) as exc:
             problems.append(ConfigProblem(str(path), f"cannot read: {exc}"))
             continue
-        profile, found = parse_profile(path, text)
+        try:
+            profile, found = parse_profile(path, text)
+        except Exception as exc:  # one file's bug must not fail the reload of the others
+            log.exception("reading profile %s failed", path)
+            found = [ConfigProblem(str(path), f"cannot be read as a profile: {exc!r}")]
+            profile = None
         problems.extend(found)
         if profile is not None:
             profiles[profile.name] = profile
@@ -201,11 +215,18 @@ def read_profiles(directory: Path) -> tuple[dict[str, Profile], list[ConfigProbl
                 ConfigProblem(
                     str(profiles[name].path),
                     f"autologon is already set by profile {autologons[0]!r}; at most one",
-                    find_line(profiles[name].path.read_text(encoding="utf-8"), "autologon"),
+                    find_line(_text_or_empty(profiles[name].path), "autologon"),
                 )
             )
             profiles[name] = _without_autologon(profiles[name])
     return profiles, problems
+
+
+def _text_or_empty(path: Path) -> str:
+    try:
+        return read_config_text(path)
+    except (OSError, UnicodeDecodeError, FileTooLarge):
+        return ""
 
 
 def _without_autologon(profile: Profile) -> Profile:
