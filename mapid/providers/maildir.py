@@ -426,9 +426,15 @@ def _count_keys(folder: Path) -> int:
 
 
 def open_maildir(root: Path) -> MaildirState:
-    """Create what is missing of the tree (root, cur/new/tmp, standard folders) and read it."""
+    """Create what is missing of the tree (root, cur/new/tmp, standard folders) and read it.
+
+    A Maildir is made only where the path is missing or an empty directory. An existing
+    directory with files but no cur/ and new/ is somebody's other data (`/etc`, a thesis),
+    so it is refused and nothing is written into it.
+    """
     if root.exists() and not root.is_dir():
         raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"Maildir path {root} is not a folder")
+    refuse_foreign_directory(root)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
         box = mailbox.Maildir(root, create=True)
@@ -443,6 +449,26 @@ def open_maildir(root: Path) -> MaildirState:
         raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, f"Maildir {root}: {exc}") from exc
     except OSError as exc:
         raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"Maildir {root}: {exc}") from exc
+
+
+def refuse_foreign_directory(root: Path) -> None:
+    """MAPI_E_NOT_FOUND for an existing, non-empty directory that is not a Maildir."""
+    try:
+        if _ready(root):
+            return
+        with os.scandir(root) as entries:
+            if next(entries, None) is None:
+                return  # an empty directory becomes the Maildir
+    except FileNotFoundError:
+        return  # a missing path is made
+    except PermissionError as exc:
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, f"Maildir {root}: {exc}") from exc
+    raise MapiError(
+        ErrorCode.MAPI_E_NOT_FOUND,
+        f"{root} is not a Maildir (it has no cur/ and new/) and is not empty: mapid makes a"
+        " Maildir only in a missing or empty directory; point the service's path at a"
+        " Maildir or at a new directory",
+    )
 
 
 def list_folders(root: Path) -> list[str]:
