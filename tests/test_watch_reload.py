@@ -212,3 +212,32 @@ def test_polling_when_asked(make_daemon: DaemonFactory) -> None:
 def test_watch_off(make_daemon: DaemonFactory) -> None:
     proc = make_daemon(config='default_profile = "alpha"\nwatch = "off"\n')
     assert proc.client().daemon_snapshot()["config"]["watcher"] == "off"
+
+
+def test_an_in_place_save_never_reaches_a_live_session_as_an_empty_profile(
+    daemon: DaemonProc, client: Client
+) -> None:
+    """Issue 19: truncate, then write back within a second (as `cat >` or an editor's
+    in-place save does): the watcher waits for the file to settle, finds the same content,
+    and applies nothing. An empty file that stays empty is applied, later."""
+    token = client.session_logon("alpha", NEW)["token"]
+    rows_before = len(client.session_status_table(token)["rows"])
+    gen = client.daemon_hello()["config_gen"]
+    events = Events(daemon)
+    try:
+        path = daemon.config_dir / "profiles" / "alpha.toml"
+        text = path.read_text()
+        with open(path, "w") as file:  # truncates: the watcher sees an empty file
+            file.flush()
+            os.fsync(file.fileno())
+            time.sleep(0.8)
+            file.write(text)
+        assert [p for p in events.quiet(3.0) if watcher_reload(p)] == []
+        assert client.daemon_hello()["config_gen"] == gen
+        assert len(client.session_status_table(token)["rows"]) == rows_before
+        beta = daemon.config_dir / "profiles" / "beta.toml"
+        beta.write_text("")  # really emptied: applied once it has stayed empty
+        event = events.until(watcher_reload, timeout=6.0)
+        assert event["changed"] == ["beta"]
+    finally:
+        events.close()

@@ -12,6 +12,11 @@ loop with `call_soon_threadsafe`; everything else runs on the loop:
 - Debounce: a round starts after `debounce` seconds without a relevant event, but never
   later than `ceiling` seconds after the first event of the burst, so a stream of writes
   still reloads.
+- Settling: a changed file counts only once it has been quiet for `debounce` seconds by
+  its modification time, and an empty one only after `EMPTY_SETTLE_S`: an in-place save
+  (an editor or `cat >` truncating, then writing) shows an empty file for a moment, and
+  applying that would empty live sessions. A round waits for that, at most
+  `SETTLE_LIMIT_S`, before it reports anything.
 - Content gate: a round hashes every config file (`mapid.toml` and `profiles/*.toml`) in a
   worker thread and compares with the known hashes. A touch, a duplicate event or a rewrite
   with identical content changes nothing and calls nothing; a deleted file counts as changed.
@@ -33,6 +38,7 @@ import errno
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -49,6 +55,14 @@ from mapid.daemon.file_watch import EVENT_FILTER, LIMIT_ERRNOS
 from mapid.daemon.profiles import is_profile_file_name
 
 log = logging.getLogger("mapid.watcher")
+
+EMPTY_SETTLE_S = 1.5
+"""How long an empty configuration file must stay empty (by its mtime) before it counts: a
+truncate-then-write save within a second never reaches a live session as an empty profile."""
+
+SETTLE_LIMIT_S = 10.0
+"""The longest a round waits for files to settle; a file rewritten without pause for longer
+is taken as it then is."""
 
 OnChange = Callable[[set[Path]], Awaitable[None]]
 ObserverFactory = Callable[[], BaseObserver]
@@ -351,17 +365,25 @@ class ConfigWatcher:
 
     async def _round(self) -> None:
         self.rounds += 1
-        current = await asyncio.to_thread(self._scan)
-        if self._stopping:
-            return
-        changed = {
-            path
-            for path in self._known.keys() | current.keys()
-            if self._known.get(path) != current.get(path)
-        }
-        if not changed:
-            log.debug("config watcher: events without content change")
-            return
+        assert self._loop is not None
+        give_up = self._loop.time() + SETTLE_LIMIT_S
+        while True:
+            current = await asyncio.to_thread(self._scan)
+            if self._stopping:
+                return
+            changed = {
+                path
+                for path in self._known.keys() | current.keys()
+                if self._known.get(path) != current.get(path)
+            }
+            if not changed:
+                log.debug("config watcher: events without content change")
+                return
+            wait = await asyncio.to_thread(self._unsettled_for, changed)
+            if wait <= 0 or self._loop.time() >= give_up:
+                break
+            log.debug("config watcher: waiting %.2f s for %s to settle", wait, changed)
+            await asyncio.sleep(wait)
         self._known = current
         log.info("config watcher: changed %s", ", ".join(sorted(str(p) for p in changed)))
         self._in_callback = True
@@ -373,6 +395,21 @@ class ConfigWatcher:
             log.exception("config watcher: on_change failed")
         finally:
             self._in_callback = False
+
+    def _unsettled_for(self, paths: set[Path]) -> float:
+        """How long until every file in `paths` has been quiet long enough (0: they have)."""
+        now = time.time()
+        wait = 0.0
+        for path in paths:
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue  # deleted: a deletion needs no settling
+            need = EMPTY_SETTLE_S if info.st_size == 0 else self.debounce
+            age = now - info.st_mtime
+            if age < need:
+                wait = max(wait, min(need - age, need))  # a future mtime waits `need` once
+        return wait
 
     def _scan(self) -> dict[Path, str]:
         """Hash `mapid.toml` and every `profiles/*.toml` (blocking; small files)."""
