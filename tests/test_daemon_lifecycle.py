@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,29 @@ def test_a_loose_runtime_directory_is_refused(tmp_path: Path) -> None:
     assert str(proc.runtime) in result.stderr
     assert f"chmod 700 {proc.runtime}" in result.stderr
     assert not (proc.runtime / "request.sock").exists()
+
+
+def test_a_refused_start_writes_no_default_profile(tmp_path: Path) -> None:
+    """Issue 19: every check that can refuse a start runs before anything is written."""
+    proc = prepare_daemon(tmp_path / "d", embedded=True)
+    shutil.rmtree(proc.config_dir)
+    proc.runtime.mkdir(mode=0o755)
+    os.chmod(proc.runtime, 0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "mapid", "run"],
+        env=proc.env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert f"chmod 700 {proc.runtime}" in result.stderr
+    assert not proc.config_dir.exists(), sorted(map(str, proc.config_dir.rglob("*")))
+    assert not (tmp_path / "d" / "data" / "mapid").exists()  # nor its Maildir and contacts
+    os.chmod(proc.runtime, 0o700)  # the same start, allowed now, writes the default
+    proc.start()
+    assert (proc.config_dir / "profiles").is_dir()
+    proc.close()
 
 
 def test_a_second_daemon_on_the_same_directory_is_refused(make_daemon: DaemonFactory) -> None:

@@ -341,13 +341,16 @@ class Daemon:
     def _send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
         self.server.send_notification(identity, payload)
 
-    def _bind(self) -> None:
-        refused = [p for p in self.config_problems if p.blocks_start]
-        if refused:
-            raise StartupError("; ".join(str(p) for p in refused))
+    def check_can_start(self) -> None:
+        """Raise StartupError for whatever would refuse this start, writing nothing.
+
+        `mapid run` calls it before `load_initial_config`, which may write the embedded
+        default profile: a refused start leaves the configuration directory as it was.
+        `_bind` runs it again, since another daemon may have started meanwhile.
+        """
         rdir = self.config.runtime_dir
         try:
-            runtime_dir.prepare(rdir, self.config.system)
+            runtime_dir.check(rdir, self.config.system)
         except runtime_dir.RuntimeDirError as exc:
             raise StartupError(str(exc)) from exc
         other = runtime_dir.live_daemon_pid(rdir)
@@ -356,9 +359,7 @@ class Daemon:
                 f"another mapid daemon (pid {other}) already runs on {rdir}; stop it first, "
                 "or set MAPID_RUNTIME_DIR to run one more"
             )
-        request_path = rdir / paths.REQUEST_SOCKET
-        events_path = rdir / paths.EVENTS_SOCKET
-        for path in (request_path, events_path):
+        for path in (rdir / paths.REQUEST_SOCKET, rdir / paths.EVENTS_SOCKET):
             if len(str(path)) > MAX_IPC_PATH:
                 raise StartupError(
                     f"socket path {path} is longer than {MAX_IPC_PATH} bytes, the limit of "
@@ -369,6 +370,20 @@ class Daemon:
                     f"another mapid daemon listens on {path}; stop it first, or set "
                     "MAPID_RUNTIME_DIR to run one more"
                 )
+
+    def _bind(self) -> None:
+        refused = [p for p in self.config_problems if p.blocks_start]
+        if refused:
+            raise StartupError("; ".join(str(p) for p in refused))
+        self.check_can_start()
+        rdir = self.config.runtime_dir
+        try:
+            runtime_dir.prepare(rdir, self.config.system)
+        except runtime_dir.RuntimeDirError as exc:
+            raise StartupError(str(exc)) from exc
+        request_path = rdir / paths.REQUEST_SOCKET
+        events_path = rdir / paths.EVENTS_SOCKET
+        for path in (request_path, events_path):
             path.unlink(missing_ok=True)  # a stale socket of a daemon that died
         self._ctx = zmq.asyncio.Context()
         # The request socket is a plain one on the same context: RequestServer reads it

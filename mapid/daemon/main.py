@@ -26,12 +26,22 @@ log = logging.getLogger("mapid.daemon")
 
 app = typer.Typer(
     help="The mapid daemon: MAPI sessions as a Linux service. Control it with `mapictl`.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def main_group(ctx: typer.Context) -> None:
+    """The mapid daemon: MAPI sessions as a Linux service. Control it with `mapictl`."""
+    # No command is a usage error (2) whatever typer and click the machine has: their
+    # no_args_is_help exited 0 before click 8.2 and 2 since.
+    if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
+        typer.echo(ctx.get_help(), err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -59,9 +69,10 @@ def run(
     logs.setup(log_level or "info")
     daemon = Daemon(DaemonConfig.defaults(system))
     daemon.log_level_fixed = log_level is not None
-    daemon.load_initial_config()
-    logs.setup(log_level or daemon.config.log_level)
     try:
+        daemon.check_can_start()  # before load_initial_config, which may write a profile
+        daemon.load_initial_config()
+        logs.setup(log_level or daemon.config.log_level)
         _serve(daemon)
     except StartupError as exc:
         log.error("cannot start: %s", exc)

@@ -73,7 +73,20 @@ def prepare(directory: Path, system: bool = False) -> None:
         return prepare(directory, system)
     except FileExistsError:
         pass
-    info = os.lstat(directory)
+    check(directory, system)
+
+
+def check(directory: Path, system: bool = False) -> None:
+    """Refuse, as `prepare` would, an existing runtime directory; a missing one is fine.
+
+    This writes nothing, so the daemon runs it before anything else it does at start: a
+    start that will be refused must not have written a default profile first.
+    """
+    mode = SYSTEM_MODE if system else USER_MODE
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise RuntimeDirError(
             f"runtime directory {directory} is not a directory; remove it and start again"
