@@ -15,18 +15,17 @@ import asyncio
 import contextvars
 import errno
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from mapid import envelope
 from mapid.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
-from mapid.daemon import eager, logs
+from mapid.daemon import eager, logs, memory
 from mapid.daemon.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
+from mapid.daemon.reply_cache import Pending, ReplyCache, cache_key
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.table_query import TableQuery
 from mapid.envelope import PROTOCOL_VERSION
@@ -34,8 +33,11 @@ from mapid.errors import ErrorCode, MapiError
 
 log = logging.getLogger("mapid.server")
 
-REPLY_CACHE_TTL = 60.0
-REPLY_CACHE_MAX = 200_000
+SWEEP_S = 5.0
+"""How often expired replies leave the cache, requests or not."""
+GIVE_BACK_BYTES = 4 * 1024 * 1024
+"""A sweep that freed this much of the cache while no request was running also returns
+memory to the system (memory.give_back)."""
 DRAIN_BATCH = 64
 """Requests read in one go before other callbacks of the loop get their turn."""
 _LAST = int(zmq.NOBLOCK)
@@ -52,55 +54,6 @@ class Stats:
     requests: int = 0
     malformed: int = 0
     errors: int = 0
-
-
-@dataclass
-class _Pending:
-    """A request still running; duplicates that arrive meanwhile wait for its reply."""
-
-    duplicates: int = 0
-
-
-@dataclass
-class ReplyCache:
-    """Replies by (client identity, request id), kept `ttl` seconds after they were sent."""
-
-    ttl: float = REPLY_CACHE_TTL
-    limit: int = REPLY_CACHE_MAX
-    entries: OrderedDict[tuple[bytes, object], tuple[float, bytes | _Pending]] = field(
-        default_factory=OrderedDict
-    )
-
-    def _purge(self, now: float) -> None:
-        entries = self.entries
-        while entries:
-            _key, (expires, _value) = next(iter(entries.items()))
-            if expires > now and len(entries) <= self.limit:
-                break
-            entries.popitem(last=False)
-
-    def get(self, key: tuple[bytes, object]) -> bytes | _Pending | None:
-        self._purge(time.monotonic())
-        found = self.entries.get(key)
-        return None if found is None else found[1]
-
-    def start(self, key: tuple[bytes, object]) -> None:
-        self.entries[key] = (time.monotonic() + self.ttl, _Pending())
-
-    def finish(self, key: tuple[bytes, object], reply: bytes) -> int:
-        """Store the reply; return how many duplicates were waiting for it."""
-        found = self.entries.pop(key, None)
-        self.entries[key] = (time.monotonic() + self.ttl, reply)
-        if found is not None and isinstance(found[1], _Pending):
-            return found[1].duplicates
-        return 0
-
-    def forget(self, key: tuple[bytes, object]) -> None:
-        self.entries.pop(key, None)
-
-
-def _id_key(req_id: object) -> object:
-    return (type(req_id).__name__, req_id)
 
 
 class RequestServer:
@@ -170,10 +123,20 @@ class RequestServer:
         loop.add_reader(fd, self._drain)
         try:
             self._drain()
-            await loop.create_future()  # until cancelled
+            while True:  # until cancelled
+                await asyncio.sleep(SWEEP_S)
+                self.sweep()
         finally:
             loop.remove_reader(fd)
             self._loop = None
+
+    def sweep(self) -> int:
+        """Drop expired replies; return memory to the system after a burst has ended."""
+        freed = self.cache.purge()
+        if freed >= GIVE_BACK_BYTES and not self.in_flight:
+            memory.give_back()
+            log.debug("reply cache: %d bytes freed, memory given back", freed)
+        return freed
 
     def _drain(self) -> None:
         """Read what has arrived, up to DRAIN_BATCH requests, then yield to the loop."""
@@ -218,12 +181,12 @@ class RequestServer:
             self.stats.malformed += 1
             return
         req_id = payload["id"]
-        key = (identity, _id_key(req_id))
+        key = cache_key(identity, req_id)
         cached = self.cache.get(key)
         if isinstance(cached, bytes):
             self._send(identity, cached)
             return
-        if isinstance(cached, _Pending):
+        if isinstance(cached, Pending):
             cached.duplicates += 1
             return
         if self.in_flight.get(identity, 0) >= self.max_in_flight():
@@ -322,7 +285,7 @@ class RequestServer:
 
     async def _run(
         self,
-        key: tuple[bytes, object],
+        key: bytes,
         spec: OpSpec,
         ctx: OpContext,
         args: dict[str, Any],
@@ -403,9 +366,7 @@ class RequestServer:
         else:
             self.in_flight.pop(identity, None)
 
-    def _finish(
-        self, key: tuple[bytes, object], identity: bytes, data: bytes, counted: bool = True
-    ) -> None:
+    def _finish(self, key: bytes, identity: bytes, data: bytes, counted: bool = True) -> None:
         if counted:
             self._release(identity)
         duplicates = self.cache.finish(key, data)

@@ -64,5 +64,7 @@ def stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         "reloads": daemon.reloads,
         "in_flight": sum(server.in_flight.values()),
         "reply_cache": len(server.cache.entries),
+        "reply_cache_bytes": server.cache.size,
+        "reply_cache_evicted": server.cache.evicted,
         "members": len(daemon.sessions.tokens),
     }
