@@ -12,11 +12,11 @@ loop with `call_soon_threadsafe`; everything else runs on the loop:
 - Debounce: a round starts after `debounce` seconds without a relevant event, but never
   later than `ceiling` seconds after the first event of the burst, so a stream of writes
   still reloads.
-- Settling: a changed file counts only once it has been quiet for `debounce` seconds by
-  its modification time, and an empty one only after `EMPTY_SETTLE_S`: an in-place save
-  (an editor or `cat >` truncating, then writing) shows an empty file for a moment, and
-  applying that would empty live sessions. A round waits for that, at most
-  `SETTLE_LIMIT_S`, before it reports anything.
+- Settling: a changed file that is empty counts only once it has stayed empty for
+  `EMPTY_SETTLE_S` by its modification time: an in-place save (an editor or `cat >`
+  truncating, then writing) shows an empty file for a moment, and applying that would
+  empty live sessions. A round waits for that, at most `SETTLE_LIMIT_S`, before it reports
+  anything.
 - Content gate: a round hashes every config file (`mapid.toml` and `profiles/*.toml`) in a
   worker thread and compares with the known hashes. A touch, a duplicate event or a rewrite
   with identical content changes nothing and calls nothing; a deleted file counts as changed.
@@ -397,7 +397,13 @@ class ConfigWatcher:
             self._in_callback = False
 
     def _unsettled_for(self, paths: set[Path]) -> float:
-        """How long until every file in `paths` has been quiet long enough (0: they have)."""
+        """How long until every empty file in `paths` has stayed empty EMPTY_SETTLE_S.
+
+        A file with content needs no wait here: the round came after `debounce` seconds
+        without events, or at the burst's `ceiling`, which must still fire during a stream
+        of writes. An empty file is what an in-place save shows between its truncate and
+        its write, so it waits (by its mtime) for the write that usually follows.
+        """
         now = time.time()
         wait = 0.0
         for path in paths:
@@ -405,10 +411,11 @@ class ConfigWatcher:
                 info = os.stat(path)
             except OSError:
                 continue  # deleted: a deletion needs no settling
-            need = EMPTY_SETTLE_S if info.st_size == 0 else self.debounce
+            if info.st_size:
+                continue
             age = now - info.st_mtime
-            if age < need:
-                wait = max(wait, min(need - age, need))  # a future mtime waits `need` once
+            if age < EMPTY_SETTLE_S:  # a future mtime waits EMPTY_SETTLE_S once
+                wait = max(wait, min(EMPTY_SETTLE_S - age, EMPTY_SETTLE_S))
         return wait
 
     def _scan(self) -> dict[Path, str]:

@@ -454,8 +454,8 @@ def open_maildir(root: Path) -> MaildirState:
 def refuse_foreign_directory(root: Path) -> None:
     """MAPI_E_NOT_FOUND for an existing, non-empty directory that is not a Maildir."""
     try:
-        if _ready(root):
-            return
+        if _ready(root) or (root / UID_FILE).exists():
+            return  # a Maildir, or one of ours that lost its cur/ or new/
         with os.scandir(root) as entries:
             if next(entries, None) is None:
                 return  # an empty directory becomes the Maildir
