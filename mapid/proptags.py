@@ -405,6 +405,10 @@ PR_BODY_HTML = PropTag("PR_BODY_HTML", 0x1013001F)
 PR_ATTACHMENT_HIDDEN = PropTag("PR_ATTACHMENT_HIDDEN", 0x7FFE000B)
 PR_SUPPLEMENTARY_INFO = PropTag("PR_SUPPLEMENTARY_INFO", 0x0C1B001F)
 
+# mapid's own, in the provider-defined range (0x6600-0x67EF): no MAPI tag names a profile
+# file's `[services.<key>]`, which `services.configure` and `services.delete` take.
+PR_MAPID_SERVICE_KEY = PropTag("PR_MAPID_SERVICE_KEY", 0x6601001F)
+
 
 def _build_registries() -> tuple[dict[str, PropTag], dict[int, PropTag]]:
     by_name: dict[str, PropTag] = {}
@@ -553,6 +557,7 @@ __all__ = [
     "PR_LAST_MODIFICATION_TIME",
     "PR_LOCALITY",
     "PR_LOCATION",
+    "PR_MAPID_SERVICE_KEY",
     "PR_MAPPING_SIGNATURE",
     "PR_MDB_PROVIDER",
     "PR_MESSAGE_ATTACHMENTS",

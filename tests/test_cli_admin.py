@@ -265,6 +265,90 @@ def test_services_add_refusals(daemon: DaemonProc) -> None:
     assert "\npath: " in result.stderr
 
 
+def key_column(daemon: DaemonProc, profile: str) -> dict[str, str]:
+    """`services list` as a person reads it: Key column -> the rest of the row's first line."""
+    result = run(daemon, "services", "list", "-p", profile)
+    assert result.exit_code == 0, result.output
+    header, _rule, *rows = result.stdout.splitlines()
+    assert header.split()[:2] == ["Key", "Name"]
+    return {row.split()[0]: row for row in rows if row and not row.startswith(" ")}
+
+
+def test_services_list_shows_the_key_that_configure_and_remove_take(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    # A hand-written file: sections whose name is their key, and one named by hand with a
+    # display name: the daemon sends every key (PR_MAPID_SERVICE_KEY).
+    profile = standard_profile(tmp_path / "a") + (
+        '\n[services.office]\nservice = "vcard"\n'
+        f'path = "{tmp_path / "office"}"\ndisplay_name = "Office people"\n'
+    )
+    daemon = make_daemon(profiles={"alpha": profile})
+    result = run(
+        daemon,
+        "services",
+        "add",
+        "vcard",
+        "-p",
+        "alpha",
+        "--name",
+        "Work contacts",
+        "--set",
+        f"path={tmp_path / 'work'}",
+    )
+    assert result.exit_code == 0, result.output
+    uid = result.stdout.strip()
+    assert "added vcard to profile alpha as key vcard" in result.stderr
+    again = run(
+        daemon, "--json", "services", "add", "vcard", "-p", "alpha", "--set", f"path={tmp_path}"
+    )
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["key"] == "vcard-2"
+
+    listing = run(daemon, "--json", "services", "list", "-p", "alpha")
+    found = {s["name"]: s for s in json.loads(listing.stdout)["services"]}
+    assert {name: s["key"] for name, s in found.items()} == {
+        "contacts": "contacts",
+        "mail": "mail",
+        "Office people": "office",
+        "Work contacts": "vcard",
+        "vcard-2": "vcard-2",
+    }
+    rows = key_column(daemon, "alpha")
+    assert set(rows) == {"contacts", "mail", "office", "vcard", "vcard-2"}
+    assert rows["vcard"].split()[1] == "Work" and " vcard " in rows["vcard"]
+
+    # Every value of the Key column is what configure and remove take.
+    for key in rows:
+        result = run(daemon, "services", "configure", key, "-p", "alpha", "--set", "display_name=X")
+        assert result.exit_code == 0, (key, result.output)
+    result = run(daemon, "services", "remove", "vcard", "-p", "alpha")
+    assert result.exit_code == 0, result.output
+    assert uid not in {s["service_uid"] for s in listed_all(daemon, "alpha")}
+
+
+def listed_all(daemon: DaemonProc, profile: str) -> list[dict[str, Any]]:
+    result = run(daemon, "--json", "services", "list", "-p", profile)
+    assert result.exit_code == 0, result.output
+    services: list[dict[str, Any]] = json.loads(result.stdout)["services"]
+    return services
+
+
+def test_a_key_wins_over_a_display_name(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """Keys are unique in a profile, display names need not be: `work` names the section
+    [services.work], even when another section is displayed as "work"."""
+    profile = (
+        f'[services.work]\nservice = "vcard"\npath = "{tmp_path / "w"}"\n'
+        f'[services.other]\nservice = "vcard"\npath = "{tmp_path / "o"}"\n'
+        'display_name = "work"\n'
+    )
+    daemon = make_daemon(profiles={"alpha": profile})
+    result = run(daemon, "services", "remove", "work", "-p", "alpha")
+    assert result.exit_code == 0, result.output
+    assert [s["name"] for s in listed_all(daemon, "alpha")] == ["work"]
+    assert "[services.other]" in (daemon.config_dir / "profiles" / "alpha.toml").read_text()
+
+
 def test_services_identity(daemon: DaemonProc) -> None:
     def identity_of(profile: str) -> list[str]:
         return [

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
 
 from mapid.cli.context import JsonOpt, Options, RuntimeOpt, TimeoutOpt, connected, options
 from mapid.cli.exits import ExitCode, report, usage_when_bare
 from mapid.cli.output import console, emit_json
+from mapid.cli.tables import Col, FitTable
 from mapid.client import Client
 from mapid.constants import ResourceType, ServiceFlags, flag_names
-from mapid.entryid import uid_from_name
 from mapid.errors import ErrorCode, MapiError, RequestTimedOut
 
 profiles_app = typer.Typer(
@@ -46,13 +44,6 @@ config_app = typer.Typer(
     invoke_without_command=True,
     rich_markup_mode=None,
 )
-
-
-def _table(*columns: str) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in columns:
-        table.add_column(name)
-    return table
 
 
 def _done(opts: Options, text: str, data: Mapping[str, Any]) -> None:
@@ -83,7 +74,7 @@ def profiles_list(
     if opts.json:
         emit_json({"profiles": found})
         return
-    table = _table("Profile", "Default")
+    table = FitTable(Col("Profile", keep=True), Col("Default", keep=True))
     for item in found:
         table.add_row(item["name"], "yes" if item["default"] else "")
     console().print(table if found else "no profiles")
@@ -240,25 +231,36 @@ def services_available(
     timeout: TimeoutOpt = None,
     runtime_dir: RuntimeOpt = None,
 ) -> None:
-    """The installed message services (the mapid.services entry points) and their providers."""
+    """The installed message services (the mapid.services entry points) and their providers.
+
+    One service a row: its name (what `services add` takes), display name, the MAPI types
+    of its providers, its flags, and the configuration keys `--set` can give. --json adds
+    the providers' names and each service's configuration schema."""
     opts = options(ctx, json_output, timeout, runtime_dir)
     with connected(opts) as client:
         found = client.services_available()["services"]
     if opts.json:
         emit_json({"services": found})
         return
-    table = _table("Service", "Display name", "Providers", "Flags", "Config keys")
+    # The name (what `services add` takes), the providers' MAPI types and the keys (what
+    # --set takes), one a line, stay whole; the rest gives way on a narrow terminal (--json
+    # has it all, provider names included).
+    table = FitTable(
+        Col("Service", keep=True),
+        Col("Display name"),
+        Col("Providers", keep=True),
+        Col("Flags"),
+        Col("Config keys", keep=True),
+    )
     for item in found:
-        providers = ", ".join(
-            f"{p['name']} ({ResourceType(p['resource_type']).name})" for p in item["providers"]
-        )
+        providers = "\n".join(ResourceType(p["resource_type"]).name for p in item["providers"])
         keys = sorted((item.get("config_schema") or {}).get("properties", {}))
         table.add_row(
             item["name"],
             item["display_name"],
             providers,
-            " ".join(flag_names(ServiceFlags, int(item["flags"]))) or "-",
-            ", ".join(keys),
+            "\n".join(flag_names(ServiceFlags, int(item["flags"]))) or "-",
+            "\n".join(keys) or "-",
         )
     console().print(table)
 
@@ -267,6 +269,13 @@ ProfileOpt = Annotated[
     str,
     typer.Option("--profile", "-p", metavar="NAME", help="The profile to look at."),
 ]
+
+
+def service_key(row: Mapping[str, Any]) -> str | None:
+    """The `[services.KEY]` of a services.table row (PR_MAPID_SERVICE_KEY,
+    docs/protocol-notes.md); None from a daemon too old to send it."""
+    key = row.get("PR_MAPID_SERVICE_KEY")
+    return key if isinstance(key, str) and key else None
 
 
 @services_app.command("list")
@@ -279,7 +288,10 @@ def services_list(
 ) -> None:
     """The message services of a profile, with their providers (services.table/.providers).
 
-    Exit code 3 when the profile does not exist."""
+    Key is the name of the service's [services.KEY] section: what `services configure`,
+    `remove`, `copy` and `identity` take (they take the service UID too). Name is the
+    display name. --json adds the service and provider UIDs. Exit code 3 when the profile
+    does not exist."""
     opts = options(ctx, json_output, timeout, runtime_dir)
     with connected(opts) as client:
         services = client.services_table(profile=profile)["rows"]
@@ -289,6 +301,7 @@ def services_list(
         uid = row["PR_SERVICE_UID"]
         found.append(
             {
+                "key": service_key(row),
                 "name": row["PR_DISPLAY_NAME"],
                 "service": row["PR_SERVICE_NAME"],
                 "service_uid": uid.hex(),
@@ -308,14 +321,20 @@ def services_list(
     if opts.json:
         emit_json({"profile": profile, "services": found})
         return
-    table = _table("Name", "Service", "Flags", "Providers", "Service UID")
+    table = FitTable(
+        Col("Key", keep=True),
+        Col("Name"),
+        Col("Service", keep=True),
+        Col("Flags"),
+        Col("Providers"),
+    )
     for item in found:
         table.add_row(
+            item["key"] if item["key"] is not None else item["service_uid"],
             item["name"],
             item["service"],
-            " ".join(item["flags"]) or "-",
-            ", ".join(p["resource_type"] for p in item["providers"]) or "(not installed)",
-            item["service_uid"],
+            "\n".join(item["flags"]) or "-",
+            "\n".join(p["resource_type"] for p in item["providers"]) or "(not installed)",
         )
     console().print(table if found else f"profile {profile} has no services")
 
@@ -330,8 +349,8 @@ ServiceArg = Annotated[
     str,
     typer.Argument(
         metavar="SERVICE",
-        help="The service: its UID in hex, or its name as `mapictl services list` shows it "
-        "(the display name, or the key of its [services.KEY] section).",
+        help="The service: its key as `mapictl services list` shows it (the KEY of its "
+        "[services.KEY] section), its display name, or its UID in hex.",
         show_default=False,
     ),
 ]
@@ -406,9 +425,10 @@ def parse_uid(text: str, hint: str) -> bytes:
 
 
 def resolve_service(client: Client, profile: str, service: str) -> bytes:
-    """The PR_SERVICE_UID of SERVICE in the profile: a UID in hex, a display name, or a
-    section key. Not there: MAPI_E_NOT_FOUND (exit code 3); a display name that several
-    services share: a usage error."""
+    """The PR_SERVICE_UID of SERVICE in the profile: a UID in hex, a section key (the Key
+    of `services list`), or a display name. A key is tried before display names, as keys
+    are unique in a profile and names need not be. Not there: MAPI_E_NOT_FOUND (exit code
+    3); a display name that several services share: a usage error."""
     rows = client.services_table(profile=profile)["rows"]
     uids = [bytes(r["PR_SERVICE_UID"]) for r in rows]
     try:
@@ -417,17 +437,18 @@ def resolve_service(client: Client, profile: str, service: str) -> bytes:
         given = None
     if given and given in uids:
         return given
+    keyed = [bytes(r["PR_SERVICE_UID"]) for r in rows if service_key(r) == service]
+    if keyed:
+        return keyed[0]
     named = [bytes(r["PR_SERVICE_UID"]) for r in rows if r["PR_DISPLAY_NAME"] == service]
     if len(named) > 1:
         raise typer.BadParameter(
-            f"{len(named)} services of {profile} are named {service!r}; give the service UID",
+            f"{len(named)} services of {profile} are named {service!r}; give the key or the "
+            "service UID (see `mapictl services list`)",
             param_hint="SERVICE",
         )
     if named:
         return named[0]
-    keyed = uid_from_name("service", profile, service)  # a section whose display name differs
-    if keyed in uids:
-        return keyed
     raise MapiError(
         ErrorCode.MAPI_E_NOT_FOUND,
         f"profile {profile} has no service {service!r} (see `mapictl services list -p {profile}`)",
@@ -479,11 +500,12 @@ def services_add(
     """Add a message service to a profile (services.create).
 
     Writes a [services.KEY] section, KEY being the service's name made unique in the
-    profile (vcard, vcard-2), with the --set values, and prints the new service's UID
-    (hex). Keys the service requires may still be missing; add them with `services
-    configure`. Exit code 3 when the profile or the service does not exist; 1 when a value
-    is refused (each as KEY: MESSAGE on stderr) or when the service allows one copy per
-    profile and the profile has it."""
+    profile (vcard, vcard-2), with the --set values. Prints the new service's UID (hex) on
+    stdout and its KEY, which `services configure` and `remove` take, on stderr ("key" in
+    --json). Keys the service requires may still be missing; add them with `services
+    configure KEY`. Exit code 3 when the profile or the service does not exist; 1 when a
+    value is refused (each as KEY: MESSAGE on stderr) or when the service allows one copy
+    per profile and the profile has it."""
     opts = options(ctx, json_output, timeout, runtime_dir)
     config = parse_settings(settings or [])
     with connected(opts) as client, config_errors(opts):
@@ -491,6 +513,7 @@ def services_add(
             profile=profile, service_name=service_name, display_name=name, config=config or None
         )
     uid = bytes(result["service_uid"])
+    key = result.get("key") if isinstance(result.get("key"), str) else None
     if opts.json:
         emit_json(
             {
@@ -498,11 +521,14 @@ def services_add(
                 "profile": profile,
                 "service": service_name,
                 "name": name,
+                "key": key,
                 "service_uid": uid.hex(),
             }
         )
     else:
         print(uid.hex())
+        if key is not None:
+            print(f"added {service_name} to profile {profile} as key {key}", file=sys.stderr)
 
 
 @services_app.command("configure")
@@ -606,8 +632,8 @@ def services_identity(
         str | None,
         typer.Argument(
             metavar="SERVICE",
-            help="The service that supplies the identity: its UID in hex, or its name as "
-            "`mapictl services list` shows it.",
+            help="The service that supplies the identity: its key as `mapictl services "
+            "list` shows it, its display name, or its UID in hex.",
             show_default=False,
         ),
     ] = None,

@@ -78,6 +78,10 @@ A daemon on another host: --endpoint tcp://HOST:5555 --server-key KEY-OR-FILE
 MAPID_ENDPOINT, MAPID_SERVER_KEY, MAPID_CLIENT_KEY, MAPID_EVENTS_ENDPOINT); every command
 then works over CURVE. `mapictl keys new` makes the client's key pair (docs/remote.md).
 
+Tables fit the terminal's width (COLUMNS when set; 80 columns when the output is not a
+terminal), as systemctl's do: long names, paths and status strings end in an ellipsis, the
+columns a command takes stay whole. --json always prints the full values.
+
 {EXIT_CODES_HELP}
 """
 
@@ -324,8 +328,9 @@ def sessions(
 ) -> None:
     """The daemon's sessions, one a line.
 
-    From daemon.sessions: id, profile, shared, members, state, logon flags, and when
-    each was created."""
+    From daemon.sessions: id, profile, shared, members, state, logon flags, and since
+    when (the time of day for today, else the date; --json has the full "created"
+    time)."""
     opts = options(ctx, json_output, timeout, runtime_dir)
     with connected(opts) as client:
         found = [decode_session(s) for s in client.daemon_sessions().get("sessions") or []]

@@ -15,11 +15,10 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
+from mapid.cli.tables import Col, FitTable
 from mapid.constants import (
     LogonFlags,
     ObjectType,
@@ -265,16 +264,32 @@ def _status_style(codes: object) -> str:
     return ""
 
 
-def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
-    """Decoded status rows (see decode_row) as a table a person can read: one MAPI name per
-    line in the flag cells, and the row's name, resource type, provider and status string
-    stacked in the first column, so it fits a terminal of about 100 columns (narrower ones
-    fold names rather than cut them)."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("Name", overflow="fold", min_width=16)
-    for header in ("Status", "Flags", "Methods"):
-        table.add_column(header, overflow="fold")
+STATUS_LABEL_WIDTH = len("methods ")
+
+
+def _labelled(label: str, names: object) -> list[str]:
+    """`flags   A` then `        B`: a row's flags or methods under its status code, so the
+    table needs one column of MAPI names, not three (it fits 80 columns with room for the
+    names); nothing for no names."""
+    if not isinstance(names, list) or not names:
+        return []
+    lead = label.ljust(STATUS_LABEL_WIDTH)
+    return [lead + str(names[0])] + [" " * STATUS_LABEL_WIDTH + str(n) for n in names[1:]]
+
+
+def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> FitTable:
+    """Decoded status rows (see decode_row) as a table a person can read.
+
+    The Name column stacks the row's name, its resource type and provider, and its status
+    string: free text, cut with an ellipsis when the table is too wide. The Status column
+    stacks the status code, then the resource flags and methods, one MAPI name a line: a
+    key column, kept whole while the names can give way."""
+    table = FitTable(
+        Col("#", keep=True, right=True),
+        Col("Name", min_width=24),
+        Col("Status", keep=True),
+        title=title,
+    )
     for row in rows:
         code = row.get("PR_STATUS_CODE")
         name = Text(str(row.get("PR_DISPLAY_NAME", "")), style="bold")
@@ -284,13 +299,14 @@ def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) ->
         name.append(f"\n{kind}", style="cyan")
         if row.get("PR_STATUS_STRING"):
             name.append(f"\n{row['PR_STATUS_STRING']}", style="italic")
-        table.add_row(
-            str(row.get("PR_ROWID", "")),
-            name,
-            Text(_names(code), style=_status_style(code)),
-            _names(row.get("PR_RESOURCE_FLAGS")),
-            _names(row.get("PR_RESOURCE_METHODS")),
-        )
+        state = Text(_names(code), style=_status_style(code))
+        for line in _labelled("flags", row.get("PR_RESOURCE_FLAGS")) + _labelled(
+            "methods", row.get("PR_RESOURCE_METHODS")
+        ):
+            state.append("\n")
+            state.append(line[:STATUS_LABEL_WIDTH], style="dim")
+            state.append(line[STATUS_LABEL_WIDTH:])
+        table.add_row(str(row.get("PR_ROWID", "")), name, state)
     return table
 
 
@@ -307,11 +323,31 @@ def status_renderable(view: Mapping[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def sessions_table(sessions: Sequence[Mapping[str, Any]]) -> Table:
-    """`daemon.sessions` (decoded with decode_session) as a table."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("Session", "Profile", "Shared", "Members", "State", "Flags", "Created"):
-        table.add_column(name, no_wrap=name != "Flags")
+def format_since(value: object, now: dt.datetime | None = None) -> str:
+    """When something started, as ps shows it: the time of day for today, else the date
+    (format_time has both; --json the full ISO time)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dt.datetime.fromtimestamp(value, dt.UTC)
+    if not isinstance(value, dt.datetime):
+        return "-" if value is None else str(value)
+    local = value.astimezone()
+    today = (now or dt.datetime.now(dt.UTC)).astimezone().date()
+    return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%Y-%m-%d")
+
+
+def sessions_table(sessions: Sequence[Mapping[str, Any]]) -> FitTable:
+    """`daemon.sessions` (decoded with decode_session) as a table. The id and profile
+    (what other commands take) and the logon flags (MAPI names) are kept whole; the start
+    is as short as ps's, so a row fits 80 columns."""
+    table = FitTable(
+        Col("Session", keep=True),
+        Col("Profile", keep=True),
+        Col("Shared", keep=True),
+        Col("Members", keep=True, right=True),
+        Col("State", keep=True),
+        Col("Flags", keep=True),
+        Col("Since", min_width=10),
+    )
     for info in sessions:
         table.add_row(
             str(info.get("session")),
@@ -320,22 +356,31 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]]) -> Table:
             str(info.get("members")),
             str(info.get("state")),
             _names(info.get("flags")),
-            format_time(info.get("created")),
+            format_since(info.get("created")),
         )
     return table
 
 
-# --- consoles ------------------------------------------------------------------------------
+NON_TTY_WIDTH = 80
+"""The width off a terminal, as systemctl's: a pipe or a file gets lines of at most 80
+cells unless COLUMNS says otherwise."""
 
 
 def console(stderr: bool = False) -> Console:
-    """A console for one invocation. Off a terminal the width is generous (unless COLUMNS
-    says otherwise) so MAPI names in tables are never folded in the middle for a pipe."""
+    """A console for one invocation, as wide as the terminal it writes to (followed as it
+    is resized, by `status --watch` too), else COLUMNS when set (rich reads it), else 80.
+    Tables fit that width (mapid.cli.tables); `--json` never goes through a console."""
     stream = sys.stderr if stderr else sys.stdout
-    width: int | None = None
-    if not _isatty(stream) and not os.environ.get("COLUMNS"):
-        width = 200
-    return Console(file=stream, stderr=stderr, width=width, highlight=False)
+    return Console(file=stream, stderr=stderr, width=console_width(stream), highlight=False)
+
+
+def console_width(stream: TextIO) -> int | None:
+    """The width to give a console writing to `stream`: None lets rich use COLUMNS or the
+    terminal's size; off a terminal, without COLUMNS, NON_TTY_WIDTH."""
+    columns = os.environ.get("COLUMNS", "")
+    if (columns.isdigit() and int(columns) > 0) or _isatty(stream):
+        return None
+    return NON_TTY_WIDTH
 
 
 def _isatty(stream: TextIO) -> bool:

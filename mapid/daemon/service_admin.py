@@ -101,7 +101,8 @@ class ServiceAdmin:
         service_name: str,
         display_name: str | None,
         config: Mapping[str, Any] | None,
-    ) -> bytes:
+    ) -> tuple[bytes, str]:
+        """Add the section; return its service UID and the key it was written under."""
         cls = self._class(service_name)
         if cls.flags & ServiceFlags.SERVICE_SINGLE_COPY and any(
             s.service == service_name for s in profile.services
@@ -116,7 +117,7 @@ class ServiceAdmin:
         self._check_partial(cls, values)
         key = await self._add(profile, service_name, values)
         await self.reload("services.create")
-        return entryid.uid_from_name("service", profile.path.stem, key)
+        return entryid.uid_from_name("service", profile.path.stem, key), key
 
     async def _add(self, profile: Profile, service_name: str, values: Mapping[str, Any]) -> str:
         chosen: list[str] = []

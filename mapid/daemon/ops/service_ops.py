@@ -91,6 +91,7 @@ def _service_rows(ctx: OpContext, profile: Profile) -> list[dict[str, Any]]:
                 "PR_SERVICE_UID": section.uid,
                 "PR_RESOURCE_FLAGS": int(flags),
                 "PR_INSTANCE_KEY": section.uid,
+                "PR_MAPID_SERVICE_KEY": section.key,
             }
         )
     return rows
@@ -179,10 +180,10 @@ def _uid_list(value: object, name: str) -> list[bytes]:
 )
 async def services_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Add a service to the profile file, keyed by its name made unique (vcard, vcard-2)."""
-    uid = await ctx.daemon.service_admin.create(
+    uid, key = await ctx.daemon.service_admin.create(
         target_profile(ctx, args), args["service_name"], args["display_name"], args["config"]
     )
-    return {"service_uid": uid}
+    return {"service_uid": uid, "key": key}
 
 
 @op(
