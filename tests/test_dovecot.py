@@ -413,3 +413,67 @@ def test_entry_ids_stay_valid_across_a_restart_and_dovecots_renames(
     assert rows["Filed before the restart"]["PR_FLAG_STATUS"] == FLAGGED
     listed = mapi.child_entryid(mapi.subtree(), "Projects")
     assert client.session_compare_entryids(token, listed, projects_id)["equal"]
+
+
+# --- a child whose parent directory Dovecot never made -------------------------------------
+
+
+def test_a_folder_dovecot_creates_without_its_parent_sits_under_that_parent(
+    make_daemon: DaemonFactory, dovecot: DovecotFactory
+) -> None:
+    """Dovecot's CREATE Work.Projects makes only `.Work.Projects`: mapid shows `Work` (as
+    Dovecot and mutt do) holding `Projects`, with nothing in it until a message goes there,
+    which makes its directory (and Dovecot reads that message in `Work`)."""
+    proc = make_daemon(profiles={"alpha": mail_profile(dovecot)})
+    mapi = Mapi(proc.client())
+    client, token = mapi.client, mapi.token
+    root = dovecot.root / "alpha" / "Mail"
+    client.session_advise(token, ["fnevObjectCreated"], mapi.store_props["PR_ENTRYID"])
+
+    server = dovecot.start(root)
+    conn = server.imap()
+    delim, _ = imap_list(conn)
+    typ, data = conn.create(f'"Work{delim}Projects"')
+    assert typ == "OK", data
+    assert (root / ".Work.Projects" / "cur").is_dir() and not (root / ".Work").exists()
+
+    # The store advise hears both folders, each under its parent.
+    subtree_id = mapi.store_props["PR_IPM_SUBTREE_ENTRYID"]
+    made = [wait_notification(client, "fnevObjectCreated") for _ in range(2)]
+    parents = {bytes(n["parent_entryid"]) for n in made}
+
+    subtree = mapi.subtree()
+    rows = client.container_hierarchy_table(
+        token,
+        subtree,
+        {"columns": ["PR_ENTRYID", "PR_DISPLAY_NAME", "PR_SUBFOLDERS", "PR_CONTENT_COUNT"]},
+    )["rows"]
+    by_name = {r["PR_DISPLAY_NAME"]: r for r in rows}
+    assert "Projects" not in by_name, by_name
+    work_row = by_name["Work"]
+    assert work_row["PR_SUBFOLDERS"] is True and work_row["PR_CONTENT_COUNT"] == 0
+    work_id: bytes = work_row["PR_ENTRYID"]
+    assert parents == {bytes(subtree_id), bytes(work_id)}
+
+    work = client.container_open_entry(token, subtree, work_id)["handle"]
+    assert mapi.contents(work) == {}
+    projects_id = mapi.child_entryid(work, "Projects")
+    projects = client.container_open_entry(token, work, projects_id)["handle"]
+    props = client.object_get_props(token, projects, ["PR_PARENT_ENTRYID"])["props"]
+    assert client.session_compare_entryids(token, props["PR_PARENT_ENTRYID"], work_id)["equal"]
+
+    typ, data = conn.append(
+        f'"Work{delim}Projects"', "", imaplib.Time2Internaldate(time.time()), mime("Plan")
+    )
+    assert typ == "OK", data
+    wait_until(lambda: mapi.contents(projects).get("Plan"), "Dovecot's APPEND in Projects")
+
+    # The first message in Work makes its directory, as a Maildir++ folder.
+    mapi.import_message(work, "Filed in Work")
+    for part in ("cur", "new", "tmp", "maildirfolder"):
+        assert (root / ".Work" / part).exists(), part
+    assert set(mapi.contents(work)) == {"Filed in Work"}
+    assert mapi.child_entryid(mapi.folder("Work"), "Projects") == projects_id
+    server.chown_mail()  # mapid (root here) made `.Work`: Dovecot's user reads it again
+    assert set(imap_messages(conn, "Work")) == {"Filed in Work"}
+    assert set(imap_messages(conn, f"Work{delim}Projects")) == {"Plan"}

@@ -20,19 +20,21 @@ The spooler's path leaves its fsyncs to the flusher (maildir_flush.py), which ba
 with everyone else's: message.submit answers once the file is in the Outbox (a killed
 daemon loses nothing; the disk has it a few milliseconds later, with the next commit), and
 finished() removes the queued file only after the Sent Items copy is durable.
+
+Which dot directories are folders (a missing parent such as Dovecot leaves is one, notmuch's
+`.notmuch/` is not) is decided in maildir_tree.py, with the folder-name helpers. The status
+row's Inbox count follows the Inbox's own watch from logon, paced by row_pacer.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import functools
 import itertools
 import mailbox
 import os
-import re
 import secrets
 import socket
 import tempfile
@@ -129,6 +131,18 @@ from mapid.providers.maildir_index import (
     key_time,
     split_name,
 )
+from mapid.providers.maildir_tree import (
+    INBOX,
+    check_folder_name,
+    folder_path,
+    is_ready,
+    list_folders,
+    make_folder_dirs,
+    mutf7_decode,
+    mutf7_encode,
+    parent_of,
+    scan_tree,
+)
 from mapid.providers.mime_props import (
     DELETE_AFTER_SUBMIT_HEADER,
     HEADER_LIMIT,
@@ -145,6 +159,7 @@ from mapid.providers.mime_props import (
     split_head,
     summarize,
 )
+from mapid.providers.row_pacer import RowPacer
 
 __all__ = [
     "MAILDIR_STORE_TYPE",
@@ -169,7 +184,6 @@ LOOP_COMPOSE_RECIPIENTS = 100
 STANDARD_FOLDERS = ("Outbox", "Sent", "Trash", "Drafts")
 """Maildir++ folders (`.Outbox` ...) the IPM folders map onto; created at logon."""
 OUTBOX, SENT, TRASH, DRAFTS = STANDARD_FOLDERS
-INBOX = ""
 SPECIAL_NAMES = {
     INBOX: "Inbox",
     OUTBOX: "Outbox",
@@ -257,49 +271,7 @@ left out of an unsaved message's properties."""
 _FLAG_TAGS = frozenset({PR_MESSAGE_FLAGS.name, PR_FLAG_STATUS.name, PR_MSG_STATUS.name})
 
 
-# --- Folder names ---------------------------------------------------------------------------
-
-_MUTF7_RUN = re.compile(r"&([A-Za-z0-9+,]*)-")
-
-
-def mutf7_encode(text: str) -> str:
-    """IMAP's modified UTF-7 (RFC 3501 5.1.3), as Dovecot names Maildir++ folders."""
-    out: list[str] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            data = "".join(run).encode("utf-16-be")
-            out.append("&" + base64.b64encode(data).decode("ascii").rstrip("=").replace("/", ","))
-            out.append("-")
-            run.clear()
-
-    for ch in text:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    flush()
-    return "".join(out)
-
-
-def mutf7_decode(text: str) -> str:
-    """The inverse of mutf7_encode; a name that is not valid modified UTF-7 stays as it is
-    (mutt writes raw UTF-8 names)."""
-
-    def one(match: re.Match[str]) -> str:
-        body = match.group(1)
-        if not body:
-            return "&"
-        data = body.replace(",", "/")
-        data += "=" * (-len(data) % 4)
-        return base64.b64decode(data).decode("utf-16-be")
-
-    try:
-        return _MUTF7_RUN.sub(one, text)
-    except (ValueError, UnicodeDecodeError):
-        return text
+# --- Folder names (the rest are in maildir_tree.py) -----------------------------------------
 
 
 def display_of(name: str) -> str:
@@ -313,39 +285,6 @@ def _name_order(name: str) -> str:
     """Sort key of folder names as a person expects them: accents and case do not count."""
     text = unicodedata.normalize("NFKD", display_of(name))
     return "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
-
-
-def parent_of(name: str, names: set[str]) -> str | None:
-    """The folder a folder is listed under: its nearest existing ancestor, the Inbox for
-    `INBOX.x`, or None for the IPM subtree."""
-    if name == INBOX:
-        return None
-    parts = name.split(".")
-    for end in range(len(parts) - 1, 0, -1):
-        candidate = ".".join(parts[:end])
-        if end == 1 and candidate.upper() == "INBOX":
-            return INBOX
-        if candidate in names:
-            return candidate
-    return None
-
-
-def check_folder_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "a folder name must not be empty")
-    bad = [ch for ch in (".", "/", "\\") if ch in name]
-    if bad or any(ord(ch) < 0x20 for ch in name):
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            f"folder name {name!r} holds {bad[0] if bad else 'a control character'!r}: Maildir++"
-            " uses '.' between folder levels, so '.', '/' and '\\' cannot be in a name",
-        )
-    if name != name.strip():
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            f"folder name {name!r} starts or ends with a space",
-        )
-    return name
 
 
 # --- The tree on disk (blocking; runs in the daemon's thread pool) ---------------------------
@@ -437,13 +376,12 @@ def open_maildir(root: Path) -> MaildirState:
     refuse_foreign_directory(root)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        box = mailbox.Maildir(root, create=True)
+        mailbox.Maildir(root, create=True)
         for sub in ("cur", "new", "tmp"):  # mailbox leaves an existing empty folder as it is
             (root / sub).mkdir(mode=0o700, exist_ok=True)
-        existing = set(box.list_folders())
-        for name in STANDARD_FOLDERS:
-            if name not in existing:
-                box.add_folder(name)
+        for name in STANDARD_FOLDERS:  # also one left without cur/ or new/: not a folder else
+            if not is_ready(folder_path(root, name)):
+                make_folder_dirs(root, name)
         return MaildirState(root.resolve(), load_or_create_uid(root), _count_keys(root))
     except PermissionError as exc:
         raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, f"Maildir {root}: {exc}") from exc
@@ -454,7 +392,7 @@ def open_maildir(root: Path) -> MaildirState:
 def refuse_foreign_directory(root: Path) -> None:
     """MAPI_E_NOT_FOUND for an existing, non-empty directory that is not a Maildir."""
     try:
-        if _ready(root) or (root / UID_FILE).exists():
+        if is_ready(root) or (root / UID_FILE).exists():
             return  # a Maildir, or one of ours that lost its cur/ or new/
         with os.scandir(root) as entries:
             if next(entries, None) is None:
@@ -469,33 +407,6 @@ def refuse_foreign_directory(root: Path) -> None:
         " Maildir only in a missing or empty directory; point the service's path at a"
         " Maildir or at a new directory",
     )
-
-
-def list_folders(root: Path) -> list[str]:
-    """Maildir++ folder names under the root (without the leading dot), sorted."""
-    names: list[str] = []
-    with contextlib.suppress(FileNotFoundError):
-        for item in os.scandir(root):
-            name = item.name
-            if len(name) < 2 or name[0] != "." or name[1] == "." or not item.is_dir():
-                continue
-            if name[1:].upper() == "INBOX":
-                continue  # Dovecot's name for the root itself
-            names.append(name[1:])
-    return sorted(names)
-
-
-def list_ready_folders(root: Path) -> list[str]:
-    """The folders that hold cur/ and new/ (a folder being created has not yet)."""
-    return [n for n in list_folders(root) if _ready(folder_path(root, n))]
-
-
-def _ready(path: Path) -> bool:
-    return (path / "cur").is_dir() and (path / "new").is_dir()
-
-
-def folder_path(root: Path, name: str) -> Path:
-    return root if name == INBOX else root / f".{name}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -1145,11 +1056,66 @@ class MaildirStore(StoreProvider):
         ago; used only while the Outbox index still names that very file."""
         self._links = GroupedCalls(support.run_blocking, self._link_sent_one)
         """Sent messages the spooler hands back together move to Sent Items in one trip."""
+        self._baselines: dict[str, asyncio.Future[None]] = {}
+        """Folders whose watch is being set up: a second advise waits for the baseline."""
+        self._unattached: set[str] = set()
+        """Watched missing parents: their new/ and cur/ are watched once they exist."""
+        self._inbox_count = 0
+        self._failure: str | None = None
+        """Why the last validate_state failed; the row says it until a load succeeds."""
+        self._shown: dict[str, Any] | None = None
+        """The status columns last written to my row (a push that changes nothing is
+        not written)."""
+        self._row = RowPacer(self._push_status, support.logger)
 
     async def logon(self) -> None:
         await self._load()
+        self._shown = self.status_props()  # what the daemon puts in my row now
+        self._follow_inbox()
 
-    async def logoff(self) -> None:
+    def _follow_inbox(self) -> None:
+        """The row says how many messages the Inbox holds: the Inbox's watch (the one an
+        Inbox advise uses) keeps that true. Its baseline runs after logon, not in it."""
+        self._refreshing[f"watch:{INBOX}"] = asyncio.ensure_future(self._watch_inbox())
+
+    async def _watch_inbox(self) -> None:
+        try:
+            await self._watch(INBOX)
+        except (MapiError, OSError) as exc:
+            self.support.logger.warning("cannot follow the Inbox: %s", exc)
+            return
+        self._row.changed()  # what arrived between logon's count and the baseline
+
+    async def _push_status(self) -> bool:
+        """Write the Inbox's message count into my row if it changed (RowPacer's push).
+        The count is the index's, brought up to date first: a file that came and went
+        between two listings must not stay counted."""
+        if self._state is None:
+            return False
+        index = self._index(INBOX)
+
+        def current() -> int:
+            index.refresh()
+            return index.counts()[0]
+
+        count = await self.support.run_blocking(current)
+        self._flush()  # what the refresh found is raised as any refresh's is
+        if self._state is None:
+            return False
+        self._inbox_count = count
+        props = self.status_props()
+        if props == self._shown:
+            return False
+        self._shown = props
+        self.support.modify_status_row(props)
+        return True
+
+    def _stop_watching(self) -> None:
+        self._row.close()
+        for baseline in self._baselines.values():
+            baseline.cancel()
+        self._baselines.clear()
+        self._unattached.clear()
         for stops in self._watches.values():
             for stop in stops:
                 with contextlib.suppress(Exception):
@@ -1158,6 +1124,9 @@ class MaildirStore(StoreProvider):
         for task in self._refreshing.values():
             task.cancel()
         self._refreshing.clear()
+
+    async def logoff(self) -> None:
+        self._stop_watching()
         self._links.cancel()
         hub = self._hub
         token = self._subscription
@@ -1169,17 +1138,19 @@ class MaildirStore(StoreProvider):
 
     async def validate_state(self, flags: ValidateStateFlags) -> None:
         """Re-read the configuration and the tree, and refresh the status row."""
+        before = self._state.root if self._state is not None else None
         try:
             await self._load()
         except MapiError as exc:
-            self.support.modify_status_row(
-                {
-                    PR_STATUS_CODE.name: int(StatusCode.STATUS_FAILURE),
-                    PR_STATUS_STRING.name: exc.message,
-                }
-            )
+            self._failure = exc.message  # the row says so until a load succeeds
+            self._shown = self.status_props()
+            self.support.modify_status_row(self._shown)
             raise
-        self.support.modify_status_row(self.status_props())
+        self._shown = self.status_props()
+        self.support.modify_status_row(self._shown)
+        if self._state is not None and self._state.root != before:
+            self._stop_watching()  # another Maildir: its Inbox is the one to count
+            self._follow_inbox()
 
     async def _load(self) -> None:
         config = self.support.config()
@@ -1202,6 +1173,8 @@ class MaildirStore(StoreProvider):
             self._subscription = hub.subscribe(self._on_changes)
             self._hub = hub
         self._state = state
+        self._inbox_count = state.inbox_count
+        self._failure = None
 
     def _logged_on(self) -> MaildirState:
         if self._state is None:
@@ -1214,9 +1187,14 @@ class MaildirStore(StoreProvider):
         return self._hub
 
     def status_props(self) -> dict[str, Any]:
+        if self._failure is not None:
+            return {
+                PR_STATUS_CODE.name: int(StatusCode.STATUS_FAILURE),
+                PR_STATUS_STRING.name: self._failure,
+            }
         props: dict[str, Any] = {PR_STATUS_CODE.name: int(StatusCode.STATUS_AVAILABLE)}
         if self._state is not None:
-            count = self._state.inbox_count
+            count = self._inbox_count
             props[PR_RESOURCE_PATH.name] = str(self._state.root)
             props[PR_STATUS_STRING.name] = (
                 f"Maildir at {self._state.root}: "
@@ -1349,7 +1327,26 @@ class MaildirStore(StoreProvider):
         return MaildirMessage(self, folder, key, writable)
 
     def _folder_exists(self, name: str) -> bool:
-        return name == INBOX or (folder_path(self._logged_on().root, name) / "cur").is_dir()
+        """A Maildir folder (one stat), or a missing parent of one (the root's listing)."""
+        if name == INBOX:
+            return True
+        root = self._logged_on().root
+        return (folder_path(root, name) / "cur").is_dir() or name in scan_tree(root).virtual
+
+    def _make_writable(self, name: str) -> None:
+        """Before a new file goes into a folder: a missing parent (Dovecot's CREATE a.b
+        makes no `.a`) gets its directory, cur/, new/, tmp/ and maildirfolder first."""
+        root = self._logged_on().root
+        if name == INBOX or (folder_path(root, name) / "tmp").is_dir():
+            return
+        with self._the_hub().tree_lock:
+            if not self._folder_exists(name):
+                raise MapiError(
+                    ErrorCode.MAPI_E_NOT_FOUND,
+                    f"the folder {display_of(name)!r} is gone (deleted meanwhile)",
+                )
+            if make_folder_dirs(root, name):
+                _fsync_dir(root)
 
     # Folders.
 
@@ -1606,6 +1603,8 @@ class MaildirStore(StoreProvider):
         `written` gets what a file was written whole with (not a flag rename); `composed`:
         the new message composed already."""
         index = self._index(folder)
+        if key is None:
+            self._make_writable(folder)
         if key is not None or not index.loaded:  # a new file needs no listing once loaded
             index.refresh(wait=False)  # never under the lock (it reads files without it)
         content = bool(changes or deleted or recipients is not None)
@@ -1686,6 +1685,7 @@ class MaildirStore(StoreProvider):
             self._flush()
 
     def _add_blocking(self, folder: str, mime: bytes, sub: str, flags: str) -> str:
+        self._make_writable(folder)
         index = self._index(folder)
         index.refresh(wait=False)  # never under the lock (it reads files without it)
         with index.lock:
@@ -1748,6 +1748,7 @@ class MaildirStore(StoreProvider):
         self, folder: str, keys: list[str], target: str, move: bool
     ) -> tuple[list[bytes], list[Change]]:
         src, dst = self._index(folder), self._index(target)
+        self._make_writable(target)
         src.refresh(wait=False)
         dst.refresh(wait=False)
         with _Locked(src, dst):
@@ -2115,16 +2116,37 @@ class MaildirStore(StoreProvider):
             await self._watch(name)
 
     async def _watch(self, name: str) -> None:
-        """Keep a folder's index current from the daemon's shared directory watch."""
+        """Keep a folder's index current from the daemon's shared directory watch. The
+        first call takes the baseline (what is there now raises nothing); a call meanwhile
+        waits for it, so an advise never returns before its folder is followed."""
         if name in self._watches:
             return
-        self._watches[name] = []
-        await self.refreshed(name)  # the baseline: what is there now raises nothing
+        baseline = self._baselines.get(name)
+        if baseline is None or baseline.cancelled():  # cancelled: a logon's loop ended
+            baseline = self._baselines[name] = asyncio.ensure_future(self._baseline(name))
+        await asyncio.shield(baseline)
+
+    async def _baseline(self, name: str) -> None:
+        try:
+            await self.refreshed(name)
+        finally:
+            if self._baselines.get(name) is asyncio.current_task():
+                del self._baselines[name]
+        if name not in self._watches and self._state is not None:
+            self._watches[name] = []
+            self._attach(name)
+
+    def _attach(self, name: str) -> None:
+        """Watch a folder's new/ and cur/; a missing parent's once it has them."""
         watch_directory = getattr(self.support, "watch_directory", None)
         if not callable(watch_directory):
             self.support.logger.debug("no watch_directory: %s is refreshed on access", name)
             return
         path = folder_path(self._logged_on().root, name)
+        if name != INBOX and not is_ready(path):
+            self._unattached.add(name)  # _flush attaches it once a write made its dirs
+            return
+        self._unattached.discard(name)
 
         def changed(paths: set[Path]) -> None:
             self._schedule_refresh(name)
@@ -2161,7 +2183,7 @@ class MaildirStore(StoreProvider):
 
         def sync() -> tuple[list[str], list[str], list[str]]:
             with hub.tree_lock:  # not while the store creates a folder
-                names = list_ready_folders(root)
+                names = list_folders(root)  # missing parents too: they hold the new ones
                 return names, *hub.sync_folders(set(names))
 
         names, added, removed = await self.support.run_blocking(sync)
@@ -2221,15 +2243,25 @@ class MaildirStore(StoreProvider):
             return
         changes = [c for index in hub.indexes() for c in index.take_changes()]
         hub.publish([*changes, *extra])
+        if self._unattached and self._state is not None:
+            root = self._state.root
+            for name in list(self._unattached):
+                if name not in self._watches:
+                    self._unattached.discard(name)  # no longer followed
+                elif is_ready(folder_path(root, name)):
+                    self._attach(name)
 
     def _on_changes(self, changes: Sequence[Change]) -> None:
         """The hub's fan-out: raise each change once to this session's advises."""
         if self._state is None:
             return
+        inbox = self.entryid_for(_KIND_FOLDER, INBOX)
         for change in changes:
             self.support.notify(change.event, entryid=change.entryid, **change.fields())
             if change.object_type == ObjectType.MAPI_FOLDER and _TREE in self._watches:
                 self._follow_folder(change)
+            elif inbox in (change.parent_entryid, change.old_parent_entryid):
+                self._row.changed()  # the status row's count; paced under bursts
 
     def _follow_folder(self, change: Change) -> None:
         """A store advise follows folders as they come and go."""

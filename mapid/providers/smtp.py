@@ -4,7 +4,9 @@ smtplib does the talking, always in a worker thread (`support.run_blocking`). Th
 does not connect at logon: an unreachable server is a temporary failure of a send, shown in
 the status row, never a failed logon. One connection is kept open across consecutive sends
 (a queue of a thousand messages must not pay a TLS handshake and an AUTH for each) and closed
-after `IDLE_CLOSE_S` without use, at logoff and when the configuration changes.
+after `IDLE_CLOSE_S` without use, at logoff and when the configuration changes. The status
+row says "Connected" only while that connection is open: an idle close or a server that hangs
+up (heard by the loop reading the idle socket) puts "Ready" back at once.
 
 Failures are sorted for the spooler: a 5xx reply to MAIL or DATA, or every recipient refused
 with a 5xx, is permanent (a non-delivery report); anything the user or the network can mend
@@ -66,6 +68,8 @@ IDLE_CLOSE_S = 30.0
 """An open connection unused this long is closed (servers drop idle clients after minutes)."""
 CHECK_AFTER_S = 2.0
 """A connection idle this long gets a NOOP before it is trusted with the next message."""
+CONNECTED = "Connected: "
+"""How PR_STATUS_STRING starts while a connection is open (and only then)."""
 BATCH_SLICE_S = 0.5
 """A batch starts its next message only within this many seconds of its start: a slow
 server's batch comes back in pieces, so a stopping daemon does not wait for all of it."""
@@ -188,6 +192,9 @@ class SmtpTransport(TransportProvider):
         self._idle_task: asyncio.Task[None] | None = None
         self._offline = False
         self._status = ""
+        self._listening: tuple[asyncio.AbstractEventLoop, int] | None = None
+        """(loop, socket) the loop reads while the connection is idle, to hear a hang-up."""
+        self._hangup_task: asyncio.Task[None] | None = None
 
     # -- configuration and row -----------------------------------------------------------
     @property
@@ -237,9 +244,10 @@ class SmtpTransport(TransportProvider):
             # the message it was sending stays queued.
             self._abort_wire()
         async with self._lock:
-            await self._drop()
-        if self._idle_task is not None:
-            self._idle_task.cancel()
+            await self._drop(show=False)  # the daemon removes my row
+        for task in (self._idle_task, self._hangup_task):
+            if task is not None:
+                task.cancel()
         self._secret = None
 
     # -- the connection ------------------------------------------------------------------
@@ -251,14 +259,55 @@ class SmtpTransport(TransportProvider):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    async def _drop(self) -> None:
-        """Close the connection (QUIT, then the socket). Call with the lock held."""
+    async def _drop(self, *, show: bool = True) -> None:
+        """Close the connection (QUIT, then the socket). Call with the lock held. A row that
+        says Connected says Ready again (`show` False: the caller writes the row itself)."""
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        self._unlisten()
         conn, self._conn = self._conn, None
         if conn is not None:
             await self.support.run_blocking(_quit, conn)
+        if show and self._status.startswith(CONNECTED):
+            self._show(self._ready_text())
+
+    def _listen(self) -> None:
+        """While the connection sits unused, let the loop read its socket: a server that
+        hangs up (a 421, or just EOF) is heard at once, so the row never says Connected to
+        a server that is gone. Never while a thread uses the connection."""
+        self._unlisten()
+        conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if conn is None or sock is None or self._lock.locked():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            fd = sock.fileno()
+            loop.add_reader(fd, self._on_hangup, conn)
+        except (OSError, ValueError, NotImplementedError):
+            return  # a loop that cannot: the idle close still comes
+        self._listening = (loop, fd)
+
+    def _unlisten(self) -> None:
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            loop, fd = listening
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                loop.remove_reader(fd)
+
+    def _on_hangup(self, conn: smtplib.SMTP) -> None:
+        """The idle connection's socket is readable: an SMTP server says nothing unasked
+        but its last words, so the connection is done."""
+        self._unlisten()
+        if self._lock.locked() or conn is not self._conn:
+            return  # a send has it (it reads the socket itself), or it is gone already
+        self._hangup_task = asyncio.get_running_loop().create_task(self._close_hung_up(conn))
+
+    async def _close_hung_up(self, conn: smtplib.SMTP) -> None:
+        async with self._lock:
+            if conn is self._conn:
+                await self._drop()
 
     def _touch(self) -> None:
         """The connection was just used: close it after IDLE_CLOSE_S more without use."""
@@ -268,6 +317,7 @@ class SmtpTransport(TransportProvider):
         if self._conn is not None:
             loop = asyncio.get_running_loop()
             self._idle = loop.call_later(IDLE_CLOSE_S, self._on_idle)
+            self._listen()
 
     def _on_idle(self) -> None:
         self._idle = None
@@ -393,6 +443,7 @@ class SmtpTransport(TransportProvider):
         thread ends, not when the caller gives up: after a time-out (the spooler's wait_for
         cancels the send) the thread still owns the connection until smtplib returns."""
         await self._lock.acquire()
+        self._unlisten()  # the thread reads the socket now
         try:
             future = asyncio.ensure_future(self.support.run_blocking(fn, *args))
         except BaseException:
@@ -537,7 +588,7 @@ class SmtpTransport(TransportProvider):
             if flags & ValidateStateFlags.CONFIG_CHANGED or not (connect or disconnect):
                 await self._reload_config(notify=bool(flags & ValidateStateFlags.CONFIG_CHANGED))
             if disconnect:
-                await self._drop()
+                await self._drop(show=False)
                 self._offline = True
                 self._show(self._ready_text(), code=True)
         if connect:
@@ -551,7 +602,7 @@ class SmtpTransport(TransportProvider):
             self._show(exc.message)
             raise
         if settings != self._settings or notify:
-            await self._drop()
+            await self._drop(show=False)
             self._settings, self._tls, self._secret = settings, None, None
         self._show(self._ready_text(), code=True)
         if notify:
@@ -569,7 +620,7 @@ class SmtpTransport(TransportProvider):
             ) from None
         finally:
             self._touch()
-        self._show(f"Connected: {self.settings.where}", code=True)
+        self._show(f"{CONNECTED}{self.settings.where}", code=True)
         self.support.spooler_notify(SpoolerNotify.NOTIFY_READYTOSEND)
 
     def _check_blocking(self, password: str | None) -> None:

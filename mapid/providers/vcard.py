@@ -91,6 +91,7 @@ from mapid.providers.base import (
     Row,
     pick_props,
 )
+from mapid.providers.row_pacer import RowPacer
 
 __all__ = [
     "AddressBook",
@@ -675,6 +676,23 @@ class VCardAddressBook(AddressBookProvider):
         self._refresh_task: asyncio.Task[None] | None = None
         self._dirty = False
         self._failure: str | None = None
+        self._shown: dict[str, Any] = {}
+        """The status columns last written to my row."""
+        self._row = RowPacer(self._push_status, support.logger)
+
+    def _show(self, props: dict[str, Any]) -> None:
+        """Write my columns (replacing them when one went, as a merge cannot drop it)."""
+        self.support.modify_status_row(props, update=self._shown.keys() <= props.keys())
+        self._shown = props
+
+    async def _push_status(self) -> bool:
+        """The row after the folder changed on disk (RowPacer's push: a burst of card
+        writes is a few row changes, not one a file)."""
+        props = self.status_props()
+        if not self._logged_on or props == self._shown:
+            return False
+        self._show(props)
+        return True
 
     # Logon and state.
 
@@ -682,9 +700,11 @@ class VCardAddressBook(AddressBookProvider):
         await self._load(create=True)
         self._logged_on = True
         self._watch()
+        self._shown = self.status_props()  # what the daemon puts in my row now
 
     async def logoff(self) -> None:
         self._logged_on = False
+        self._row.close()
         self._unwatch()
         task, self._refresh_task = self._refresh_task, None
         if task is not None and task is not asyncio.current_task():
@@ -693,16 +713,14 @@ class VCardAddressBook(AddressBookProvider):
 
     async def validate_state(self, flags: ValidateStateFlags) -> None:
         """Re-read the configuration and the folder (edited cards, a changed `path`)."""
-        before = set(self.status_props())
         try:
             await self._load(create=True)
         except MapiError as exc:
             self._report_failure(exc)
             raise
         self._watch()  # the path may have changed, or the folder been made anew
-        props = self.status_props()
         # A merge cannot drop a column: replace the row's columns when identity went away.
-        self.support.modify_status_row(props, update=before <= props.keys())
+        self._show(self.status_props())
 
     def _report_failure(self, exc: MapiError) -> None:
         self._failure = exc.message
@@ -712,6 +730,7 @@ class VCardAddressBook(AddressBookProvider):
                 PR_STATUS_STRING.name: exc.message,
             }
         )
+        self._shown = self.status_props()
 
     async def _load(self, *, create: bool) -> None:
         """Read the configuration and the folder, then tell advise sinks what changed."""
@@ -820,10 +839,9 @@ class VCardAddressBook(AddressBookProvider):
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
-        """Re-read until no change is pending; the status row follows when it changed."""
+        """Re-read until no change is pending; the status row follows, paced (RowPacer)."""
         while self._dirty and self._logged_on:
             self._dirty = False
-            before = self.status_props()
             try:
                 # Never re-create the folder here: it may be in the middle of being swapped.
                 await self._load(create=False)
@@ -835,9 +853,7 @@ class VCardAddressBook(AddressBookProvider):
             except Exception:
                 self.support.logger.exception("vcard: re-reading %s failed", self._folder)
                 continue
-            props = self.status_props()
-            if self._logged_on and props != before:
-                self.support.modify_status_row(props, update=before.keys() <= props.keys())
+            self._row.changed()
 
     def _notify_changes(self, old: AddressBook, new: AddressBook) -> None:
         """fnevObjectCreated / Deleted / Modified for the contacts that appeared, vanished or
