@@ -461,6 +461,14 @@ class _Ops(Generic[R]):
     def ab_resolve_names(self, token: bytes, handle: int, names: Sequence[str]) -> R:
         return self._op("ab.resolve_names", token, handle=handle, names=list(names))
 
+    def abcontainer_create_entry(self, token: bytes, handle: int, props: Mapping[str, Any]) -> R:
+        """A new mail user in the container `handle` (opened with MAPI_MODIFY); -> `entryid`.
+        Edit one with object_set_props + object_save_changes on a MAPI_MODIFY handle."""
+        return self._op("abcontainer.create_entry", token, handle=handle, props=dict(props))
+
+    def abcontainer_delete_entries(self, token: bytes, handle: int, entryids: Sequence[bytes]) -> R:
+        return self._op("abcontainer.delete_entries", token, handle=handle, entryids=list(entryids))
+
     # 6.6 status objects
     def status_validate_state(self, token: bytes, handle: int, flags: Flags = 0) -> R:
         return self.call("status.validate_state", {"handle": handle, "flags": flags}, token=token)

@@ -209,7 +209,7 @@ def test_the_folder_is_one_top_level_container(tmp_path: Path) -> None:
     assert row["PR_OBJECT_TYPE"] == ObjectType.MAPI_ABCONT
     assert row["PR_DISPLAY_TYPE"] == DisplayType.DT_NOT_SPECIFIC
     flags = AbContainerFlags(row["PR_CONTAINER_FLAGS"])
-    assert flags == AbContainerFlags.AB_RECIPIENTS | AbContainerFlags.AB_UNMODIFIABLE
+    assert flags == AbContainerFlags.AB_RECIPIENTS | AbContainerFlags.AB_MODIFIABLE
     assert row["PR_DEPTH"] == 0
     assert row["PR_INSTANCE_KEY"] == row["PR_RECORD_KEY"] == eid
 

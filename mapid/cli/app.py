@@ -21,6 +21,7 @@ import mapid
 from mapid.cli import events as events_mod
 from mapid.cli import watch as watch_mod
 from mapid.cli.admin import config_app, profiles_app, services_app
+from mapid.cli.contacts import register as register_contacts_commands
 from mapid.cli.context import (
     DEFAULT_TIMEOUT,
     ClientKeyOpt,
@@ -604,6 +605,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 register_mail_commands(app)
+register_contacts_commands(app)
 
 
 def main() -> None:

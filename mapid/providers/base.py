@@ -421,6 +421,27 @@ class AddressBookProvider(Provider):
         """
         return []
 
+    # Writing (IABContainer::CreateEntry and DeleteEntries, SetProps + SaveChanges on a mail
+    # user). The daemon checks the handle's write access first; a provider that cannot write
+    # keeps these defaults, so its containers answer MAPI_E_NO_ACCESS.
+
+    async def create_entry(self, container: bytes, props: Mapping[str, Any]) -> bytes:
+        """Create a mail user in the container `container` (its entry ID) from `props` (tag
+        names, canonical); returns the new entry's entry ID."""
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, "this address book is read-only")
+
+    async def modify_entry(
+        self, entryid: bytes, props: Mapping[str, Any], delete: Sequence[str] = ()
+    ) -> Mapping[str, Any]:
+        """Set `props` and remove the properties `delete` of the entry `entryid`, at once;
+        returns the entry's properties as they are now (what its object shows next)."""
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, "this address book is read-only")
+
+    async def delete_entries(self, container: bytes, entryids: Sequence[bytes]) -> None:
+        """Delete entries of the container `container`: all of them, or none when one cannot
+        go (unknown: MAPI_E_NOT_FOUND; another provider's: MAPI_E_UNKNOWN_ENTRYID)."""
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, "this address book is read-only")
+
 
 class StoreProvider(Provider):
     """A message store. Besides open_entry, it serves the store table and the spooler."""

@@ -7,10 +7,10 @@ contacts in memory; a contact's entry ID carries its vCard UID, so it stays vali
 restarts for as long as the card keeps its UID. The folder's MAPIUID derives from its real
 path, so entry IDs survive profile edits that keep the folder.
 
-The folder is one address book container (AB_RECIPIENTS | AB_UNMODIFIABLE) whose contents are
-the cards that have an e-mail address: a card without one cannot be a recipient, so it is
-neither listed nor resolved (it still counts in the status row, which says how many lack
-an address). Entry IDs, after the 4 flag bytes and the MAPIUID:
+The folder is one address book container (AB_RECIPIENTS | AB_MODIFIABLE, or AB_UNMODIFIABLE
+with `read_only`) whose contents are the cards that have an e-mail address: a card without
+one cannot be a recipient, so it is neither listed nor resolved (it still counts in the
+status row, which says how many lack an address). Entry IDs, after the 4 flag bytes and the MAPIUID:
 
 - `01` + UID (UTF-8): a contact, at its preferred address;
 - `02`: the folder's container;
@@ -20,6 +20,8 @@ an address). Entry IDs, after the 4 flag bytes and the MAPIUID:
 Every address of a card is also in PR_CONTACT_EMAIL_ADDRESSES (preferred first), with
 PR_CONTACT_ADDRTYPES, PR_CONTACT_ENTRYIDS (the per-address entry IDs, in the same order)
 and PR_CONTACT_DEFAULT_ADDRESS_INDEX 0.
+
+Creating, editing and deleting cards is vcard_write.py's: one vCard 4.0 card a file.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mapid.constants import (
     DisplayType,
     NotificationEvent,
     ObjectType,
+    OpenFlags,
     ResourceFlags,
     ServiceFlags,
     StatusCode,
@@ -620,6 +623,18 @@ class MailUser(PropsObject):
 
     object_type = ObjectType.MAPI_MAILUSER
 
+    async def set_props(self, props: Mapping[str, Any]) -> dict[str, str]:
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, _READ_ONLY_USER)
+
+    async def delete_props(self, tags: list[str]) -> dict[str, str]:
+        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, _READ_ONLY_USER)
+
+
+_READ_ONLY_USER = (
+    "this contact is open read-only: open it with session.open_entry and MAPI_MODIFY (or from "
+    "a container handle opened so) in an address book without read_only"
+)
+
 
 class VCardContainer(Container):
     """The folder as an address book container. Its tables follow the folder live: they are
@@ -780,7 +795,12 @@ class VCardAddressBook(AddressBookProvider):
             PR_OBJECT_TYPE.name: int(ObjectType.MAPI_ABCONT),
             PR_DISPLAY_TYPE.name: int(DisplayType.DT_NOT_SPECIFIC),
             PR_CONTAINER_FLAGS.name: int(
-                AbContainerFlags.AB_RECIPIENTS | AbContainerFlags.AB_UNMODIFIABLE
+                AbContainerFlags.AB_RECIPIENTS
+                | (
+                    AbContainerFlags.AB_UNMODIFIABLE
+                    if config.get("read_only") is True
+                    else AbContainerFlags.AB_MODIFIABLE
+                )
             ),
             PR_DEPTH.name: 0,
         }
@@ -988,7 +1008,41 @@ class VCardAddressBook(AddressBookProvider):
         if found is None:
             raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "no such contact in this folder")
         contact, address = found
-        return MailUser(mailuser_props(contact, self.entryid_of(contact, address), address))
+        props = mailuser_props(contact, self.entryid_of(contact, address), address)
+        if flags & OpenFlags.MAPI_MODIFY and not self.read_only():
+            from mapid.providers import vcard_write  # it imports this module
+
+            return vcard_write.opened(self, entryid, props)
+        return MailUser(props)
+
+    # Writing (vcard_write.py; it imports this module, hence the imports in the methods).
+
+    def read_only(self) -> bool:
+        """The section's `read_only`: the folder is another program's to write."""
+        return self.support.config().get("read_only") is True
+
+    async def reload_after_write(self) -> None:
+        """Read the folder now, so the change resolves at once; the watch sees it again later
+        as the same scan. Advise sinks hear it as they hear any change on disk."""
+        await self._load(create=False)
+        self._row.changed()
+
+    async def create_entry(self, container: bytes, props: Mapping[str, Any]) -> bytes:
+        from mapid.providers import vcard_write
+
+        return await vcard_write.create_entry(self, container, props)
+
+    async def modify_entry(
+        self, entryid: bytes, props: Mapping[str, Any], delete: Sequence[str] = ()
+    ) -> Mapping[str, Any]:
+        from mapid.providers import vcard_write
+
+        return await vcard_write.modify_entry(self, entryid, props, delete)
+
+    async def delete_entries(self, container: bytes, entryids: Sequence[bytes]) -> None:
+        from mapid.providers import vcard_write
+
+        await vcard_write.delete_entries(self, container, entryids)
 
     def compare_entryids(self, a: bytes, b: bytes) -> bool:
         """Same object, whatever the flag bytes say; a contact's plain entry ID and its entry
@@ -1058,6 +1112,11 @@ class VCardService(MessageService):
                 "created if missing.",
             },
             "display_name": {"type": "string", "description": "Name of the address book."},
+            "read_only": {
+                "type": "boolean",
+                "description": "Never write the folder (another program syncs it); "
+                "creating, editing or deleting contacts is then MAPI_E_NO_ACCESS.",
+            },
             "identity": {
                 "type": "object",
                 "description": "The user this service stands for (the session's identity).",

@@ -1,6 +1,7 @@
 """The operations the daemon serves; importing this package registers them all."""
 
 from mapid.daemon.ops import (
+    ab_ops,
     container_ops,
     daemon_ops,
     object_ops,
@@ -11,6 +12,7 @@ from mapid.daemon.ops import (
 )
 
 __all__ = [
+    "ab_ops",
     "container_ops",
     "daemon_ops",
     "object_ops",
