@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -217,16 +216,6 @@ def _find(ms: MailSession, who: str) -> bytes:
     return entryid
 
 
-def _opts(
-    ctx: typer.Context,
-    json_output: bool,
-    timeout: float | None,
-    runtime_dir: Path | None,
-    profile: str | None,
-) -> Options:
-    return options(ctx, json_output, timeout, runtime_dir, profile)
-
-
 @contacts_app.command("add")
 def add(
     ctx: typer.Context,
@@ -256,7 +245,7 @@ def add(
     own, named by its new UID, in the address book's folder; khard and vdirsyncer see it at
     once, and `mapictl resolve` and `send` find it. Prints the new entry ID. An address
     that a contact has already is refused (MAPI_E_COLLISION, exit 1) unless --duplicate."""
-    opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
+    opts = options(ctx, json_output, timeout, runtime_dir, profile)
     if not email or not email.strip():
         raise typer.BadParameter("a contact needs an address", param_hint="--email")
     props = _props(name, email, given, surname, company, nickname)
@@ -291,7 +280,7 @@ def edit(
     card keeps its UID and every line mapid does not know (notes, phone numbers, khard's
     fields). --email replaces the preferred address. A card that shares its file with other
     cards is not rewritten: that is a MAPI_E_NO_ACCESS error (exit 1)."""
-    opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
+    opts = options(ctx, json_output, timeout, runtime_dir, profile)
     props = _props(name, email, given, surname, company, nickname)
     if not props:
         raise typer.BadParameter(
@@ -338,7 +327,7 @@ def rm(
     several entries removes nothing (exit 1, the candidates on stderr); one that fits none
     is exit 3. A card that shares its file with other cards is not removed (MAPI_E_NO_ACCESS,
     exit 1)."""
-    opts = _opts(ctx, json_output, timeout, runtime_dir, profile)
+    opts = options(ctx, json_output, timeout, runtime_dir, profile)
     with mail_session(opts) as ms:
         entryid = _find(ms, who)
         shown = ms.open(entryid).props
