@@ -42,6 +42,7 @@ from mapid.daemon.service_registry import ServiceRegistry
 from mapid.daemon.session import Session, SessionEnv, SessionState
 from mapid.daemon.session_manager import SessionManager
 from mapid.daemon.snapshot import SnapshotStore
+from mapid.daemon.spooler import Spooler
 from mapid.daemon.watcher import ConfigWatcher
 from mapid.errors import MapiError
 from mapid.paths import ConnectionInfo
@@ -114,6 +115,7 @@ class Daemon:
             config_dir=config.config_dir,
             provider_timeout=config.provider_timeout,
             max_handles=config.max_handles,
+            make_spooler=Spooler,
         )
         self.sessions = SessionManager(
             env,

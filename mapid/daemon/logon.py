@@ -366,9 +366,7 @@ class ProviderHost:
             slot.state = SlotState.PENDING
             await self._log_on_slot(slot)
         if self.session.spooler is None:
-            from mapid.daemon.spooler import Spooler  # the spooler module imports this one
-
-            self.session.spooler = Spooler(self.session)
+            self.session.spooler = self.env.make_spooler(self.session)
             self.session.spooler.start()
 
     async def stop_spooler(self) -> None:

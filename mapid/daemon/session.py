@@ -49,6 +49,10 @@ _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 }
 
 
+SPOOLER_ROW = "spooler"
+"""The key of the spooler's row among a session's MAPI rows (`Session.mapi_rows`)."""
+
+
 @dataclass
 class SessionEnv:
     """What sessions need from the daemon, handed in so sessions never reach for globals."""
@@ -60,6 +64,9 @@ class SessionEnv:
     config_dir: Path
     provider_timeout: float
     max_handles: int
+    make_spooler: Callable[[Session], Spooler]
+    """Builds a session's spooler once its transports are up. Handed in by the daemon, so
+    logon.py need not import spooler.py (which imports logon.py): no import cycle."""
     spooler_retry_s: float = 30.0
     """First wait after a temporary send failure; doubled each time, up to the cap."""
     spooler_retry_max_s: float = 3600.0

@@ -26,14 +26,20 @@ from mapid.constants import (
 )
 from mapid.daemon.logon import ProviderHost
 from mapid.daemon.profiles import Profile, check_profile_name
-from mapid.daemon.session import Member, Session, SessionEnv, SessionState, new_token
+from mapid.daemon.session import (
+    SPOOLER_ROW,
+    Member,
+    Session,
+    SessionEnv,
+    SessionState,
+    new_token,
+)
 from mapid.errors import ErrorCode, MapiError
 
 log = logging.getLogger("mapid.sessions")
 
 MAPID_DLL = "mapid"
 SUBSYSTEM_ROW = "subsystem"
-SPOOLER_ROW = "spooler"
 AB_ROW = "ab"
 LEASE_CHECK_INTERVAL = 0.25
 EXTENDED_LOGOFF = "logoff"

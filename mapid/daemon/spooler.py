@@ -56,7 +56,7 @@ from mapid.daemon import ndr
 from mapid.daemon.identity import primary_identity
 from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState
 from mapid.daemon.outgoing import NoSender, Prepared, header_address, prepare, split_header
-from mapid.daemon.session_manager import SPOOLER_ROW
+from mapid.daemon.session import SPOOLER_ROW
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     REMOTE_PROGRESS_IDLE,
