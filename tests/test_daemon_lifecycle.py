@@ -18,7 +18,7 @@ from mapid.client import Client
 from mapid.errors import DaemonUnreachable
 from mapid.paths import read_connection_file
 
-from conftest import DaemonFactory, prepare_daemon
+from conftest import DaemonFactory, DaemonProc, prepare_daemon
 
 
 def _subscribe(runtime: Path) -> zmq.Socket:  # type: ignore[type-arg]
@@ -89,17 +89,22 @@ def test_the_embedded_default_profile(make_daemon: DaemonFactory) -> None:
     assert profile.read_text().endswith("# edited\n")
 
 
-def test_a_loose_runtime_directory_is_refused(tmp_path: Path) -> None:
-    proc = prepare_daemon(tmp_path / "d")
+def _run_on_a_loose_runtime_directory(proc: DaemonProc) -> subprocess.CompletedProcess[str]:
+    """`mapid run` with the runtime directory made 0755, which the daemon refuses."""
     proc.runtime.mkdir(mode=0o755)
     os.chmod(proc.runtime, 0o755)
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "mapid", "run"],
         env=proc.env,
         capture_output=True,
         text=True,
         timeout=20,
     )
+
+
+def test_a_loose_runtime_directory_is_refused(tmp_path: Path) -> None:
+    proc = prepare_daemon(tmp_path / "d")
+    result = _run_on_a_loose_runtime_directory(proc)
     assert result.returncode == 1
     assert str(proc.runtime) in result.stderr
     assert f"chmod 700 {proc.runtime}" in result.stderr
@@ -110,15 +115,7 @@ def test_a_refused_start_writes_no_default_profile(tmp_path: Path) -> None:
     """Issue 19: every check that can refuse a start runs before anything is written."""
     proc = prepare_daemon(tmp_path / "d", embedded=True)
     shutil.rmtree(proc.config_dir)
-    proc.runtime.mkdir(mode=0o755)
-    os.chmod(proc.runtime, 0o755)
-    result = subprocess.run(
-        [sys.executable, "-m", "mapid", "run"],
-        env=proc.env,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    result = _run_on_a_loose_runtime_directory(proc)
     assert result.returncode == 1
     assert f"chmod 700 {proc.runtime}" in result.stderr
     assert not proc.config_dir.exists(), sorted(map(str, proc.config_dir.rglob("*")))
