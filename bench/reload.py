@@ -63,11 +63,11 @@ from _daemon import (
 
 from mapid import envelope
 from mapid.client import Client
-from mapid.daemon.profiles import read_profiles
+from mapid.daemon.config.profiles import read_profiles
 from mapid.errors import MapidError
 
 DEBOUNCE_S = 0.3
-"""The watcher's debounce (mapid/daemon/watcher.py), the floor of the save-to-event time."""
+"""The watcher's debounce (mapid/daemon/config/watcher.py), the floor of the save-to-event time."""
 
 TARGET_P50_S = 0.5
 

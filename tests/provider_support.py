@@ -22,7 +22,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from mapid.constants import NotificationEvent, SpoolerNotify
-from mapid.daemon.credentials import resolve_password
+from mapid.daemon.config.credentials import resolve_password
 
 T = TypeVar("T")
 

@@ -17,9 +17,10 @@ import tomlkit
 from tomlkit.exceptions import ParseError
 from tomlkit.items import Integer, Trivia
 
-from mapid.daemon import config_writer
-from mapid.daemon.config import DaemonConfig, load_daemon_config
-from mapid.daemon.config_writer import (
+from mapid.daemon.config import writer as config_writer
+from mapid.daemon.config.daemon_config import DaemonConfig, load_daemon_config
+from mapid.daemon.config.profiles import parse_profile
+from mapid.daemon.config.writer import (
     WriteConflict,
     add_service,
     atomic_delete,
@@ -32,7 +33,6 @@ from mapid.daemon.config_writer import (
     unique_service_key,
     write_new_toml,
 )
-from mapid.daemon.profiles import parse_profile
 
 PROFILE = """\
 # Work profile: written by hand, keep my notes!

@@ -29,7 +29,7 @@ from mapid import envelope
 from mapid.client import AsyncClient, Client
 from mapid.codec import pack
 from mapid.curve_keys import KeyFileError, load_client_keys, read_public_key, write_key_pair
-from mapid.daemon.remote_config import RemoteConfig, parse
+from mapid.daemon.config.remote_config import RemoteConfig, parse
 from mapid.errors import DaemonUnreachable, MapidError, RequestTimedOut
 from mapid.mirror import StatusMirror
 from mapid.paths import read_connection_file

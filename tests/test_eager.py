@@ -1,4 +1,4 @@
-"""mapid/daemon/eager.py: a coroutine runs at once, and goes on as a task only if it waits,
+"""mapid/daemon/bus/eager.py: a coroutine runs at once, and goes on as a task only if it waits,
 with what `await` would have given it: results, exceptions, cancellation, its context."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import contextvars
 
 import pytest
 
-from mapid.daemon import eager
+from mapid.daemon.bus import eager
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("WHO", default="nobody")
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mapid.daemon.ops  # noqa: F401  (importing the package registers every op)
-from mapid.daemon.registry import REGISTRY
+from mapid.daemon.bus.registry import REGISTRY
 
 from conftest import DaemonProc, prepare_daemon
 

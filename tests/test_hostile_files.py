@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mapid.constants import ResourceType, StatusCode
-from mapid.daemon.config import MAX_FILE_BYTES
+from mapid.daemon.config.daemon_config import MAX_FILE_BYTES
 
 from conftest import DaemonFactory
 

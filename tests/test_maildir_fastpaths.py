@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mapid.constants import RecipientType
-from mapid.daemon.outgoing import header_value, prepare, split_header
+from mapid.daemon.spool.outgoing import header_value, prepare, split_header
 from mapid.providers import maildir, maildir_index, mime_props
 from mapid.providers.base import Identity, QueuedMessage
 from mapid.providers.maildir import MaildirStore, place_message

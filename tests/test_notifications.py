@@ -25,7 +25,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 from mapid.client import Client
 from mapid.constants import ObjectType
-from mapid.daemon.file_watch import DirectoryWatcher
+from mapid.daemon.config.file_watch import DirectoryWatcher
 from mapid.errors import ErrorCode, MapiError
 
 from conftest import DaemonFactory, DaemonProc, standard_profile

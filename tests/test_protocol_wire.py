@@ -529,7 +529,7 @@ TOKENLESS = ("daemon.", "profiles.", "session.logon", "services.available")
 
 def test_token_is_required_by_every_op_but_the_documented_few(wire: Wire) -> None:
     import mapid.daemon.ops  # noqa: F401  (registers the ops)
-    from mapid.daemon.registry import REGISTRY
+    from mapid.daemon.bus.registry import REGISTRY
 
     checked = 0
     for name in REGISTRY.names():

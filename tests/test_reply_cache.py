@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from mapid.daemon.reply_cache import (
+from mapid.daemon.bus.reply_cache import (
     ENTRY_OVERHEAD,
     REPLY_CACHE_TTL,
     Pending,

@@ -1,4 +1,4 @@
-"""Service passwords (mapid.daemon.credentials): password_command, keyring, password in a file.
+"""Service passwords (daemon/config/credentials.py): password_command, keyring, a file.
 
 Commands are real scripts in tmp_path run as real subprocesses; files get real modes; keyring
 is exercised through its own real back-ends (null, fail, and a small in-memory one).
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mapid.daemon.credentials import (
+from mapid.daemon.config.credentials import (
     KEYRING_HINT,
     MASK,
     SECRET_KEYS,
@@ -446,7 +446,7 @@ def test_keyring_null_backend_from_the_environment(tmp_path: Path) -> None:
     pytest.importorskip("keyring")
     code = (
         "import asyncio\n"
-        "from mapid.daemon.credentials import resolve_password\n"
+        "from mapid.daemon.config.credentials import resolve_password\n"
         "from mapid.errors import MapiError\n"
         "try:\n"
         "    asyncio.run(resolve_password({'keyring': 'mail', 'username': 'ada'}, where='p'))\n"

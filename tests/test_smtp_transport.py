@@ -24,7 +24,7 @@ from mapid.constants import (
     StatusCode,
     ValidateStateFlags,
 )
-from mapid.daemon.credentials import MASK
+from mapid.daemon.config.credentials import MASK
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers import smtp
 from mapid.providers.base import (

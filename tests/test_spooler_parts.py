@@ -11,10 +11,10 @@ import pytest
 
 from mapid import entryid as eid
 from mapid.constants import ResourceFlags, ResourceType
-from mapid.daemon import ndr
-from mapid.daemon.identity import identity_row, row_identity
-from mapid.daemon.outgoing import NoSender, header_address, prepare, split_header
-from mapid.daemon.queue_claims import QueueClaims
+from mapid.daemon.sessions.identity import identity_row, row_identity
+from mapid.daemon.sessions.queue_claims import QueueClaims
+from mapid.daemon.spool import ndr
+from mapid.daemon.spool.outgoing import NoSender, header_address, prepare, split_header
 from mapid.providers.base import Identity
 
 ADA = Identity("Ada Lovelace", "ada@example.org")

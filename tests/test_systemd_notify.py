@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from mapid.daemon.sd_notify import Notifier, monotonic_usec
+from mapid.daemon.system.sd_notify import Notifier, monotonic_usec
 
 from conftest import DaemonFactory, standard_profile
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mapid.client import Client
-from mapid.daemon.config import DaemonConfig
+from mapid.daemon.config.daemon_config import DaemonConfig
 from mapid.paths import read_connection_file
 
 from conftest import DaemonProc, prepare_daemon

@@ -1,6 +1,6 @@
 """The systemd units (DESIGN.md 10): one text, verified and rated by systemd's own tools.
 
-`mapid units` renders mapid.daemon.units with this install's paths; systemd/ holds the
+`mapid units` renders mapid.daemon.system.units with this install's paths; systemd/ holds the
 same text with the usual install paths. `systemd-analyze verify` must accept both units
 (it also checks that ExecStart and ExecReload exist, hence the rendered copies), and
 `systemd-analyze security --offline=true` must rate the system unit 2.5 or lower. Debian's
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mapid.daemon import units
+from mapid.daemon.system import units
 
 from conftest import DaemonFactory, standard_profile
 from smtp_server import SmtpServer, smtp_section

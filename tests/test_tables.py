@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mapid.client import Client
-from mapid.daemon.table_query import TableQuery
+from mapid.daemon.sessions.table_query import TableQuery
 from mapid.errors import ErrorCode, MapiError
 
 

@@ -23,8 +23,8 @@ import pytest
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
-from mapid.daemon.profiles import is_editor_temp, is_profile_file_name
-from mapid.daemon.watcher import ConfigWatcher
+from mapid.daemon.config.profiles import is_editor_temp, is_profile_file_name
+from mapid.daemon.config.watcher import ConfigWatcher
 
 pytestmark = pytest.mark.timeout(30)
 

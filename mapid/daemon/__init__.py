@@ -1,11 +1,18 @@
 """The daemon: the service that owns MAPI sessions (DESIGN.md 2 to 9).
 
-It holds the request and event sockets (server.py, publisher), the sessions and their
-logons (session.py, session_manager.py, logon.py), status tables, profiles and their
-reload (profiles.py, watcher.py, config_writer.py), the spooler, systemd and CURVE support;
-`ops/` holds the operations it serves.
+Its rooms, lowest first; each imports only rooms below it:
 
-May import: `mapid` (the shared modules: constants, proptags, errors, codec, envelope,
-entryid, paths) and `mapid.providers` (the provider API and the built-in services). Nothing
-outside the daemon imports it but `mapid.__main__` (tests/test_layout.py checks).
+- `system/`: systemd notification, units, logs, memory;
+- `config/`: mapid.toml, profile files and their edits, the watcher;
+- `sessions/`: sessions, logon, status tables, handles, the address book;
+- `spool/`: the spooler, outgoing messages, NDRs;
+- `bus/`: the request and event sockets, the op registry, CURVE, the runtime directory;
+- `ops/`: the operations, thin adapters from the wire to the rooms below.
+
+On top, `app.py` wires the rooms into one `Daemon` and `main.py` is the `mapid` command.
+docs/architecture.md walks through them.
+
+May import: `mapid` (the shared modules) and `mapid.providers` (the provider API and the
+built-in services). Nothing outside the daemon imports it but `mapid.__main__`
+(tests/test_layout.py checks).
 """

@@ -26,24 +26,26 @@ import mapid
 from mapid import envelope, paths
 from mapid.codec import MAX_PAYLOAD
 from mapid.constants import LogonFlags
-from mapid.daemon import default_profile, ops, runtime_dir
-from mapid.daemon.config import ConfigProblem, DaemonConfig, load_daemon_config
-from mapid.daemon.curve import CurveError, RemoteAccess
-from mapid.daemon.file_watch import shared_watcher
-from mapid.daemon.profile_admin import ProfileAdmin
-from mapid.daemon.profile_sections import SectionLocks
-from mapid.daemon.profiles import Profile, diff, read_profiles
-from mapid.daemon.publisher import Publisher
-from mapid.daemon.registry import REGISTRY
-from mapid.daemon.sd_notify import Notifier
-from mapid.daemon.server import RequestServer
-from mapid.daemon.service_admin import ServiceAdmin
-from mapid.daemon.service_registry import ServiceRegistry
-from mapid.daemon.session import Session, SessionEnv, SessionState
-from mapid.daemon.session_manager import SessionManager
-from mapid.daemon.snapshot import SnapshotStore
-from mapid.daemon.spooler import Spooler
-from mapid.daemon.watcher import ConfigWatcher
+from mapid.daemon import ops
+from mapid.daemon.bus import runtime_dir
+from mapid.daemon.bus.curve import CurveError, RemoteAccess
+from mapid.daemon.bus.publisher import Publisher
+from mapid.daemon.bus.registry import REGISTRY
+from mapid.daemon.bus.server import RequestServer
+from mapid.daemon.bus.snapshot import SnapshotStore
+from mapid.daemon.config import default_profile
+from mapid.daemon.config.daemon_config import ConfigProblem, DaemonConfig, load_daemon_config
+from mapid.daemon.config.file_watch import shared_watcher
+from mapid.daemon.config.profile_admin import ProfileAdmin
+from mapid.daemon.config.profile_sections import SectionLocks
+from mapid.daemon.config.profiles import Profile, diff, read_profiles
+from mapid.daemon.config.service_admin import ServiceAdmin
+from mapid.daemon.config.service_registry import ServiceRegistry
+from mapid.daemon.config.watcher import ConfigWatcher
+from mapid.daemon.sessions.manager import SessionManager
+from mapid.daemon.sessions.session import Session, SessionEnv, SessionState
+from mapid.daemon.spool.spooler import Spooler
+from mapid.daemon.system.sd_notify import Notifier
 from mapid.errors import MapiError
 from mapid.paths import ConnectionInfo
 

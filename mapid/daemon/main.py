@@ -15,12 +15,12 @@ from typing import Annotated
 import typer
 
 import mapid
-from mapid.daemon import logs
-from mapid.daemon import units as unit_text
 from mapid.daemon.app import Daemon, StartupError
-from mapid.daemon.config import LOG_LEVELS, DaemonConfig, load_daemon_config
-from mapid.daemon.curve import AUTHORIZED_DIR, read_authorized
-from mapid.daemon.profiles import read_profiles
+from mapid.daemon.bus.curve import AUTHORIZED_DIR, read_authorized
+from mapid.daemon.config.daemon_config import LOG_LEVELS, DaemonConfig, load_daemon_config
+from mapid.daemon.config.profiles import read_profiles
+from mapid.daemon.system import logs
+from mapid.daemon.system import units as unit_text
 
 log = logging.getLogger("mapid.daemon")
 

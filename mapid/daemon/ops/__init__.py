@@ -1,4 +1,12 @@
-"""The operations the daemon serves; importing this package registers them all."""
+"""The operations the daemon serves (PROTOCOL.md 4 to 8); importing this package registers
+them all.
+
+Each module is one section of the protocol: thin adapters that check nothing the registry
+already checked, find the session or object, and call the room below that does the work.
+
+May import: `mapid`'s shared modules, `mapid.providers` and every room of the daemon but
+the app (tests/test_layout.py).
+"""
 
 from mapid.daemon.ops import (
     ab_ops,

@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from mapid.constants import ObjectType
-from mapid.daemon.address_book import AddressBook
-from mapid.daemon.handles import OpenObject
-from mapid.daemon.logon import SlotState
+from mapid.daemon.bus.registry import EntryIdList, OpContext, Props, op
 from mapid.daemon.ops.store_ops import slot_by_key
-from mapid.daemon.registry import EntryIdList, OpContext, Props, op
-from mapid.daemon.table_query import canonical_tag
+from mapid.daemon.sessions.address_book import AddressBook
+from mapid.daemon.sessions.handles import OpenObject
+from mapid.daemon.sessions.logon import SlotState
+from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import PR_ENTRYID
 from mapid.providers.base import AddressBookProvider

@@ -21,16 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mapid.constants import LogonFlags, OpenFlags, RecipientType
-from mapid.daemon.address_book import AddressBook
-from mapid.daemon.handles import OpenObject
-from mapid.daemon.identity import primary_identity
-from mapid.daemon.ops.store_ops import (
-    add_handle,
-    has_writable_store,
-    routed_slot,
-    slot_by_key,
-)
-from mapid.daemon.registry import (
+from mapid.daemon.bus.registry import (
     Arg,
     Bool,
     EntryId,
@@ -41,8 +32,17 @@ from mapid.daemon.registry import (
     StrList,
     op,
 )
-from mapid.daemon.session import Session
-from mapid.daemon.table_query import canonical_tag
+from mapid.daemon.ops.store_ops import (
+    add_handle,
+    has_writable_store,
+    routed_slot,
+    slot_by_key,
+)
+from mapid.daemon.sessions.address_book import AddressBook
+from mapid.daemon.sessions.handles import OpenObject
+from mapid.daemon.sessions.identity import primary_identity
+from mapid.daemon.sessions.session import Session
+from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ADDRTYPE,

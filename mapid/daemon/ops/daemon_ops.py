@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mapid.daemon.registry import Bool, OpContext, Str, op
+from mapid.daemon.bus.registry import Bool, OpContext, Str, op
 from mapid.envelope import PROTOCOL_VERSION
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from mapid.constants import FlushFlags, ObjectType, ValidateStateFlags
+from mapid.daemon.bus.registry import Flags, Map, OpContext, Props, Str, StrList, op
 from mapid.daemon.ops.container_ops import require_writable
 from mapid.daemon.ops.service_ops import target_profile
 from mapid.daemon.ops.store_ops import access_props, fit_props
-from mapid.daemon.registry import Flags, Map, OpContext, Props, Str, StrList, op
-from mapid.daemon.status_objects import StatusObject
-from mapid.daemon.table_query import canonical_tag
+from mapid.daemon.sessions.status_objects import StatusObject
+from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
 
 

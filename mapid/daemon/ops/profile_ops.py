@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mapid.daemon.registry import OpContext, Str, op
+from mapid.daemon.bus.registry import OpContext, Str, op
 
 NAME = Str(required=True, max_len=4096)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from mapid.constants import ResourceType, ServiceFlags
-from mapid.daemon.profiles import Profile, provider_uid
-from mapid.daemon.registry import Arg, Bin, Map, OpContext, Str, op
-from mapid.daemon.service_admin import PRIMARY_IDENTITY_KEY, transports
-from mapid.daemon.service_registry import ServiceUnavailable
+from mapid.daemon.bus.registry import Arg, Bin, Map, OpContext, Str, op
+from mapid.daemon.config.profiles import Profile, provider_uid
+from mapid.daemon.config.service_admin import PRIMARY_IDENTITY_KEY, transports
+from mapid.daemon.config.service_registry import ServiceUnavailable
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MessageService
 

@@ -15,18 +15,7 @@ from mapid.constants import (
     NotificationEvent,
     OpenFlags,
 )
-from mapid.daemon.handles import OpenObject
-from mapid.daemon.identity import identity_row
-from mapid.daemon.logon import SlotState
-from mapid.daemon.ops.store_ops import (
-    add_handle,
-    has_writable_store,
-    is_store_entryid,
-    open_store,
-    routed_slot,
-)
-from mapid.daemon.profile_sections import current_profile, open_section
-from mapid.daemon.registry import (
+from mapid.daemon.bus.registry import (
     Bin,
     EntryId,
     Flags,
@@ -38,8 +27,19 @@ from mapid.daemon.registry import (
     Str,
     op,
 )
-from mapid.daemon.session import Member, Session
-from mapid.daemon.status_objects import OneOffUser, StatusObject
+from mapid.daemon.config.profile_sections import current_profile, open_section
+from mapid.daemon.ops.store_ops import (
+    add_handle,
+    has_writable_store,
+    is_store_entryid,
+    open_store,
+    routed_slot,
+)
+from mapid.daemon.sessions.handles import OpenObject
+from mapid.daemon.sessions.identity import identity_row
+from mapid.daemon.sessions.logon import SlotState
+from mapid.daemon.sessions.session import Member, Session
+from mapid.daemon.sessions.status_objects import OneOffUser, StatusObject
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MapiObject, StoreProvider
 

@@ -27,12 +27,12 @@ from mapid.constants import (
     ResourceType,
     StoreSupport,
 )
-from mapid.daemon.address_book import AddressBook
-from mapid.daemon.config_writer import edit_toml, set_value
-from mapid.daemon.handles import OpenObject
-from mapid.daemon.logon import SIMPLE_STORE_KEY, ProviderSlot, SlotState
-from mapid.daemon.registry import EntryId, Flags, OpContext, Reply, op
-from mapid.daemon.session import Session
+from mapid.daemon.bus.registry import EntryId, Flags, OpContext, Reply, op
+from mapid.daemon.config.writer import edit_toml, set_value
+from mapid.daemon.sessions.address_book import AddressBook
+from mapid.daemon.sessions.handles import OpenObject
+from mapid.daemon.sessions.logon import SIMPLE_STORE_KEY, ProviderSlot, SlotState
+from mapid.daemon.sessions.session import Session
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ACCESS_LEVEL,

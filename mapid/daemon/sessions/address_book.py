@@ -23,9 +23,9 @@ from mapid.constants import (
     RecipientType,
     ResourceType,
 )
-from mapid.daemon.logon import ProviderSlot, SlotState
-from mapid.daemon.session import Session
-from mapid.daemon.status_objects import OneOffUser
+from mapid.daemon.sessions.logon import ProviderSlot, SlotState
+from mapid.daemon.sessions.session import Session
+from mapid.daemon.sessions.status_objects import OneOffUser
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ADDRTYPE,

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from mapid import envelope
 from mapid.constants import LogonFlags, NotificationEvent
-from mapid.daemon.handles import HandleTable
-from mapid.daemon.profiles import Profile
-from mapid.daemon.queue_claims import QueueClaims
-from mapid.daemon.status_table import RowKey, StatusTable
+from mapid.daemon.config.profiles import Profile
+from mapid.daemon.sessions.handles import HandleTable
+from mapid.daemon.sessions.queue_claims import QueueClaims
+from mapid.daemon.sessions.status_table import RowKey, StatusTable
 from mapid.errors import ErrorCode, MapiError
 
 if TYPE_CHECKING:
-    from mapid.daemon.logon import ProviderSlot, ServiceInstance
-    from mapid.daemon.service_registry import ServiceRegistry
-    from mapid.daemon.spooler import Spooler
+    from mapid.daemon.config.service_registry import ServiceRegistry
+    from mapid.daemon.sessions.logon import ProviderSlot, ServiceInstance
+    from mapid.daemon.spool.spooler import Spooler
 
 
 class SessionState(enum.Enum):

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mapid.daemon.config import ConfigProblem, find_line
+from mapid.daemon.config.daemon_config import ConfigProblem, find_line
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import SECRET_KEYS
 

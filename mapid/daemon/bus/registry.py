@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from mapid import entryid as eid
 from mapid.constants import parse_flags
-from mapid.daemon.table_query import TABLE_ARG_NAMES, TableQuery
+from mapid.daemon.sessions.table_query import TABLE_ARG_NAMES, TableQuery
 from mapid.errors import ErrorCode, MapiError
 
 if TYPE_CHECKING:
-    from mapid.daemon.handles import OpenObject
-    from mapid.daemon.session import Member, Session
+    from mapid.daemon.sessions.handles import OpenObject
+    from mapid.daemon.sessions.session import Member, Session
 
 
 def _bad(name: str, what: str) -> MapiError:

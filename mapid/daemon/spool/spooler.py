@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mapid import entryid as eid
 from mapid.constants import ResourceFlags, ResourceType, SpoolerNotify, StatusCode
-from mapid.daemon import ndr
-from mapid.daemon.identity import primary_identity
-from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState
-from mapid.daemon.outgoing import NoSender, Prepared, header_address, prepare, split_header
-from mapid.daemon.session import SPOOLER_ROW
+from mapid.daemon.sessions.identity import primary_identity
+from mapid.daemon.sessions.logon import ProviderHost, ProviderSlot, SlotState
+from mapid.daemon.sessions.session import SPOOLER_ROW
+from mapid.daemon.spool import ndr
+from mapid.daemon.spool.outgoing import NoSender, Prepared, header_address, prepare, split_header
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     REMOTE_PROGRESS_IDLE,
@@ -71,7 +71,7 @@ from mapid.providers.base import (
 )
 
 if TYPE_CHECKING:
-    from mapid.daemon.session import Session
+    from mapid.daemon.sessions.session import Session
 
 log = logging.getLogger("mapid.spooler")
 T = TypeVar("T")

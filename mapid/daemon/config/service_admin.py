@@ -15,7 +15,9 @@ import tomlkit
 
 from mapid import entryid
 from mapid.constants import ResourceFlags, ResourceType, ServiceFlags
-from mapid.daemon.config_writer import (
+from mapid.daemon.config.profiles import Profile, ServiceSection, provider_uid
+from mapid.daemon.config.service_registry import ServiceRegistry, ServiceUnavailable
+from mapid.daemon.config.writer import (
     add_service,
     edit_toml,
     remove_key,
@@ -24,8 +26,6 @@ from mapid.daemon.config_writer import (
     set_value,
     unique_service_key,
 )
-from mapid.daemon.profiles import Profile, ServiceSection, provider_uid
-from mapid.daemon.service_registry import ServiceRegistry, ServiceUnavailable
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import ConfigProblem, MessageService, schema_problems
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mapid import entryid
-from mapid.daemon.config import (
+from mapid.daemon.config.credentials import check_file_secrecy
+from mapid.daemon.config.daemon_config import (
     ConfigProblem,
     FileTooLarge,
     find_line,
     parse_toml,
     read_config_text,
 )
-from mapid.daemon.credentials import check_file_secrecy
 from mapid.errors import ErrorCode, MapiError
 
 MAX_PROFILE_NAME = 64

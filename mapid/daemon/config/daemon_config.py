@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mapid import paths
-from mapid.daemon import remote_config
-from mapid.daemon.remote_config import RemoteConfig
+from mapid.daemon.config import remote_config
+from mapid.daemon.config.remote_config import RemoteConfig
 
 CONFIG_FILE = "mapid.toml"
 PROFILES_DIR = "profiles"

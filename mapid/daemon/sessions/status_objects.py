@@ -20,12 +20,12 @@ from mapid.constants import (
     ResourceType,
     ValidateStateFlags,
 )
-from mapid.daemon.credentials import MASK, SECRET_KEYS, mask
-from mapid.daemon.logon import ProviderHost, ProviderSlot, SlotState, base_row
-from mapid.daemon.profiles import Profile
-from mapid.daemon.service_admin import ServiceAdmin
-from mapid.daemon.session import Session
-from mapid.daemon.status_table import RowKey
+from mapid.daemon.config.credentials import MASK, SECRET_KEYS, mask
+from mapid.daemon.config.profiles import Profile
+from mapid.daemon.config.service_admin import ServiceAdmin
+from mapid.daemon.sessions.logon import ProviderHost, ProviderSlot, SlotState, base_row
+from mapid.daemon.sessions.session import Session
+from mapid.daemon.sessions.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MapiObject, PropsObject, pick_props
 

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import MutableMapping
 
-log = logging.getLogger("mapid.daemon.sd_notify")
+log = logging.getLogger("mapid.daemon.system.sd_notify")
 
 _VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 

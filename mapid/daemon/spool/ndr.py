@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 
-from mapid.daemon.outgoing import header_value, split_header
+from mapid.daemon.spool.outgoing import header_value, split_header
 from mapid.providers.base import Identity
 
 MAILER_DAEMON = Identity("Mail Delivery System", "MAILER-DAEMON@localhost")

@@ -28,13 +28,13 @@ from mapid.constants import (
     StatusCode,
     ValidateStateFlags,
 )
-from mapid.daemon.credentials import resolve_password
-from mapid.daemon.file_watch import shared_watcher
-from mapid.daemon.profiles import ServiceSection, provider_uid
-from mapid.daemon.service_admin import transports
-from mapid.daemon.service_registry import ServiceUnavailable
-from mapid.daemon.session import Session, SessionState
-from mapid.daemon.status_table import RowKey
+from mapid.daemon.config.credentials import resolve_password
+from mapid.daemon.config.file_watch import shared_watcher
+from mapid.daemon.config.profiles import ServiceSection, provider_uid
+from mapid.daemon.config.service_admin import transports
+from mapid.daemon.config.service_registry import ServiceUnavailable
+from mapid.daemon.sessions.session import Session, SessionState
+from mapid.daemon.sessions.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     MessageService,

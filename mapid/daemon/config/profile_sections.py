@@ -24,11 +24,11 @@ from typing import Any
 import tomlkit
 
 from mapid.constants import ObjectType
-from mapid.daemon.config import FileTooLarge, read_config_text
-from mapid.daemon.config_writer import edit_toml, remove_key, replace_service_config, set_value
-from mapid.daemon.credentials import SECRET_KEYS, mask
-from mapid.daemon.profiles import Profile, ServiceSection, parse_profile, provider_uid
-from mapid.daemon.service_registry import ServiceRegistry, ServiceUnavailable
+from mapid.daemon.config.credentials import SECRET_KEYS, mask
+from mapid.daemon.config.daemon_config import FileTooLarge, read_config_text
+from mapid.daemon.config.profiles import Profile, ServiceSection, parse_profile, provider_uid
+from mapid.daemon.config.service_registry import ServiceRegistry, ServiceUnavailable
+from mapid.daemon.config.writer import edit_toml, remove_key, replace_service_config, set_value
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MapiObject, pick_props
 

@@ -14,7 +14,7 @@ from mapid.constants import ResourceFlags, ResourceType
 from mapid.providers.base import AddressBookProvider, Identity
 
 if TYPE_CHECKING:
-    from mapid.daemon.session import Session
+    from mapid.daemon.sessions.session import Session
 
 
 def primary_identity(session: Session) -> Identity | None:

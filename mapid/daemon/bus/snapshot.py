@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mapid.codec import pack
-from mapid.daemon.publisher import Publisher
-from mapid.daemon.session import Session
+from mapid.daemon.bus.publisher import Publisher
+from mapid.daemon.sessions.session import Session
 from mapid.errors import ErrorCode, MapiError
 
 PART_BUDGET = 1024 * 1024

@@ -22,7 +22,8 @@ from typing import Any
 
 import tomlkit
 
-from mapid.daemon.config_writer import (
+from mapid.daemon.config.profiles import Profile, check_profile_name
+from mapid.daemon.config.writer import (
     atomic_delete,
     atomic_rename,
     edit_toml,
@@ -30,7 +31,6 @@ from mapid.daemon.config_writer import (
     set_value,
     write_new_toml,
 )
-from mapid.daemon.profiles import Profile, check_profile_name
 from mapid.errors import ErrorCode, MapiError
 
 log = logging.getLogger("mapid.profiles")

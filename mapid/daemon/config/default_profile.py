@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from mapid import paths
-from mapid.daemon.config import CONFIG_FILE, PROFILES_DIR
+from mapid.daemon.config.daemon_config import CONFIG_FILE, PROFILES_DIR
 
 DEFAULT_PROFILE_NAME = "default"
 

@@ -24,9 +24,9 @@ from mapid.constants import (
     ResourceType,
     StatusCode,
 )
-from mapid.daemon.logon import ProviderHost
-from mapid.daemon.profiles import Profile, check_profile_name
-from mapid.daemon.session import (
+from mapid.daemon.config.profiles import Profile, check_profile_name
+from mapid.daemon.sessions.logon import ProviderHost
+from mapid.daemon.sessions.session import (
     SPOOLER_ROW,
     Member,
     Session,

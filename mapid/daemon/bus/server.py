@@ -23,11 +23,12 @@ import zmq
 
 from mapid import envelope
 from mapid.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
-from mapid.daemon import eager, logs, memory
-from mapid.daemon.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
-from mapid.daemon.reply_cache import Pending, ReplyCache, cache_key
-from mapid.daemon.session_manager import SessionManager
-from mapid.daemon.table_query import TableQuery
+from mapid.daemon.bus import eager
+from mapid.daemon.bus.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
+from mapid.daemon.bus.reply_cache import Pending, ReplyCache, cache_key
+from mapid.daemon.sessions.manager import SessionManager
+from mapid.daemon.sessions.table_query import TableQuery
+from mapid.daemon.system import logs, memory
 from mapid.envelope import PROTOCOL_VERSION
 from mapid.errors import ErrorCode, MapiError
 

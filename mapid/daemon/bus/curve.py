@@ -33,10 +33,10 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 
 from mapid import curve_keys
-from mapid.daemon.config import ConfigProblem
-from mapid.daemon.remote_config import RemoteConfig
+from mapid.daemon.config.daemon_config import ConfigProblem
+from mapid.daemon.config.remote_config import RemoteConfig
 
-log = logging.getLogger("mapid.daemon.curve")
+log = logging.getLogger("mapid.daemon.bus.curve")
 
 DOMAIN = "mapid"
 """The ZAP domain of the TCP endpoints (never set on the ipc ones)."""

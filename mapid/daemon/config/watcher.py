@@ -50,9 +50,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from mapid.daemon.config import CONFIG_FILE, PROFILES_DIR
-from mapid.daemon.file_watch import EVENT_FILTER, LIMIT_ERRNOS
-from mapid.daemon.profiles import is_profile_file_name
+from mapid.daemon.config.daemon_config import CONFIG_FILE, PROFILES_DIR
+from mapid.daemon.config.file_watch import EVENT_FILTER, LIMIT_ERRNOS
+from mapid.daemon.config.profiles import is_profile_file_name
 
 log = logging.getLogger("mapid.watcher")
 

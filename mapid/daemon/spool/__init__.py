@@ -1,0 +1,9 @@
+"""The MAPI spooler: sending what sessions submit (DESIGN.md 6).
+
+spooler.py runs each session's queue over its transports with retries and progress rows;
+outgoing.py prepares a queued message for sending (headers, recipients); ndr.py writes the
+non-delivery report when a send fails for good.
+
+May import: `mapid`'s shared modules, `mapid.providers`, `system`, `config` and
+`sessions`. Never the bus, the ops or the app (tests/test_layout.py).
+"""
