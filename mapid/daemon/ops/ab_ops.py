@@ -17,7 +17,7 @@ from mapid.daemon.bus.registry import EntryIdList, OpContext, Props, op
 from mapid.daemon.ops.store_ops import slot_by_key
 from mapid.daemon.sessions.address_book import AddressBook
 from mapid.daemon.sessions.handles import OpenObject
-from mapid.daemon.sessions.logon import SlotState
+from mapid.daemon.sessions.slots import SlotState
 from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import PR_ENTRYID

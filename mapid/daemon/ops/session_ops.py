@@ -37,8 +37,8 @@ from mapid.daemon.ops.store_ops import (
 )
 from mapid.daemon.sessions.handles import OpenObject
 from mapid.daemon.sessions.identity import identity_row
-from mapid.daemon.sessions.logon import SlotState
 from mapid.daemon.sessions.session import Member, Session
+from mapid.daemon.sessions.slots import SlotState
 from mapid.daemon.sessions.status_objects import OneOffUser, StatusObject
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MapiObject, StoreProvider

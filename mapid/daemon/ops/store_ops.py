@@ -31,8 +31,9 @@ from mapid.daemon.bus.registry import EntryId, Flags, OpContext, Reply, op
 from mapid.daemon.config.writer import edit_toml, set_value
 from mapid.daemon.sessions.address_book import AddressBook
 from mapid.daemon.sessions.handles import OpenObject
-from mapid.daemon.sessions.logon import SIMPLE_STORE_KEY, ProviderSlot, SlotState
+from mapid.daemon.sessions.logon import SIMPLE_STORE_KEY
 from mapid.daemon.sessions.session import Session
+from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ACCESS_LEVEL,

@@ -23,8 +23,8 @@ from mapid.constants import (
     RecipientType,
     ResourceType,
 )
-from mapid.daemon.sessions.logon import ProviderSlot, SlotState
 from mapid.daemon.sessions.session import Session
+from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.daemon.sessions.status_objects import OneOffUser
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (

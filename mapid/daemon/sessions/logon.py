@@ -10,12 +10,10 @@ daemon down: its status row says what went wrong.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import struct
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +32,7 @@ from mapid.daemon.config.profiles import ServiceSection, provider_uid
 from mapid.daemon.config.service_admin import transports
 from mapid.daemon.config.service_registry import ServiceUnavailable
 from mapid.daemon.sessions.session import Session, SessionState
+from mapid.daemon.sessions.slots import ProviderSlot, ServiceInstance, SlotState
 from mapid.daemon.sessions.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
@@ -49,16 +48,6 @@ SIMPLE_STORE_KEY = "simple_store"
 """Profile key naming the service whose store is the simple store (MAPI_SIMPLE_STORE_PERMANENT)."""
 
 
-class SlotState(enum.Enum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    FAILED = "failed"
-    """This provider failed alone (MAPI_E_FAILONEPROVIDER)."""
-    DISABLED = "disabled"
-    """Its service was disabled for the session."""
-    LOGGED_OFF = "logged_off"
-
-
 def _phase(cls: type[Provider]) -> int:
     kind = getattr(cls, "resource_type", None)
     if kind == ResourceType.MAPI_AB_PROVIDER:
@@ -66,51 +55,6 @@ def _phase(cls: type[Provider]) -> int:
     if kind == ResourceType.MAPI_TRANSPORT_PROVIDER:
         return 2
     return 1
-
-
-@dataclass
-class ServiceInstance:
-    """One `[services.<key>]` of the session's profile, loaded (or not) in this session."""
-
-    section: ServiceSection
-    cls: type[MessageService] | None
-    config: dict[str, Any]
-    slots: list[ProviderSlot] = field(default_factory=list)
-    disabled: str | None = None
-    row: RowKey | None = None
-
-
-@dataclass
-class ProviderSlot:
-    """One provider of one service in one session."""
-
-    service: ServiceInstance
-    cls: type[Provider]
-    provider_uid: bytes
-    provider: Provider | None = None
-    row: RowKey | None = None
-    state: SlotState = SlotState.PENDING
-    uids: list[bytes] = field(default_factory=list)
-    reason: str = ""
-    watches: list[Callable[[], None]] = field(default_factory=list)
-    """Stop functions of the provider's directory watches (stopped when it logs off)."""
-    flags_set: int = 0
-    flags_cleared: int = 0
-    """PR_RESOURCE_FLAGS bits session.set_default_store set or cleared for this session:
-    they outlast every recomputation of the row (reconfigure, validate_state)."""
-
-    @property
-    def key(self) -> str:
-        """Owner key of this provider's handles."""
-        return f"{self.service.section.key}/{self.cls.name}"
-
-    @property
-    def resource_type(self) -> ResourceType:
-        return self.cls.resource_type
-
-    @property
-    def is_transport(self) -> bool:
-        return self.resource_type == ResourceType.MAPI_TRANSPORT_PROVIDER
 
 
 class Support:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mapid import envelope
 from mapid.constants import LogonFlags, NotificationEvent
@@ -27,9 +27,9 @@ from mapid.daemon.sessions.status_table import RowKey, StatusTable
 from mapid.errors import ErrorCode, MapiError
 
 if TYPE_CHECKING:
+    from mapid.constants import SpoolerNotify
     from mapid.daemon.config.service_registry import ServiceRegistry
-    from mapid.daemon.sessions.logon import ProviderSlot, ServiceInstance
-    from mapid.daemon.spool.spooler import Spooler
+    from mapid.daemon.sessions.slots import ProviderSlot, ServiceInstance
 
 
 class SessionState(enum.Enum):
@@ -47,6 +47,22 @@ _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     SessionState.CLOSING: frozenset({SessionState.CLOSED}),
     SessionState.CLOSED: frozenset(),
 }
+
+
+class Spooler(Protocol):
+    """What the session room asks of a session's spooler (spool/spooler.py is the one).
+
+    A Protocol, so that sessions never import the spooler, which imports them."""
+
+    status_string: str
+    """What the spooler row says it is doing: "idle", "sending 3 of 10"."""
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def kick(self) -> None: ...
+    def notify(self, slot: ProviderSlot | None, flags: SpoolerNotify) -> None: ...
+    def refresh_address_types(self) -> None: ...
+    async def flush(self, only: ProviderSlot | None = None) -> None: ...
 
 
 SPOOLER_ROW = "spooler"

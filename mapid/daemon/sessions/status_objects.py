@@ -23,8 +23,9 @@ from mapid.constants import (
 from mapid.daemon.config.credentials import MASK, SECRET_KEYS, mask
 from mapid.daemon.config.profiles import Profile
 from mapid.daemon.config.service_admin import ServiceAdmin
-from mapid.daemon.sessions.logon import ProviderHost, ProviderSlot, SlotState, base_row
+from mapid.daemon.sessions.logon import ProviderHost, base_row
 from mapid.daemon.sessions.session import Session
+from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.daemon.sessions.status_table import RowKey
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MapiObject, PropsObject, pick_props

@@ -53,8 +53,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mapid import entryid as eid
 from mapid.constants import ResourceFlags, ResourceType, SpoolerNotify, StatusCode
 from mapid.daemon.sessions.identity import primary_identity
-from mapid.daemon.sessions.logon import ProviderHost, ProviderSlot, SlotState
+from mapid.daemon.sessions.logon import ProviderHost
 from mapid.daemon.sessions.session import SPOOLER_ROW
+from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.daemon.spool import ndr
 from mapid.daemon.spool.outgoing import NoSender, Prepared, header_address, prepare, split_header
 from mapid.errors import ErrorCode, MapiError
