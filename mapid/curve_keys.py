@@ -7,7 +7,6 @@ directory). Any ZeroMQ client can use them, and `zmq.auth.load_certificate` read
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import stat
@@ -19,6 +18,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from mapid import paths
+from mapid.atomic_files import write_atomic
 from mapid.errors import MapidError
 
 PUBLIC_SUFFIX = ".key"
@@ -135,19 +135,7 @@ def load_client_keys(secret_file: str | os.PathLike[str], server: str) -> dict[s
 
 def _write(path: Path, text: str) -> None:
     """Write `text` to `path` as 0600 in one rename, never readable by others on the way."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def write_key_pair(directory: Path, name: str, role: str) -> tuple[Path, Path]:

@@ -17,14 +17,13 @@ import tomlkit
 from tomlkit.exceptions import ParseError
 from tomlkit.items import Integer, Trivia
 
-from mapid.daemon.config import writer as config_writer
+from mapid import atomic_files
+from mapid.atomic_files import atomic_delete, atomic_rename
 from mapid.daemon.config.daemon_config import DaemonConfig, load_daemon_config
 from mapid.daemon.config.profiles import parse_profile
 from mapid.daemon.config.writer import (
     WriteConflict,
     add_service,
-    atomic_delete,
-    atomic_rename,
     edit_toml,
     remove_key,
     remove_service,
@@ -525,10 +524,10 @@ def test_the_link_fallback_also_refuses_an_existing_target(profile: Path) -> Non
     other = profile.with_name("home.toml")
     other.write_text("x = 1\n", encoding="utf-8")
     with pytest.raises(FileExistsError):
-        config_writer._link_then_unlink(str(profile), str(other))
+        atomic_files.link_then_unlink(str(profile), str(other))
     assert profile.read_text(encoding="utf-8") == PROFILE
     target = profile.with_name("moved.toml")
-    config_writer._link_then_unlink(str(profile), str(target))
+    atomic_files.link_then_unlink(str(profile), str(target))
     assert not profile.exists() and target.read_text(encoding="utf-8") == PROFILE
 
 

@@ -15,9 +15,9 @@ import json
 import os
 import pwd
 import stat
-import tempfile
 from pathlib import Path
 
+from mapid.atomic_files import write_atomic
 from mapid.paths import CONNECTION_FILE, ConnectionInfo
 
 USER_MODE = 0o700
@@ -120,16 +120,9 @@ def write_connection_file(directory: Path, info: ConnectionInfo, system: bool = 
     0600, or 0640 in system mode, where the directory's group are the clients that read it.
     """
     target = directory / CONNECTION_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".mapid.json.", dir=directory)
-    try:
-        os.fchmod(fd, 0o640 if system else 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(info.to_mapping(), handle)
-            handle.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = (json.dumps(info.to_mapping()) + "\n").encode("utf-8")
+    # The runtime directory is a tmpfs that does not outlive the boot: no fsync.
+    write_atomic(target, data, mode=0o640 if system else 0o600, durable=False)
     return target
 
 

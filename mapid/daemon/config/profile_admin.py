@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,10 +20,9 @@ from typing import Any
 
 import tomlkit
 
+from mapid.atomic_files import atomic_delete, atomic_rename, write_atomic
 from mapid.daemon.config.profiles import Profile, check_profile_name
 from mapid.daemon.config.writer import (
-    atomic_delete,
-    atomic_rename,
     edit_toml,
     remove_key,
     set_value,
@@ -59,10 +56,7 @@ class Pending:
     def save(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = {"delete": sorted(self.delete), "rename": self.rename}
-        fd, tmp = tempfile.mkstemp(prefix=".pending.", dir=state_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, state_dir / PENDING_FILE)
+        write_atomic(state_dir / PENDING_FILE, json.dumps(data).encode("utf-8"))
 
     def __bool__(self) -> bool:
         return bool(self.delete or self.rename)

@@ -16,13 +16,10 @@ blank lines between tables the way a person would write them.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import math
 import os
 import stat
-import tempfile
 import threading
 import tomllib
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -34,6 +31,13 @@ from typing import Any, TypeGuard, cast
 import tomlkit
 from tomlkit.container import Container, OutOfOrderTableProxy
 from tomlkit.items import AoT, Comment, InlineTable, Item, Key, Null, Table, Whitespace
+
+from mapid.atomic_files import (
+    create_atomic,
+    fsync_dir,
+    unlink_quietly,
+    write_temp,
+)
 
 SERVICES = "services"
 """The profile table that holds one `[services.<key>]` table per message service."""
@@ -106,11 +110,11 @@ def edit_toml(
             data = _checked(new_text, target)
             if info is None:
                 try:
-                    _land_new(target, data, mode)
+                    create_atomic(target, data, mode=mode)
                 except FileExistsError:
                     continue
                 return new_text
-            tmp = _write_temp(target, data, stat.S_IMODE(info.st_mode), info)
+            tmp = write_temp(target, data, mode=stat.S_IMODE(info.st_mode), owner=info)
             landed = False
             try:
                 if _read(target)[0] != before:
@@ -119,8 +123,8 @@ def edit_toml(
                 landed = True
             finally:
                 if not landed:
-                    _unlink_quietly(tmp)
-            _fsync_dir(target.parent)
+                    unlink_quietly(tmp)
+            fsync_dir(target.parent)
             return new_text
         raise WriteConflict(target, retries + 1)
 
@@ -140,73 +144,7 @@ def write_new_toml(
         text = doc_or_text.as_string()
     else:
         text = tomlkit.dumps(doc_or_text)
-    _land_new(path, _checked(text, path), mode)
-
-
-def atomic_rename(src: Path, dst: Path) -> None:
-    """Rename `src` to `dst`, refusing (`FileExistsError`) if `dst` exists.
-
-    Linux `renameat2(RENAME_NOREPLACE)` does this atomically. Where it is missing (no glibc
-    wrapper, old kernel, a filesystem without the flag) a hard link plus unlink is just as
-    safe, though for a moment both names exist. Where hard links are not possible either
-    (some FUSE filesystems, directories) the fallback checks and then renames, which can race
-    with a file created in between; profiles live on local filesystems, so that is rare.
-    """
-    _rename_noreplace(os.fspath(src), os.fspath(dst))
-    _fsync_dir(Path(dst).parent)
-    if Path(src).parent != Path(dst).parent:
-        _fsync_dir(Path(src).parent)
-
-
-def atomic_delete(path: Path) -> None:
-    """Remove `path` (a symlink itself, not its target) and make the removal durable."""
-    os.unlink(path)
-    _fsync_dir(Path(path).parent)
-
-
-AT_FDCWD = -100
-RENAME_NOREPLACE = 1
-_NO_RENAMEAT2 = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
-
-
-def _load_renameat2() -> Callable[..., int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-    function.argtypes += [ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return cast("Callable[..., int]", function)
-
-
-_renameat2 = _load_renameat2()
-
-
-def _rename_noreplace(src: str, dst: str) -> None:
-    if _renameat2 is not None:
-        if _renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE):
-            code = ctypes.get_errno()
-            if code not in _NO_RENAMEAT2:
-                raise OSError(code, os.strerror(code), src, None, dst)
-        else:
-            return
-    _link_then_unlink(src, dst)
-
-
-def _link_then_unlink(src: str, dst: str) -> None:
-    """No-replace rename without renameat2; module-level so tests can run it directly."""
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:
-            raise
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), src, None, dst) from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
+    create_atomic(path, _checked(text, path), mode=mode)
 
 
 _locks: dict[Path, threading.RLock] = {}
@@ -239,64 +177,6 @@ def _checked(text: str, where: Path) -> bytes:
             f"refusing to write {where}: the result is not valid TOML ({exc})"
         ) from exc
     return text.encode("utf-8")
-
-
-def _write_temp(target: Path, data: bytes, mode: int, owner: os.stat_result | None) -> Path:
-    """A fsynced dot-prefixed temp beside `target`, which `*.toml` globs and watchers skip."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            if owner is not None:
-                _copy_owner(file.fileno(), owner)
-            os.fchmod(file.fileno(), mode)
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    return tmp
-
-
-def _copy_owner(fd: int, owner: os.stat_result) -> None:
-    """Keep owner and group (say root:mapid 0640 in /etc/mapid) when we are allowed to."""
-    mine = os.fstat(fd)
-    if (mine.st_uid, mine.st_gid) == (owner.st_uid, owner.st_gid):
-        return
-    try:
-        os.fchown(fd, owner.st_uid, owner.st_gid)
-    except PermissionError:
-        with contextlib.suppress(PermissionError):
-            os.fchown(fd, -1, owner.st_gid)
-
-
-def _land_new(path: Path, data: bytes, mode: int) -> None:
-    tmp = _write_temp(path, data, mode, None)
-    landed = False
-    try:
-        atomic_rename(tmp, path)
-        landed = True
-    finally:
-        if not landed:
-            _unlink_quietly(tmp)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; some filesystems refuse fsync on a directory, which is fine."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
 
 
 # --- documents -------------------------------------------------------------------------------
