@@ -29,9 +29,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mapid.cli.app import app
-from mapid.cli.mail import COMMANDS, parse_events, parse_sort
-from mapid.cli.mail_format import flag_letters, format_size, message_lines
-from mapid.cli.mail_session import looks_like_entryid, split_indexed
+from mapid.cli.mail import COMMANDS
+from mapid.cli.mail.format import flag_letters, format_size, message_lines
+from mapid.cli.mail.notify import parse_events
+from mapid.cli.mail.reading import parse_sort
+from mapid.cli.mail.session import looks_like_entryid, split_indexed
 from mapid.constants import FlagStatus, MessageFlags, MsgStatus, NotificationEvent
 
 from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile, wait_until

@@ -1,6 +1,6 @@
 """`mapictl contacts add/edit/rm`: the personal address book, written through the protocol.
 
-Each command logs on as the mail commands do (mapid.cli.mail_session), finds the contact or
+Each command logs on as the mail commands do (mapid.cli.mail.session), finds the contact or
 the container over the wire, and changes it with the address-book ops: a new contact is
 abcontainer.create_entry on a container opened with MAPI_MODIFY, an edit is object.set_props
 and object.save_changes on the contact opened with MAPI_MODIFY, a removal is
@@ -18,8 +18,8 @@ import typer
 
 from mapid.cli.context import JsonOpt, Options, ProfileOpt, RuntimeOpt, TimeoutOpt, options
 from mapid.cli.exits import EXIT_CODES_HELP, usage_when_bare
-from mapid.cli.mail_send import explain_failure, failed_names
-from mapid.cli.mail_session import MailSession, looks_like_entryid, mail_session, table_args
+from mapid.cli.mail.send import explain_failure, failed_names
+from mapid.cli.mail.session import MailSession, looks_like_entryid, mail_session, table_args
 from mapid.cli.output import emit_json
 from mapid.constants import MAPI_ONE_OFF_UID, AbContainerFlags
 from mapid.entryid import uid_of

@@ -12,16 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import mimetypes
+import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any
 
-from mapid.cli.mail_session import MailSession, Store, table_args
+from mapid.cli.mail.common import notice, usage_error
+from mapid.cli.mail.session import MailSession, Store, table_args
 from mapid.codec import MAX_STR
 from mapid.constants import RecipientType, ResourceType
 from mapid.entryid import one_off, search_key
@@ -392,7 +395,56 @@ def _find_report(ms: MailSession, store: Store, message_id: str) -> Mapping[str,
     return _with_message_id(ms, inbox, reports, PR_IN_REPLY_TO_ID.name, message_id)
 
 
+# --- the request ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """What `mapictl send` was asked, checked before it logs on: the recipients as typed,
+    each with its type, the --from address, the text (--body, or stdin) and the new
+    message's Message-ID."""
+
+    wanted: list[tuple[str, RecipientType]]
+    sender: str | None
+    text: str
+    message_id: str
+
+    @classmethod
+    def from_options(
+        cls,
+        to: Sequence[str] | None,
+        cc: Sequence[str] | None,
+        bcc: Sequence[str] | None,
+        sender: str | None,
+        body: str | None,
+    ) -> SendRequest:
+        """--to, --cc, --bcc, --from and --body; a usage error (exit code 2) when there is
+        no recipient or --from is not an address, and only then the text from stdin."""
+        wanted = (
+            [(t, RecipientType.MAPI_TO) for t in to or []]
+            + [(c, RecipientType.MAPI_CC) for c in cc or []]
+            + [(b, RecipientType.MAPI_BCC) for b in bcc or []]
+        )
+        if not wanted:
+            raise usage_error("give at least one recipient", "--to")
+        if sender is not None and split_address(sender) is None:
+            raise usage_error(f"{sender!r} is not an address", "--from")
+        text = read_body(body)
+        domain = socket.gethostname() or "localhost"
+        message_id = email.utils.make_msgid(domain=domain)
+        return cls(wanted, sender, text, message_id)
+
+
+def read_body(body: str | None) -> str:
+    if body is not None:
+        return body
+    if sys.stdin.isatty():
+        notice("type the message, then Ctrl-D on a line of its own")
+    return sys.stdin.read()
+
+
 __all__ = [
+    "SendRequest",
     "build_mime",
     "explain_failure",
     "failed_names",

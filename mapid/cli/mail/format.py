@@ -15,7 +15,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from mapid.cli.mail_session import FolderInfo, StoreInfo
+from mapid.cli.mail.session import FolderInfo, StoreInfo
 from mapid.constants import FlagStatus, MessageFlags, MsgStatus, RecipientType, flag_names
 from mapid.proptags import (
     PR_CLIENT_SUBMIT_TIME,

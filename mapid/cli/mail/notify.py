@@ -1,5 +1,5 @@
-"""Following notifications for `mapictl notify`: the event names it takes, and the loop
-that prints each notification (PROTOCOL.md 7.4) as it arrives while renewing the lease.
+"""`mapictl notify`: the command, the event names it takes, and the loop that prints each
+notification (PROTOCOL.md 7.4) as it arrives while renewing the lease.
 """
 
 from __future__ import annotations
@@ -7,12 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from mapid.cli.mail_format import EVENT_SHORT_NAMES, notification_line
-from mapid.cli.mail_session import LEASE_S, MailSession
+from mapid.cli.context import JsonOpt, ProfileOpt, RuntimeOpt, TimeoutOpt
+from mapid.cli.exits import until_interrupted
+from mapid.cli.mail.common import StoreOpt, command_options, notice
+from mapid.cli.mail.format import EVENT_SHORT_NAMES, notification_line
+from mapid.cli.mail.session import LEASE_S, MailSession, mail_session
 from mapid.cli.output import console, emit_json
 from mapid.constants import NotificationEvent, ObjectType
 from mapid.errors import ErrorCode, MapiError
@@ -165,12 +168,77 @@ def follow_notifications(
             raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session ended")
 
 
+# --- the command ----------------------------------------------------------------------------
+
+
+def notify(
+    ctx: typer.Context,
+    folder: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="FOLDER",
+            help="Follow only this folder (default: the whole default store).",
+            show_default=False,
+        ),
+    ] = None,
+    events: Annotated[
+        str,
+        typer.Option(
+            "--events",
+            "-e",
+            metavar="LIST",
+            help="Comma-separated: newmail, created, deleted, modified, moved, copied, "
+            "critical, extended (the session's: an end forced by another member, the "
+            "logoff), or all of these.",
+        ),
+    ] = DEFAULT_EVENTS,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            "--count", "-n", min=1, help="Stop after N notifications.", show_default=False
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    json_output: JsonOpt = False,
+    timeout: TimeoutOpt = None,
+    runtime_dir: RuntimeOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Follow a store's (or a folder's) notifications until Ctrl-C.
+
+    Registers with session.advise and prints each notification as it arrives: new mail
+    (with its sender and subject), messages and folders created, deleted, modified, moved
+    and copied, whether through mapid or by another program in the Maildir. With --json,
+    one JSON object per line, the notification as the daemon sent it (PROTOCOL.md 7.4).
+    Ctrl-C (or SIGTERM) stops it with exit code 0. If the session ends under it (a
+    MAPI_LOGOFF_SHARED elsewhere), it says so and exits with code 1."""
+    opts = command_options(ctx, json_output, timeout, runtime_dir, profile)
+    mask = parse_events(events)
+    object_mask = mask & ~SESSION_EVENTS
+    # Ctrl-C or SIGTERM: the session logs off, then the command ends with exit code 0.
+    with until_interrupted(), mail_session(opts) as ms:
+        chosen = ms.store(store)
+        target: bytes = chosen.info.entryid
+        where = f"store {chosen.info.name}"
+        if folder is not None:
+            found = ms.find_folder(chosen, folder)
+            target, where = found.entryid, f"folder {found.path}"
+        if object_mask:
+            ms.client.session_advise(ms.token, event_list(object_mask), target)
+        ms.client.session_advise(
+            ms.token, event_list(NotificationEvent.fnevCriticalError | (mask & SESSION_EVENTS))
+        )
+        notice(f"following {where} ({', '.join(short_names(mask))}); Ctrl-C stops")
+        follow_notifications(ms, mask, count, opts.json)
+
+
 __all__ = [
     "DEFAULT_EVENTS",
     "EVENT_NAMES",
     "SESSION_EVENTS",
     "event_list",
     "follow_notifications",
+    "notify",
     "parse_events",
     "short_names",
 ]
