@@ -36,6 +36,7 @@ from mapid.providers.base import (
     TransportFailure,
 )
 from mapid.providers.smtp import SmtpService, SmtpTransport
+from mapid.providers.smtp import transport as smtp_transport
 
 from conftest import DaemonFactory, standard_profile
 from provider_support import Support
@@ -313,7 +314,7 @@ def test_a_batch_stops_at_a_temporary_failure(tmp_path: Path, smtp_server: SmtpS
 def test_a_batch_comes_back_in_pieces_after_its_time_slice(
     tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(smtp, "BATCH_SLICE_S", 0.0)
+    monkeypatch.setattr(smtp_transport, "BATCH_SLICE_S", 0.0)
     batch = [message(f"r{i}@example.org") for i in range(3)]
 
     async def body(t: SmtpTransport, s: Support) -> list[int]:
@@ -426,7 +427,7 @@ def test_no_server_at_all_is_connection_refused(tmp_path: Path, smtp_server: Smt
 def test_idle_connection_is_closed(
     tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(smtp, "IDLE_CLOSE_S", 0.2)
+    monkeypatch.setattr(smtp_transport, "IDLE_CLOSE_S", 0.2)
 
     async def body(t: SmtpTransport, s: Support) -> None:
         await t.send(message("grace@example.org"))

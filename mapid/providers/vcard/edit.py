@@ -1,5 +1,5 @@
-"""Writing the `vcard` service's folder: create, edit and delete cards (IABContainer::
-CreateEntry, IMAPIProp::SetProps + SaveChanges on a mail user, IABContainer::DeleteEntries).
+"""Editing the `vcard` service's cards: which properties a card takes, and creating,
+editing and deleting card files (blocking; run through support.run_blocking).
 
 A new card is vCard 4.0 with a fresh UUID URN as its UID, in a file of its own named
 `<UID>.vcf`, as khard and vdirsyncer expect; the UID never changes afterwards. An edit
@@ -10,26 +10,23 @@ temporary file beside the card, is fsynced and then renamed over it, so a reader
 vdirsyncer, another session's scan) never sees half a card. A file holding several cards
 is never rewritten: editing or deleting one of its cards is MAPI_E_NO_ACCESS.
 
-This module imports vcard.py (the reader); vcard.py imports this one only inside the
-methods that write, so the two stay one service without an import cycle.
+The atomic write itself is mapid.atomic_files.write_atomic (a new card 0o600, an edited
+one with the permissions it had).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import tempfile
 import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import vobject
 
-from mapid.constants import ENTRYID_MIN_LENGTH
-from mapid.entryid import make, uid_of
+from mapid.atomic_files import fsync_dir, write_atomic
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ADDRTYPE,
@@ -54,27 +51,19 @@ from mapid.proptags import (
     resolve_tag,
     tag_name,
 )
-from mapid.providers.base import MapiObject
-from mapid.providers.vcard import (
-    _CONTACT_PREFIX,
-    ADDRTYPE,
-    MailUser,
-    _parse_entryid,
-    _pref_rank,
-)
-
-if TYPE_CHECKING:
-    from mapid.providers.vcard import VCardAddressBook
+from mapid.providers.vcard.cards import pref_rank
+from mapid.providers.vcard.entryids import ADDRTYPE
 
 __all__ = [
+    "COMPUTED",
     "WRITABLE",
     "Changes",
-    "WritableMailUser",
     "check_props",
     "create_card_file",
     "delete_card_files",
     "edit_card_file",
-    "write_atomically",
+    "explain",
+    "new_card",
 ]
 
 Changes = dict[str, str | None]
@@ -175,31 +164,6 @@ def explain(problems: Mapping[str, str]) -> str:
 # --- Files (blocking; run through support.run_blocking) ---------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write `path` whole or not at all: a hidden temporary file beside it (the scan skips
-    hidden files), fsynced, then renamed over it, then the directory fsynced."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
 def _os_error(exc: OSError, what: str) -> MapiError:
     if isinstance(exc, PermissionError):
         return MapiError(ErrorCode.MAPI_E_NO_ACCESS, f"cannot {what}: {exc}")
@@ -277,7 +241,7 @@ def _set_email(card: Any, address: str | None) -> None:
     that already had the new address goes, so it is not listed twice."""
     lines = list(card.contents.get("email", []))
     preferred = min(
-        ((_pref_rank(line), i, line) for i, line in enumerate(lines)),
+        ((pref_rank(line), i, line) for i, line in enumerate(lines)),
         default=None,
         key=lambda item: item[:2],
     )
@@ -347,7 +311,7 @@ def create_card_file(folder: Path, changes: Changes) -> str:
     if path.exists():  # a UUID collision: never overwrite somebody's card
         raise MapiError(ErrorCode.MAPI_E_COLLISION, f"{path} exists already")
     try:
-        write_atomically(path, data)
+        write_atomic(path, data)
     except OSError as exc:
         raise _os_error(exc, f"write {path}") from exc
     return uid
@@ -392,7 +356,7 @@ def edit_card_file(path: Path, uid: str, changes: Changes) -> None:
         )
     try:
         mode = path.stat().st_mode & 0o7777
-        write_atomically(path, _serialize(card), mode=mode)
+        write_atomic(path, _serialize(card), mode=mode)
     except OSError as exc:
         raise _os_error(exc, f"write {path}") from exc
 
@@ -413,166 +377,4 @@ def delete_card_files(cards: Sequence[tuple[Path, str]]) -> None:
         folders.add(path.parent)
     for folder in folders:
         with contextlib.suppress(OSError):
-            _fsync_dir(folder)
-
-
-# --- The writable mail user -------------------------------------------------------------------
-
-
-class WritableMailUser(MailUser):
-    """A contact opened with MAPI_MODIFY: set_props and delete_props collect changes, and
-    save_changes writes them to the card's file (through the provider)."""
-
-    def __init__(
-        self, provider: VCardAddressBook, entryid: bytes, props: Mapping[str, Any]
-    ) -> None:
-        super().__init__(props)
-        self._provider = provider
-        self._entryid = entryid
-        self._pending: Changes = {}
-
-    def _stage(self, changes: Changes) -> None:
-        self._pending.update(changes)
-        for tag, value in changes.items():
-            if tag == PR_ADDRTYPE.name:
-                continue
-            if value is None:
-                self.props.pop(tag, None)
-            else:
-                self.props[tag] = value
-
-    async def set_props(self, props: Mapping[str, Any]) -> dict[str, str]:
-        changes, problems = check_props(props)
-        self._stage(changes)
-        return problems
-
-    async def delete_props(self, tags: list[str]) -> dict[str, str]:
-        changes, problems = check_props({}, deleting=tags)
-        for tag in (PR_DISPLAY_NAME.name, PR_EMAIL_ADDRESS.name):
-            if tag in changes:  # a card needs FN; a recipient needs an address
-                del changes[tag]
-                problems[tag] = ErrorCode.MAPI_E_NO_ACCESS.name
-        self._stage(changes)
-        return problems
-
-    async def save_changes(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        try:
-            props = await self._provider.modify_entry(
-                self._entryid,
-                {k: v for k, v in pending.items() if v is not None},
-                [k for k, v in pending.items() if v is None],
-            )
-        except BaseException:
-            self._pending = {**pending, **self._pending}
-            raise
-        self.props = dict(props)
-
-
-def opened(provider: VCardAddressBook, entryid: bytes, props: Mapping[str, Any]) -> MapiObject:
-    """What open_entry with MAPI_MODIFY gives for a contact."""
-    return WritableMailUser(provider, entryid, props)
-
-
-# --- The provider's write methods (VCardAddressBook delegates here) ---------------------------
-
-
-def _folder(provider: VCardAddressBook) -> Path:
-    """The folder to write, or MAPI_E_NO_ACCESS when the section says `read_only`."""
-    folder = provider._folder
-    if folder is None or provider.uid is None:
-        raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "vcard: not logged on")
-    if provider.read_only():
-        raise MapiError(
-            ErrorCode.MAPI_E_NO_ACCESS,
-            f"the address book {folder} is read-only (read_only = true in its profile section)",
-        )
-    return folder
-
-
-def _target(provider: VCardAddressBook, entryid: bytes, where: str) -> tuple[str, Path]:
-    """(UID, file) of the contact an entry ID names, as the last scan has it."""
-    if _uid_or_none(entryid) != provider.uid:
-        raise MapiError(
-            ErrorCode.MAPI_E_UNKNOWN_ENTRYID,
-            f"{where} is not an entry of this address book",
-            details={"arg": where},
-        )
-    target = _parse_entryid(provider.uid, entryid)
-    if target is None or target.container:
-        what = "the container itself" if target is not None else "no entry of this folder"
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_ENTRYID, f"{where} names {what}", details={"arg": where}
-        )
-    contact = provider._by_uid.get(target.contact_uid or "")
-    if contact is None:
-        raise MapiError(
-            ErrorCode.MAPI_E_NOT_FOUND,
-            f"{where}: no such contact in this address book (deleted meanwhile?)",
-            details={"arg": where},
-        )
-    return contact.uid, contact.path
-
-
-def _uid_or_none(entryid: bytes) -> bytes | None:
-    return uid_of(entryid) if len(entryid) >= ENTRYID_MIN_LENGTH else None
-
-
-def _check_container(provider: VCardAddressBook, container: bytes) -> None:
-    target = _parse_entryid(provider.uid, container)
-    if target is None or not target.container:
-        raise MapiError(ErrorCode.MAPI_E_INVALID_ENTRYID, "not this address book's container")
-
-
-async def create_entry(
-    provider: VCardAddressBook, container: bytes, props: Mapping[str, Any]
-) -> bytes:
-    _check_container(provider, container)
-    folder = _folder(provider)
-    changes, problems = check_props(props)
-    if problems:
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            explain(problems),
-            details={"arg": "props", "problems": problems},
-        )
-    uid = await provider.support.run_blocking(create_card_file, folder, changes)
-    await provider.reload_after_write()
-    assert provider.uid is not None
-    return make(provider.uid, _CONTACT_PREFIX + uid.encode("utf-8"))
-
-
-async def modify_entry(
-    provider: VCardAddressBook,
-    entryid: bytes,
-    props: Mapping[str, Any],
-    delete: Sequence[str],
-) -> Mapping[str, Any]:
-    _folder(provider)
-    uid, path = _target(provider, entryid, "entryid")
-    changes, problems = check_props(props, deleting=delete)
-    if problems:
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            explain(problems),
-            details={"arg": "props", "problems": problems},
-        )
-    await provider.support.run_blocking(edit_card_file, path, uid, changes)
-    await provider.reload_after_write()
-    obj = await provider.open_entry(entryid, 0)
-    return await obj.get_props(None)
-
-
-async def delete_entries(
-    provider: VCardAddressBook, container: bytes, entryids: Sequence[bytes]
-) -> None:
-    _check_container(provider, container)
-    _folder(provider)
-    cards: dict[str, Path] = {}
-    for i, entryid in enumerate(entryids):
-        uid, path = _target(provider, entryid, f"entryids[{i}]")
-        cards[uid] = path
-    await provider.support.run_blocking(delete_card_files, [(p, u) for u, p in cards.items()])
-    await provider.reload_after_write()
+            fsync_dir(folder)

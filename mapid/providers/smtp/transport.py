@@ -1,4 +1,4 @@
-"""The `smtp` message service: a transport that sends through an SMTP server (DESIGN.md 4).
+"""The `smtp` transport provider: sends through an SMTP server (DESIGN.md 4).
 
 smtplib does the talking, always in a worker thread (`support.run_blocking`). The transport
 does not connect at logon: an unreachable server is a temporary failure of a send, shown in
@@ -12,32 +12,23 @@ Failures are sorted for the spooler: a 5xx reply to MAIL or DATA, or every recip
 with a 5xx, is permanent (a non-delivery report); anything the user or the network can mend
 (a 4xx, a refused or timed-out connection, a TLS or certificate failure, a wrong password)
 is temporary, so the message stays queued. No message ever holds the password.
+
+The settings are config.py's, opening a connection connection.py's, the password
+credentials.py's, the envelope envelope.py's and the failures' wording failures.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import re
 import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses, parseaddr
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from mapid.constants import (
-    ResourceMethods,
-    ServiceFlags,
-    SpoolerNotify,
-    StatusCode,
-    ValidateStateFlags,
-)
+from mapid.constants import ResourceMethods, SpoolerNotify, StatusCode, ValidateStateFlags
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_REMOTE_PROGRESS,
@@ -47,23 +38,35 @@ from mapid.proptags import (
 )
 from mapid.providers.base import (
     REMOTE_PROGRESS_IDLE,
-    ConfigProblem,
     Identity,
-    MessageService,
     OutgoingMessage,
     ProviderSupport,
     SendResult,
     TransportFailure,
     TransportProvider,
 )
+from mapid.providers.smtp.config import ADDRTYPE, SmtpSettings
+from mapid.providers.smtp.connection import (
+    ServerNameContext,
+    close_quietly,
+    new_client,
+    open_session,
+    quit_quietly,
+)
+from mapid.providers.smtp.credentials import Credentials
+from mapid.providers.smtp.envelope import (
+    BARE_LF,
+    envelope_sender,
+    mail_options,
+    plausible,
+    unique_addresses,
+)
+from mapid.providers.smtp.failures import address_words, failure_of, reply_failure, reply_text
 
-__all__ = ["DEFAULT_PORTS", "SmtpService", "SmtpSettings", "SmtpTransport", "parse_sender"]
+__all__ = ["BATCH_SLICE_S", "CHECK_AFTER_S", "CONNECTED", "IDLE_CLOSE_S", "SmtpTransport"]
 
 T = TypeVar("T")
 
-ADDRTYPE = "SMTP"
-DEFAULT_PORTS: Mapping[str, int] = {"none": 25, "starttls": 587, "tls": 465}
-DEFAULT_TIMEOUT_S = 30.0
 IDLE_CLOSE_S = 30.0
 """An open connection unused this long is closed (servers drop idle clients after minutes)."""
 CHECK_AFTER_S = 2.0
@@ -74,8 +77,6 @@ BATCH_SLICE_S = 0.5
 """A batch starts its next message only within this many seconds of its start: a slow
 server's batch comes back in pieces, so a stopping daemon does not wait for all of it."""
 
-_HEADER_PARSER = BytesHeaderParser()
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _KNOWN_FLAGS = ValidateStateFlags(0)
 for _flag in ValidateStateFlags:
     _KNOWN_FLAGS |= _flag
@@ -85,85 +86,6 @@ _REMOTE_ONLY = (
     | ValidateStateFlags.ABORT_XP_HEADER_OPERATION
     | ValidateStateFlags.SHOW_XP_SESSION_UI
 )
-
-
-def parse_sender(value: str) -> Identity | None:
-    """`"Ada Lovelace <ada@example.org>"` or `"ada@example.org"` as an Identity; None if bad."""
-    if "\r" in value or "\n" in value or value.count("<") > 1:
-        return None
-    name, address = parseaddr(value)
-    if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address):
-        return None
-    return Identity(display_name=name or address, email=address, addrtype=ADDRTYPE)
-
-
-class _ServerNameContext(ssl.SSLContext):
-    """A verifying client context that always checks the certificate against one host name.
-
-    smtplib passes the host given to its constructor as the TLS server name, and an
-    unconnected client (which the transport needs, to abort a stuck greeting) has none. Rather
-    than set smtplib's private `_host`, the context fills in the name it was made for.
-    """
-
-    expected_host = ""
-
-    @classmethod
-    def for_server(cls, host: str, ca_file: Path | None) -> _ServerNameContext:
-        context = cls(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
-        context.expected_host = host
-        if ca_file is not None:
-            context.load_verify_locations(cafile=str(ca_file))
-        else:
-            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        return context
-
-    def wrap_socket(  # type: ignore[override]
-        self, sock: socket.socket, server_side: bool = False, **kwargs: Any
-    ) -> ssl.SSLSocket:
-        kwargs["server_hostname"] = kwargs.get("server_hostname") or self.expected_host
-        return super().wrap_socket(sock, server_side, **kwargs)
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    """A checked configuration; what the row shows and the connection needs."""
-
-    host: str
-    port: int
-    security: str
-    username: str | None
-    timeout: float
-    sender: Identity | None
-    ca_file: Path | None
-    helo: str | None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], support: ProviderSupport) -> SmtpSettings:
-        problems = SmtpService.check_config(config)
-        if problems:
-            raise MapiError(
-                ErrorCode.MAPI_E_UNCONFIGURED,
-                "smtp: " + "; ".join(f"{p.key}: {p.message}" for p in problems),
-                details={"errors": [{"key": p.key, "message": p.message} for p in problems]},
-            )
-        security = str(config.get("security", "starttls"))
-        sender = config.get("from")
-        ca_file = config.get("ca_file")
-        return cls(
-            host=str(config["host"]),
-            port=int(config.get("port", DEFAULT_PORTS[security])),
-            security=security,
-            username=config.get("username") or None,
-            timeout=float(config.get("timeout", DEFAULT_TIMEOUT_S)),
-            sender=parse_sender(sender) if isinstance(sender, str) else None,
-            ca_file=support.resolve_path(ca_file) if isinstance(ca_file, str) else None,
-            helo=config.get("helo") or None,
-        )
-
-    @property
-    def where(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"smtp://{host}:{self.port} ({self.security})"
 
 
 class SmtpTransport(TransportProvider):
@@ -186,7 +108,7 @@ class SmtpTransport(TransportProvider):
         """The connection a worker thread is opening, so logoff can cut it short."""
         self._last_used = 0.0
         self._tls: ssl.SSLContext | None = None
-        self._secret: str | None = None
+        self._credentials = Credentials(support)
         self._lock = asyncio.Lock()
         self._idle: asyncio.TimerHandle | None = None
         self._idle_task: asyncio.Task[None] | None = None
@@ -248,7 +170,7 @@ class SmtpTransport(TransportProvider):
         for task in (self._idle_task, self._hangup_task):
             if task is not None:
                 task.cancel()
-        self._secret = None
+        self._credentials.forget()
 
     # -- the connection ------------------------------------------------------------------
     def _abort_wire(self) -> None:
@@ -268,7 +190,7 @@ class SmtpTransport(TransportProvider):
         self._unlisten()
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self.support.run_blocking(_quit, conn)
+            await self.support.run_blocking(quit_quietly, conn)
         if show and self._status.startswith(CONNECTED):
             self._show(self._ready_text())
 
@@ -329,52 +251,17 @@ class SmtpTransport(TransportProvider):
                 await self._drop()
 
     async def _password(self) -> str | None:
-        if self.settings.username is None:
-            return None
-        if self._secret is None:
-            try:
-                self._secret = await self.support.password()
-            except MapiError as exc:  # its message says where and why, never the secret
-                raise TransportFailure(f"no password: {exc.message}") from None
-            if self._secret is None:
-                raise TransportFailure(
-                    f"username {self.settings.username} is set but no password: "
-                    "give password_command, keyring or password"
-                )
-        return self._secret
+        return await self._credentials.password(self.settings.username)
 
     def _connect(self, password: str | None) -> smtplib.SMTP:
         """Open, secure and authenticate a connection (in a worker thread)."""
         s = self.settings
         if s.security != "none" and self._tls is None:
-            self._tls = _ServerNameContext.for_server(s.host, s.ca_file)
-        conn: smtplib.SMTP
-        # Made unconnected and then connected, so that _abort_wire can reach its socket
-        # while the greeting, STARTTLS or AUTH is still under way. An unconnected smtplib
-        # client has no server name for TLS; the context supplies it (_ServerNameContext).
-        if s.security == "tls":
-            conn = smtplib.SMTP_SSL(local_hostname=s.helo, timeout=s.timeout, context=self._tls)
-        else:
-            conn = smtplib.SMTP(local_hostname=s.helo, timeout=s.timeout)
-        self._connecting = conn
+            self._tls = ServerNameContext.for_server(s.host, s.ca_file)
+        conn = new_client(s, self._tls)
+        self._connecting = conn  # so that _abort_wire can reach its socket meanwhile
         try:
-            conn.connect(s.host, s.port)
-            conn.ehlo_or_helo_if_needed()
-            if s.security == "starttls":
-                if not conn.has_extn("starttls"):
-                    raise TransportFailure(f"{s.where}: the server does not offer STARTTLS")
-                conn.starttls(context=self._tls)
-                conn.ehlo()
-            if s.username is not None:
-                if not conn.has_extn("auth"):
-                    raise TransportFailure(
-                        f"authentication failed: {s.where} offers no AUTH"
-                        + (" before STARTTLS" if s.security == "none" else "")
-                    )
-                conn.login(s.username, password or "")
-        except BaseException:
-            _close(conn)
-            raise
+            open_session(conn, s, self._tls, password)
         finally:
             self._connecting = None
         return conn
@@ -389,7 +276,7 @@ class SmtpTransport(TransportProvider):
             except (smtplib.SMTPException, OSError):
                 alive = False
             if not alive:
-                _close(conn)
+                close_quietly(conn)
                 conn = self._conn = None
         if conn is not None:
             return conn, False
@@ -436,7 +323,7 @@ class SmtpTransport(TransportProvider):
     def _failed(self, failure: TransportFailure) -> None:
         self._show(f"Send failed: {failure.message} ({self.settings.where})")
         if "authentication failed" in failure.message:
-            self._secret = None  # a fixed password_command is asked again next time
+            self._credentials.forget()  # a fixed password_command is asked again next time
 
     async def _locked_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run `fn` in a worker thread under the connection lock. The lock goes when the
@@ -485,74 +372,61 @@ class SmtpTransport(TransportProvider):
 
     def _transaction(self, message: OutgoingMessage, password: str | None) -> SendResult:
         s = self.settings
-        sender = _envelope_sender(s.sender or message.sender, message.mime)
-        recipients = _unique([r.address.strip() for r in message.recipients])
+        sender = envelope_sender(s.sender or message.sender, message.mime)
+        recipients = unique_addresses([r.address.strip() for r in message.recipients])
         refused: dict[str, str] = {}
-        bad = [a for a in recipients if not _plausible(a)]
+        bad = [a for a in recipients if not plausible(a)]
         for address in bad:
             refused[address] = "not a valid e-mail address (not sent)"
         recipients = [a for a in recipients if a not in refused]
         if not recipients:
-            raise TransportFailure("no valid recipient: " + _words(refused), permanent=True)
-        body = _BARE_LF.sub(b"\r\n", message.mime)
+            raise TransportFailure("no valid recipient: " + address_words(refused), permanent=True)
+        body = BARE_LF.sub(b"\r\n", message.mime)
 
         conn, new = self._usable(password)
-        options = self._mail_options(conn, sender, recipients, body)
+        options = mail_options(conn, sender, recipients, body)
         try:
             code, reply = conn.mail(sender, options)
         except smtplib.SMTPServerDisconnected:
             if new:
                 raise
-            _close(conn)  # the server dropped the connection we kept: one more, at once
+            close_quietly(conn)  # the server dropped the connection we kept: one more, at once
             self._conn = None
             conn, new = self._usable(password)
             code, reply = conn.mail(sender, options)
         if code != 250:
             self._reset(conn)
-            raise _reply_failure("MAIL FROM", code, reply, s)
+            raise reply_failure("MAIL FROM", code, reply, s)
 
         temporary: dict[str, str] = {}
         for address in recipients:
             code, reply = conn.rcpt(address, [])
             if code in (250, 251):
                 continue
-            words = f"{code} {_text(reply)}"
+            words = f"{code} {reply_text(reply)}"
             (temporary if 400 <= code < 500 else refused)[address] = words
         if temporary:  # retry the whole message later rather than send it twice
             self._reset(conn)
-            raise TransportFailure(f"recipient deferred: {_words(temporary)}")
+            raise TransportFailure(f"recipient deferred: {address_words(temporary)}")
         if len(refused) == len(recipients) + len(bad):
             self._reset(conn)
-            raise TransportFailure(f"every recipient refused: {_words(refused)}", permanent=True)
+            raise TransportFailure(
+                f"every recipient refused: {address_words(refused)}", permanent=True
+            )
 
         code, reply = conn.data(body)
         if code != 250:
             self._reset(conn)
-            raise _reply_failure("DATA", code, reply, s)
-        return SendResult(refused=refused, response=f"{code} {_text(reply)}")
-
-    @staticmethod
-    def _mail_options(
-        conn: smtplib.SMTP, sender: str, recipients: list[str], body: bytes
-    ) -> list[str]:
-        options: list[str] = []
-        if not (sender + "".join(recipients)).isascii():
-            if not conn.has_extn("smtputf8"):
-                raise TransportFailure(
-                    "the server does not take non-ASCII addresses (no SMTPUTF8)", permanent=True
-                )
-            options.append("SMTPUTF8")
-        if not body.isascii() and conn.has_extn("8bitmime"):
-            options.append("BODY=8BITMIME")
-        return options
+            raise reply_failure("DATA", code, reply, s)
+        return SendResult(refused=refused, response=f"{code} {reply_text(reply)}")
 
     def _broken(self, exc: BaseException) -> TransportFailure:
         """The connection is in an unknown state after `exc`: it goes, the next send opens
         a new one."""
         if self._conn is not None:
-            _close(self._conn)
+            close_quietly(self._conn)
             self._conn = None
-        return _failure(exc, self.settings)
+        return failure_of(exc, self.settings)
 
     def _reset(self, conn: smtplib.SMTP) -> None:
         """RSET after a refusal keeps the connection for the next message; if that fails,
@@ -562,7 +436,7 @@ class SmtpTransport(TransportProvider):
                 return
         except (smtplib.SMTPException, OSError):
             pass
-        _close(conn)
+        close_quietly(conn)
         self._conn = None
 
     # -- status object -------------------------------------------------------------------
@@ -603,7 +477,8 @@ class SmtpTransport(TransportProvider):
             raise
         if settings != self._settings or notify:
             await self._drop(show=False)
-            self._settings, self._tls, self._secret = settings, None, None
+            self._settings, self._tls = settings, None
+            self._credentials.forget()
         self._show(self._ready_text(), code=True)
         if notify:
             self.support.spooler_notify(SpoolerNotify.NOTIFY_CONFIG_CHANGE)
@@ -628,201 +503,8 @@ class SmtpTransport(TransportProvider):
             conn, _new = self._usable(password)
             code, reply = conn.noop()
             if code != 250:
-                raise _reply_failure("NOOP", code, reply, self.settings)
+                raise reply_failure("NOOP", code, reply, self.settings)
         except TransportFailure:
             raise
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             raise self._broken(exc) from None
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _quit(conn: smtplib.SMTP) -> None:
-    with contextlib.suppress(smtplib.SMTPException, OSError):
-        conn.quit()
-    _close(conn)
-
-
-def _close(conn: smtplib.SMTP) -> None:
-    with contextlib.suppress(OSError):
-        conn.close()
-
-
-def _unique(addresses: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for address in addresses:
-        if address.lower() not in seen:
-            seen.add(address.lower())
-            out.append(address)
-    return out
-
-
-def _plausible(address: str) -> bool:
-    return bool(re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address))
-
-
-def _envelope_sender(identity: Identity | None, mime: bytes) -> str:
-    """The reverse-path: the transport's `from`, else the spooler's sender, else From."""
-    if identity is not None and _plausible(identity.email):
-        return identity.email
-    headers = _HEADER_PARSER.parsebytes(mime, headersonly=True)
-    for _name, address in getaddresses(headers.get_all("From", [])):
-        if _plausible(address):
-            return address
-    raise TransportFailure(
-        "no sender address: the session has no identity and the message no From "
-        "(set the smtp service's from)",
-        permanent=True,
-    )
-
-
-def _text(reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
-
-
-def _words(by_address: Mapping[str, str]) -> str:
-    return "; ".join(f"{address}: {words}" for address, words in by_address.items())
-
-
-def _reply_failure(command: str, code: int, reply: bytes | str, s: SmtpSettings) -> Exception:
-    words = f"{code} {_text(reply)}"
-    if 500 <= code < 600:
-        return TransportFailure(f"{command} refused: {words}", permanent=True)
-    return TransportFailure(f"{command} deferred: {words}")
-
-
-def _failure(exc: BaseException, s: SmtpSettings) -> TransportFailure:
-    """A clear, temporary-or-permanent failure for an exception of smtplib, ssl or socket."""
-    where = f"{s.host}:{s.port}"
-    if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return TransportFailure(
-            f"authentication failed for {s.username}: {exc.smtp_code} {_text(exc.smtp_error)}"
-        )
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return TransportFailure(f"authentication failed: {exc}")
-    if isinstance(exc, smtplib.SMTPResponseException):
-        words = f"{exc.smtp_code} {_text(exc.smtp_error)}"
-        return TransportFailure(f"server said {words}", permanent=500 <= exc.smtp_code < 600)
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return TransportFailure(
-            f"certificate check failed for {s.host}: {exc.verify_message or exc.reason}"
-            + ("" if s.ca_file else " (a private CA? set ca_file)")
-        )
-    if isinstance(exc, ssl.SSLError):
-        return TransportFailure(f"TLS with {where} failed: {exc.reason or exc}")
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return TransportFailure(f"{where} did not answer within {s.timeout:g} s (timed out)")
-    if isinstance(exc, ConnectionRefusedError):
-        return TransportFailure(f"connection refused by {where} (is the server running?)")
-    if isinstance(exc, socket.gaierror):
-        return TransportFailure(f"host {s.host} not found: {exc.strerror}")
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return TransportFailure(f"{where} closed the connection")
-    if isinstance(exc, FileNotFoundError) and s.ca_file is not None:
-        return TransportFailure(f"ca_file {s.ca_file} does not exist")
-    if isinstance(exc, OSError):
-        return TransportFailure(f"cannot reach {where}: {exc.strerror or exc}")
-    return TransportFailure(f"{type(exc).__name__}: {exc}", permanent=True)
-
-
-# -- the service -------------------------------------------------------------------------------
-
-
-class SmtpService(MessageService):
-    """The `smtp` service: one transport provider for address type SMTP."""
-
-    name = "smtp"
-    display_name = "SMTP transport"
-    flags = ServiceFlags.SERVICE_NO_PRIMARY_IDENTITY
-    providers = (SmtpTransport,)
-    config_schema: ClassVar[dict[str, Any]] = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "SMTP transport",
-        "type": "object",
-        "properties": {
-            "host": {
-                "type": "string",
-                "pattern": "^[^\\s/]+$",
-                "x-error": "must be a host name or address",
-                "description": "The SMTP server (submission server of your provider).",
-            },
-            "port": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 65535,
-                "description": "Default by security: 25 (none), 587 (starttls), 465 (tls).",
-            },
-            "security": {
-                "enum": ["none", "starttls", "tls"],
-                "default": "starttls",
-                "x-error": 'must be "none", "starttls" or "tls"',
-                "description": "starttls: upgrade after connecting; tls: TLS from the start. "
-                "Certificates and host names are always checked.",
-            },
-            "username": {"type": "string", "description": "AUTH user; AUTH only when set."},
-            "password": {
-                "type": "string",
-                "description": "Only in a profile file that no one else can read.",
-            },
-            "password_command": {
-                "type": ["string", "array"],
-                "items": {"type": "string"},
-                "description": "A program that prints the password (no shell).",
-            },
-            "keyring": {"type": "string", "description": "Secret Service entry (with username)."},
-            "timeout": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "default": DEFAULT_TIMEOUT_S,
-                "description": "Seconds to wait for the server at each step.",
-            },
-            "from": {
-                "type": "string",
-                "description": 'Send as "Name <addr>" or addr instead of the session identity.',
-            },
-            "ca_file": {
-                "type": "string",
-                "description": "PEM file of a private CA to check the server's certificate "
-                "with (default: the system's CAs).",
-            },
-            "helo": {"type": "string", "description": "The name to greet with (EHLO)."},
-            "display_name": {"type": "string", "description": "Name of the transport."},
-        },
-        "required": ["host"],
-        "additionalProperties": False,
-    }
-
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:
-        problems = super().check_config(config)
-        sender = config.get("from")
-        if isinstance(sender, str) and parse_sender(sender) is None:
-            problems.append(ConfigProblem("from", 'must be "Name <name@domain>" or name@domain'))
-        host = config.get("host")
-        if (
-            config.get("username")
-            and config.get("security") == "none"
-            and isinstance(host, str)
-            and not _loopback(host)
-        ):
-            problems.append(
-                ConfigProblem(
-                    "security",
-                    'must be "starttls" or "tls" with a username: "none" would send the '
-                    "password unencrypted (it is only for a server on this machine)",
-                )
-            )
-        return problems
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` names this machine (a password may cross loopback unencrypted)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
