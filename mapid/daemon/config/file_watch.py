@@ -2,9 +2,9 @@
 
 Providers watch their own directories (a Maildir's `new/` and `cur/`, a vCard folder) so that
 what other programs do on disk becomes notifications. The daemon runs one watchdog observer
-for all of them (the configuration watcher in watcher.py keeps its own), with one watch per
-directory path however many callbacks share it: ten sessions on the same profile cost one
-inotify watch per directory, not ten.
+for all of them (the configuration watcher in watcher.py keeps its own; both are a
+`FallbackObserver`), with one watch per directory path however many callbacks share it: ten
+sessions on the same profile cost one inotify watch per directory, not ten.
 
 The observer thread only hands events to the asyncio loop (`call_soon_threadsafe`). On the
 loop, each callback collects the changed paths for `coalesce` seconds after the first event
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import threading
@@ -70,20 +71,145 @@ LIMIT_ERRNOS = {
 
 
 class _Handler(FileSystemEventHandler):
-    """Runs on the observer thread: name the paths, hop to the loop, nothing else."""
+    """Runs on the observer thread: hands every event to `on_event`, nothing else."""
 
-    def __init__(self, watcher: DirectoryWatcher, key: str) -> None:
+    def __init__(self, on_event: Callable[[FileSystemEvent], None]) -> None:
         super().__init__()
-        self._watcher = watcher
-        self._key = key
+        self.on_event = on_event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = {Path(os.fsdecode(raw)) for raw in (event.src_path, event.dest_path) if raw}
-        loop = self._watcher.loop
-        if loop is None or not paths:
+        self.on_event(event)
+
+
+class FallbackObserver:
+    """Non-recursive directory watches, keyed by path, on one watchdog observer.
+
+    The observer (`observer_factory`, by default watchdog's native `Observer`; in "polling"
+    mode a `PollingObserver`) starts with the first `schedule()`. When inotify runs out of
+    watches or instances, from `schedule()` or from `start()`, every path moves once to
+    polling, with one warning logged as "`name`: `warning`". With `join`, a stopped observer
+    is joined at once, else by a daemon thread (a polling one can take up to its interval).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        name: str,
+        *,
+        polling: bool,
+        poll_interval: float,
+        observer_factory: ObserverFactory | None,
+        polls: str = "polling",
+        follow_symlink: bool = False,
+        join: bool = False,
+    ) -> None:
+        self._log = logger
+        self.name = name
+        self.poll_interval = poll_interval
+        self._polls = polls
+        self._factory: ObserverFactory = observer_factory or (lambda: Observer())
+        self._follow_symlink = follow_symlink
+        self._join = join
+        self.mode = "polling" if polling else "inotify"
+        self.warning: str | None = None
+        self.observer: BaseObserver | None = None
+        self._handlers: dict[str, _Handler] = {}
+        self._observed: dict[str, ObservedWatch] = {}
+
+    def schedule(self, path: str, on_event: Callable[[FileSystemEvent], None]) -> None:
+        """Watch `path`, starting the observer if need be; `on_event` runs on its thread. An
+        error other than an inotify limit raises (and stops an observer left idle)."""
+        handler = _Handler(on_event)
+        try:
+            self._observe(self._start(), path, handler)
+        except OSError as exc:
+            if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
+                if not self._handlers:
+                    self.stop()
+                raise
+            self._fall_back(exc)
+            self._observe(self._start(), path, handler)
+        self._handlers[path] = handler
+
+    def unschedule(self, path: str) -> None:
+        self._handlers.pop(path, None)
+        observed = self._observed.pop(path, None)
+        if observed is not None and self.observer is not None:
+            with contextlib.suppress(KeyError, OSError):
+                self.observer.unschedule(observed)
+
+    def set_polling(self, polling: bool) -> None:
+        """Move every path to polling, or back to the native observer."""
+        self.mode = "polling" if polling else "inotify"
+        if polling:
+            self.warning = None
+        if self.observer is not None:
+            self._halt()
+            self._restart()
+
+    def stop(self) -> None:
+        """Forget every path and stop the observer."""
+        self._handlers.clear()
+        self._halt()
+
+    def _start(self) -> BaseObserver:
+        if self.observer is None:
+            polling = self.mode == "polling"
+            observer = PollingObserver(timeout=self.poll_interval) if polling else self._factory()
+            observer.daemon = True
+            self.observer = observer
+            try:
+                observer.start()
+            except BaseException:
+                self._halt()
+                raise
+        return self.observer
+
+    def _observe(self, observer: BaseObserver, path: str, handler: _Handler) -> None:
+        self._observed[path] = observer.schedule(
+            handler, path, event_filter=EVENT_FILTER, follow_symlink=self._follow_symlink
+        )
+
+    def _restart(self) -> None:
+        """Watch every path on a new observer; a path that cannot be watched is logged."""
+        try:
+            observer = self._start()
+        except OSError as exc:
+            if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
+                raise
+            self._fall_back(exc)
             return
-        with contextlib.suppress(RuntimeError):  # the loop is closing
-            loop.call_soon_threadsafe(self._watcher._deliver, self._key, paths)
+        for path, handler in self._handlers.items():
+            try:
+                self._observe(observer, path, handler)
+            except OSError as again:
+                if again.errno in LIMIT_ERRNOS and self.mode != "polling":
+                    self._fall_back(again)
+                    return
+                self._log.warning("%s: cannot watch %s: %s", self.name, path, again)
+
+    def _fall_back(self, exc: OSError) -> None:
+        """Replace inotify by polling for every path after a limit error."""
+        reason = LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
+        self.warning = f"{reason}; {self._polls} every {self.poll_interval:g} s"
+        self.mode = "polling"
+        self._log.warning("%s: %s", self.name, self.warning)
+        self._halt()
+        self._restart()
+
+    def _halt(self) -> None:
+        observer, self.observer = self.observer, None
+        self._observed.clear()
+        if observer is None:
+            return
+        with contextlib.suppress(Exception):
+            observer.unschedule_all()
+        with contextlib.suppress(Exception):
+            observer.stop()
+        if observer.is_alive() and self._join:
+            observer.join(timeout=5)
+        elif observer.is_alive():
+            threading.Thread(target=observer.join, args=(5,), daemon=True).start()
 
 
 @dataclass(eq=False)
@@ -92,13 +218,6 @@ class _Subscriber:
     pending: set[Path] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     stopped: bool = False
-
-
-@dataclass(eq=False)
-class _Watch:
-    path: Path
-    subscribers: list[_Subscriber] = field(default_factory=list)
-    observed: ObservedWatch | None = None
 
 
 class DirectoryWatcher:
@@ -115,13 +234,30 @@ class DirectoryWatcher:
         self.coalesce = coalesce
         self.poll_interval = poll_interval
         self._use_polling = use_polling
-        self._observer_factory: ObserverFactory = observer_factory or (lambda: Observer())
-        self.mode = "polling" if use_polling else "inotify"
-        self.warning: str | None = None
-        """Why the watcher polls instead of using inotify; None when all is well."""
+        self._fallback = FallbackObserver(
+            log,
+            "directory watcher",
+            polling=use_polling,
+            poll_interval=poll_interval,
+            observer_factory=observer_factory,
+            polls="polling provider directories",
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._observer: BaseObserver | None = None
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, list[_Subscriber]] = {}
+
+    @property
+    def mode(self) -> str:
+        """The observer in use: "inotify" (watchdog's native one) or "polling"."""
+        return self._fallback.mode
+
+    @property
+    def warning(self) -> str | None:
+        """Why the watcher polls instead of using inotify; None when all is well."""
+        return self._fallback.warning
+
+    @property
+    def _observer(self) -> BaseObserver | None:  # the running observer, if any
+        return self._fallback.observer
 
     # -- public -------------------------------------------------------------------------
 
@@ -130,15 +266,13 @@ class DirectoryWatcher:
         function that stops this callback's watch. A missing directory raises OSError."""
         self.loop = asyncio.get_running_loop()
         key = os.path.abspath(path)
-        watch = self._watches.get(key)
-        if watch is None:
+        if key not in self._watches:
             if not os.path.isdir(key):
                 raise FileNotFoundError(errno.ENOENT, "no such directory to watch", key)
-            watch = _Watch(Path(key))
-            self._schedule(watch)
-            self._watches[key] = watch
+            self._fallback.schedule(key, functools.partial(self._on_event, key))
+            self._watches[key] = []
         subscriber = _Subscriber(callback)
-        watch.subscribers.append(subscriber)
+        self._watches[key].append(subscriber)
 
         def stop() -> None:
             self._unsubscribe(key, subscriber)
@@ -147,119 +281,46 @@ class DirectoryWatcher:
 
     def paths(self) -> list[Path]:
         """The directories being watched."""
-        return [watch.path for watch in self._watches.values()]
+        return [Path(key) for key in self._watches]
 
     def set_polling(self, polling: bool) -> None:
         """Follow mapid.toml's `watch = "poll"` (network file systems): move every watch to
         polling, or back to inotify; the watches and their callbacks stay."""
-        if polling == self._use_polling:
-            return
-        self._use_polling = polling
-        self.mode = "polling" if polling else "inotify"
-        if polling:
-            self.warning = None
-        if self._observer is None:
-            return
-        self._stop_observer()
-        try:
-            observer = self._ensure_observer()
-        except OSError as exc:
-            if exc.errno not in LIMIT_ERRNOS:
-                raise
-            self._fall_back(exc)
-            return
-        for watch in self._watches.values():
-            try:
-                watch.observed = self._observe(observer, watch)
-            except OSError as exc:
-                if exc.errno in LIMIT_ERRNOS and self.mode != "polling":
-                    self._fall_back(exc)
-                    return
-                watch.observed = None
-                log.warning("directory watcher: cannot watch %s: %s", watch.path, exc)
+        if polling != self._use_polling:
+            self._use_polling = polling
+            self._fallback.set_polling(polling)
 
     def stop_all(self) -> None:
         """Stop every watch and the observer (daemon shutdown)."""
-        for watch in self._watches.values():
-            for subscriber in watch.subscribers:
+        for subscribers in self._watches.values():
+            for subscriber in subscribers:
                 self._cancel(subscriber)
         self._watches.clear()
-        self._stop_observer()
-
-    # -- observer -----------------------------------------------------------------------
-
-    def _ensure_observer(self) -> BaseObserver:
-        if self._observer is None:
-            observer = (
-                PollingObserver(timeout=self.poll_interval)
-                if self.mode == "polling"
-                else self._observer_factory()
-            )
-            observer.daemon = True
-            observer.start()
-            self._observer = observer
-        return self._observer
-
-    def _schedule(self, watch: _Watch) -> None:
-        try:
-            observer = self._ensure_observer()
-            watch.observed = self._observe(observer, watch)
-        except OSError as exc:
-            if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
-                if not self._watches:
-                    self._stop_observer()
-                raise
-            self._fall_back(exc)
-            watch.observed = self._observe(self._ensure_observer(), watch)
-
-    def _observe(self, observer: BaseObserver, watch: _Watch) -> ObservedWatch:
-        """Schedule one directory on `observer` (not recursive, content events only)."""
-        path = str(watch.path)
-        return observer.schedule(
-            _Handler(self, path), path, recursive=False, event_filter=EVENT_FILTER
-        )
-
-    def _fall_back(self, exc: OSError) -> None:
-        """Replace inotify by polling for every path after a limit error."""
-        reason = LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
-        self.warning = f"{reason}; polling provider directories every {self.poll_interval:g} s"
-        self.mode = "polling"
-        log.warning("directory watcher: %s", self.warning)
-        self._stop_observer()
-        observer = self._ensure_observer()
-        for watch in self._watches.values():
-            try:
-                watch.observed = self._observe(observer, watch)
-            except OSError as again:
-                watch.observed = None
-                log.warning("directory watcher: cannot watch %s: %s", watch.path, again)
-
-    def _stop_observer(self) -> None:
-        observer, self._observer = self._observer, None
-        if observer is None:
-            return
-        with contextlib.suppress(Exception):
-            observer.unschedule_all()
-        observer.stop()
-        # Joining a polling observer can take up to its interval: not on the loop.
-        threading.Thread(target=observer.join, args=(5,), daemon=True).start()
+        self._fallback.stop()
 
     def _unsubscribe(self, key: str, subscriber: _Subscriber) -> None:
         self._cancel(subscriber)
-        watch = self._watches.get(key)
-        if watch is None or subscriber not in watch.subscribers:
+        subscribers = self._watches.get(key)
+        if subscribers is None or subscriber not in subscribers:
             return
-        watch.subscribers.remove(subscriber)
-        if watch.subscribers:
+        subscribers.remove(subscriber)
+        if subscribers:
             return
         del self._watches[key]
-        if watch.observed is not None and self._observer is not None:
-            with contextlib.suppress(KeyError, OSError):
-                self._observer.unschedule(watch.observed)
+        self._fallback.unschedule(key)
         if not self._watches:
-            self._stop_observer()
+            self._fallback.stop()
 
     # -- events -------------------------------------------------------------------------
+
+    def _on_event(self, key: str, event: FileSystemEvent) -> None:
+        """On the observer thread: name the paths, hop to the loop, nothing else."""
+        paths = {Path(os.fsdecode(raw)) for raw in (event.src_path, event.dest_path) if raw}
+        loop = self.loop
+        if loop is None or not paths:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._deliver, key, paths)
 
     @staticmethod
     def _cancel(subscriber: _Subscriber) -> None:
@@ -271,10 +332,10 @@ class DirectoryWatcher:
 
     def _deliver(self, key: str, paths: set[Path]) -> None:
         """On the loop: queue the paths for each callback of the watch."""
-        watch = self._watches.get(key)
-        if watch is None or self.loop is None:
+        subscribers = self._watches.get(key)
+        if subscribers is None or self.loop is None:
             return
-        for subscriber in watch.subscribers:
+        for subscriber in subscribers:
             subscriber.pending |= paths
             if subscriber.timer is None:
                 subscriber.timer = self.loop.call_later(self.coalesce, self._flush, subscriber)

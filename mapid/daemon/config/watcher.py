@@ -42,16 +42,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from watchdog.events import (
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
+from watchdog.events import FileSystemEvent
 
 from mapid.daemon.config.daemon_config import CONFIG_FILE, PROFILES_DIR
-from mapid.daemon.config.file_watch import EVENT_FILTER, LIMIT_ERRNOS
+from mapid.daemon.config.file_watch import FallbackObserver, ObserverFactory
 from mapid.daemon.config.profiles import is_profile_file_name
 
 log = logging.getLogger("mapid.watcher")
@@ -65,7 +59,6 @@ SETTLE_LIMIT_S = 10.0
 is taken as it then is."""
 
 OnChange = Callable[[set[Path]], Awaitable[None]]
-ObserverFactory = Callable[[], BaseObserver]
 
 
 def _sha256(path: Path) -> str | None:
@@ -81,36 +74,6 @@ def _sha256(path: Path) -> str | None:
         return None
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
-
-
-class _Handler(FileSystemEventHandler):
-    """Runs on the observer thread: filter by name, hop to the loop, nothing else."""
-
-    def __init__(self, watcher: ConfigWatcher) -> None:
-        super().__init__()
-        self._watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        watcher = self._watcher
-        file_hit = False
-        dir_hit = False
-        for raw in (event.src_path, event.dest_path):
-            if not raw:
-                continue
-            path = os.fsdecode(raw)
-            if event.is_directory:
-                if path in (watcher._profiles_s, watcher._directory_s):
-                    dir_hit = True
-            elif watcher._is_config_path(path):
-                file_hit = True
-        if not (file_hit or dir_hit):
-            return
-        loop = watcher._loop
-        if loop is None:
-            return
-        # The loop may be closing while the observer thread still delivers an event.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(watcher._note_event, dir_hit)
 
 
 class ConfigWatcher:
@@ -158,19 +121,17 @@ class ConfigWatcher:
         self.debounce = debounce
         self.ceiling = ceiling
         self.poll_interval = poll_interval
-        self._use_polling = use_polling
-        self._observer_factory: ObserverFactory = observer_factory or (lambda: Observer())
-
-        self.mode: str = "polling" if use_polling else "inotify"
-        """"inotify" (watchdog's native observer) or "polling"."""
-        self.warning: str | None = None
-        """Why the watcher fell back to polling, for `mapictl status`; None when all is well."""
-
+        self._fallback = FallbackObserver(
+            log,
+            "config watcher",
+            polling=use_polling,
+            poll_interval=poll_interval,
+            observer_factory=observer_factory,
+            follow_symlink=True,
+            join=True,  # stop() + join() of an inotify observer take well under 1 ms
+        )
         self._known: dict[Path, str] = {}
         self._primed = False
-        self._handler = _Handler(self)
-        self._observer: BaseObserver | None = None
-        self._profiles_watch: ObservedWatch | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._first: float | None = None
@@ -179,6 +140,16 @@ class ConfigWatcher:
         self._stopping = False
         self.rounds = 0
         """Rounds run (hash-and-compare passes), whether or not they called `on_change`."""
+
+    @property
+    def mode(self) -> str:
+        """The observer in use: "inotify" (watchdog's native one) or "polling"."""
+        return self._fallback.mode
+
+    @property
+    def warning(self) -> str | None:
+        """Why the watcher fell back to polling, for `mapictl status`; None when all is well."""
+        return self._fallback.warning
 
     # -- public -------------------------------------------------------------------------
 
@@ -206,15 +177,13 @@ class ConfigWatcher:
         if not self._primed:
             self.prime()
         self._stopping = False
-        if self._use_polling:
-            self._start_observer(self._new_polling_observer())
-        else:
-            try:
-                self._start_observer(self._observer_factory())
-            except OSError as exc:
-                if exc.errno not in LIMIT_ERRNOS:
-                    raise
-                self._fall_back(exc)
+        try:  # on failure nothing is left running
+            self._fallback.schedule(self._directory_s, self._on_event)
+            if self.profiles_dir.is_dir():
+                self._fallback.schedule(self._profiles_s, self._on_event)
+        except BaseException:
+            self._fallback.stop()
+            raise
         self._task = self._loop.create_task(self._run(), name="mapid-config-watcher")
 
     async def stop(self) -> None:
@@ -230,90 +199,52 @@ class ConfigWatcher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        observer, self._observer = self._observer, None
-        self._profiles_watch = None
-        if observer is not None:
-            await asyncio.to_thread(self._halt, observer)
+        if self._fallback.observer is not None:
+            await asyncio.to_thread(self._fallback.stop)
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    # -- observers ----------------------------------------------------------------------
-
-    def _new_polling_observer(self) -> BaseObserver:
-        return PollingObserver(timeout=self.poll_interval)
-
-    def _schedule(self, observer: BaseObserver, path: Path) -> ObservedWatch:
-        return observer.schedule(
-            self._handler,
-            str(path),
-            recursive=False,
-            event_filter=EVENT_FILTER,
-            follow_symlink=True,
-        )
-
-    def _start_observer(self, observer: BaseObserver) -> None:
-        """Schedule both watches and start; on failure nothing is left running."""
-        self._observer = observer
-        self._profiles_watch = None
-        try:
-            self._schedule(observer, self.directory)
-            if self.profiles_dir.is_dir():
-                self._profiles_watch = self._schedule(observer, self.profiles_dir)
-            observer.start()
-        except BaseException:
-            self._observer = None
-            self._profiles_watch = None
-            self._halt(observer)
-            raise
-
-    @staticmethod
-    def _halt(observer: BaseObserver) -> None:
-        with contextlib.suppress(Exception):
-            observer.unschedule_all()
-        with contextlib.suppress(Exception):
-            observer.stop()
-        if observer.is_alive():
-            observer.join(timeout=5)
-
-    def _fall_back(self, exc: OSError) -> None:
-        """Replace the native observer by polling after an inotify limit error."""
-        reason = LIMIT_ERRNOS.get(exc.errno or 0, str(exc))
-        self.warning = f"{reason}; polling every {self.poll_interval:g} s"
-        self.mode = "polling"
-        log.warning("config watcher: %s", self.warning)
-        old, self._observer = self._observer, None
-        if old is not None:
-            self._halt(old)  # stop() + join() of an inotify observer take well under 1 ms
-        self._start_observer(self._new_polling_observer())
+    # -- observer ----------------------------------------------------------------------
 
     def _sync_profiles_watch(self) -> None:
         """(Re)watch `profiles/` after it was created, deleted, moved or replaced."""
-        observer = self._observer
-        if observer is None:
+        if self._fallback.observer is None:
             return
-        if self._profiles_watch is not None:
-            # A stale watch (its directory gone) would otherwise block a new one: watchdog
-            # keys watches by path and keeps the dead emitter.
-            with contextlib.suppress(KeyError, OSError):
-                observer.unschedule(self._profiles_watch)
-            self._profiles_watch = None
+        # A stale watch (its directory gone) would otherwise block a new one: watchdog keys
+        # watches by path and keeps the dead emitter.
+        self._fallback.unschedule(self._profiles_s)
         if not self.profiles_dir.is_dir():
             return
+        mode = self.mode
         try:
-            self._profiles_watch = self._schedule(observer, self.profiles_dir)
-        except FileNotFoundError:
-            self._profiles_watch = None  # gone again; its deletion event will follow
+            self._fallback.schedule(self._profiles_s, self._on_event)
         except OSError as exc:
-            if exc.errno not in LIMIT_ERRNOS or self.mode == "polling":
+            if self.mode != mode:  # an inotify limit, and then polling failed too
+                self._fallback.warning = f"not watching {self.directory}: {exc}"
+                log.error("config watcher: %s", self._fallback.warning)
+                self._fallback.stop()
+            elif not isinstance(exc, FileNotFoundError):  # else its deletion event follows
                 log.warning("config watcher: cannot watch %s: %s", self.profiles_dir, exc)
-                return
-            try:
-                self._fall_back(exc)
-            except OSError as again:
-                self.warning = f"not watching {self.directory}: {again}"
-                log.error("config watcher: %s", self.warning)
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        """On the observer thread: filter by name, hop to the loop, nothing else."""
+        file_hit = dir_hit = False
+        for raw in (event.src_path, event.dest_path):
+            if not raw:
+                continue
+            path = os.fsdecode(raw)
+            if event.is_directory:
+                if path in (self._profiles_s, self._directory_s):
+                    dir_hit = True
+            elif self._is_config_path(path):
+                file_hit = True
+        loop = self._loop
+        if (file_hit or dir_hit) and loop is not None:
+            # The loop may be closing while the observer thread still delivers an event.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._note_event, dir_hit)
 
     # -- events and rounds ----------------------------------------------------------------
 
@@ -333,11 +264,11 @@ class ConfigWatcher:
         self._last = now
         if dir_hit:
             if not self.directory.is_dir():
-                self.warning = (
+                self._fallback.warning = (
                     f"configuration directory {self.directory} was removed; "
                     "restart the daemon to watch it again"
                 )
-                log.warning("config watcher: %s", self.warning)
+                log.warning("config watcher: %s", self._fallback.warning)
             # Watch a new profiles/ at once, so files written into it right after its
             # creation are seen; the round's full scan covers any written before.
             self._sync_profiles_watch()
