@@ -14,9 +14,10 @@ from typing import Any
 
 from mapid.constants import ObjectType
 from mapid.daemon.bus.registry import EntryIdList, OpContext, Props, op
-from mapid.daemon.ops.store_ops import slot_by_key
+from mapid.daemon.ops.common import entry_of, session_of
 from mapid.daemon.sessions.address_book import AddressBook
 from mapid.daemon.sessions.handles import OpenObject
+from mapid.daemon.sessions.routing import slot_by_key
 from mapid.daemon.sessions.slots import SlotState
 from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
@@ -31,14 +32,13 @@ _HOW = (
 
 async def _container(ctx: OpContext, what: str) -> tuple[AddressBookProvider, bytes]:
     """The provider and entry ID of the handle's container, which must be writable."""
-    assert ctx.obj is not None and ctx.session is not None
-    entry: OpenObject = ctx.obj
+    entry: OpenObject = entry_of(ctx)
     if entry.object_type != ObjectType.MAPI_ABCONT or isinstance(entry.obj, AddressBook):
         raise MapiError(
             ErrorCode.MAPI_E_NO_SUPPORT,
             f"cannot {what}: this handle is not an address-book container ({_HOW})",
         )
-    slot = slot_by_key(ctx.session, entry.owner)
+    slot = slot_by_key(session_of(ctx), entry.owner)
     provider = slot.provider if slot is not None else None
     if (
         slot is None

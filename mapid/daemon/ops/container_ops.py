@@ -32,15 +32,18 @@ from mapid.daemon.bus.registry import (
     StrList,
     op,
 )
-from mapid.daemon.ops.store_ops import (
+from mapid.daemon.ops.common import (
     add_handle,
-    has_writable_store,
-    routed_slot,
-    slot_by_key,
+    entry_of,
+    member_of,
+    require_writable,
+    session_of,
+    table_of,
 )
 from mapid.daemon.sessions.address_book import AddressBook
 from mapid.daemon.sessions.handles import OpenObject
 from mapid.daemon.sessions.identity import primary_identity
+from mapid.daemon.sessions.routing import has_writable_store, routed_slot, slot_by_key
 from mapid.daemon.sessions.session import Session
 from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
@@ -59,45 +62,25 @@ MAX_MIME = 1 << 20
 """The codec's limit for one bin value (PROTOCOL.md 2): a MIME message travels as one."""
 
 
-def _session(ctx: OpContext) -> Session:
-    assert ctx.session is not None
-    return ctx.session
-
-
-def _entry(ctx: OpContext) -> OpenObject:
-    assert ctx.obj is not None
-    return ctx.obj
-
-
 def _container(ctx: OpContext) -> Container:
-    obj = _entry(ctx).obj
+    obj = entry_of(ctx).obj
     if not isinstance(obj, Container):
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this handle is not a container")
     return obj
 
 
 def _folder(ctx: OpContext) -> Folder:
-    obj = _entry(ctx).obj
+    obj = entry_of(ctx).obj
     if not isinstance(obj, Folder):
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this handle is not a folder")
     return obj
 
 
 def _message(ctx: OpContext) -> Message:
-    obj = _entry(ctx).obj
+    obj = entry_of(ctx).obj
     if not isinstance(obj, Message):
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this handle is not a message")
     return obj
-
-
-def require_writable(entry: OpenObject, what: str) -> None:
-    """MAPI_E_NO_ACCESS on a read-only handle, with the way to a writable one."""
-    if not entry.writable:
-        raise MapiError(
-            ErrorCode.MAPI_E_NO_ACCESS,
-            f"cannot {what}: this handle is read-only (open the store with MDB_WRITE, then "
-            "the object with MAPI_MODIFY or from a writable handle)",
-        )
 
 
 def _mime(value: object, name: str) -> bytes:
@@ -121,14 +104,12 @@ def _mime(value: object, name: str) -> bytes:
 
 @op("container.hierarchy_table", token=True, handle=True, table=True)
 async def hierarchy_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.table is not None
-    return ctx.table.run(await _container(ctx).hierarchy_rows())
+    return table_of(ctx).run(await _container(ctx).hierarchy_rows())
 
 
 @op("container.contents_table", token=True, handle=True, table=True)
 async def contents_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.table is not None
-    return ctx.table.run(await _container(ctx).contents_rows())
+    return table_of(ctx).run(await _container(ctx).contents_rows())
 
 
 @op(
@@ -139,7 +120,7 @@ async def contents_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
 )
 async def open_entry(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """An object inside the container (nil: the root); it inherits the handle's access."""
-    session, entry = _session(ctx), _entry(ctx)
+    session, entry = session_of(ctx), entry_of(ctx)
     container = _container(ctx)
     if isinstance(container, AddressBook):
         obj, owner = await container.open(args["entryid"])
@@ -159,13 +140,13 @@ async def open_entry(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     args={"name": Str(required=True, max_len=255)},
 )
 async def create_folder(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    folder, entry = _folder(ctx), _entry(ctx)
+    folder, entry = _folder(ctx), entry_of(ctx)
     require_writable(entry, "create a folder")
     name = args["name"]
     if not name.strip():
         raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "a folder needs a name")
     child, entryid = await folder.create_folder(name)
-    result = await add_handle(_session(ctx), child, entry.owner, True)
+    result = await add_handle(session_of(ctx), child, entry.owner, True)
     return {"handle": result["handle"], "entryid": entryid}
 
 
@@ -225,9 +206,9 @@ async def create_message(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
     gets them as object.set_props and message.modify_recipients would give them, in the
     same request: a client that waits for each reply saves two round trips a message. If
     the recipients are refused, no handle is left behind."""
-    folder, entry = _folder(ctx), _entry(ctx)
+    folder, entry = _folder(ctx), entry_of(ctx)
     require_writable(entry, "create a message")
-    session = _session(ctx)
+    session = session_of(ctx)
     message = await folder.create_message()
     handle = int((await add_handle(session, message, entry.owner, True))["handle"])
     if args["props"] is None and args["recipients"] is None:
@@ -260,7 +241,7 @@ async def _release_handle(session: Session, handle: int) -> None:
 )
 async def import_message(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     folder = _folder(ctx)
-    require_writable(_entry(ctx), "import a message")
+    require_writable(entry_of(ctx), "import a message")
     return {"entryid": await folder.import_message(args["mime"])}
 
 
@@ -278,7 +259,7 @@ def _store_provider(session: Session, entry: OpenObject) -> StoreProvider | None
 )
 async def delete_messages(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """To Deleted Items, unless this is Deleted Items (or the store has none): for good."""
-    session, folder, entry = _session(ctx), _folder(ctx), _entry(ctx)
+    session, folder, entry = session_of(ctx), _folder(ctx), entry_of(ctx)
     require_writable(entry, "delete messages")
     entryids: list[bytes] = args["entryids"]
     provider = _store_provider(session, entry)
@@ -310,7 +291,7 @@ async def delete_messages(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any
 )
 async def copy_messages(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Copy or move into `dest`; returns the new entry IDs in order (`entryids`)."""
-    session, folder, entry = _session(ctx), _folder(ctx), _entry(ctx)
+    session, folder, entry = session_of(ctx), _folder(ctx), entry_of(ctx)
     move: bool = args["move"]
     require_writable(entry, "move messages" if move else "copy messages")
     dest: bytes = args["dest"]
@@ -375,15 +356,14 @@ async def get_mime(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 )
 async def modify_recipients(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     message = _message(ctx)
-    require_writable(_entry(ctx), "change recipients")
+    require_writable(entry_of(ctx), "change recipients")
     await message.modify_recipients(args["recipients"])
     return {}
 
 
 @op("message.recipients_table", token=True, handle=True, table=True)
 async def recipients_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.table is not None
-    return ctx.table.run(await _message(ctx).recipients_rows())
+    return table_of(ctx).run(await _message(ctx).recipients_rows())
 
 
 @op("message.submit", token=True, handle=True, args={"release": Bool()})
@@ -391,11 +371,10 @@ async def submit(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Saved, queued in the Outbox, and the spooler is told at once. With `release`
     (capability `submit.release`), a submit that succeeded also releases the handle, as
     object.release would; one that failed keeps it, to be mended or released."""
-    session, message = _session(ctx), _message(ctx)
-    assert ctx.member is not None
-    if ctx.member.flags & LogonFlags.MAPI_NO_MAIL:
+    session, message = session_of(ctx), _message(ctx)
+    if member_of(ctx).flags & LogonFlags.MAPI_NO_MAIL:
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "logged on with MAPI_NO_MAIL")
-    require_writable(_entry(ctx), "submit a message")
+    require_writable(entry_of(ctx), "submit a message")
     # The sender goes in before the message is queued, as MAPI's spooler sets it on
     # submit: what is queued is then what will be sent, and filed in Sent Items.
     entryid = await message.submit(sender=primary_identity(session))
@@ -412,7 +391,7 @@ async def submit(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("ab.resolve_names", token=True, handle=True, args={"names": StrList(required=True)})
 async def resolve_names(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    book = _entry(ctx).obj
+    book = entry_of(ctx).obj
     if not isinstance(book, AddressBook):
         raise MapiError(
             ErrorCode.MAPI_E_NO_SUPPORT,

@@ -6,9 +6,14 @@ from typing import Any
 
 from mapid.constants import FlushFlags, ObjectType, ValidateStateFlags
 from mapid.daemon.bus.registry import Flags, Map, OpContext, Props, Str, StrList, op
-from mapid.daemon.ops.container_ops import require_writable
-from mapid.daemon.ops.service_ops import target_profile
-from mapid.daemon.ops.store_ops import access_props, fit_props
+from mapid.daemon.ops.common import (
+    access_props,
+    entry_of,
+    fit_props,
+    require_writable,
+    session_of,
+    target_profile,
+)
 from mapid.daemon.sessions.status_objects import StatusObject
 from mapid.daemon.sessions.table_query import canonical_tag
 from mapid.errors import ErrorCode, MapiError
@@ -31,10 +36,10 @@ def _looks_like_tag(name: str) -> bool:
 
 @op("object.get_props", token=True, handle=True, args={"tags": StrList()})
 async def get_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.obj is not None
-    tags = _tags(args["tags"], ctx.obj.obj)
-    props = await ctx.obj.obj.get_props(tags)
-    access_props(ctx.obj, props, tags)
+    entry = entry_of(ctx)
+    tags = _tags(args["tags"], entry.obj)
+    props = await entry.obj.get_props(tags)
+    access_props(entry, props, tags)
     too_big = fit_props(props)
     return {"props": props, "too_big": too_big} if too_big else {"props": props}
 
@@ -45,48 +50,45 @@ _STORE_OBJECTS = (ObjectType.MAPI_STORE, ObjectType.MAPI_FOLDER, ObjectType.MAPI
 def _check_write(ctx: OpContext, what: str) -> None:
     """A store's objects change only through writable handles (the provider never sees the
     call otherwise); other objects answer for themselves."""
-    assert ctx.obj is not None
-    if ctx.obj.object_type in _STORE_OBJECTS:
-        require_writable(ctx.obj, what)
+    entry = entry_of(ctx)
+    if entry.object_type in _STORE_OBJECTS:
+        require_writable(entry, what)
 
 
 @op("object.set_props", token=True, handle=True, args={"props": Props(required=True)})
 async def set_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Set properties; `problems` maps a tag to the error it got ({} when all went)."""
-    assert ctx.obj is not None
     _check_write(ctx, "set properties")
-    return {"problems": await ctx.obj.obj.set_props(args["props"])}
+    return {"problems": await entry_of(ctx).obj.set_props(args["props"])}
 
 
 @op("object.delete_props", token=True, handle=True, args={"tags": StrList(required=True)})
 async def delete_props(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.obj is not None
     _check_write(ctx, "delete properties")
-    return {"problems": await ctx.obj.obj.delete_props(args["tags"])}
+    return {"problems": await entry_of(ctx).obj.delete_props(args["tags"])}
 
 
 @op("object.save_changes", token=True, handle=True)
 async def save_changes(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.obj is not None
-    if ctx.obj.object_type == ObjectType.MAPI_MESSAGE:
-        require_writable(ctx.obj, "save a message")
-    await ctx.obj.obj.save_changes()
+    entry = entry_of(ctx)
+    if entry.object_type == ObjectType.MAPI_MESSAGE:
+        require_writable(entry, "save a message")
+    await entry.obj.save_changes()
     return {}
 
 
 @op("object.release", token=True, handle=True)
 async def release(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.session is not None
-    entry = ctx.session.handles.remove(args["handle"])
+    entry = session_of(ctx).handles.remove(args["handle"])
     await entry.obj.release()
     return {}
 
 
 def _status(ctx: OpContext) -> StatusObject:
-    assert ctx.obj is not None
-    if not isinstance(ctx.obj.obj, StatusObject):
+    obj = entry_of(ctx).obj
+    if not isinstance(obj, StatusObject):
         raise MapiError(ErrorCode.MAPI_E_NO_SUPPORT, "this handle is not a status object")
-    return ctx.obj.obj
+    return obj
 
 
 @op(
@@ -110,8 +112,7 @@ async def flush_queues(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 async def settings(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Runs without the session's lock, as services.configure does: a change is written and
     then reloaded, and the reload takes the lock to apply it to this session."""
-    session = ctx.session
-    assert session is not None
+    session = session_of(ctx)
     if not session.alive:
         raise MapiError(ErrorCode.MAPI_E_END_OF_SESSION, "the session has ended")
     ctx.obj = session.handles.get(args["handle"])

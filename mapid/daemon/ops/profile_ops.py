@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from mapid.daemon.bus.registry import OpContext, Str, op
+from mapid.daemon.ops.common import table_of
 
 NAME = Str(required=True, max_len=4096)
 
@@ -15,7 +16,6 @@ NAME = Str(required=True, max_len=4096)
 @op("profiles.table", token=False, table=True)
 def profiles_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """One row per profile: PR_DISPLAY_NAME and PR_DEFAULT_PROFILE (a snapshot)."""
-    assert ctx.table is not None
     default = ctx.daemon.config.default_profile
     rows = [
         {
@@ -25,7 +25,7 @@ def profiles_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         }
         for name in sorted(ctx.daemon.profiles)
     ]
-    result: dict[str, Any] = ctx.table.run(rows)
+    result: dict[str, Any] = table_of(ctx).run(rows)
     return result
 
 

@@ -13,26 +13,11 @@ from mapid.daemon.bus.registry import Arg, Bin, Map, OpContext, Str, op
 from mapid.daemon.config.profiles import Profile, provider_uid
 from mapid.daemon.config.service_admin import PRIMARY_IDENTITY_KEY, transports
 from mapid.daemon.config.service_registry import ServiceUnavailable
+from mapid.daemon.ops.common import table_of, target_profile
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import MessageService
 
 PROFILE_ARG = {"profile": Str(max_len=4096)}
-
-
-def target_profile(ctx: OpContext, args: dict[str, Any], *, by_name: bool = False) -> Profile:
-    """The profile an admin op works on: the session's, else `args.profile`."""
-    profiles: dict[str, Profile] = ctx.daemon.profiles
-    if ctx.session is not None and not by_name:
-        return profiles.get(ctx.session.profile.name, ctx.session.profile)
-    name = args.get("profile")
-    if not name:
-        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "give a session token or args.profile")
-    profile = profiles.get(name)
-    if profile is None:
-        raise MapiError(
-            ErrorCode.MAPI_E_NOT_FOUND, f"no profile {name!r}", details={"profile": name}
-        )
-    return profile
 
 
 def _service_class(ctx: OpContext, name: str) -> type[MessageService] | None:
@@ -107,8 +92,7 @@ def _service_rows(ctx: OpContext, profile: Profile) -> list[dict[str, Any]]:
 )
 def services_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """The message services of a profile (a snapshot)."""
-    assert ctx.table is not None
-    result: dict[str, Any] = ctx.table.run(_service_rows(ctx, target_profile(ctx, args)))
+    result: dict[str, Any] = table_of(ctx).run(_service_rows(ctx, target_profile(ctx, args)))
     return result
 
 
@@ -122,7 +106,6 @@ def services_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 )
 def services_providers(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """The providers of a profile, or of one of its services (`service_uid`)."""
-    assert ctx.table is not None
     profile = target_profile(ctx, args)
     wanted = args["service_uid"]
     if wanted is not None and not any(s.uid == wanted for s in profile.services):
@@ -153,7 +136,7 @@ def services_providers(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     for ordinal, row in enumerate(everything):
         row["PR_PROVIDER_ORDINAL"] = ordinal
     rows = [r for r in everything if wanted is None or r["PR_SERVICE_UID"] == wanted]
-    result: dict[str, Any] = ctx.table.run(rows)
+    result: dict[str, Any] = table_of(ctx).run(rows)
     return result
 
 

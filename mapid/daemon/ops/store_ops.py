@@ -3,8 +3,9 @@ open_msg_store, open_address_book and set_default_store.
 
 Write access is the daemon's business (the shared agreement of issue 4): a store handle is
 writable only when opened with MDB_WRITE, and a folder or message handle only when the
-session holds a live writable handle on its store (session_ops.open_entry) or was opened from
-a writable handle (container_ops). Providers never see a modifying call on a read-only handle.
+session holds a live writable handle on its store (sessions/routing.py has these rules) or was
+opened from a writable handle (container_ops). Providers never see a modifying call on a
+read-only handle.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from typing import Any
 import tomlkit
 
 from mapid import entryid as eid
-from mapid.codec import MAX_STR
 from mapid.constants import (
     AbFlags,
-    AccessLevel,
     DefaultStoreFlag,
     MdbFlags,
     ObjectType,
@@ -29,14 +28,15 @@ from mapid.constants import (
 )
 from mapid.daemon.bus.registry import EntryId, Flags, OpContext, Reply, op
 from mapid.daemon.config.writer import edit_toml, set_value
+from mapid.daemon.ops.common import add_handle, session_of, table_of
 from mapid.daemon.sessions.address_book import AddressBook
-from mapid.daemon.sessions.handles import OpenObject
+from mapid.daemon.sessions.handles import MAPID_OWNER
 from mapid.daemon.sessions.logon import SIMPLE_STORE_KEY
+from mapid.daemon.sessions.routing import open_store, store_of, store_slots, support_mask
 from mapid.daemon.sessions.session import Session
-from mapid.daemon.sessions.slots import ProviderSlot, SlotState
+from mapid.daemon.sessions.slots import ProviderSlot
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
-    PR_ACCESS_LEVEL,
     PR_DEFAULT_STORE,
     PR_DISPLAY_NAME,
     PR_ENTRYID,
@@ -47,17 +47,14 @@ from mapid.proptags import (
     PR_RECORD_KEY,
     PR_RESOURCE_FLAGS,
     PR_RESOURCE_TYPE,
-    PR_STORE_SUPPORT_MASK,
 )
-from mapid.providers.base import MapiObject, MessageService, StoreProvider
+from mapid.providers.base import MessageService, StoreProvider
 
 log = logging.getLogger("mapid.stores")
 
-MAPID_OWNER = "mapid"
 PRIMARY_STORE_KEY = "primary_store"
 """The maildir (and any store service's) key that makes a store the profile's default."""
 
-STORE_WRITE_BITS = StoreSupport.STORE_MODIFY_OK | StoreSupport.STORE_CREATE_OK
 DEFAULT_STORE_NEEDS = (
     StoreSupport.STORE_SUBMIT_OK | StoreSupport.STORE_CREATE_OK | StoreSupport.STORE_MODIFY_OK
 )
@@ -68,154 +65,6 @@ _FLAG_BITS = {
     DefaultStoreFlag.MAPI_PRIMARY_STORE: ResourceFlags.STATUS_PRIMARY_STORE,
     DefaultStoreFlag.MAPI_SECONDARY_STORE: ResourceFlags.STATUS_SECONDARY_STORE,
 }
-
-
-def _session(ctx: OpContext) -> Session:
-    assert ctx.session is not None
-    return ctx.session
-
-
-# -- finding stores ---------------------------------------------------------------------------
-
-
-def store_slots(session: Session) -> list[ProviderSlot]:
-    """The session's store providers that are logged on, in profile order."""
-    return [
-        slot
-        for instance in session.services
-        for slot in instance.slots
-        if slot.resource_type == ResourceType.MAPI_STORE_PROVIDER
-        and slot.state == SlotState.ACTIVE
-        and isinstance(slot.provider, StoreProvider)
-    ]
-
-
-def slot_by_key(session: Session, key: str) -> ProviderSlot | None:
-    for instance in session.services:
-        for slot in instance.slots:
-            if slot.key == key:
-                return slot
-    return None
-
-
-def routed_slot(session: Session, entryid: bytes) -> ProviderSlot:
-    """The logged-on provider that registered the entry ID's MAPIUID."""
-    slot = session.routes.get(eid.uid_of(entryid))
-    if slot is None or slot.provider is None or slot.state != SlotState.ACTIVE:
-        raise MapiError(
-            ErrorCode.MAPI_E_UNKNOWN_ENTRYID,
-            "no provider of this session owns that entry ID's MAPIUID",
-        )
-    return slot
-
-
-def is_store_entryid(slot: ProviderSlot, entryid: bytes) -> bool:
-    """Whether `entryid` names the store of a store provider (not one of its folders)."""
-    provider = slot.provider
-    if not isinstance(provider, StoreProvider):
-        return False
-    try:
-        return bool(provider.compare_entryids(provider.store_entryid(), entryid))
-    except MapiError:
-        return False
-
-
-def store_of(session: Session, entryid: bytes) -> tuple[ProviderSlot, StoreProvider]:
-    """The store a store entry ID names; a folder's or a non-store's entry ID is refused."""
-    slot = routed_slot(session, entryid)
-    provider = slot.provider
-    if not isinstance(provider, StoreProvider) or not is_store_entryid(slot, entryid):
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_ENTRYID,
-            "that entry ID does not name a message store (session.open_entry opens folders "
-            "and messages)",
-        )
-    return slot, provider
-
-
-def has_writable_store(session: Session, slot: ProviderSlot) -> bool:
-    """Whether the session holds a live store handle opened with MDB_WRITE on this store."""
-    return any(
-        entry.writable and entry.object_type == ObjectType.MAPI_STORE and entry.owner == slot.key
-        for _handle, entry in session.handles
-    )
-
-
-def support_mask(provider: StoreProvider) -> int:
-    try:
-        value = provider.store_props().get(PR_STORE_SUPPORT_MASK.name, 0)
-    except MapiError:
-        return 0
-    return int(value) if isinstance(value, int) else 0
-
-
-def fit_props(props: dict[str, Any]) -> list[str]:
-    """Leave out the values a client could not decode (a str or bin over the codec's 1 MiB,
-    PROTOCOL.md 2), as MAPI's GetProps answers MAPI_E_NOT_ENOUGH_MEMORY for a property too
-    big for it; returns their tags (the reply's `too_big`). message.get_mime has the rest."""
-    big = [
-        tag
-        for tag, value in props.items()
-        if isinstance(value, (str, bytes)) and _encoded_len(value) > MAX_STR
-    ]
-    for tag in big:
-        del props[tag]
-    return big
-
-
-def _encoded_len(value: str | bytes) -> int:
-    if isinstance(value, bytes):
-        return len(value)
-    if len(value) * 4 <= MAX_STR:
-        return len(value)  # surely within the limit, without encoding it
-    return len(value.encode("utf-8", "surrogatepass"))
-
-
-def access_props(entry: OpenObject, props: dict[str, Any], tags: list[str] | None) -> None:
-    """What the handle grants, as MAPI shows it: PR_ACCESS_LEVEL on stores, folders and
-    messages, and a read-only store's PR_STORE_SUPPORT_MASK without MODIFY_OK/CREATE_OK."""
-    kinds = (ObjectType.MAPI_STORE, ObjectType.MAPI_FOLDER, ObjectType.MAPI_MESSAGE)
-    if entry.object_type not in kinds:
-        return
-    if tags is None or PR_ACCESS_LEVEL.name in tags:
-        props[PR_ACCESS_LEVEL.name] = int(AccessLevel.MAPI_MODIFY) if entry.writable else 0
-    mask = props.get(PR_STORE_SUPPORT_MASK.name)
-    if not entry.writable and isinstance(mask, int):
-        props[PR_STORE_SUPPORT_MASK.name] = mask & ~int(STORE_WRITE_BITS)
-
-
-async def open_store(session: Session, entryid: bytes, flags: MdbFlags) -> dict[str, Any]:
-    """session.open_msg_store, and session.open_entry on a store's entry ID."""
-    slot, provider = store_of(session, entryid)
-    obj = await provider.open_store(int(flags))
-    wants_write = bool(flags & (MdbFlags.MDB_WRITE | MdbFlags.MAPI_BEST_ACCESS))
-    writable = wants_write and not support_mask(provider) & StoreSupport.STORE_READONLY
-    if flags & MdbFlags.MDB_WRITE and not writable:
-        await obj.release()
-        raise MapiError(ErrorCode.MAPI_E_NO_ACCESS, "this store is read-only: MDB_WRITE denied")
-    return await add_handle(session, obj, slot.key, writable)
-
-
-async def add_handle(
-    session: Session, obj: MapiObject, owner: str, writable: bool
-) -> dict[str, Any]:
-    """Give an opened object a handle; the reply carries its type and properties."""
-    props = await obj.get_props(None)
-    entry = OpenObject(obj, owner, int(obj.object_type), writable)
-    access_props(entry, props, None)
-    too_big = fit_props(props)
-    try:
-        handle = session.handles.add(entry)
-    except MapiError:
-        await obj.release()
-        raise
-    result = {"handle": handle, "object_type": int(obj.object_type), "props": props}
-    if too_big:
-        result["too_big"] = too_big
-    return result
-
-
-# -- the ops ----------------------------------------------------------------------------------
 
 
 def store_rows(session: Session) -> list[dict[str, Any]]:
@@ -251,8 +100,7 @@ def store_rows(session: Session) -> list[dict[str, Any]]:
 
 @op("session.msg_stores_table", token=True, table=True)
 def msg_stores_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    assert ctx.table is not None
-    return ctx.table.run(store_rows(_session(ctx)))
+    return table_of(ctx).run(store_rows(session_of(ctx)))
 
 
 @op(
@@ -264,13 +112,15 @@ async def open_msg_store(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
     """Read-only unless MDB_WRITE; MDB_NO_MAIL and MDB_TEMPORARY change nothing here."""
     if args["entryid"] is None:
         raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "entryid must name a store, not nil")
-    return await open_store(_session(ctx), args["entryid"], MdbFlags(args["flags"]))
+    session = session_of(ctx)
+    obj, owner, writable = await open_store(session, args["entryid"], MdbFlags(args["flags"]))
+    return await add_handle(session, obj, owner, writable)
 
 
 @op("session.open_address_book", token=True, args={"flags": Flags(AbFlags)})
 async def open_address_book(ctx: OpContext, args: dict[str, Any]) -> Reply:
     """Always an object; MAPI_W_ERRORS_RETURNED when an address book provider failed."""
-    session = _session(ctx)
+    session = session_of(ctx)
     book = AddressBook(session)
     result = await add_handle(session, book, MAPID_OWNER, False)
     failed = book.failed_providers()
@@ -298,7 +148,7 @@ async def set_default_store(ctx: OpContext, args: dict[str, Any]) -> dict[str, A
     """reference/mapi-digest.md section 2 notes: one flag; the status rows change at once
     (events go out), and MAPI_DEFAULT_STORE and MAPI_SIMPLE_STORE_PERMANENT are written to the
     profile, whose reload the session then follows."""
-    session = _session(ctx)
+    session = session_of(ctx)
     flag = DefaultStoreFlag(args["flags"])
     bit = int(_FLAG_BITS[flag])
     async with session.lock:

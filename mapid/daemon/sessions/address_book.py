@@ -23,9 +23,10 @@ from mapid.constants import (
     RecipientType,
     ResourceType,
 )
+from mapid.daemon.sessions.handles import MAPID_OWNER
+from mapid.daemon.sessions.routing import one_off_user
 from mapid.daemon.sessions.session import Session
 from mapid.daemon.sessions.slots import ProviderSlot, SlotState
-from mapid.daemon.sessions.status_objects import OneOffUser
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ADDRTYPE,
@@ -43,7 +44,6 @@ from mapid.providers.base import AddressBookProvider, Container, MapiObject, Row
 
 log = logging.getLogger("mapid.address_book")
 
-MAPID_OWNER = "mapid"
 MAX_CANDIDATES = 100
 """Candidates listed per ambiguous name in `details.names` (the reply must stay small)."""
 
@@ -145,10 +145,7 @@ class AddressBook(Container):
         if entryid is None:
             return AddressBook(self.session), MAPID_OWNER
         if eid.uid_of(entryid) == MAPI_ONE_OFF_UID:
-            one_off = eid.parse_one_off(entryid)
-            if one_off is None:
-                raise MapiError(ErrorCode.MAPI_E_INVALID_ENTRYID, "a malformed one-off entry ID")
-            return OneOffUser(entryid, one_off), MAPID_OWNER
+            return one_off_user(entryid), MAPID_OWNER
         slot = self.session.routes.get(eid.uid_of(entryid))
         if slot is None or slot not in self.slots():
             raise MapiError(

@@ -12,10 +12,14 @@ from typing import Any
 
 from mapid.errors import ErrorCode, MapiError
 
+MAPID_OWNER = "mapid"
+"""The owner of handles the daemon itself serves rather than a provider (status objects,
+one-off mail users, the address book's root, profile sections)."""
+
 
 @dataclass
 class OpenObject:
-    """What a handle names: the object, and who owns it (a provider's key, or "mapid")."""
+    """What a handle names: the object, and who owns it (a provider's key, or MAPID_OWNER)."""
 
     obj: Any
     owner: str
