@@ -19,12 +19,15 @@ import pytest
 
 from mapid.constants import RecipientType
 from mapid.daemon.spool.outgoing import header_value, prepare, split_header
-from mapid.providers import maildir, maildir_index, mime_props
+from mapid.providers import rfc5322
 from mapid.providers.base import Identity, QueuedMessage
-from mapid.providers.maildir import MaildirStore, place_message
-from mapid.providers.maildir_flush import Flusher
-from mapid.providers.maildir_index import FolderIndex
-from mapid.providers.mime_props import MailRecipient, compose, message_props
+from mapid.providers.maildir import MaildirStore
+from mapid.providers.maildir import index as maildir_index
+from mapid.providers.maildir import outbox as maildir_outbox
+from mapid.providers.maildir.disk import place_message
+from mapid.providers.maildir.flush import Flusher
+from mapid.providers.maildir.index import FolderIndex
+from mapid.providers.rfc5322 import MailRecipient, compose, message_props
 
 from provider_support import Support
 
@@ -40,7 +43,7 @@ def _slow(
     monkeypatch: pytest.MonkeyPatch, changes: dict[str, str], rcpts: list[MailRecipient] | None
 ) -> bytes:
     with monkeypatch.context() as patch:
-        patch.setattr(mime_props, "_compose_plain", lambda _c, _r: None)
+        patch.setattr(rfc5322, "_compose_plain", lambda _c, _r: None)
         return compose(None, changes, set(), rcpts)
 
 
@@ -76,7 +79,7 @@ def test_plain_compose_writes_the_bytes_the_email_package_writes(
             for _ in range(rnd.randint(0, 3))
         ]
         chosen = rcpts if rnd.random() < 0.8 else None
-        quick = mime_props._compose_plain(changes, chosen)
+        quick = rfc5322._compose_plain(changes, chosen)
         if quick is None:
             continue
         fast += 1
@@ -88,12 +91,12 @@ def test_plain_compose_writes_the_bytes_the_email_package_writes(
 
 def test_plain_compose_leaves_the_rest_to_the_email_package() -> None:
     grace = [MailRecipient("Grace Hopper", "grace@example.org", RecipientType.MAPI_TO)]
-    assert mime_props._compose_plain({"PR_SUBJECT": "Grüße"}, grace) is None
-    assert mime_props._compose_plain({"PR_BODY": "x" * 79}, grace) is None
-    assert mime_props._compose_plain({"PR_BODY_HTML": "<p>hi</p>"}, grace) is None
-    assert mime_props._compose_plain({"PR_SUBJECT": "=?utf-8?q?x?="}, None) is None
+    assert rfc5322._compose_plain({"PR_SUBJECT": "Grüße"}, grace) is None
+    assert rfc5322._compose_plain({"PR_BODY": "x" * 79}, grace) is None
+    assert rfc5322._compose_plain({"PR_BODY_HTML": "<p>hi</p>"}, grace) is None
+    assert rfc5322._compose_plain({"PR_SUBJECT": "=?utf-8?q?x?="}, None) is None
     hopper = [MailRecipient("Hopper, Grace", "grace@example.org", RecipientType.MAPI_TO)]
-    assert mime_props._compose_plain({"PR_SUBJECT": "hi"}, hopper) is None
+    assert rfc5322._compose_plain({"PR_SUBJECT": "hi"}, hopper) is None
     # and what compose makes of them still reads back right
     props, _ = message_props(compose(None, {"PR_SUBJECT": "Grüße"}, set(), hopper))
     assert props["PR_SUBJECT"] == "Grüße"
@@ -223,11 +226,11 @@ def test_submit_stamps_the_sender_and_hands_the_spooler_the_file_it_wrote(
         )
         assert await store.queued() == [mine, theirs]
         trips: list[str] = []
-        read_back = store._queued_blocking
-        store._queued_blocking = lambda key: trips.append(key) or read_back(key)  # type: ignore[method-assign]
+        read_back = store._outbox._queued_blocking
+        store._outbox._queued_blocking = lambda key: trips.append(key) or read_back(key)  # type: ignore[method-assign]
         for eid, sender in ((mine, "Ada Lovelace <ada@example.org>"), (theirs, "Grace")):
             queued = await store.queued_message(eid)
-            assert queued == read_back(store._outbox_key(eid))
+            assert queued == read_back(store._outbox._outbox_key(eid))
             assert header_value(split_header(queued.mime)[0], "From").startswith(sender)
         assert trips == []  # both from memory
 
@@ -251,28 +254,33 @@ def test_a_small_new_message_composed_on_the_loop_is_the_one_composed_in_the_thr
     """submit composes a small new message on the event loop, a big one in the worker
     thread: the files, their index rows and the spooler's views agree either way."""
     big_body = "A line of the long report.\n" * 4000  # 100 KiB: over LOOP_COMPOSE_BYTES
-    assert len(big_body) > maildir.LOOP_COMPOSE_BYTES
+    assert len(big_body) > rfc5322.LOOP_COMPOSE_BYTES
 
     async def run() -> list[tuple[bytes, QueuedMessage, dict[str, object]]]:
         store = MaildirStore(Support({"path": "Mail"}, tmp_path))
         await store.logon()
         composed_on_loop: list[bool] = []
-        real = maildir._composes_quickly
-        maildir._composes_quickly = lambda save: composed_on_loop.append(real(save)) or real(save)  # type: ignore[assignment]
+        real = rfc5322.composes_quickly
+
+        def counted(save: rfc5322.Save) -> bool:
+            composed_on_loop.append(real(save))
+            return real(save)
+
+        maildir_outbox.composes_quickly = counted
         try:
             eids = [
                 await _queue_one(store, {"PR_SUBJECT": "short", "PR_BODY": "hi\n"}),
                 await _queue_one(store, {"PR_SUBJECT": "long", "PR_BODY": big_body}),
             ]
         finally:
-            maildir._composes_quickly = real  # type: ignore[assignment]
+            maildir_outbox.composes_quickly = real
         assert composed_on_loop == [True, False]
         rows = {r["PR_SUBJECT"]: r for r in await _outbox_rows(store)}
         out = []
         for eid in eids:
-            key = store._outbox_key(eid)
+            key = store._outbox._outbox_key(eid)
             queued = await store.queued_message(eid)
-            on_disk = store._queued_blocking(key)
+            on_disk = store._outbox._queued_blocking(key)
             assert queued == on_disk
             out.append((on_disk.mime, queued, rows[_parsed(on_disk.mime)["Subject"]]))
         return out
@@ -293,14 +301,14 @@ def test_a_small_new_message_composed_on_the_loop_is_the_one_composed_in_the_thr
 def test_what_submit_composes_on_the_loop_is_bounded_by_its_text() -> None:
     """Strings in lists count too (PR_KEYWORDS), and a saved message is never composed on
     the loop (its stored bytes are parsed again)."""
-    limit = maildir.LOOP_COMPOSE_BYTES
-    small = maildir._Save(None, {"PR_SUBJECT": "hi", "PR_BODY": "x" * 100}, set(), None, {})
+    limit = rfc5322.LOOP_COMPOSE_BYTES
+    small = rfc5322.Save(None, {"PR_SUBJECT": "hi", "PR_BODY": "x" * 100}, set(), None, {})
     many = ["k" * 1024] * (limit // 1024 + 1)
-    keywords = maildir._Save(None, {"PR_KEYWORDS": many}, set(), None, {})
-    saved = maildir._Save(b"Subject: hi\n\nhello\n", {"PR_SUBJECT": "hi"}, set(), None, {})
-    assert maildir._composes_quickly(small)
-    assert not maildir._composes_quickly(keywords)
-    assert not maildir._composes_quickly(saved)
+    keywords = rfc5322.Save(None, {"PR_KEYWORDS": many}, set(), None, {})
+    saved = rfc5322.Save(b"Subject: hi\n\nhello\n", {"PR_SUBJECT": "hi"}, set(), None, {})
+    assert rfc5322.composes_quickly(small)
+    assert not rfc5322.composes_quickly(keywords)
+    assert not rfc5322.composes_quickly(saved)
 
 
 def test_a_queued_file_changed_on_disk_is_read_from_disk(tmp_path: Path) -> None:

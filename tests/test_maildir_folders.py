@@ -85,7 +85,7 @@ class Store:
         return sorted(str(r.get("PR_SUBJECT")) for r in rows)
 
     def folder_entryid(self, name: str) -> bytes:
-        """The entry ID a folder of that Maildir++ name would have (see maildir.py)."""
+        """The entry ID a folder of that Maildir++ name would have (see maildir/entryids.py)."""
         uid = uid_of(self.props["PR_ENTRYID"])
         return make(uid, b"\x01F" + name.encode())
 

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 
 from mapid.constants import MessageFlags, NotificationEvent
-from mapid.providers.maildir_index import (
+from mapid.providers.maildir.index import (
     INDEX_FILE,
     Change,
     FolderIndex,
@@ -26,7 +26,7 @@ from mapid.providers.maildir_index import (
     key_time,
     split_name,
 )
-from mapid.providers.mime_props import (
+from mapid.providers.rfc5322 import (
     parse_addresses,
     parse_header_block,
     split_head,

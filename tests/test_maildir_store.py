@@ -27,9 +27,9 @@ from mapid.constants import (
 )
 from mapid.entryid import parse_one_off
 from mapid.errors import ErrorCode, MapiError
-from mapid.providers import maildir_index
 from mapid.providers.base import Folder, Message
 from mapid.providers.maildir import MaildirStore, mutf7_decode, mutf7_encode
+from mapid.providers.maildir import index as maildir_index
 
 from provider_support import Support
 
@@ -441,7 +441,7 @@ def test_entry_ids_stable_across_a_new_process(tmp_path: Path) -> None:
 
     folder_eid, message_eid = run(first())
     store_eid = store.store_entryid()
-    hub = maildir_index.hub_for((tmp_path / "Mail").resolve(), store._logged_on().uid)
+    hub = maildir_index.hub_for((tmp_path / "Mail").resolve(), store.logged_on().uid)
     run(store.logoff())
     # The last session saved the index and let go of the rows.
     assert (root / ".Sent" / maildir_index.INDEX_FILE).is_file() and hub.indexes() == []

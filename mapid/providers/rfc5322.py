@@ -1,10 +1,14 @@
-"""RFC 5322 messages <-> MAPI properties, for the Maildir store.
+"""RFC 5322 messages <-> MAPI properties: the one mapping every message store shares.
 
 Two readers share one set of header rules so a contents-table row and the opened message
 never disagree: `HeaderSummary` reads the fields a table shows from the header block alone
 (with a small parser of its own: a folder of 100 000 files cannot afford email's parsers),
 and `message_props` adds bodies, attachments and the rest from a policy.default parse.
-`compose` goes the other way, for messages a client writes.
+`compose` goes the other way, for messages a client writes (`compose_parsed` also parses
+what it made, once, for the contents table and the spooler).
+
+Pure conversions: no paths, no files, no store; the Maildir store (providers/maildir/) uses
+it, and a later IMAP store is meant to share it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Any, BinaryIO
 
-from mapid.constants import MessageFlags, RecipientType
+from mapid.constants import RecipientType
 from mapid.entryid import one_off, search_key
 from mapid.proptags import (
     PR_ADDRTYPE,
@@ -64,9 +68,15 @@ from mapid.proptags import (
 
 __all__ = [
     "DELETE_AFTER_SUBMIT_HEADER",
+    "LOOP_COMPOSE_BYTES",
+    "LOOP_COMPOSE_RECIPIENTS",
+    "Composed",
     "HeaderSummary",
     "MailRecipient",
+    "Save",
     "compose",
+    "compose_parsed",
+    "composes_quickly",
     "header_block",
     "message_props",
     "parse_header_block",
@@ -74,10 +84,15 @@ __all__ = [
     "split_head",
     "split_subject",
     "summarize",
+    "text_size",
 ]
 
 DELETE_AFTER_SUBMIT_HEADER = "X-Mapid-Delete-After-Submit"
 """PR_DELETE_AFTER_SUBMIT kept in the file, so the queue on disk carries it."""
+LOOP_COMPOSE_BYTES = 64 * 1024
+LOOP_COMPOSE_RECIPIENTS = 100
+"""A new message up to these sizes is composed on the event loop at submit (tens of µs;
+64 KiB of text take about a millisecond), a bigger one in the worker thread."""
 CLASS_NOTE = "IPM.Note"
 CLASS_NDR = "REPORT.IPM.Note.NDR"
 CLASS_READ_RECEIPT = "REPORT.IPM.Note.IPNRN"
@@ -725,17 +740,60 @@ def _set_body(msg: EmailMessage, new: bool, changes: Mapping[str, Any], deleted:
             msg.attach(part)
 
 
-_READ = int(MessageFlags.MSGFLAG_READ)
-_UNSENT = int(MessageFlags.MSGFLAG_UNSENT)
-_HASATTACH = int(MessageFlags.MSGFLAG_HASATTACH)
+# --- Composing for a store's save and submit ---------------------------------------------
 
 
-def message_flags_of(flags: str, has_attach: bool) -> int:
-    """PR_MESSAGE_FLAGS from Maildir flags (S read, D draft/unsent)."""
-    value = _HASATTACH if has_attach else 0
-    if flags:
-        if "S" in flags:
-            value |= _READ
-        if "D" in flags:
-            value |= _UNSENT
-    return value
+@dataclass(frozen=True)
+class Save:
+    """A message's pending changes, for a save that goes with the submit."""
+
+    raw: bytes | None
+    changes: dict[str, Any]
+    deleted: set[str]
+    recipients: list[MailRecipient] | None
+    flags: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A message's bytes as composed, with its parsed header block (the index's row and the
+    spooler's view both come from it: one parse)."""
+
+    data: bytes
+    headers: Headers
+    summary: HeaderSummary | None
+    """The index row's fields; None when the header block is longer than the index reads."""
+
+
+def compose_parsed(
+    raw: bytes | None,
+    changes: dict[str, Any],
+    deleted: set[str],
+    recipients: list[MailRecipient] | None,
+) -> Composed:
+    data = compose(raw, changes, deleted, recipients)
+    head = split_head(data)
+    headers = parse_header_block(head)
+    return Composed(data, headers, summarize(headers) if len(head) < HEADER_LIMIT else None)
+
+
+def composes_quickly(save: Save) -> bool:
+    """A new message whose composing takes well under a millisecond: done on the event loop
+    rather than in the submit's worker thread, where it would contend for the GIL with the
+    loop for longer than it takes (composing is CPU work, not I/O)."""
+    if save.raw is not None or save.deleted:
+        return False
+    if save.recipients is not None and len(save.recipients) > LOOP_COMPOSE_RECIPIENTS:
+        return False
+    return text_size(save.changes.values()) <= LOOP_COMPOSE_BYTES
+
+
+def text_size(values: Iterable[Any]) -> int:
+    """The length of the strings and bytes among `values`, and in lists of them."""
+    size = 0
+    for value in values:
+        if isinstance(value, str | bytes):
+            size += len(value)
+        elif isinstance(value, list | tuple):
+            size += text_size(value)
+    return size

@@ -51,11 +51,11 @@ from mapid.proptags import (
     PR_SENDER_NAME,
     PR_SUBJECT,
 )
-from mapid.providers.mime_props import (
+from mapid.providers.maildir.flags import FLAG_FOLLOWUP, message_flags_of
+from mapid.providers.rfc5322 import (
     HEADER_LIMIT,
     HeaderSummary,
     header_block,
-    message_flags_of,
     parse_header_block,
     split_head,
     summarize,
@@ -77,8 +77,6 @@ log = logging.getLogger("mapid.provider.maildir")
 INDEX_FILE = "mapid.index"
 INDEX_VERSION = 2
 SUBDIRS = ("new", "cur")
-FLAG_FOLLOWUP = 2
-"""PR_FLAG_STATUS of a flagged message (followupFlagged); 0 is not flagged."""
 _TRUST_NS = 50_000_000
 """A directory changed this close to our listing may change again within the same mtime
 tick: list it again next time rather than trust the stamp."""

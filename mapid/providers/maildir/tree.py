@@ -1,4 +1,4 @@
-"""The folder tree of a Maildir++ root: which dot directories are folders (maildir_tree.py).
+"""The folder tree of a Maildir++ root: which dot directories are folders.
 
 A Maildir++ folder is a directory `.<name>` of the root that holds `cur/` and `new/`. Two
 other kinds of dot directory are met in real trees, and both are sorted out here, so the
@@ -16,32 +16,23 @@ hierarchy table, entry-ID look-ups and folder notifications all agree:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mapid.errors import ErrorCode, MapiError
+from mapid.providers.maildir.names import INBOX
 
 __all__ = [
-    "INBOX",
     "FolderTree",
-    "check_folder_name",
     "folder_path",
     "is_ready",
     "list_folders",
     "list_ready_folders",
     "make_folder_dirs",
-    "mutf7_decode",
-    "mutf7_encode",
-    "parent_of",
     "scan_tree",
 ]
 
-INBOX = ""
-"""The Inbox's folder name: the Maildir root itself."""
 _SUBDIRS = ("cur", "new", "tmp")
 FOLDER_MARK = "maildirfolder"
 """The empty file Maildir++ puts in every folder (Courier and Dovecot write it)."""
@@ -133,81 +124,3 @@ def make_folder_dirs(root: Path, name: str) -> bool:
         (path / FOLDER_MARK).touch()
         made = True
     return made
-
-
-# --- Folder names ---------------------------------------------------------------------------
-
-_MUTF7_RUN = re.compile(r"&([A-Za-z0-9+,]*)-")
-
-
-def mutf7_encode(text: str) -> str:
-    """IMAP's modified UTF-7 (RFC 3501 5.1.3), as Dovecot names Maildir++ folders."""
-    out: list[str] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            data = "".join(run).encode("utf-16-be")
-            out.append("&" + base64.b64encode(data).decode("ascii").rstrip("=").replace("/", ","))
-            out.append("-")
-            run.clear()
-
-    for ch in text:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    flush()
-    return "".join(out)
-
-
-def mutf7_decode(text: str) -> str:
-    """The inverse of mutf7_encode; a name that is not valid modified UTF-7 stays as it is
-    (mutt writes raw UTF-8 names)."""
-
-    def one(match: re.Match[str]) -> str:
-        body = match.group(1)
-        if not body:
-            return "&"
-        data = body.replace(",", "/")
-        data += "=" * (-len(data) % 4)
-        return base64.b64decode(data).decode("utf-16-be")
-
-    try:
-        return _MUTF7_RUN.sub(one, text)
-    except (ValueError, UnicodeDecodeError):
-        return text
-
-
-def parent_of(name: str, names: set[str]) -> str | None:
-    """The folder a folder is listed under: its nearest existing ancestor, the Inbox for
-    `INBOX.x`, or None for the IPM subtree."""
-    if name == INBOX:
-        return None
-    parts = name.split(".")
-    for end in range(len(parts) - 1, 0, -1):
-        candidate = ".".join(parts[:end])
-        if end == 1 and candidate.upper() == "INBOX":
-            return INBOX
-        if candidate in names:
-            return candidate
-    return None
-
-
-def check_folder_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "a folder name must not be empty")
-    bad = [ch for ch in (".", "/", "\\") if ch in name]
-    if bad or any(ord(ch) < 0x20 for ch in name):
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            f"folder name {name!r} holds {bad[0] if bad else 'a control character'!r}: Maildir++"
-            " uses '.' between folder levels, so '.', '/' and '\\' cannot be in a name",
-        )
-    if name != name.strip():
-        raise MapiError(
-            ErrorCode.MAPI_E_INVALID_PARAMETER,
-            f"folder name {name!r} starts or ends with a space",
-        )
-    return name

@@ -16,6 +16,8 @@ fsync at all. A lone write is flushed at once.
 
 Files are synced before folders, so a folder entry made durable never names a file whose
 bytes are not; a file or folder that is gone by then has nothing left to make durable.
+
+A write that puts its fsyncs off collects them in a `Durable` and hands that over.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
-__all__ = ["Flusher", "flusher"]
+from mapid.atomic_files import fsync_dir
+
+__all__ = ["Durable", "Flusher", "flusher"]
 
 log = logging.getLogger("mapid.provider.maildir")
 
@@ -177,17 +182,11 @@ def _sync_fd(fd: int) -> OSError | None:
 
 def _sync_dir(path: str) -> OSError | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fsync_dir(path)
     except FileNotFoundError:
         return None  # removed meanwhile: nothing in it to keep
     except OSError as exc:
         return exc
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        return exc
-    finally:
-        os.close(fd)
     return None
 
 
@@ -208,3 +207,27 @@ def flusher() -> Flusher:
         if _FLUSHER is None:
             _FLUSHER = Flusher()
         return _FLUSHER
+
+
+@dataclass
+class Durable:
+    """The fsyncs a write put off (open descriptors, folders), for the flusher."""
+
+    fds: list[int] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+
+    def add(self, fd: int | None, *dirs: Path) -> None:
+        if fd is not None:
+            self.fds.append(fd)
+        self.dirs.extend(str(d) for d in dirs)
+
+    def hand_off(self) -> None:
+        if self.fds or self.dirs:
+            flusher().later(self.fds, self.dirs)
+            self.fds, self.dirs = [], []
+
+    def flush(self, then: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Sync, then run `then` in the flusher's thread: its result is the future's."""
+        future = flusher().flush(self.fds, self.dirs, then)
+        self.fds, self.dirs = [], []
+        return future
