@@ -36,8 +36,8 @@ from pathlib import Path
 import zmq
 from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine
 
-from mapid import envelope
-from mapid.codec import pack
+from mapid.wire import envelope
+from mapid.wire.codec import pack
 
 _TRACE_PROBE = """\
 # Written by bench/churn.py: tracemalloc in the daemon, top sites on SIGUSR2.

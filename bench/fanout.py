@@ -38,10 +38,10 @@ from typing import Any
 import zmq
 from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, percentile, py_spy
 
-from mapid import envelope
 from mapid.client import Client
-from mapid.codec import CodecError
 from mapid.mirror import HEARTBEAT_TIMEOUT, MirrorState, Resync
+from mapid.wire import envelope
+from mapid.wire.codec import CodecError
 
 # -- subscriber side (child processes) ------------------------------------------------------
 

@@ -36,9 +36,9 @@ import zmq
 import zmq.asyncio
 from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, py_spy, summary_us
 
-from mapid import envelope
 from mapid.client import Client
-from mapid.codec import pack, unpack
+from mapid.wire import envelope
+from mapid.wire.codec import pack, unpack
 
 # -- the echo server (its own process) ----------------------------------------------------
 

@@ -61,10 +61,10 @@ from _daemon import (
     py_spy,
 )
 
-from mapid import envelope
 from mapid.client import Client
 from mapid.daemon.config.profiles import read_profiles
 from mapid.errors import MapidError
+from mapid.wire import envelope
 
 DEBOUNCE_S = 0.3
 """The watcher's debounce (mapid/daemon/config/watcher.py), the floor of the save-to-event time."""

@@ -38,10 +38,10 @@ from typing import Any
 import zmq
 from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, py_spy, summary_us
 
-from mapid import envelope
 from mapid.client import AsyncClient
-from mapid.codec import pack, unpack
 from mapid.errors import MapidError
+from mapid.wire import envelope
+from mapid.wire.codec import pack, unpack
 
 # -- logon workers (child processes) --------------------------------------------------------
 

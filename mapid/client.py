@@ -24,17 +24,16 @@ from typing import Any, Generic, TypeVar
 
 import zmq
 
-from mapid import envelope
-from mapid.codec import CodecError, pack, unpack
 from mapid.errors import DaemonUnreachable, ErrorCode, MapidError, MapiError, RequestTimedOut
 from mapid.paths import ConnectionInfo, client_runtime_dir, read_connection_file
 from mapid.remote import KEY_HINT, HandshakeWatch, apply_curve
-
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_RCVMORE = int(zmq.RCVMORE)
+from mapid.wire import envelope
+from mapid.wire.codec import CodecError, pack, unpack
+from mapid.wire.link import EVENTS as _EVENTS
+from mapid.wire.link import MORE as _MORE
+from mapid.wire.link import NOBLOCK as _NOBLOCK
+from mapid.wire.link import POLLIN as _POLLIN
+from mapid.wire.link import RCVMORE as _RCVMORE
 
 DEFAULT_TIMEOUT = 10.0
 WATCH_INTERVAL_MS = 100

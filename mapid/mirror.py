@@ -16,11 +16,11 @@ from typing import Any
 
 import zmq
 
-from mapid import envelope
 from mapid.client import Client
-from mapid.codec import CodecError
 from mapid.errors import MapidError
 from mapid.remote import apply_curve, events_endpoint_for, is_tcp
+from mapid.wire import envelope
+from mapid.wire.codec import CodecError
 
 HEARTBEAT_TIMEOUT = 3.0
 FIRST_HEARTBEAT_WAIT = 1.0

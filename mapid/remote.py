@@ -16,10 +16,10 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from mapid.errors import MapidError
+from mapid.wire.link import HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS
 
 CURVE_FIELDS = ("server_key", "public_key", "secret_key")
-HEARTBEAT_IVL_MS = 5_000
-HEARTBEAT_TIMEOUT_MS = 15_000
+
 KEY_HINT = (
     "if a daemon listens there, it may not allow this client's key (its public .key file "
     "must be in authorized_keys.d/ on the server, then mapictl reload there), or the server "

@@ -25,15 +25,15 @@ from typing import Any
 import pytest
 import zmq
 
-from mapid import envelope
 from mapid.client import AsyncClient, Client
-from mapid.codec import pack
 from mapid.curve_keys import KeyFileError, load_client_keys, read_public_key, write_key_pair
 from mapid.daemon.config.remote_config import RemoteConfig, parse
 from mapid.errors import DaemonUnreachable, MapidError, RequestTimedOut
 from mapid.mirror import StatusMirror
 from mapid.paths import read_connection_file
 from mapid.remote import apply_curve, events_endpoint_for
+from mapid.wire import envelope
+from mapid.wire.codec import pack
 
 from conftest import DEFAULT_CONFIG, DaemonFactory, DaemonProc
 

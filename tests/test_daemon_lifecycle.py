@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from mapid import envelope
 from mapid.client import Client
 from mapid.errors import DaemonUnreachable
 from mapid.paths import read_connection_file
+from mapid.wire import envelope
 
 from conftest import DaemonFactory, DaemonProc, prepare_daemon
 
@@ -242,7 +242,7 @@ def test_a_request_running_at_sigterm_is_still_answered(make_daemon: DaemonFacto
         config='default_profile = "alpha"\nwatch = "off"\nprovider_timeout = 0.3\n',
         profiles={"alpha": '[services.slow]\nservice = "providers_for_tests:Hanging"\n'},
     )
-    from mapid.codec import pack, unpack
+    from mapid.wire.codec import pack, unpack
 
     info = read_connection_file(proc.runtime)
     assert info is not None

@@ -610,7 +610,7 @@ def test_a_slow_subscriber_loses_events_at_the_hwm_and_recovers_by_snapshot(
 
 def client_decode(data: bytes) -> dict[str, Any]:
     """Decode an event the way the client library does (timestamps as datetimes)."""
-    from mapid.codec import unpack as library_unpack
+    from mapid.wire.codec import unpack as library_unpack
 
     event: dict[str, Any] = library_unpack(data)
     return event

@@ -21,8 +21,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from mapid import codec
 from mapid.providers.base import MapiObject, MessageService, StoreProvider
+from mapid.wire import codec
 
 from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
 

@@ -24,7 +24,6 @@ import pytest
 import zmq
 
 from mapid.client import Client
-from mapid.codec import unpack
 from mapid.constants import ResourceType, StatusCode
 from mapid.errors import ErrorCode, MapiError
 from mapid.paths import read_connection_file
@@ -36,6 +35,7 @@ from mapid.providers.base import (
     TransportFailure,
     TransportProvider,
 )
+from mapid.wire.codec import unpack
 
 from conftest import DEFAULT_CONFIG, DaemonFactory, DaemonProc, standard_profile
 from smtp_server import SmtpServer, smtp_section

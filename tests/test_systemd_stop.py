@@ -18,8 +18,8 @@ from typing import Any
 
 import zmq
 
-from mapid import envelope
 from mapid.paths import read_connection_file
+from mapid.wire import envelope
 
 from conftest import DaemonFactory, DaemonProc, standard_profile
 from smtp_server import SmtpServer, smtp_section

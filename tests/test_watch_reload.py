@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import zmq
 
-from mapid import envelope
 from mapid.client import Client
 from mapid.paths import read_connection_file
+from mapid.wire import envelope
 
 from conftest import DaemonFactory, DaemonProc
 

@@ -19,14 +19,14 @@ import zmq
 from rich.console import Console
 from rich.text import Text
 
-from mapid import envelope
 from mapid.cli.output import console, decode_row, emit_json, jsonable
 from mapid.client import probe
-from mapid.codec import CodecError
 from mapid.constants import LogonFlags, flag_names
 from mapid.errors import DaemonUnreachable, RequestTimedOut
 from mapid.paths import client_runtime_dir, read_connection_file
 from mapid.remote import KEY_HINT, HandshakeWatch, apply_curve
+from mapid.wire import envelope
+from mapid.wire.codec import CodecError
 
 QUIET_AFTER = 3.0
 """Seconds without a heartbeat before saying the daemon went quiet (PROTOCOL.md 7.3)."""

@@ -23,8 +23,7 @@ import zmq
 import zmq.asyncio
 
 import mapid
-from mapid import envelope, paths
-from mapid.codec import MAX_PAYLOAD
+from mapid import paths
 from mapid.constants import LogonFlags
 from mapid.daemon import ops
 from mapid.daemon.bus import runtime_dir
@@ -48,6 +47,8 @@ from mapid.daemon.spool.spooler import Spooler
 from mapid.daemon.system.sd_notify import Notifier
 from mapid.errors import MapiError
 from mapid.paths import ConnectionInfo
+from mapid.wire import envelope
+from mapid.wire.codec import MAX_PAYLOAD
 
 log = logging.getLogger("mapid.daemon")
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from mapid.cli.mail.common import notice, usage_error
 from mapid.cli.mail.session import MailSession, Store, table_args
-from mapid.codec import MAX_STR
 from mapid.constants import RecipientType, ResourceType
 from mapid.entryid import one_off, search_key
 from mapid.errors import ErrorCode, MapiError
@@ -50,6 +49,7 @@ from mapid.proptags import (
     PR_STATUS_STRING,
     PR_SUBJECT,
 )
+from mapid.wire.codec import MAX_STR
 
 MESSAGE_CLASS_NOTE = "IPM.Note"
 REPORT_CLASS_PREFIX = "REPORT."

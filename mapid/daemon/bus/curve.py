@@ -35,6 +35,7 @@ from zmq.utils import z85
 from mapid import curve_keys
 from mapid.daemon.config.daemon_config import ConfigProblem
 from mapid.daemon.config.remote_config import RemoteConfig
+from mapid.wire.link import HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS
 
 log = logging.getLogger("mapid.daemon.bus.curve")
 
@@ -44,8 +45,7 @@ KEYS_DIR = "curve"
 """The daemon's key pair lives in this 0700 directory under the state directory."""
 SERVER_NAME = "server"
 AUTHORIZED_DIR = "authorized_keys.d"
-HEARTBEAT_IVL_MS = 5_000
-HEARTBEAT_TIMEOUT_MS = 15_000
+
 DENIAL_LOG_INTERVAL = 60.0
 """Clients reconnect; log each key's handshakes at most once a minute."""
 LOGGED_KEYS_MAX = 1_000

@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from mapid import envelope
+from mapid.wire import envelope
 
 log = logging.getLogger("mapid.publisher")
 

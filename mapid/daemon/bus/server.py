@@ -21,16 +21,21 @@ from typing import Any
 
 import zmq
 
-from mapid import envelope
-from mapid.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
 from mapid.daemon.bus import eager
 from mapid.daemon.bus.registry import REGISTRY, OpContext, OpRegistry, OpSpec, Reply, is_int
 from mapid.daemon.bus.reply_cache import Pending, ReplyCache, cache_key
 from mapid.daemon.sessions.manager import SessionManager
 from mapid.daemon.sessions.table_query import TableQuery
 from mapid.daemon.system import logs, memory
-from mapid.envelope import PROTOCOL_VERSION
 from mapid.errors import ErrorCode, MapiError
+from mapid.wire import envelope
+from mapid.wire.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
+from mapid.wire.envelope import PROTOCOL_VERSION
+from mapid.wire.link import EVENTS as _EVENTS
+from mapid.wire.link import MORE as _MORE
+from mapid.wire.link import NOBLOCK as _LAST
+from mapid.wire.link import POLLIN as _POLLIN
+from mapid.wire.link import RCVMORE as _RCVMORE
 
 log = logging.getLogger("mapid.server")
 
@@ -41,11 +46,7 @@ GIVE_BACK_BYTES = 4 * 1024 * 1024
 memory to the system (memory.give_back)."""
 DRAIN_BATCH = 64
 """Requests read in one go before other callbacks of the loop get their turn."""
-_LAST = int(zmq.NOBLOCK)
-_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_RCVMORE = int(zmq.RCVMORE)
+
 _ZERO_COPY_MIN = 64 * 1024
 """Replies from this size go out without a copy (pyzmq's own copy threshold)."""
 

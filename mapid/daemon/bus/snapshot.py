@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mapid.codec import pack
 from mapid.daemon.bus.publisher import Publisher
 from mapid.daemon.sessions.session import Session
 from mapid.errors import ErrorCode, MapiError
+from mapid.wire.codec import pack
 
 PART_BUDGET = 1024 * 1024
 """Bytes of sessions in one part: well inside the 4 MiB reply limit, quick to encode."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mapid.codec import MAX_STR
 from mapid.constants import AccessLevel, ObjectType
 from mapid.daemon.bus.registry import OpContext
 from mapid.daemon.config.profiles import Profile
@@ -18,6 +17,7 @@ from mapid.daemon.sessions.table_query import TableQuery
 from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import PR_ACCESS_LEVEL, PR_STORE_SUPPORT_MASK
 from mapid.providers.base import MapiObject
+from mapid.wire.codec import MAX_STR
 
 # -- the request's context --------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from mapid.daemon.bus.registry import Bool, OpContext, Str, op
-from mapid.envelope import PROTOCOL_VERSION
+from mapid.wire.envelope import PROTOCOL_VERSION
 
 
 @op("daemon.hello", token=False)

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mapid import envelope
 from mapid.constants import LogonFlags, NotificationEvent
 from mapid.daemon.config.profiles import Profile
 from mapid.daemon.sessions.handles import HandleTable
 from mapid.daemon.sessions.queue_claims import QueueClaims
 from mapid.daemon.sessions.status_table import RowKey, StatusTable
 from mapid.errors import ErrorCode, MapiError
+from mapid.wire import envelope
 
 if TYPE_CHECKING:
     from mapid.constants import SpoolerNotify

@@ -11,8 +11,8 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mapid import envelope
 from mapid.constants import ObjectType
+from mapid.wire import envelope
 
 RowKey = bytes
 Publish = Callable[..., int]

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from mapid.codec import pack, unpack
 from mapid.errors import MapiError
+from mapid.wire.codec import pack, unpack
 
 PROTOCOL_VERSION = 1
 
