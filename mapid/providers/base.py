@@ -503,8 +503,19 @@ class TransportProvider(Provider):
 
     def sender_override(self) -> Identity | None:
         """The From this transport sends as instead of the session's identity (smtp's `from`
-        key); None: the spooler uses the session's identity."""
+        key); None: the spooler uses the session's identity. The spooler writes it in a
+        message that names no sender, or the session's identity when no transport sends as
+        that; a sender the client chose stays (see sender_addresses)."""
         return None
+
+    def sender_addresses(self) -> tuple[str, ...]:
+        """The addresses I send as, for a profile of several accounts: the spooler sends a
+        message whose sender (its From, PR_SENT_REPRESENTING_EMAIL_ADDRESS) is one of them
+        through me, whatever the transport order (compared on the address part, without
+        regard to case; "Name <addr>" is read as addr). () means I send as the session's
+        identity. This default: the address of sender_override(), if it names one."""
+        own = self.sender_override()
+        return (own.email,) if own is not None and own.email else ()
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one message to its recipients (those of my address types). Raise

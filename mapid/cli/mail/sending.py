@@ -222,7 +222,8 @@ FromOpt = Annotated[
     typer.Option(
         "--from",
         metavar="ADDRESS",
-        help="The From address (default: the session's identity, or the transport's `from`).",
+        help="The From address; it goes out through the transport whose `from` it is "
+        "(default: the session's identity, or the first transport's `from`).",
         show_default=False,
     ),
 ]

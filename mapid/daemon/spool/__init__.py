@@ -1,6 +1,7 @@
 """The MAPI spooler: sending what sessions submit (DESIGN.md 6).
 
 spooler.py runs each session's queue over its transports with retries and progress rows;
+routing.py picks the transport of each message (by its sender, then the address type);
 outgoing.py prepares a queued message for sending (headers, recipients); ndr.py writes the
 non-delivery report when a send fails for good.
 

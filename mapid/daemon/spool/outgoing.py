@@ -144,7 +144,9 @@ def prepare(
 ) -> Prepared:
     """The bytes to send. From: `override` (the transport's `from`) replaces the message's;
     else the message's own From stays; else `identity` (the session's) is written. Raises
-    NoSender when none of them has an address."""
+    NoSender when none of them has an address. The spooler passes `override` only when the
+    message's own From does not stay (routing.py: no sender, or the session's identity that
+    no transport sends as)."""
     fields, rest = split_header(mime)
     eol = b"\r\n" if b"\r\n" in b"".join(fields[:1]) or mime.startswith(b"\r\n") else b"\n"
     existing = header_address(fields, "From")

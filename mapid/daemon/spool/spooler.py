@@ -3,9 +3,10 @@ transports, then Sent Items.
 
 One spooler per session while a member is mail-enabled. The queue is the store's Outbox on
 disk and nothing else: a pass reads `queued()` oldest first, sends each message through the
-first active transport (in transport order) that takes its recipients' address type, then
-hands it back with `finished()`. A daemon killed between a send and `finished()` sends that
-message again after restart (at least once, never lost).
+transport that sends as its sender, else through the first active transport (in transport
+order) that takes its recipients' address type (routing.py), then hands it back with
+`finished()`. A daemon killed between a send and `finished()` sends that message again
+after restart (at least once, never lost).
 
 Consecutive messages that all go to one transport go to it together, up to BATCH_MAX in one
 `send_batch` (the smtp transport sends them in one trip to its worker thread, where a trip
@@ -47,7 +48,6 @@ import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mapid import entryid as eid
@@ -58,6 +58,7 @@ from mapid.daemon.sessions.session import SPOOLER_ROW
 from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.daemon.spool import ndr
 from mapid.daemon.spool.outgoing import NoSender, Prepared, header_address, prepare, split_header
+from mapid.daemon.spool.routing import Router, Routes
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     REMOTE_PROGRESS_IDLE,
@@ -182,6 +183,8 @@ class _Pass:
     failed_now: set[bytes] = field(default_factory=set)
     """Transports that failed in this pass: the rest of their messages wait for the retry."""
     used: dict[bytes, ProviderSlot] = field(default_factory=dict)
+    routes: Routes | None = None
+    """The transports of this pass and whom they send as (routing.py)."""
     shown_at: float = 0.0
     """When the rows last showed this pass's progress (monotonic)."""
     finishing: set[asyncio.Task[None]] = field(default_factory=set)
@@ -219,6 +222,8 @@ class _Job:
     message: QueuedMessage
     progress: _Progress
     own_from: Identity | None
+    keep_from: bool = False
+    """Its own From goes out as it is; else the transport's `from` replaces it (routing.py)."""
     sends: list[tuple[ProviderSlot, list[Recipient]]] = field(default_factory=list)
     """Each transport that takes some of the recipients still to do, with those."""
     waiting: str = ""
@@ -257,7 +262,7 @@ class Spooler:
         self._flushes: list[_Flush] = []
         self._backoff: dict[bytes, _Backoff] = {}
         self._progress: dict[bytes, _Progress] = {}
-        self._types: dict[bytes, tuple[str, ...]] = {}
+        self._router = Router()
         self._claimed: bytes | None = None
         self._next_try: float | None = None
         self._busy: _Busy | None = None
@@ -354,16 +359,7 @@ class Spooler:
 
     def refresh_address_types(self) -> None:
         """IXPLogon::AddressTypes of every transport, asked again (CONFIG_CHANGED)."""
-        self._types = {
-            slot.provider_uid: self._read_types(slot)
-            for slot in ProviderHost(self.session).transport_slots()
-        }
-
-    @staticmethod
-    def _read_types(slot: ProviderSlot) -> tuple[str, ...]:
-        source: Any = slot.provider if slot.provider is not None else slot.cls
-        kinds = getattr(source, "address_types", ()) or ()
-        return tuple(str(k).upper() for k in kinds)
+        self._router.refresh(ProviderHost(self.session).transport_slots())
 
     async def flush(self, only: ProviderSlot | None = None) -> None:
         """status.flush_queues: a pass now that ignores the backoff (of `only`, or of every
@@ -523,6 +519,7 @@ class Spooler:
             return
         # Ranked once per pass (it reads the profile): the backoff check and the sends share it.
         transports = ProviderHost(self.session).transport_slots()
+        run.routes = self._router.routes(transports, primary_identity(self.session))
         forced = run.forced
         if forced is not None and not forced and await self._all_waiting(store, transports):
             self._end_transports(run)
@@ -544,7 +541,7 @@ class Spooler:
                 message = await self._read_queued(store, entryid, run)
                 if message is None:
                     continue
-                job = self._plan(message, transports, run)
+                job = self._plan(message, run.routes, run)
                 if job is None:
                     continue
                 slot = job.single_slot()
@@ -613,23 +610,6 @@ class Spooler:
         self._enter(SpoolerState.WAITING_RETRY, text)
 
     # -- one message ---------------------------------------------------------------------
-    def _route(self, addrtype: str, transports: list[ProviderSlot]) -> ProviderSlot | str | None:
-        """The first active transport that takes `addrtype`; a reason (str) when only
-        transports that are not logged on take it; None when no transport does."""
-        held: str | None = None
-        for slot in transports:
-            types = self._types.get(slot.provider_uid)
-            if types is None:  # a transport added since the last refresh
-                types = self._types[slot.provider_uid] = self._read_types(slot)
-            if addrtype not in types:
-                continue
-            if slot.state == SlotState.ACTIVE and isinstance(slot.provider, TransportProvider):
-                return slot
-            if held is None:
-                why = slot.reason or slot.service.disabled or "not logged on"
-                held = f"transport {slot.service.section.key} is not available: {why}"
-        return held
-
     async def _read_queued(
         self, store: StoreProvider, entryid: bytes, run: _Pass
     ) -> QueuedMessage | None:
@@ -647,11 +627,10 @@ class Spooler:
             run.wait(f"cannot read a queued message: {_reason(exc)}")
         return None
 
-    def _plan(
-        self, message: QueuedMessage, transports: list[ProviderSlot], run: _Pass
-    ) -> _Job | None:
-        """Which transport takes which of the recipients still to do; None when a flush of
-        another transport's queue leaves this message alone."""
+    def _plan(self, message: QueuedMessage, routes: Routes, run: _Pass) -> _Job | None:
+        """Which transport takes which of the recipients still to do (by the sender, then
+        the address type); None when a flush of another transport's queue leaves this
+        message alone."""
         progress = self._progress.setdefault(message.entryid, _Progress())
         groups: dict[str, list[Recipient]] = {}
         seen: set[str] = set()
@@ -665,16 +644,17 @@ class Spooler:
             progress.failures["(none)"] = ndr.Failure(
                 "(none)", "", "the message has no recipients", NO_RECIPIENT_STATUS
             )
-        routes = {kind: self._route(kind, transports) for kind in groups}
+        fields, _rest = split_header(message.mime)
+        sender = header_address(fields, "From")
+        chosen = {kind: routes.route(kind, sender) for kind in groups}
         if run.only is not None and not any(
-            isinstance(r, ProviderSlot) and r.provider_uid in run.only for r in routes.values()
+            isinstance(r, ProviderSlot) and r.provider_uid in run.only for r in chosen.values()
         ):
             return None
-        fields, _rest = split_header(message.mime)
-        job = _Job(run.index, message, progress, header_address(fields, "From"))
+        job = _Job(run.index, message, progress, sender, routes.keeps_from(sender))
         by_slot: dict[bytes, tuple[ProviderSlot, list[Recipient]]] = {}
         for kind, recipients in groups.items():
-            route = routes[kind]
+            route = chosen[kind]
             if route is None:
                 reason = f"no transport of this profile takes address type {kind}"
                 self._fail(progress, recipients, reason, NO_TRANSPORT_STATUS)
@@ -711,14 +691,15 @@ class Spooler:
             for job in jobs:
                 job.hold(backoff.reason)
             return len(jobs)
-        transport = slot.provider
-        assert isinstance(transport, TransportProvider)
-        override, identity = _sender_override(transport), primary_identity(self.session)
+        transport, routes = slot.provider, run.routes
+        assert isinstance(transport, TransportProvider) and routes is not None
+        override, identity = routes.override(slot), routes.identity
         ready: list[tuple[int, list[Recipient], Prepared]] = []
         for position, job in enumerate(jobs):
             recipients = job.recipients_for(slot)
+            own = None if job.keep_from else override
             try:
-                prepared = prepare(job.message.mime, override=override, identity=identity)
+                prepared = prepare(job.message.mime, override=own, identity=identity)
             except NoSender as exc:
                 self._fail(job.progress, recipients, str(exc), NO_SENDER_STATUS)
                 continue
@@ -943,21 +924,6 @@ class Spooler:
                     "PR_REMOTE_PROGRESS_TEXT": None,
                 },
             )
-
-
-def _sender_override(transport: TransportProvider) -> Identity | None:
-    """The transport's own From (the smtp service's `from`), if it sets one."""
-    method = getattr(transport, "sender_override", None)
-    if not callable(method):
-        return None
-    value = method()
-    if isinstance(value, Identity):
-        return value
-    if isinstance(value, str) and value:
-        name, address = parseaddr(value)
-        if "@" in address:
-            return Identity(name, address)
-    return None
 
 
 def _seconds(value: float) -> str:
