@@ -4,6 +4,8 @@ It is what a provider can see of the daemon, recorded so that a test can check w
 provider did: status-row changes, MAPIUIDs, notifications, spooler notices and directory
 watches. `watch_directory` is real: a watchdog observer whose events reach the loop through
 `call_soon_threadsafe`, coalesced per watch, as the daemon's shared watcher does them.
+`password` and `oauth2_token` are the daemon's own (mapid/daemon/config/credentials.py), so a
+password_command or an oauth2_token_command really runs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from mapid.constants import NotificationEvent, SpoolerNotify
-from mapid.daemon.config.credentials import resolve_password
+from mapid.daemon.config.credentials import TokenSource, resolve_password
 
 T = TypeVar("T")
 
@@ -65,6 +67,7 @@ class Support:
     watch_refusal: str | None = None
     """When set, watch_directory fails with this reason (as when inotify runs out)."""
     coalesce: float = 0.05
+    _tokens: TokenSource = field(default_factory=TokenSource)
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     # -- the ProviderSupport protocol ----------------------------------------------------
@@ -92,6 +95,10 @@ class Support:
 
     async def password(self) -> str | None:
         return await resolve_password(self.settings, where=f"test, service {self.service_key}")
+
+    async def oauth2_token(self, *, refresh: bool = False) -> str | None:
+        where = f"test, service {self.service_key}"
+        return await self._tokens.token(self.settings, where=where, refresh=refresh)
 
     def spooler_notify(self, flags: SpoolerNotify) -> None:
         self.spooler.append(flags)

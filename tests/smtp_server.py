@@ -4,14 +4,21 @@ Registered as a pytest plugin in conftest.py, so every test module may ask for t
 
 - `tls_ca`: a throwaway trustme CA (session-wide) with a server certificate for 127.0.0.1 and
   localhost; `tls_ca.ca_file` is the CA in PEM, for a service's `ca_file` key.
-- `make_smtp_server(security=..., auth=...)`: start a server ("none", "starttls" or "tls";
-  `auth=(user, password)` makes AUTH mandatory); stopped at the end of the test.
+- `make_smtp_server(security=..., auth=..., oauth2=...)`: start a server ("none", "starttls"
+  or "tls"; `auth=(user, password)` makes AUTH mandatory, `oauth2=OAuth2Account(...)` makes
+  AUTH mandatory with OAUTHBEARER and/or XOAUTH2); stopped at the end of the test.
 - `smtp_server`: one plain server without AUTH.
 
 An `SmtpServer` records what it accepted (`messages`, `wait_for`), and has knobs set from the
 test thread at any time: `refuse` recipients (550), answer MAIL or DATA with a chosen reply,
 `stall` a command (for time-outs), `stop()` and `start()` on the same port.
 `smtp_section(server, ...)` writes the profile section of an smtp service that sends there.
+
+OAuth2 is aiosmtpd's documented `auth_MECHANISM` hook on the handler (`OAuth2Handler`): it
+accepts the tokens in `OAuth2Account.tokens` (a knob), answers another token as Google and
+RFC 7628 do (a 334 with an error JSON, then 535 once the client has answered it) and records
+each attempt (`OAuth2Handler.attempts`). Real tokens run to a few kilobytes; the server takes
+AUTH lines of RFC 4954's 12 288 octets, as real servers do.
 
 aiosmtpd's AUTH rule: a failed check must return `AuthResult(success=False, handled=False)`,
 or the server sends no reply at all and the client hangs.
@@ -20,7 +27,10 @@ or the server sends no reply at all and the client hangs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import contextlib
+import json
 import socket
 import ssl
 import threading
@@ -33,7 +43,7 @@ from typing import Any, Literal
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 Security = Literal["none", "starttls", "tls"]
 STALL_COMMANDS = frozenset({"MAIL", "RCPT", "DATA"})
@@ -150,6 +160,130 @@ class RecordingHandler:
         return "250 2.0.0 Message accepted"
 
 
+OAUTH2_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
+AUTH_LINE_LIMIT = 12288
+"""RFC 4954 4: a server takes AUTH command lines of at least this many octets."""
+
+
+@dataclass
+class OAuth2Account:
+    """The account an OAuth2 server knows: its user, the tokens it accepts right now, the
+    mechanisms it offers, and whether it hangs up after a rejected token."""
+
+    user: str
+    tokens: set[str] = field(default_factory=set)
+    mechanisms: tuple[str, ...] = OAUTH2_MECHANISMS
+    hang_up_on_reject: bool = False
+
+
+@dataclass(frozen=True)
+class AuthAttempt:
+    """One OAuth2 AUTH the server heard."""
+
+    mechanism: str
+    user: str
+    token: str
+    fields: dict[str, str]
+    """OAUTHBEARER's key-values (host, port, auth); XOAUTH2's (user, auth)."""
+    accepted: bool
+    answer: bytes | None = None
+    """What the client sent back to the error challenge (None: not challenged)."""
+
+
+def _b64(arg: str) -> bytes | None:
+    try:
+        return base64.b64decode(arg.encode(), validate=True)
+    except ValueError:
+        return None
+
+
+class OAuth2Handler(RecordingHandler):
+    """RecordingHandler with `auth_OAUTHBEARER` and `auth_XOAUTH2` (aiosmtpd's auth hooks)."""
+
+    def __init__(self, account: OAuth2Account) -> None:
+        super().__init__()
+        self.account = account
+        self.attempts: list[AuthAttempt] = []
+
+    async def _initial(self, server: SMTP, args: list[str]) -> bytes | None:
+        if len(args) > 1:
+            blob = _b64(args[1])
+            if blob is None:
+                await server.push("501 5.5.2 Can't decode base64")
+            return blob
+        answer = await server.challenge_auth("")
+        return None if answer is MISSING else bytes(answer)
+
+    async def _check(
+        self,
+        server: SMTP,
+        mechanism: str,
+        user: str,
+        fields: dict[str, str],
+        error: dict[str, str],
+    ) -> AuthResult:
+        auth = fields.get("auth", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+        accepted = user == self.account.user and token in self.account.tokens
+        if accepted:
+            self.attempts.append(AuthAttempt(mechanism, user, token, fields, True))
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        answer = await server.challenge_auth(json.dumps(error))
+        self.attempts.append(
+            AuthAttempt(
+                mechanism, user, token, fields, False, None if answer is MISSING else bytes(answer)
+            )
+        )
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)  # challenge_auth replied 501
+        reply = "535 5.7.8 Username and Password not accepted"
+        if self.account.hang_up_on_reject:
+            await server.push(reply)
+            if server.transport is not None:
+                server.transport.close()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=reply)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        blob = await self._initial(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        gs2, _, rest = blob.partition(b"\x01")
+        parts = gs2.split(b",")
+        user = ""
+        if len(parts) >= 2 and parts[1].startswith(b"a="):
+            user = parts[1][2:].decode().replace("=2C", ",").replace("=3D", "=")
+        fields = dict(
+            kv.decode().partition("=")[::2] for kv in rest.rstrip(b"\x01").split(b"\x01") if kv
+        )
+        error = {"status": "invalid_token", "scope": "https://mail.example.org/"}
+        return await self._check(server, "OAUTHBEARER", user, fields, error)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        blob = await self._initial(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        fields = dict(
+            kv.decode().partition("=")[::2] for kv in blob.rstrip(b"\x01").split(b"\x01") if kv
+        )
+        error = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+        return await self._check(server, "XOAUTH2", fields.get("user", ""), fields, error)
+
+
+class _LongAuthSMTP(SMTP):
+    """aiosmtpd's SMTP taking AUTH lines as long as RFC 4954 says (real tokens are long)."""
+
+    line_length_limit = AUTH_LINE_LIMIT + 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits: collections.defaultdict[str, int] = collections.defaultdict(
+            lambda: SMTP.command_size_limit
+        )
+        limits["AUTH"] = AUTH_LINE_LIMIT
+        self.command_size_limits = limits
+
+
 class _Controller(Controller):
     """A Controller that knows its live connections, so stop() can cut them."""
 
@@ -158,7 +292,8 @@ class _Controller(Controller):
         self.live: list[SMTP] = []
 
     def factory(self) -> SMTP:
-        server = SMTP(self.handler, **self.SMTP_kwargs)
+        cls = _LongAuthSMTP if isinstance(self.handler, OAuth2Handler) else SMTP
+        server = cls(self.handler, **self.SMTP_kwargs)
         self.live.append(server)
         return server
 
@@ -174,7 +309,18 @@ class SmtpServer:
     port: int = 0
     handler: RecordingHandler = field(default_factory=RecordingHandler)
     auth_attempts: int = 0
+    oauth2: OAuth2Account | None = None
     _controller: _Controller | None = None
+
+    def __post_init__(self) -> None:
+        if self.oauth2 is not None and not isinstance(self.handler, OAuth2Handler):
+            self.handler = OAuth2Handler(self.oauth2)
+
+    @property
+    def oauth2_attempts(self) -> list[AuthAttempt]:
+        """The OAuth2 AUTHs heard so far (an OAuth2 server's)."""
+        handler = self.handler
+        return list(handler.attempts) if isinstance(handler, OAuth2Handler) else []
 
     # -- what it received ----------------------------------------------------------------
     @property
@@ -274,11 +420,15 @@ class SmtpServer:
             else:
                 kwargs["tls_context"] = context
                 kwargs["require_starttls"] = True
-        if self.auth is not None:
+        if self.auth is not None or self.oauth2 is not None:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = True
             # aiosmtpd only sees TLS that came by STARTTLS; implicit TLS and plain need this
             kwargs["auth_require_tls"] = self.security == "starttls"
+        if self.oauth2 is not None:
+            offered = set(self.oauth2.mechanisms)
+            every = {"PLAIN", "LOGIN", *OAUTH2_MECHANISMS}
+            kwargs["auth_exclude_mechanism"] = sorted(every - offered)
         controller = _Controller(self.handler, **kwargs)
         deadline = time.monotonic() + 5
         while True:  # the port of a server just stopped may linger for a moment
@@ -331,6 +481,7 @@ def smtp_section(
     security: Security | None = None,
     username: str | None = None,
     password_command: str | list[str] | None = None,
+    oauth2_token_command: str | list[str] | None = None,
     ca_file: Path | str | None = None,
     timeout: float | None = 10,
     sender: str | None = None,
@@ -354,6 +505,8 @@ def smtp_section(
         values["username"] = username
     if password_command is not None:
         values["password_command"] = password_command
+    if oauth2_token_command is not None:
+        values["oauth2_token_command"] = oauth2_token_command
     if ca_file is not None:
         values["ca_file"] = str(ca_file)
     if timeout is not None:
@@ -402,11 +555,16 @@ def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsCa:
 
 @pytest.fixture
 def make_smtp_server(tls_ca: TlsCa) -> Iterator[Any]:
-    """`make_smtp_server(security="starttls", auth=("ada", "secret"))` -> a running server."""
+    """`make_smtp_server(security="starttls", auth=("ada", "secret"))` -> a running server;
+    `oauth2=OAuth2Account("ada@example.org", {"token"})` for one that takes OAuth2."""
     started: list[SmtpServer] = []
 
-    def factory(security: Security = "none", auth: tuple[str, str] | None = None) -> SmtpServer:
-        server = SmtpServer(security=security, auth=auth, tls=tls_ca)
+    def factory(
+        security: Security = "none",
+        auth: tuple[str, str] | None = None,
+        oauth2: OAuth2Account | None = None,
+    ) -> SmtpServer:
+        server = SmtpServer(security=security, auth=auth, tls=tls_ca, oauth2=oauth2)
         started.append(server)
         return server.start()
 

@@ -57,7 +57,9 @@ class ConfigProblem:
     message: str
 
 
-SECRET_KEYS: frozenset[str] = frozenset({"password", "password_command", "keyring"})
+SECRET_KEYS: frozenset[str] = frozenset(
+    {"password", "password_command", "keyring", "oauth2_token_command"}
+)
 """Configuration keys whose values never appear in a log, event, table or message."""
 
 
@@ -144,6 +146,16 @@ class ProviderSupport(Protocol):
         """The service's secret: its `password_command`, the Secret Service (`keyring`) or a
         `password` in a file only its owner reads; None when it names none. Failures raise
         MapiError(MAPI_E_LOGON_FAILED) with a message that never holds the secret."""
+        ...
+
+    async def oauth2_token(self, *, refresh: bool = False) -> str | None:
+        """An OAuth2 access token from the service's `oauth2_token_command`; None when it
+        names none. The token of the last call comes back again (it stays good for the next
+        connection) until `refresh` asks for a fresh one: pass it after the server rejected
+        the token, once, then report the failure. The token is printable ASCII without
+        spaces. Failures raise MapiError (MAPI_E_LOGON_FAILED: the command failed, timed out
+        or printed no token; MAPI_E_INVALID_PARAMETER: the configuration names a password
+        too) with a message that never holds the token. Never log or show the token."""
         ...
 
     def watch_directory(

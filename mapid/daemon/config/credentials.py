@@ -17,6 +17,13 @@ Only one of the three may be given; two or more is MAPI_E_INVALID_PARAMETER rath
 silent order of preference, because a leftover `password` next to a `password_command` is a
 mistake worth hearing about.
 
+An OAuth2 account names no password but `oauth2_token_command`: a program that prints an access
+token (oama, mutt_oauth2.py, `gcloud auth print-access-token`), run exactly as a
+password_command is (no shell, same time-out, same care with its output). Helpers refresh the
+token on each call, so asking again is running it again; `TokenSource` keeps the last token
+for the next connection until the server rejects it. It excludes the three password keys:
+giving both is MAPI_E_INVALID_PARAMETER too.
+
 A password that cannot be had is MAPI_E_LOGON_FAILED: the provider cannot log on without it,
 and the message says where (profile and service), which program, and why (exit status, time-out,
 missing program, no Secret Service), never what the program printed on stdout and at most a
@@ -45,8 +52,11 @@ from mapid.providers.base import SECRET_KEYS
 __all__ = [
     "MASK",
     "SECRET_KEYS",
+    "TOKEN_COMMAND",
+    "TokenSource",
     "check_file_secrecy",
     "mask",
+    "resolve_oauth2_token",
     "resolve_password",
     "secret_problems",
 ]
@@ -57,6 +67,9 @@ MASK = "********"
 
 KEYRING_HINT = "pip install 'mapid[keyring]'"
 _SOURCES = ("password_command", "keyring", "password")
+TOKEN_COMMAND = "oauth2_token_command"
+"""The key of the program that prints an OAuth2 access token."""
+_COMMANDS = ("password_command", TOKEN_COMMAND)
 _STDOUT_CAP = 64 * 1024
 _STDERR_CAP = 8 * 1024
 _STDERR_LINE_MAX = 120
@@ -105,17 +118,24 @@ def secret_problems(config: Mapping[str, Any]) -> list[str]:
     For `check_config` and reload reports; `resolve_password` raises the first of these.
     """
     given = [key for key in _SOURCES if key in config]
+    if TOKEN_COMMAND in config and given:
+        found = _and_list([TOKEN_COMMAND, *given])
+        return [
+            "give either oauth2_token_command (OAuth2) or one of password_command, keyring "
+            f"and password, not both (found {found})"
+        ]
     if len(given) > 1:
         found = _and_list(given)
         return [f"give only one of password_command, keyring and password (found {found})"]
     problems: list[str] = []
     if "password" in config and not isinstance(config["password"], str):
         problems.append("password must be a string")
-    if "password_command" in config:
-        try:
-            _command_argv(config["password_command"])
-        except ValueError as exc:
-            problems.append(str(exc))
+    for key in _COMMANDS:
+        if key in config:
+            try:
+                _command_argv(config[key], key)
+            except ValueError as exc:
+                problems.append(str(exc))
     if "keyring" in config:
         if not isinstance(config["keyring"], str) or not config["keyring"]:
             problems.append("keyring must be the Secret Service entry's service name (a string)")
@@ -129,18 +149,18 @@ def _and_list(keys: list[str]) -> str:
     return ", ".join(keys[:-1]) + " and " + keys[-1] if len(keys) > 1 else "".join(keys)
 
 
-def _command_argv(value: object) -> list[str]:
+def _command_argv(value: object, key: str = "password_command") -> list[str]:
     if isinstance(value, str):
         try:
             argv = shlex.split(value)
         except ValueError as exc:  # shlex names the fault, never the text
-            raise ValueError(f"password_command is not a valid command line: {exc}") from None
+            raise ValueError(f"{key} is not a valid command line: {exc}") from None
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         argv = list(value)
     else:
-        raise ValueError("password_command must be a string or a list of strings")
+        raise ValueError(f"{key} must be a string or a list of strings")
     if not argv or not argv[0]:
-        raise ValueError("password_command is empty")
+        raise ValueError(f"{key} is empty")
     return argv
 
 
@@ -151,13 +171,15 @@ def check_file_secrecy(
 
     `config_sections` are the file's `[services.<key>]` tables; a non-empty `password` at any
     depth in one of them counts. Such a file must be owned by the daemon's user (or root) and
-    have no group or other bits (mode & 0o077 == 0). A file that runs a `password_command` may
-    not be writable by group or others either, since whoever can write it chooses the program
-    the daemon runs. `text` is the file's content if the caller has it (for the line number).
+    have no group or other bits (mode & 0o077 == 0). A file that runs a `password_command` or an
+    `oauth2_token_command` may not be writable by group or others either, since whoever can
+    write it chooses the program the daemon runs. `text` is the file's content if the caller
+    has it (for the line number).
     """
     sections = list(config_sections)
     has_password = any(_holds(section, "password") for section in sections)
-    has_command = any(_holds(section, "password_command") for section in sections)
+    commands = [key for key in _COMMANDS if any(_holds(section, key) for section in sections)]
+    has_command = bool(commands)
     if not has_password and not has_command:
         return None
     file = str(path)
@@ -184,11 +206,12 @@ def check_file_secrecy(
             )
         return ConfigProblem(file, message, line)
     if has_command and (mode & 0o022 or not owner_ok):
-        line = _line_of(path, text, "password_command")
+        line = _line_of(path, text, commands[0])
         whose = "writable by others" if mode & 0o022 else f"owned by uid {st.st_uid}"
         return ConfigProblem(
             file,
-            f"runs a password_command but is {whose} (mode {mode:04o}); {fix}",
+            f"runs {'an' if commands[0][0] in 'aeiou' else 'a'} {commands[0]} but is {whose} "
+            f"(mode {mode:04o}); {fix}",
             line,
         )
     return None
@@ -238,7 +261,7 @@ async def resolve_password(
         )
     if "password_command" in config:
         argv = _command_argv(config["password_command"])
-        return await _run_password_command(argv, where=where, timeout=timeout)
+        return await _run_command(argv, "password_command", "password", where, timeout)
     if "keyring" in config:
         return await _keyring_password(
             str(config["keyring"]), str(config["username"]), where=where, timeout=timeout
@@ -246,6 +269,66 @@ async def resolve_password(
     if "password" in config:
         return str(config["password"])
     return None
+
+
+async def resolve_oauth2_token(
+    config: Mapping[str, Any], *, where: str, timeout: float = 10.0
+) -> str | None:
+    """A fresh access token from the configuration's `oauth2_token_command`, or None when it
+    names none. The command runs as a password_command does (see resolve_password, whose
+    errors it shares); what it prints on its first line, stripped, is the token, which must
+    be printable ASCII without spaces (RFC 6750's b64token is): anything else would break the
+    SASL message it goes into."""
+    problems = secret_problems(config)
+    if problems:
+        raise MapiError(
+            ErrorCode.MAPI_E_INVALID_PARAMETER,
+            f"{where}: {problems[0]}",
+            details={"where": where},
+        )
+    if TOKEN_COMMAND not in config:
+        return None
+    argv = _command_argv(config[TOKEN_COMMAND], TOKEN_COMMAND)
+    token = (await _run_command(argv, TOKEN_COMMAND, "access token", where, timeout)).strip()
+    what = f"{TOKEN_COMMAND} {argv[0]!r}"
+    if not token:
+        raise _failed(where, TOKEN_COMMAND, f"{what} printed no access token on its first line")
+    if not all("!" <= ch <= "~" for ch in token):
+        raise _failed(
+            where,
+            TOKEN_COMMAND,
+            f"{what} printed something that is no access token (spaces or characters other "
+            "than printable ASCII on its first line)",
+        )
+    return token
+
+
+class TokenSource:
+    """The access token of one provider: its oauth2_token_command runs at the first ask and
+    whenever the provider asks for a fresh one (the server rejected the last), and the token
+    is kept in between, for the next connection. A changed command is run anew. One ask at a
+    time: providers that connect twice at once run the command once."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._timeout = timeout
+        self._lock = asyncio.Lock()
+        self._command: object = None
+        self._token: str | None = None
+
+    async def token(
+        self, config: Mapping[str, Any], *, where: str, refresh: bool = False
+    ) -> str | None:
+        async with self._lock:
+            command = config.get(TOKEN_COMMAND)
+            if not refresh and self._token is not None and command == self._command:
+                return self._token
+            self._token = None
+            token = await resolve_oauth2_token(config, where=where, timeout=self._timeout)
+            self._command, self._token = command, token
+            return token
+
+    def forget(self) -> None:
+        self._token = None
 
 
 def _failed(where: str, source: str, message: str) -> MapiError:
@@ -256,9 +339,12 @@ def _failed(where: str, source: str, message: str) -> MapiError:
     )
 
 
-async def _run_password_command(argv: list[str], *, where: str, timeout: float) -> str:
+async def _run_command(argv: list[str], key: str, noun: str, where: str, timeout: float) -> str:
+    """Run a password_command or oauth2_token_command (`key`); the first line it prints is
+    the `noun` ("password", "access token") it gives."""
     program = argv[0]
-    what = f"password_command {program!r}"
+    what = f"{key} {program!r}"
+    a_noun = ("an " if noun[0] in "aeiou" else "a ") + noun
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -268,17 +354,15 @@ async def _run_password_command(argv: list[str], *, where: str, timeout: float) 
             start_new_session=True,  # its own process group, so a time-out kills its children
         )
     except FileNotFoundError:
-        raise _failed(where, "password_command", f"{what}: no such program") from None
+        raise _failed(where, key, f"{what}: no such program") from None
     except OSError as exc:
-        raise _failed(
-            where, "password_command", f"{what} could not be started: {exc.strerror}"
-        ) from None
+        raise _failed(where, key, f"{what} could not be started: {exc.strerror}") from None
     try:
         out, out_truncated, err, status = await asyncio.wait_for(_collect(proc), timeout)
     except TimeoutError:
         _kill_group(proc)
         await proc.wait()
-        raise _failed(where, "password_command", f"{what} timed out after {timeout:g} s") from None
+        raise _failed(where, key, f"{what} timed out after {timeout:g} s") from None
     except BaseException:  # cancelled: leave nothing running behind
         _kill_group(proc)
         raise
@@ -290,19 +374,15 @@ async def _run_password_command(argv: list[str], *, where: str, timeout: float) 
         else:
             how = f"exited with status {status}"
         note = _stderr_line(err, first)
-        raise _failed(where, "password_command", f"{what} {how}" + (f": {note}" if note else ""))
+        raise _failed(where, key, f"{what} {how}" + (f": {note}" if note else ""))
     if out_truncated and b"\n" not in out:
-        raise _failed(
-            where, "password_command", f"{what} printed a first line over {_STDOUT_CAP} bytes"
-        )
+        raise _failed(where, key, f"{what} printed a first line over {_STDOUT_CAP} bytes")
     if not first:
-        raise _failed(where, "password_command", f"{what} printed no password on its first line")
+        raise _failed(where, key, f"{what} printed no {noun} on its first line")
     try:
         return first.decode("utf-8")
     except UnicodeDecodeError:
-        raise _failed(
-            where, "password_command", f"{what} printed a password that is not UTF-8"
-        ) from None
+        raise _failed(where, key, f"{what} printed {a_noun} that is not UTF-8") from None
 
 
 async def _collect(proc: asyncio.subprocess.Process) -> tuple[bytes, bool, bytes, int]:

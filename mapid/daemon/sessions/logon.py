@@ -26,7 +26,7 @@ from mapid.constants import (
     StatusCode,
     ValidateStateFlags,
 )
-from mapid.daemon.config.credentials import resolve_password
+from mapid.daemon.config.credentials import TokenSource, resolve_password
 from mapid.daemon.config.file_watch import shared_watcher
 from mapid.daemon.config.profiles import ServiceSection, provider_uid
 from mapid.daemon.config.service_admin import transports
@@ -68,6 +68,7 @@ class Support:
         self.service_uid = slot.service.section.uid
         self.provider_uid = slot.provider_uid
         self.logger = logging.getLogger(f"mapid.provider.{slot.service.section.service}")
+        self._tokens = TokenSource()
 
     def config(self) -> Mapping[str, Any]:
         return self._slot.service.config
@@ -123,6 +124,10 @@ class Support:
     async def password(self) -> str | None:
         where = f"profile {self.profile_name}, service {self.service_key}"
         return await resolve_password(self.config(), where=where)
+
+    async def oauth2_token(self, *, refresh: bool = False) -> str | None:
+        where = f"profile {self.profile_name}, service {self.service_key}"
+        return await self._tokens.token(self.config(), where=where, refresh=refresh)
 
     def watch_directory(
         self, path: Path, callback: Callable[[set[Path]], None]

@@ -1,10 +1,12 @@
 """The `smtp` message service: a transport that sends through an SMTP server.
 
 - `config.py`: the section's schema and checks, and `SmtpSettings`, what a connection needs.
-- `connection.py`: opening a connection (the TLS server-name context, STARTTLS, AUTH).
-- `credentials.py`: the AUTH password, asked once and kept until forgotten.
-- `envelope.py`: a message's envelope (reverse-path, recipients, MAIL options).
+- `sasl.py`: the OAuth2 SASL messages (OAUTHBEARER, XOAUTH2); pure, no smtplib.
 - `failures.py`: smtplib's replies and exceptions as temporary or permanent failures.
+- `connection.py`: opening a connection (the TLS server-name context, STARTTLS, AUTH with a
+  password or an OAuth2 access token, refreshed once when rejected).
+- `credentials.py`: the AUTH password, asked once and kept until forgotten; the access token.
+- `envelope.py`: a message's envelope (reverse-path, recipients, MAIL options).
 - `transport.py`: `SmtpTransport`, the provider (the kept connection, sends, its status row).
 - `service.py`: `SmtpService`, the entry point `mapid.providers.smtp:SmtpService`.
 

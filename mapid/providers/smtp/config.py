@@ -28,6 +28,8 @@ __all__ = [
     "CONFIG_SCHEMA",
     "DEFAULT_PORTS",
     "DEFAULT_TIMEOUT_S",
+    "SMTP_SECRET_KEYS",
+    "TOKEN_COMMAND",
     "SmtpSettings",
     "check_config",
     "parse_sender",
@@ -36,6 +38,10 @@ __all__ = [
 ADDRTYPE = "SMTP"
 DEFAULT_PORTS: Mapping[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 DEFAULT_TIMEOUT_S = 30.0
+TOKEN_COMMAND = "oauth2_token_command"
+SMTP_SECRET_KEYS = SECRET_KEYS | {TOKEN_COMMAND}
+"""The keys never shown: the password's, and the command that prints the access token."""
+_PASSWORD_KEYS = ("password_command", "keyring", "password")
 
 
 def parse_sender(value: str) -> Identity | None:
@@ -83,6 +89,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "description": "A program that prints the password (no shell).",
         },
         "keyring": {"type": "string", "description": "Secret Service entry (with username)."},
+        TOKEN_COMMAND: {
+            "type": ["string", "array"],
+            "items": {"type": "string"},
+            "description": "OAuth2 instead of a password: a program that prints an access "
+            "token (no shell), e.g. `oama access ada@gmail.com`; needs username.",
+        },
         "timeout": {
             "type": "number",
             "exclusiveMinimum": 0,
@@ -109,22 +121,41 @@ CONFIG_SCHEMA: dict[str, Any] = {
 def check_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """What is wrong with an `smtp` section: the schema's problems, then the rules it
     cannot say (SmtpService.check_config)."""
-    problems = schema_problems(CONFIG_SCHEMA, config, SECRET_KEYS)
+    problems = schema_problems(CONFIG_SCHEMA, config, SMTP_SECRET_KEYS)
     sender = config.get("from")
     if isinstance(sender, str) and parse_sender(sender) is None:
         problems.append(ConfigProblem("from", 'must be "Name <name@domain>" or name@domain'))
+    oauth2 = TOKEN_COMMAND in config
+    passwords = [key for key in _PASSWORD_KEYS if key in config]
+    username = config.get("username")
+    if oauth2 and passwords:
+        problems.append(
+            ConfigProblem(
+                TOKEN_COMMAND,
+                f"give either {TOKEN_COMMAND} (OAuth2) or a password, not both "
+                f"(found {', '.join(passwords)} too)",
+            )
+        )
+    if oauth2 and not username:
+        problems.append(
+            ConfigProblem("username", f"required with {TOKEN_COMMAND} (the account's address)")
+        )
+    elif oauth2 and isinstance(username, str) and not username.isascii():
+        problems.append(ConfigProblem("username", f"must be ASCII with {TOKEN_COMMAND}"))
     host = config.get("host")
     if (
-        config.get("username")
+        (username or oauth2)
         and config.get("security") == "none"
         and isinstance(host, str)
         and not _loopback(host)
     ):
+        secret = "access token" if oauth2 else "password"
         problems.append(
             ConfigProblem(
                 "security",
-                'must be "starttls" or "tls" with a username: "none" would send the '
-                "password unencrypted (it is only for a server on this machine)",
+                f'must be "starttls" or "tls" with a {"token command" if oauth2 else "username"}'
+                f': "none" would send the {secret} unencrypted (it is only for a server on this '
+                "machine)",
             )
         )
     return problems
@@ -152,6 +183,8 @@ class SmtpSettings:
     sender: Identity | None
     ca_file: Path | None
     helo: str | None
+    oauth2: bool = False
+    """AUTH with an access token from `oauth2_token_command` (OAUTHBEARER or XOAUTH2)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], support: ProviderSupport) -> SmtpSettings:
@@ -174,6 +207,7 @@ class SmtpSettings:
             sender=parse_sender(sender) if isinstance(sender, str) else None,
             ca_file=support.resolve_path(ca_file) if isinstance(ca_file, str) else None,
             helo=config.get("helo") or None,
+            oauth2=TOKEN_COMMAND in config,
         )
 
     @property

@@ -1,6 +1,7 @@
-"""The AUTH password: asked of `support.password` at the first connection that needs it,
-then kept for the next ones until forgotten (a failed AUTH, a new configuration, logoff).
-No message ever holds it.
+"""What AUTH needs: the password, asked of `support.password` at the first connection that needs
+it, then kept for the next ones until forgotten (a failed AUTH, a new configuration, logoff);
+or an OAuth2 access token from `support.oauth2_token`, which keeps the token itself until the
+transport asks for a fresh one (the server rejected it). No message ever holds either.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ __all__ = ["Credentials"]
 
 
 class Credentials:
-    """The password of one transport's AUTH user, asked once and kept."""
+    """The password (or access token) of one transport's AUTH user."""
 
     def __init__(self, support: ProviderSupport) -> None:
         self._support = support
@@ -33,6 +34,16 @@ class Credentials:
                     "give password_command, keyring or password"
                 )
         return self._secret
+
+    async def token(self, *, refresh: bool = False) -> str:
+        """An access token from oauth2_token_command (a fresh one with `refresh`)."""
+        try:
+            token = await self._support.oauth2_token(refresh=refresh)
+        except MapiError as exc:  # where and why, never the token
+            raise TransportFailure(f"no access token: {exc.message}") from None
+        if token is None:
+            raise TransportFailure("no access token: the service names no oauth2_token_command")
+        return token
 
     def forget(self) -> None:
         """Ask `support.password` again next time."""

@@ -2,7 +2,7 @@
 
 A 5xx reply to MAIL or DATA is permanent (a non-delivery report); anything the user or
 the network can mend (a 4xx, a refused or timed-out connection, a TLS or certificate
-failure, a wrong password) is temporary, so the message stays queued.
+failure, a wrong password or access token) is temporary, so the message stays queued.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from mapid.providers.base import TransportFailure
 from mapid.providers.smtp.config import SmtpSettings
 
-__all__ = ["address_words", "failure_of", "reply_failure", "reply_text"]
+__all__ = ["address_words", "auth_failure", "failure_of", "reply_failure", "reply_text"]
 
 
 def reply_text(reply: bytes | str) -> str:
@@ -32,6 +32,28 @@ def reply_failure(command: str, code: int, reply: bytes | str, s: SmtpSettings) 
     if 500 <= code < 600:
         return TransportFailure(f"{command} refused: {words}", permanent=True)
     return TransportFailure(f"{command} deferred: {words}")
+
+
+def auth_failure(
+    exc: smtplib.SMTPAuthenticationError,
+    s: SmtpSettings,
+    mechanism: str,
+    *,
+    token_status: str | None,
+    refreshed: bool,
+    secret: str,
+) -> TransportFailure:
+    """The server refused an OAuth2 AUTH: temporary, as a wrong password is (the user mends
+    it by signing in again with the token helper). The server's words, never the token: a
+    server that echoes it gets it masked."""
+    words = f"{exc.smtp_code} {reply_text(exc.smtp_error)}"
+    if secret:
+        words = words.replace(secret, "********")
+    said = f", error status {token_status}" if token_status else ""
+    again = "; a fresh token from oauth2_token_command was rejected too" if refreshed else ""
+    return TransportFailure(
+        f"authentication failed for {s.username} ({mechanism}{said}): {words}{again}"
+    )
 
 
 def failure_of(exc: BaseException, s: SmtpSettings) -> TransportFailure:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from mapid.constants import ServiceFlags
 from mapid.providers.base import ConfigProblem, MessageService
-from mapid.providers.smtp.config import CONFIG_SCHEMA, check_config
+from mapid.providers.smtp.config import CONFIG_SCHEMA, SMTP_SECRET_KEYS, check_config
 from mapid.providers.smtp.transport import SmtpTransport
 
 __all__ = ["SmtpService"]
@@ -21,6 +21,7 @@ class SmtpService(MessageService):
     flags = ServiceFlags.SERVICE_NO_PRIMARY_IDENTITY
     providers = (SmtpTransport,)
     config_schema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
+    secret_keys: ClassVar[frozenset[str]] = SMTP_SECRET_KEYS
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[ConfigProblem]:

@@ -13,13 +13,20 @@ with a 5xx, is permanent (a non-delivery report); anything the user or the netwo
 (a 4xx, a refused or timed-out connection, a TLS or certificate failure, a wrong password)
 is temporary, so the message stays queued. No message ever holds the password.
 
-The settings are config.py's, opening a connection connection.py's, the password
-credentials.py's, the envelope envelope.py's and the failures' wording failures.py's.
+With `oauth2_token_command` AUTH takes an access token (`support.oauth2_token`) instead of a
+password: the token of the last connection is used again until the server rejects it; then
+the worker thread asks the loop for a fresh one (the command runs again) and tries once more
+before the failure goes to the row, worded and sorted as a wrong password is.
+
+The settings are config.py's, opening a connection connection.py's, the password and the token
+credentials.py's, the SASL messages sasl.py's, the envelope envelope.py's and the failures'
+wording failures.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import smtplib
 import socket
@@ -47,6 +54,7 @@ from mapid.providers.base import (
 )
 from mapid.providers.smtp.config import ADDRTYPE, SmtpSettings
 from mapid.providers.smtp.connection import (
+    Login,
     ServerNameContext,
     close_quietly,
     new_client,
@@ -71,6 +79,8 @@ IDLE_CLOSE_S = 30.0
 """An open connection unused this long is closed (servers drop idle clients after minutes)."""
 CHECK_AFTER_S = 2.0
 """A connection idle this long gets a NOOP before it is trusted with the next message."""
+FRESH_TOKEN_WAIT_S = 60.0
+"""How long the worker thread waits for the loop to run the token command again."""
 CONNECTED = "Connected: "
 """How PR_STATUS_STRING starts while a connection is open (and only then)."""
 BATCH_SLICE_S = 0.5
@@ -250,10 +260,35 @@ class SmtpTransport(TransportProvider):
             if self._conn is not None and time.monotonic() - self._last_used >= IDLE_CLOSE_S:
                 await self._drop()
 
-    async def _password(self) -> str | None:
-        return await self._credentials.password(self.settings.username)
+    async def _login(self) -> Login | None:
+        """What AUTH needs for the next send; None without a username (no AUTH)."""
+        s = self.settings
+        if s.username is None:
+            return None
+        if not s.oauth2:
+            return Login(s.username, password=await self._credentials.password(s.username))
+        loop = asyncio.get_running_loop()
+        where = s.where
 
-    def _connect(self, password: str | None) -> smtplib.SMTP:
+        def fresh() -> str:
+            """In the worker thread: a fresh token, from the command run on the loop."""
+            self.support.logger.info(
+                "%s rejected the access token of %s; running oauth2_token_command again",
+                where,
+                s.username,
+            )
+            future = asyncio.run_coroutine_threadsafe(self._credentials.token(refresh=True), loop)
+            try:
+                return future.result(FRESH_TOKEN_WAIT_S)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                future.cancel()
+                raise TransportFailure(
+                    "no access token: oauth2_token_command did not give a fresh one in time"
+                ) from None
+
+        return Login(s.username, token=await self._credentials.token(), fresh=fresh)
+
+    def _connect(self, login: Login | None) -> smtplib.SMTP:
         """Open, secure and authenticate a connection (in a worker thread)."""
         s = self.settings
         if s.security != "none" and self._tls is None:
@@ -261,12 +296,12 @@ class SmtpTransport(TransportProvider):
         conn = new_client(s, self._tls)
         self._connecting = conn  # so that _abort_wire can reach its socket meanwhile
         try:
-            open_session(conn, s, self._tls, password)
+            open_session(conn, s, self._tls, login)
         finally:
             self._connecting = None
         return conn
 
-    def _usable(self, password: str | None) -> tuple[smtplib.SMTP, bool]:
+    def _usable(self, login: Login | None) -> tuple[smtplib.SMTP, bool]:
         """The open connection, checked with NOOP when idle a while, or a new one.
         Returns (connection, whether it is new)."""
         conn = self._conn
@@ -280,7 +315,7 @@ class SmtpTransport(TransportProvider):
                 conn = self._conn = None
         if conn is not None:
             return conn, False
-        self._conn = self._connect(password)
+        self._conn = self._connect(login)
         return self._conn, True
 
     # -- sending -------------------------------------------------------------------------
@@ -301,13 +336,13 @@ class SmtpTransport(TransportProvider):
             self._show(self._ready_text())
         return outcomes
 
-    async def _sending(self, fn: Callable[[Any, str | None], T], what: Any) -> T:
-        """`fn(what, password)` in the worker thread under the connection lock; the row
+    async def _sending(self, fn: Callable[[Any, Login | None], T], what: Any) -> T:
+        """`fn(what, login)` in the worker thread under the connection lock; the row
         says why a send failed as a whole."""
         self._check_online()
         try:
-            password = await self._password()
-            return await self._locked_blocking(fn, what, password)
+            login = await self._login()
+            return await self._locked_blocking(fn, what, login)
         except TransportFailure as failure:
             self._failed(failure)
             raise
@@ -347,13 +382,13 @@ class SmtpTransport(TransportProvider):
             future.exception()
 
     def _send_batch_blocking(
-        self, messages: Sequence[OutgoingMessage], password: str | None
+        self, messages: Sequence[OutgoingMessage], login: Login | None
     ) -> list[SendResult | TransportFailure]:
         outcomes: list[SendResult | TransportFailure] = []
         stop = time.monotonic() + BATCH_SLICE_S
         for message in messages:
             try:
-                outcomes.append(self._send_blocking(message, password))
+                outcomes.append(self._send_blocking(message, login))
             except TransportFailure as failure:
                 outcomes.append(failure)
                 if not failure.permanent:
@@ -362,15 +397,15 @@ class SmtpTransport(TransportProvider):
                 break  # the rest comes in the next batch
         return outcomes
 
-    def _send_blocking(self, message: OutgoingMessage, password: str | None) -> SendResult:
+    def _send_blocking(self, message: OutgoingMessage, login: Login | None) -> SendResult:
         try:
-            return self._transaction(message, password)
+            return self._transaction(message, login)
         except TransportFailure:
             raise
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             raise self._broken(exc) from None
 
-    def _transaction(self, message: OutgoingMessage, password: str | None) -> SendResult:
+    def _transaction(self, message: OutgoingMessage, login: Login | None) -> SendResult:
         s = self.settings
         sender = envelope_sender(s.sender or message.sender, message.mime)
         recipients = unique_addresses([r.address.strip() for r in message.recipients])
@@ -383,7 +418,7 @@ class SmtpTransport(TransportProvider):
             raise TransportFailure("no valid recipient: " + address_words(refused), permanent=True)
         body = BARE_LF.sub(b"\r\n", message.mime)
 
-        conn, new = self._usable(password)
+        conn, new = self._usable(login)
         options = mail_options(conn, sender, recipients, body)
         try:
             code, reply = conn.mail(sender, options)
@@ -392,7 +427,7 @@ class SmtpTransport(TransportProvider):
                 raise
             close_quietly(conn)  # the server dropped the connection we kept: one more, at once
             self._conn = None
-            conn, new = self._usable(password)
+            conn, new = self._usable(login)
             code, reply = conn.mail(sender, options)
         if code != 250:
             self._reset(conn)
@@ -486,8 +521,8 @@ class SmtpTransport(TransportProvider):
     async def _connect_now(self) -> None:
         """Connect (or check the open connection) and NOOP; the row says how it went."""
         try:
-            password = await self._password()
-            await self._locked_blocking(self._check_blocking, password)
+            login = await self._login()
+            await self._locked_blocking(self._check_blocking, login)
         except TransportFailure as failure:
             self._show(f"Connect failed: {failure.message} ({self.settings.where})", code=True)
             raise MapiError(
@@ -498,9 +533,9 @@ class SmtpTransport(TransportProvider):
         self._show(f"{CONNECTED}{self.settings.where}", code=True)
         self.support.spooler_notify(SpoolerNotify.NOTIFY_READYTOSEND)
 
-    def _check_blocking(self, password: str | None) -> None:
+    def _check_blocking(self, login: Login | None) -> None:
         try:
-            conn, _new = self._usable(password)
+            conn, _new = self._usable(login)
             code, reply = conn.noop()
             if code != 250:
                 raise reply_failure("NOOP", code, reply, self.settings)
