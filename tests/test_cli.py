@@ -26,8 +26,9 @@ from typer.testing import CliRunner, Result
 from mapid import __version__
 from mapid.cli.app import app, logon_flag
 from mapid.cli.exits import ExitCode, error_object, exit_code
-from mapid.cli.output import decode_row, decode_session, jsonable
+from mapid.cli.output import account_state, decode_row, decode_session, jsonable
 from mapid.client import Client
+from mapid.constants import ResourceType, StatusCode
 from mapid.errors import DaemonUnreachable, ErrorCode, MapiError, RequestTimedOut
 
 from conftest import DaemonFactory, DaemonProc
@@ -541,6 +542,36 @@ def test_decode_row_keeps_unknown_bits() -> None:
     assert row["PR_RESOURCE_TYPE"] == "0x00000063"
     assert row["PR_RESOURCE_METHODS"] == []
     assert decode_session({"flags": 0x8008})["flags"] == ["MAPI_ALLOW_OTHERS", "MAPI_NO_MAIL"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "progress", "state"),
+    [
+        (ResourceType.MAPI_STORE_PROVIDER, StatusCode.STATUS_AVAILABLE, None, "online"),
+        (ResourceType.MAPI_STORE_PROVIDER, StatusCode.STATUS_OFFLINE, None, "offline"),
+        # an IMAP store that was never reached: available for the cache, offline to the server
+        (
+            ResourceType.MAPI_STORE_PROVIDER,
+            StatusCode.STATUS_AVAILABLE | StatusCode.STATUS_OFFLINE,
+            None,
+            "offline",
+        ),
+        (ResourceType.MAPI_STORE_PROVIDER, StatusCode.STATUS_AVAILABLE, 40, "syncing 40%"),
+        (ResourceType.MAPI_STORE_PROVIDER, StatusCode.STATUS_AVAILABLE, 100, "online"),
+        (ResourceType.MAPI_TRANSPORT_PROVIDER, StatusCode.STATUS_FAILURE, None, "failed"),
+        (ResourceType.MAPI_AB_PROVIDER, StatusCode.STATUS_AVAILABLE, None, "online"),
+        (ResourceType.MAPI_SPOOLER, StatusCode.STATUS_AVAILABLE, None, None),
+        (ResourceType.MAPI_SUBSYSTEM, StatusCode.STATUS_AVAILABLE, None, None),
+    ],
+)
+def test_account_state_says_online_offline_syncing(
+    kind: ResourceType, code: StatusCode, progress: int | None, state: str | None
+) -> None:
+    row: dict[str, object] = {"PR_RESOURCE_TYPE": int(kind), "PR_STATUS_CODE": int(code)}
+    if progress is not None:
+        row["PR_REMOTE_PROGRESS"] = progress
+    assert account_state(row) == state
+    assert decode_row(row).get("state") == state
 
 
 def test_exit_code_mapping() -> None:

@@ -215,6 +215,20 @@ def test_status_table_stacks_names_and_flags() -> None:
     assert lines[5].endswith("methods STATUS_VALIDATE_STATE")
 
 
+def test_status_table_puts_the_accounts_state_first() -> None:
+    row = {
+        "PR_ROWID": 2,
+        "PR_DISPLAY_NAME": "Work mail",
+        "PR_RESOURCE_TYPE": "MAPI_STORE_PROVIDER",
+        "PR_STATUS_STRING": "cannot reach imap.example.org:993: connection refused",
+        "PR_STATUS_CODE": ["STATUS_AVAILABLE", "STATUS_OFFLINE"],
+        "state": "offline",
+    }
+    lines = render(status_table([row]), 80).splitlines()
+    assert lines[2].startswith("2  Work mail") and lines[2].endswith("offline")
+    assert lines[3].endswith("STATUS_AVAILABLE") and lines[4].endswith("STATUS_OFFLINE")
+
+
 def test_sessions_fit_and_say_since_when(wide: DaemonProc) -> None:
     out = mapictl(wide, "sessions").stdout
     assert longest(out) <= 80, out

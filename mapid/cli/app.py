@@ -293,9 +293,10 @@ def status(
 
     Shows the daemon (version, pid, epoch, uptime, config generation, and the last
     reload with its errors if any), then every session (id, profile, shared, members,
-    state) with its status rows: resource type, status code, resource flags and methods
-    decoded into their MAPI names, and the status string. It is one consistent
-    daemon.snapshot. With --json the same as one object, flags as lists of names."""
+    state) with its status rows: each account's state (online, offline, syncing N%,
+    failed), resource type, status code, resource flags and methods decoded into their
+    MAPI names, and the status string. It is one consistent daemon.snapshot. With --json
+    the same as one object, flags as lists of names, the state as `state`."""
     opts = options(ctx, json_output, timeout, runtime_dir)
     if watch:
         with handled(opts.json), until_interrupted():

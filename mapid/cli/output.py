@@ -81,8 +81,36 @@ def emit_json(value: Any, file: TextIO | None = None) -> None:
 # --- decoding ------------------------------------------------------------------------------
 
 
+ACCOUNT_TYPES = frozenset(
+    {
+        ResourceType.MAPI_STORE_PROVIDER,
+        ResourceType.MAPI_AB_PROVIDER,
+        ResourceType.MAPI_TRANSPORT_PROVIDER,
+    }
+)
+"""Rows that stand for an account's provider: these get a `state` (account_state)."""
+
+
+def account_state(row: Mapping[str, Any]) -> str | None:
+    """What a person asks of an account first: "online", "offline", "syncing 40%" or
+    "failed", read from PR_STATUS_CODE and PR_REMOTE_PROGRESS; None for rows that are not
+    a provider's (the session, the spooler)."""
+    kind, code = row.get("PR_RESOURCE_TYPE"), row.get("PR_STATUS_CODE")
+    if not isinstance(code, int) or kind not in ACCOUNT_TYPES:
+        return None
+    if code & StatusCode.STATUS_FAILURE:
+        return "failed"
+    if code & StatusCode.STATUS_OFFLINE:
+        return "offline"
+    progress = row.get("PR_REMOTE_PROGRESS")
+    if isinstance(progress, int) and not isinstance(progress, bool) and 0 <= progress < 100:
+        return f"syncing {progress}%"
+    return "online" if code & StatusCode.STATUS_AVAILABLE else None
+
+
 def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A status row with its flag and enum columns as MAPI names (lists for flags)."""
+    """A status row with its flag and enum columns as MAPI names (lists for flags), and,
+    for a provider's row, its `state` (account_state)."""
     out: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, int) and not isinstance(value, bool):
@@ -93,6 +121,9 @@ def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = flag_names(ENUM_COLUMNS[key], value)[0]
                 continue
         out[key] = value
+    state = account_state(row)
+    if state is not None:
+        out["state"] = state
     return out
 
 
@@ -264,6 +295,13 @@ def _status_style(codes: object) -> str:
     return ""
 
 
+_STATE_STYLE = {
+    "online": "bold green",
+    "offline": "bold yellow",
+    "syncing": "bold cyan",
+    "failed": "bold red",
+}
+
 STATUS_LABEL_WIDTH = len("methods ")
 
 
@@ -282,8 +320,9 @@ def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) ->
 
     The Name column stacks the row's name, its resource type and provider, and its status
     string: free text, cut with an ellipsis when the table is too wide. The Status column
-    stacks the status code, then the resource flags and methods, one MAPI name a line: a
-    key column, kept whole while the names can give way."""
+    stacks a provider's state (online, offline, syncing N%, failed), the status code, then
+    the resource flags and methods, one MAPI name a line: a key column, kept whole while
+    the names can give way."""
     table = FitTable(
         Col("#", keep=True, right=True),
         Col("Name", min_width=24),
@@ -299,7 +338,12 @@ def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) ->
         name.append(f"\n{kind}", style="cyan")
         if row.get("PR_STATUS_STRING"):
             name.append(f"\n{row['PR_STATUS_STRING']}", style="italic")
-        state = Text(_names(code), style=_status_style(code))
+        state = Text()
+        if row.get("state"):
+            state.append(
+                f"{row['state']}\n", style=_STATE_STYLE.get(str(row["state"]).split()[0], "")
+            )
+        state.append(_names(code), style=_status_style(code))
         for line in _labelled("flags", row.get("PR_RESOURCE_FLAGS")) + _labelled(
             "methods", row.get("PR_RESOURCE_METHODS")
         ):
