@@ -10,6 +10,12 @@ Dovecot will not touch mail as root, so mail belongs to a dedicated system user
 writes there regardless; `DovecotServer.imap()` hands the tree to the test user again
 before each IMAP connection, since files mapid created meanwhile belong to root.
 
+For the IMAP store's tests, `DovecotServer.imapclient()` is a logged-in IMAPClient (to
+APPEND, CREATE, DELETE as another mail client would), and `stop()` then `start_again()`
+take the server away and bring it back on the same port under a live session. A Junk
+mailbox carries \\Junk once someone creates it (it is not made automatically, so the
+Maildir trees of test_dovecot.py stay as they were).
+
 Without Dovecot (or without root to run it) the tests skip and say why, except under CI
 (the CI variable set): there a missing Dovecot fails them, so CI never skips them.
 """
@@ -30,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +82,9 @@ namespace inbox {{
   mailbox Drafts {{
     special_use = \\Drafts
     auto = create
+  }}
+  mailbox Junk {{
+    special_use = \\Junk
   }}
 }}
 service imap-login {{
@@ -150,6 +160,27 @@ def mail_user() -> pwd.struct_passwd:
     return pwd.getpwnam(TEST_USER)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (from /proc), deepest last."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -176,7 +207,10 @@ class DovecotServer:
     gid: int
     proc: subprocess.Popen[bytes]
     version: str
+    exe: str
     connections: list[imaplib.IMAP4] = field(default_factory=list)
+    clients: list[Any] = field(default_factory=list)
+    """IMAPClient connections of the test (closed on stop)."""
 
     @property
     def log_path(self) -> Path:
@@ -199,23 +233,55 @@ class DovecotServer:
         conn.login(IMAP_USER, IMAP_PASSWORD)
         return conn
 
+    def imapclient(self) -> Any:
+        """A logged-in IMAPClient on the server (closed when the server stops)."""
+        from imapclient import IMAPClient
+
+        self.chown_mail()
+        client = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)
+        self.clients.append(client)
+        client.login(IMAP_USER, IMAP_PASSWORD)
+        return client
+
+    def start_again(self, timeout: float = 15.0) -> None:
+        """Start the stopped server again: the same config, the same port."""
+        assert self.proc.poll() is not None, "the server is still running"
+        with open(self.root / "dovecot.out", "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.exe, "-F", "-c", str(self.root / "dovecot.conf")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_for_greeting(self, timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         for conn in self.connections:
             with contextlib.suppress(imaplib.IMAP4.error, OSError):
                 conn.logout()
         self.connections.clear()
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+        self.clients.clear()
         if self.proc.poll() is not None:
             return
         try:
             pid = int((self.root / "run" / "master.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             pid = self.proc.pid
+        children = descendants(pid)
         os.kill(pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        # An imap process in IDLE can outlive its master (seen with Debian's 2.3.19); a
+        # stopped server must drop its clients' connections, as a crashed one would.
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
 
 def start_dovecot(
@@ -242,21 +308,31 @@ def start_dovecot(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    server = DovecotServer(root, maildir, port, uid, gid, proc, version)
+    server = DovecotServer(root, maildir, port, uid, gid, proc, version, exe)
+    wait_for_greeting(server, timeout)
+    return server
+
+
+def wait_for_greeting(server: DovecotServer, timeout: float) -> None:
+    """Until the server greets on its port (or fail, saying what its log says)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = (root / "dovecot.out").read_text(errors="replace")
-            raise RuntimeError(f"dovecot exited with {proc.returncode}:\n{output}{server.log()}")
+        if server.proc.poll() is not None:
+            output = (server.root / "dovecot.out").read_text(errors="replace")
+            raise RuntimeError(
+                f"dovecot exited with {server.proc.returncode}:\n{output}{server.log()}"
+            )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1.0) as sock:
                 if sock.recv(200).startswith(b"* OK"):
-                    return server
+                    return
         except OSError:
             pass
         time.sleep(0.02)
     server.stop()
-    raise RuntimeError(f"dovecot did not answer on port {port} in {timeout} s:\n{server.log()}")
+    raise RuntimeError(
+        f"dovecot did not answer on port {server.port} in {timeout} s:\n{server.log()}"
+    )
 
 
 class DovecotFactory:

@@ -198,7 +198,7 @@ def test_a_readable_profile_with_a_password_is_refused(make_daemon: DaemonFactor
     client = proc.client()
     secret = proc.config_dir / "profiles" / "secret.toml"
     secret.write_text(
-        'autologon = false\n\n[services.out]\nservice = "imap"\nhost = "x"\npassword = "hunter2"\n'
+        'autologon = false\n\n[services.out]\nservice = "ews"\nhost = "x"\npassword = "hunter2"\n'
     )
     os.chmod(secret, 0o644)
     report = client.daemon_reload()

@@ -58,7 +58,7 @@ def test_added_removed_and_changed_services_reach_live_sessions(
 
     # A key whose service changed is logged off and on again as the new service.
     swapped = without_mail.replace(
-        '[services.more]\nservice = "vcard"', '[services.more]\nservice = "imap"'
+        '[services.more]\nservice = "vcard"', '[services.more]\nservice = "ews"'
     )
     path.write_text(swapped)
     client.daemon_reload()

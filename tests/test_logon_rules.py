@@ -279,14 +279,14 @@ def test_a_service_that_is_not_installed_has_one_failure_row(
     make_daemon: DaemonFactory, tmp_path: Any
 ) -> None:
     proc = make_daemon(
-        profiles={"alpha": _profile_with(tmp_path, '[services.ghost]\nservice = "imap"')}
+        profiles={"alpha": _profile_with(tmp_path, '[services.ghost]\nservice = "ews"')}
     )
     client = proc.client()
     ghost = _row_named(rows(client, client.session_logon("alpha", NEW)["token"]), "ghost")
     assert len(ghost) == 1
     row = ghost[0]
     assert row["PR_RESOURCE_TYPE"] == ResourceType.MAPI_PROFILE_PROVIDER
-    assert row["PR_PROVIDER_DLL_NAME"] == "imap"
+    assert row["PR_PROVIDER_DLL_NAME"] == "ews"
     assert row["PR_RESOURCE_METHODS"] == 0
     assert row["PR_STATUS_CODE"] == StatusCode.STATUS_FAILURE
     assert "not installed" in row["PR_STATUS_STRING"]

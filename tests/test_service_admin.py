@@ -86,7 +86,7 @@ def test_create_errors(client: Client) -> None:
         ErrorCode.MAPI_E_NOT_FOUND,
         client,
         "services.create",
-        {"profile": "alpha", "service_name": "imap"},
+        {"profile": "alpha", "service_name": "ews"},
     )
     expect(
         ErrorCode.MAPI_E_INVALID_PARAMETER,

@@ -1,0 +1,308 @@
+"""The account's local cache: SQLite (the standard library's sqlite3) in its cache directory.
+
+One database, `cache.sqlite3`, beside the store's MAPIUID in `mapid.uid` (written once, as
+the Maildir store's is, so entry IDs outlive restarts and a lost cache still keeps them
+valid). It holds the server's LIST (so the tree is known while offline), per mailbox its
+UIDVALIDITY, HIGHESTMODSEQ and UIDNEXT, per message its UID, flags, size, INTERNALDATE, the
+header fields a contents table shows (already summarised by rfc5322.py), and bodies once
+fetched. A cache written for another account (user, host, port or security changed) is
+emptied, and the store then has a new MAPIUID: it is another store.
+
+Blocking: called from the account's command thread and the daemon's thread pool, never
+the event loop. One connection, serialised by a lock; every change is one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mapid.errors import ErrorCode, MapiError
+from mapid.providers.rfc5322 import HeaderSummary
+
+__all__ = ["DB_FILE", "UID_FILE", "Cache", "FolderMarks", "Record"]
+
+DB_FILE = "cache.sqlite3"
+UID_FILE = "mapid.uid"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (
+    name TEXT PRIMARY KEY,
+    delimiter TEXT NOT NULL,
+    flags TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL DEFAULT 0,
+    highestmodseq INTEGER NOT NULL DEFAULT 0,
+    uidnext INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages (
+    folder TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    internaldate REAL,
+    header BLOB NOT NULL,
+    subject TEXT NOT NULL,
+    sender_name TEXT,
+    sender_email TEXT,
+    display_to TEXT NOT NULL,
+    submit_time REAL,
+    message_class TEXT NOT NULL,
+    has_attach INTEGER NOT NULL,
+    PRIMARY KEY (folder, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bodies (
+    folder TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    PRIMARY KEY (folder, uid)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class FolderMarks:
+    """What the cache knows of a mailbox's state on the server."""
+
+    uidvalidity: int = 0
+    highestmodseq: int = 0
+    uidnext: int = 0
+
+
+@dataclass
+class Record:
+    """One cached message: what its contents-table row is made of."""
+
+    uid: int
+    flags: tuple[str, ...]
+    size: int
+    internaldate: datetime | None
+    header: bytes
+    summary: HeaderSummary
+    row: dict[str, object] | None = field(default=None, compare=False)
+    """The contents-table row, built once (rows.py) and dropped when the record changes."""
+
+
+def _stamp(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class Cache:
+    """The SQLite cache of one account (blocking)."""
+
+    def __init__(self, directory: Path, account: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory = directory
+        self.lock = threading.RLock()
+        self._db = sqlite3.connect(
+            directory / DB_FILE, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        with contextlib.suppress(OSError):
+            os.chmod(directory / DB_FILE, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        known = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if known.get("account") not in (None, account) or known.get("version") not in (
+            None,
+            str(SCHEMA_VERSION),
+        ):
+            self._wipe()  # another account, or another layout: nothing here is its
+            with contextlib.suppress(FileNotFoundError):
+                (directory / UID_FILE).unlink()
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('account', ?), ('version', ?)",
+            (account, str(SCHEMA_VERSION)),
+        )
+        self.uid = _load_or_create_uid(directory / UID_FILE)
+
+    def _wipe(self) -> None:
+        with self.lock:
+            self._db.execute("BEGIN")
+            for table in ("meta", "folders", "messages", "bodies"):
+                self._db.execute(f"DELETE FROM {table}")
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+    # -- the folder list ---------------------------------------------------------------
+
+    def listing(self) -> list[tuple[tuple[bytes, ...], str, str]]:
+        """The last LIST, as list_folders gives it: (flags, delimiter, name)."""
+        with self.lock:
+            rows = self._db.execute("SELECT name, delimiter, flags FROM folders").fetchall()
+        return [
+            (tuple(f.encode() for f in flags.split()), delim, name) for name, delim, flags in rows
+        ]
+
+    def set_listing(self, listing: Iterable[tuple[Sequence[bytes], str, str]]) -> list[str]:
+        """Keep a new LIST; the folders that left it lose their messages. Returns those."""
+        given = {
+            name: (delim, " ".join(f.decode() for f in flags)) for flags, delim, name in listing
+        }
+        with self.lock:
+            old = {row[0] for row in self._db.execute("SELECT name FROM folders")}
+            gone = sorted(old - set(given))
+            self._db.execute("BEGIN")
+            for name in gone:
+                self._forget(name)
+                self._db.execute("DELETE FROM folders WHERE name = ?", (name,))
+            for name, (delim, flags) in given.items():
+                self._db.execute(
+                    "INSERT INTO folders (name, delimiter, flags) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET delimiter = excluded.delimiter, "
+                    "flags = excluded.flags",
+                    (name, delim, flags),
+                )
+            self._db.execute("COMMIT")
+        return gone
+
+    def _forget(self, name: str) -> None:
+        self._db.execute("DELETE FROM messages WHERE folder = ?", (name,))
+        self._db.execute("DELETE FROM bodies WHERE folder = ?", (name,))
+
+    def marks(self) -> dict[str, FolderMarks]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT name, uidvalidity, highestmodseq, uidnext FROM folders"
+            ).fetchall()
+        return {name: FolderMarks(v, m, n) for name, v, m, n in rows}
+
+    # -- messages ------------------------------------------------------------------------
+
+    def records(self, folder: str) -> dict[int, Record]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT uid, flags, size, internaldate, header, subject, sender_name, "
+                "sender_email, display_to, submit_time, message_class, has_attach "
+                "FROM messages WHERE folder = ?",
+                (folder,),
+            ).fetchall()
+        out: dict[int, Record] = {}
+        for uid, flags, size, idate, header, subj, sname, semail, to, sub, cls, att in rows:
+            summary = HeaderSummary(subj, sname, semail, to, _time(sub), cls, bool(att))
+            out[uid] = Record(uid, tuple(flags.split()), size, _time(idate), header, summary)
+        return out
+
+    def apply(
+        self,
+        folder: str,
+        marks: FolderMarks,
+        *,
+        reset: bool,
+        added: Sequence[Record],
+        gone: Iterable[int],
+        flags: dict[int, tuple[str, ...]],
+    ) -> None:
+        """What one sync found, in one transaction (`reset`: UIDVALIDITY changed, drop all)."""
+        with self.lock:
+            self._db.execute("BEGIN")
+            if reset:
+                self._forget(folder)
+            for uid in gone:
+                self._db.execute("DELETE FROM messages WHERE folder = ? AND uid = ?", (folder, uid))
+                self._db.execute("DELETE FROM bodies WHERE folder = ? AND uid = ?", (folder, uid))
+            for uid, value in flags.items():
+                self._db.execute(
+                    "UPDATE messages SET flags = ? WHERE folder = ? AND uid = ?",
+                    (" ".join(value), folder, uid),
+                )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        folder,
+                        r.uid,
+                        " ".join(r.flags),
+                        r.size,
+                        _stamp(r.internaldate),
+                        r.header,
+                        r.summary.subject,
+                        r.summary.sender_name,
+                        r.summary.sender_email,
+                        r.summary.display_to,
+                        _stamp(r.summary.submit_time),
+                        r.summary.message_class,
+                        int(r.summary.has_attach),
+                    )
+                    for r in added
+                ],
+            )
+            self._db.execute(
+                "UPDATE folders SET uidvalidity = ?, highestmodseq = ?, uidnext = ? WHERE name = ?",
+                (marks.uidvalidity, marks.highestmodseq, marks.uidnext, folder),
+            )
+            self._db.execute("COMMIT")
+
+    def body(self, folder: str, uid: int) -> bytes | None:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT raw FROM bodies WHERE folder = ? AND uid = ?", (folder, uid)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_body(self, folder: str, uid: int, raw: bytes) -> None:
+        with self.lock:
+            known = self._db.execute(
+                "SELECT 1 FROM messages WHERE folder = ? AND uid = ?", (folder, uid)
+            ).fetchone()
+            if known is not None:  # not a message that a sync removed meanwhile
+                self._db.execute(
+                    "INSERT OR REPLACE INTO bodies VALUES (?, ?, ?)", (folder, uid, raw)
+                )
+
+
+def _read_uid(path: Path) -> bytes | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MapiError(ErrorCode.MAPI_E_CORRUPT_DATA, f"cannot read {path}: {exc}") from exc
+    try:
+        uid = bytes.fromhex(text)
+    except ValueError:
+        uid = b""
+    if len(uid) != 16:
+        raise MapiError(
+            ErrorCode.MAPI_E_CORRUPT_DATA,
+            f"{path} does not hold a store UID (32 hex digits); remove it to get a new one "
+            "(entry IDs of this store then change)",
+        )
+    return uid
+
+
+def _load_or_create_uid(path: Path) -> bytes:
+    """The store's MAPIUID, written on first use beside its final name and linked into
+    place, so two logons racing on a new cache agree on one (the first link wins)."""
+    uid = _read_uid(path)
+    if uid is not None:
+        return uid
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    with open(tmp, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_hex(16) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    uid = _read_uid(path)
+    assert uid is not None
+    return uid

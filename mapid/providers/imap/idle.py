@@ -1,0 +1,118 @@
+"""The Inbox's IDLE connection (RFC 2177), on a thread of its own.
+
+`IdleWatch` opens a second connection (IMAPClient is blocking, and a connection in IDLE
+can do nothing else), EXAMINEs the Inbox and waits in IDLE. Whatever the server says about
+the mailbox (EXISTS, EXPUNGE, FETCH) is handed to the event loop with
+`loop.call_soon_threadsafe(changed)`; the account then syncs the Inbox on its command
+connection. IDLE is renewed every 25 minutes (servers may end it after 29). A BYE, an
+end of file or a socket error is handed over as `lost(reason)`: the account goes offline
+at once. `stop()` (from the loop) sets a flag and shuts the socket down, which wakes the
+thread's poll; the thread then closes its connection and ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from imapclient import IMAPClient
+
+from mapid.providers.imap.config import ImapSettings
+from mapid.providers.imap.connection import LINK_ERRORS, close_quietly, describe, open_connection
+from mapid.providers.imap.names import INBOX
+
+__all__ = ["REIDLE_S", "IdleWatch"]
+
+REIDLE_S = 25 * 60.0
+"""Renew IDLE this often: RFC 2177 lets a server end it after 29 minutes."""
+_CHANGES = (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT", b"VANISHED")
+
+
+class IdleWatch:
+    """One IDLE connection on the Inbox, reporting to the event loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        settings: ImapSettings,
+        password: str | None,
+        context: ssl.SSLContext | None,
+        changed: Callable[[], None],
+        lost: Callable[[str], None],
+        logger: logging.Logger,
+    ) -> None:
+        self._loop = loop
+        self._settings = settings
+        self._password = password
+        self._context = context
+        self._changed = changed
+        self._lost = lost
+        self._log = logger
+        self._stopping = threading.Event()
+        self._client: IMAPClient | None = None
+        self._thread = threading.Thread(target=self._run, name="mapid-imap-idle", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the watch (from the loop): the thread wakes and closes its connection."""
+        self._stopping.set()
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(OSError):
+                client.socket().shutdown(socket.SHUT_RDWR)
+
+    def _report(self, callback: Callable[..., None], *args: object) -> None:
+        if self._stopping.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: the daemon is stopping
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _run(self) -> None:
+        try:
+            self._client = open_connection(self._settings, self._password, self._context)
+            if self._stopping.is_set():
+                return
+            self._client.select_folder(INBOX, readonly=True)
+            self._report(self._changed)  # what came between the sync and this EXAMINE
+            while not self._stopping.is_set():
+                self._idle_once(self._client)
+        except LINK_ERRORS as exc:
+            if not self._stopping.is_set():
+                self._report(self._lost, describe(exc))
+        except Exception as exc:  # a protocol surprise: the account reconnects
+            self._log.warning("IDLE on %s failed: %r", self._settings.where, exc)
+            self._report(self._lost, describe(exc))
+        finally:
+            client, self._client = self._client, None
+            if client is not None:
+                close_quietly(client)
+
+    def _idle_once(self, client: IMAPClient) -> None:
+        """One IDLE of up to REIDLE_S seconds."""
+        client.idle()
+        deadline = time.monotonic() + REIDLE_S
+        while not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            asked = time.monotonic()
+            responses = client.idle_check(timeout=left)
+            if self._stopping.is_set():
+                return
+            for response in responses:
+                if len(response) >= 1 and response[0] == b"BYE":
+                    raise EOFError("the server said BYE")  # no DONE: it is going away
+            if any(len(r) >= 2 and r[1] in _CHANGES for r in responses):
+                self._report(self._changed)
+            elif not responses and time.monotonic() - asked < left - 0.5:
+                break  # woke with nothing to read: an end of file? idle_done will tell
+        if not self._stopping.is_set():
+            client.idle_done()  # raises on a dead connection

@@ -1,0 +1,207 @@
+"""What the command connection does (blocking, on the account's command thread): greet
+the server, LIST, bring one mailbox's cache up to date, fetch a body.
+
+A mailbox's sync (`sync_folder`) EXAMINEs it (read-only: stage 1 changes nothing on the
+server) and compares with the cache. A changed UIDVALIDITY drops the mailbox's cache; with
+CONDSTORE, a HIGHESTMODSEQ and UIDNEXT that did not move skip it entirely, and flags are
+fetched only CHANGEDSINCE the cached modseq; without it, a full UID comparison (UID SEARCH
+ALL, FETCH FLAGS). New messages bring their size, INTERNALDATE, flags and the header fields
+the contents table shows (BODY.PEEK, so nothing becomes \\Seen), summarised by rfc5322.py.
+The result is written to the cache here and handed back for the event loop to apply.
+"""
+
+from __future__ import annotations
+
+import imaplib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from imapclient import IMAPClient
+
+from mapid.providers.imap.cache import Cache, FolderMarks, Record
+from mapid.providers.imap.rows import HEADER_FIELDS
+from mapid.providers.rfc5322 import parse_header_block, summarize
+
+__all__ = [
+    "Capabilities",
+    "FolderSync",
+    "fetch_body",
+    "greet",
+    "list_mailboxes",
+    "sync_folder",
+]
+
+CHUNK = 500
+"""UIDs per FETCH: keeps each command line well below servers' limits."""
+_HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
+_NEW_ITEMS = ["FLAGS", "RFC822.SIZE", "INTERNALDATE", _HEADER_ITEM]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    idle: bool
+    condstore: bool
+    xlist: bool
+
+
+@dataclass
+class FolderSync:
+    """What one sync of a mailbox found (already written to the cache)."""
+
+    folder: str
+    marks: FolderMarks
+    reset: bool = False
+    """UIDVALIDITY changed: every cached message of the mailbox is gone."""
+    added: list[Record] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)
+    flags: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reset or self.added or self.gone or self.flags)
+
+
+def greet(client: IMAPClient) -> Capabilities:
+    """What the server offers; CONDSTORE is enabled where it is (RFC 7162)."""
+    client.normalise_times = False  # INTERNALDATE with its zone, not local naive time
+    caps = {bytes(c).upper() for c in client.capabilities()}
+    condstore = b"CONDSTORE" in caps and b"ENABLE" in caps
+    if condstore:
+        try:
+            client.enable("CONDSTORE")
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            condstore = False
+    return Capabilities(
+        idle=b"IDLE" in caps,
+        condstore=condstore,
+        xlist=b"XLIST" in caps and b"SPECIAL-USE" not in caps,
+    )
+
+
+def list_mailboxes(
+    client: IMAPClient, caps: Capabilities
+) -> list[tuple[tuple[bytes, ...], str, str]]:
+    """LIST (or Gmail's XLIST): (flags, delimiter, name) of every mailbox."""
+    listing = client.xlist_folders() if caps.xlist else client.list_folders()
+    out = []
+    for flags, delim, name in listing:
+        text = delim.decode() if isinstance(delim, bytes) else (delim or "")
+        out.append((tuple(bytes(f) for f in flags), text, str(name)))
+    return out
+
+
+def _chunks(uids: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(uids), CHUNK):
+        yield list(uids[start : start + CHUNK])
+
+
+def _flags_of(data: dict[bytes, Any]) -> tuple[str, ...]:
+    raw = data.get(b"FLAGS", ())
+    return tuple(
+        sorted(f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f) for f in raw)
+    )
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _header(data: dict[bytes, Any]) -> bytes:
+    for key, value in data.items():
+        if key.startswith(b"BODY[HEADER") and isinstance(value, bytes):
+            return value
+    return b""
+
+
+def sync_folder(
+    client: IMAPClient,
+    cache: Cache,
+    folder: str,
+    known: dict[int, tuple[str, ...]],
+    marks: FolderMarks | None,
+    caps: Capabilities,
+) -> FolderSync | None:
+    """Bring one mailbox's cache up to date; None when the server has no such mailbox now
+    (removed since the LIST)."""
+    try:
+        status = client.select_folder(folder, readonly=True)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error:
+        return None
+    validity = int(status.get(b"UIDVALIDITY", 0))
+    now = FolderMarks(
+        uidvalidity=validity,
+        highestmodseq=int(status.get(b"HIGHESTMODSEQ", 0)) if caps.condstore else 0,
+        uidnext=int(status.get(b"UIDNEXT", 0)),
+    )
+    exists = int(status.get(b"EXISTS", 0))
+    reset = bool(marks is not None and marks.uidvalidity and marks.uidvalidity != validity)
+    if reset:
+        known = {}
+    elif marks is not None and now.highestmodseq and marks == now and exists == len(known):
+        return FolderSync(folder, now)  # CONDSTORE says nothing moved
+    result = FolderSync(folder, now, reset=reset)
+    on_server = set(client.search("ALL")) if exists else set()
+    result.gone = sorted(set(known) - on_server)
+    still = sorted(set(known) & on_server)
+    since = marks.highestmodseq if marks is not None and not reset else 0
+    modifiers = [f"CHANGEDSINCE {since}"] if caps.condstore and since else None
+    for chunk in _chunks(still):
+        for uid, data in client.fetch(chunk, ["FLAGS"], modifiers).items():
+            flags = _flags_of(data)
+            if uid in known and flags != known[uid]:
+                result.flags[uid] = flags
+    for chunk in _chunks(sorted(on_server - set(known))):
+        fetched = client.fetch(chunk, _NEW_ITEMS)
+        for uid in chunk:
+            data = fetched.get(uid)
+            if data is None:
+                continue  # expunged meanwhile
+            header = _header(data)
+            result.added.append(
+                Record(
+                    uid=uid,
+                    flags=_flags_of(data),
+                    size=int(data.get(b"RFC822.SIZE", 0)),
+                    internaldate=_utc(data.get(b"INTERNALDATE")),
+                    header=header,
+                    summary=summarize(parse_header_block(header)),
+                )
+            )
+    cache.apply(
+        folder,
+        now,
+        reset=reset,
+        added=result.added,
+        gone=result.gone,
+        flags=result.flags,
+    )
+    return result
+
+
+def fetch_body(
+    client: IMAPClient, cache: Cache, folder: str, uidvalidity: int, uid: int
+) -> bytes | None:
+    """The whole message (BODY.PEEK[]: it stays unread), cached; None when the server has
+    it no more (expunged, or the mailbox renumbered: another UIDVALIDITY)."""
+    try:
+        status = client.select_folder(folder, readonly=True)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error:
+        return None
+    if int(status.get(b"UIDVALIDITY", 0)) != uidvalidity:
+        return None
+    data = client.fetch([uid], ["BODY.PEEK[]"]).get(uid)
+    raw = None if data is None else data.get(b"BODY[]")
+    if not isinstance(raw, bytes):
+        return None
+    cache.set_body(folder, uid, raw)
+    return raw
