@@ -16,6 +16,15 @@ take the server away and bring it back on the same port under a live session. A 
 mailbox carries \\Junk once someone creates it (it is not made automatically, so the
 Maildir trees of test_dovecot.py stay as they were).
 
+For OAuth2, `dovecot.start(maildir, oauth2=("oauthbearer", "xoauth2"))` offers those SASL
+mechanisms too, through Dovecot's `oauth2` passdb. It asks a token-introspection endpoint
+(RFC 7662) about each token: `Introspection`, a small HTTP server on loopback that the test
+owns (`server.introspection`), answering `{"active": true, "username": "ada"}` for the
+tokens it was told to accept and `{"active": false}` (or, with `status`, an HTTP error) for
+any other, so a test can have the first token rejected and the second accepted. The
+password (`passwd-file`) passdb still serves PLAIN and LOGIN, so `imap()` and
+`imapclient()` work as before.
+
 Without Dovecot (or without root to run it) the tests skip and say why, except under CI
 (the CI variable set): there a missing Dovecot fails them, so CI never skips them.
 """
@@ -23,7 +32,9 @@ Without Dovecot (or without root to run it) the tests skip and say why, except u
 from __future__ import annotations
 
 import contextlib
+import http.server
 import imaplib
+import json
 import os
 import pwd
 import re
@@ -32,8 +43,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +68,7 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth2_mechanisms}
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
@@ -63,8 +76,8 @@ last_valid_gid = {gid}
 mail_location = maildir:{maildir}:LAYOUT=maildir++
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {root}/passwd
-}}
+  args = scheme=PLAIN {root}/passwd{passwd_mechanisms}
+}}{oauth2_passdb}
 userdb {{
   driver = static
   args = uid={uid} gid={gid} home={root}/home
@@ -98,11 +111,104 @@ service imap-login {{
   }}
 }}
 service anvil {{
-  chroot =
+  chroot ={anvil_penalty}
 }}
 """
 # Each `{` block opens on its own line with one setting a line: Dovecot rejects one-line
 # blocks ("Garbage after '{'"). Dovecot 2.4 renamed the settings; this is the 2.3 syntax.
+
+OAUTH2_PASSDB = """
+passdb {{
+  driver = oauth2
+  mechanisms = {mechanisms}
+  args = {root}/dovecot-oauth2.conf.ext
+}}"""
+# Each passdb answers only its own mechanisms: a password is never sent to the
+# introspection endpoint, a token never compared with the password file.
+
+NO_AUTH_PENALTY = """
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }"""
+# Dovecot delays every login from an address after a failed one (2 s, doubling to 15 s:
+# its "auth penalty"); the OAuth2 tests fail logins on purpose, one after another, so an
+# OAuth2 server turns the penalty off, Dovecot's documented way (the listener of mode 0).
+# `auth_failure_delay` (2 s before each NO) stays.
+
+OAUTH2_CONFIG = """\
+# Written by tests/dovecot_server.py: ask the test's introspection endpoint (RFC 7662).
+introspection_url = {url}
+introspection_mode = post
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
+OAUTH2_MECHANISMS = ("oauthbearer", "xoauth2")
+
+
+class Introspection:
+    """A token-introspection endpoint (RFC 7662) on 127.0.0.1, in a thread of the test.
+
+    Dovecot's oauth2 passdb POSTs `token=<token>`; a token in `accepted` gets
+    `{"active": true, "username": <its user>}`, any other `{"active": false}` (with HTTP
+    200, as RFC 7662 says), or the HTTP status `status` when a test sets it (a broken
+    identity provider). `asked` lists every token Dovecot asked about, in order.
+    """
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, str] = {}
+        self.asked: list[str] = []
+        self.status: int | None = None
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode("ascii", "replace"))
+                token = (form.get("token") or [""])[0]
+                status, answer = owner.answer(token)
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # never a token on the test's stderr
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="introspection", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/introspect"
+
+    def accept(self, token: str, user: str = IMAP_USER) -> None:
+        with self._lock:
+            self.accepted[token] = user
+
+    def answer(self, token: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.asked.append(token)
+            if self.status is not None:
+                return self.status, {"error": "server_error"}
+            user = self.accepted.get(token)
+        if user is None:
+            return 200, {"active": False}
+        return 200, {"active": True, "username": user, "scope": "mail", "token_type": "Bearer"}
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
 
 
 def _unavailable(reason: str) -> None:
@@ -211,6 +317,8 @@ class DovecotServer:
     connections: list[imaplib.IMAP4] = field(default_factory=list)
     clients: list[Any] = field(default_factory=list)
     """IMAPClient connections of the test (closed on stop)."""
+    introspection: Introspection | None = None
+    """The token-introspection endpoint of a server started with `oauth2`."""
 
     @property
     def log_path(self) -> Path:
@@ -270,24 +378,41 @@ class DovecotServer:
             pid = int((self.root / "run" / "master.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             pid = self.proc.pid
-        children = descendants(pid)
-        os.kill(pid, signal.SIGTERM)
+        # Killed, children first, as a crashed server would be: the tests want its clients'
+        # connections dropped at once (an imap process in IDLE outlives a SIGTERMed master
+        # with Debian's 2.3.19), and a graceful shutdown costs 1.5 s a test.
+        for child in descendants(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        # An imap process in IDLE can outlive its master (seen with Debian's 2.3.19); a
-        # stopped server must drop its clients' connections, as a crashed one would.
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
+        # A killed master leaves its sockets, and start_again would take them for a live one.
+        for leftover in (self.root / "run").rglob("*"):
+            if leftover.is_socket() or leftover.name == "master.pid":
+                leftover.unlink(missing_ok=True)
 
 
 def start_dovecot(
-    root: Path, maildir: Path, *, exe: str, version: str, timeout: float = 15.0
+    root: Path,
+    maildir: Path,
+    *,
+    exe: str,
+    version: str,
+    timeout: float = 15.0,
+    oauth2: Sequence[str] = (),
 ) -> DovecotServer:
-    """Write the config into `root`, start Dovecot in the foreground, wait for its greeting."""
+    """Write the config into `root`, start Dovecot in the foreground, wait for its greeting.
+
+    With `oauth2` (SASL mechanisms among OAUTH2_MECHANISMS), the server also offers those,
+    checking tokens with a new `Introspection` endpoint (the server's `introspection`)."""
+    unknown = {m.lower() for m in oauth2} - set(OAUTH2_MECHANISMS)
+    if unknown:
+        raise ValueError(f"not an OAuth2 mechanism: {sorted(unknown)}")
     user = mail_user()
     uid, gid = user.pw_uid, user.pw_gid
     for sub in ("run", "state", "home"):
@@ -297,9 +422,24 @@ def start_dovecot(
     maildir.mkdir(parents=True, exist_ok=True)
     chown_tree(maildir, uid, gid)
     port = free_port()
+    introspection = Introspection() if oauth2 else None
+    mechanisms = " ".join(m.lower() for m in oauth2)
+    if introspection is not None:
+        (root / "dovecot-oauth2.conf.ext").write_text(OAUTH2_CONFIG.format(url=introspection.url))
     config = root / "dovecot.conf"
     config.write_text(
-        CONFIG.format(version=version, root=root, maildir=maildir, uid=uid, gid=gid, port=port)
+        CONFIG.format(
+            version=version,
+            root=root,
+            maildir=maildir,
+            uid=uid,
+            gid=gid,
+            port=port,
+            oauth2_mechanisms=f" {mechanisms}" if oauth2 else "",
+            passwd_mechanisms="\n  mechanisms = plain login" if oauth2 else "",
+            oauth2_passdb=OAUTH2_PASSDB.format(mechanisms=mechanisms, root=root) if oauth2 else "",
+            anvil_penalty=NO_AUTH_PENALTY if oauth2 else "",
+        )
     )
     with open(root / "dovecot.out", "ab") as out:
         proc = subprocess.Popen(
@@ -309,7 +449,13 @@ def start_dovecot(
             stdin=subprocess.DEVNULL,
         )
     server = DovecotServer(root, maildir, port, uid, gid, proc, version, exe)
-    wait_for_greeting(server, timeout)
+    server.introspection = introspection
+    try:
+        wait_for_greeting(server, timeout)
+    except BaseException:
+        if introspection is not None:
+            introspection.close()
+        raise
     return server
 
 
@@ -345,7 +491,9 @@ class DovecotFactory:
         self.version = version
         self.servers: list[DovecotServer] = []
 
-    def start(self, maildir: Path) -> DovecotServer:
+    def start(self, maildir: Path, *, oauth2: Sequence[str] = ()) -> DovecotServer:
+        """A server on `maildir`; with `oauth2` (e.g. ("oauthbearer", "xoauth2")) it offers
+        those mechanisms as well, against its own introspection endpoint."""
         for parent in maildir.resolve().parents:
             if not os.stat(parent).st_mode & 0o001:
                 raise RuntimeError(
@@ -353,7 +501,11 @@ class DovecotFactory:
                     "others; put the Maildir under dovecot.root"
                 )
         server = start_dovecot(
-            self.root / f"dovecot-{len(self.servers)}", maildir, exe=self.exe, version=self.version
+            self.root / f"dovecot-{len(self.servers)}",
+            maildir,
+            exe=self.exe,
+            version=self.version,
+            oauth2=oauth2,
         )
         self.servers.append(server)
         return server
@@ -374,4 +526,6 @@ def dovecot_fixture() -> Iterator[DovecotFactory]:
     finally:
         for server in factory.servers:
             server.stop()
+            if server.introspection is not None:
+                server.introspection.close()
         shutil.rmtree(root, ignore_errors=True)

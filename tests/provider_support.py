@@ -5,7 +5,9 @@ provider did: status-row changes, MAPIUIDs, notifications, spooler notices and d
 watches. `watch_directory` is real: a watchdog observer whose events reach the loop through
 `call_soon_threadsafe`, coalesced per watch, as the daemon's shared watcher does them.
 `password` and `oauth2_token` are the daemon's own (mapid/daemon/config/credentials.py), so a
-password_command or an oauth2_token_command really runs.
+password_command or an oauth2_token_command really runs. `state_dir` lays the provider's
+folder out as the daemon does (`<state root>/services/<profile>/<key>`, mode 0700), under
+`state_root` (default: `<config_dir>/state`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from watchdog.observers.api import BaseObserver
 
 from mapid.constants import NotificationEvent, SpoolerNotify
 from mapid.daemon.config.credentials import TokenSource, resolve_password
+from mapid.daemon.sessions.logon import SERVICES_STATE, path_part
 
 T = TypeVar("T")
 
@@ -67,6 +70,8 @@ class Support:
     watch_refusal: str | None = None
     """When set, watch_directory fails with this reason (as when inotify runs out)."""
     coalesce: float = 0.05
+    state_root: Path | None = None
+    """The daemon's state directory as this support plays it (None: `<config_dir>/state`)."""
     _tokens: TokenSource = field(default_factory=TokenSource)
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
@@ -77,6 +82,14 @@ class Support:
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.config_dir / path
+
+    def state_dir(self) -> Path:
+        path = self.state_root if self.state_root is not None else self.config_dir / "state"
+        for part in (SERVICES_STATE, path_part(self.profile_name), path_part(self.service_key)):
+            path = path / part
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
 
     def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
         self.rows.append((dict(props), update))

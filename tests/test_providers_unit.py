@@ -321,3 +321,27 @@ def test_maildir_bad_configuration(tmp_path: Path) -> None:
     assert [p.key for p in MaildirService.check_config({"path": "x", "primary_store": 1})] == [
         "primary_store"
     ]
+
+
+# --- the support object ----------------------------------------------------------------------
+
+
+def test_state_dir_is_private_per_service_and_stable(tmp_path: Path) -> None:
+    import stat
+
+    from mapid.daemon.sessions.logon import path_part
+
+    support = Support({}, tmp_path, profile_name="alpha", service_key="mail")
+    first = support.state_dir()
+    assert first == tmp_path / "state" / "services" / "alpha" / "mail"
+    assert stat.S_IMODE(first.stat().st_mode) == 0o700
+    first.chmod(0o755)  # whoever widened it: the next use makes it private again
+    again = Support({}, tmp_path, profile_name="alpha", service_key="mail").state_dir()
+    assert again == first and stat.S_IMODE(first.stat().st_mode) == 0o700
+    assert Support({}, tmp_path, profile_name="alpha", service_key="work").state_dir() != first
+    # Names that would step out of their folder, or meet another once escaped, cannot.
+    names = ["..", ".", "a/b", "a.b", "a_b", "", "%", "%25", "Ünï", "a b"]
+    parts = [path_part(name) for name in names]
+    assert len(set(parts)) == len(parts), parts
+    assert all("/" not in part and part not in (".", "..") for part in parts), parts
+    assert path_part("alpha") == "alpha" and path_part("my-mail_2") == "my-mail_2"

@@ -116,6 +116,7 @@ class Daemon:
             send_notification=self._send_notification,
             registry=self.registry,
             config_dir=config.config_dir,
+            state_dir=config.state_dir,
             provider_timeout=config.provider_timeout,
             max_handles=config.max_handles,
             make_spooler=Spooler,

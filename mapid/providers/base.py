@@ -121,6 +121,13 @@ class ProviderSupport(Protocol):
         """A path from the configuration: `~` expanded, relative to the config directory."""
         ...
 
+    def state_dir(self) -> Path:
+        """My private directory for what I keep between runs (a cache, a local queue): one
+        for this service of this profile, under the daemon's state directory, mode 0700,
+        created on first use, the same across sessions and restarts. Every provider of the
+        service shares it; a service removed from the profile leaves it behind."""
+        ...
+
     def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
         """Change my status row: merge `props` (STATUSROW_UPDATE) or replace my columns."""
         ...

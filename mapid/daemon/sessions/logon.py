@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -57,6 +58,23 @@ def _phase(cls: type[Provider]) -> int:
     return 1
 
 
+SERVICES_STATE = "services"
+"""The folder of the state directory that holds the services' own (Support.state_dir)."""
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def path_part(name: str) -> str:
+    """`name` as one path component, one-to-one: ASCII letters, digits, `_` and `-` stay,
+    every other character is its UTF-8 bytes as %XX (so "." or ".." or "a/b" cannot step
+    out of its folder, and "a.b" and "a_b" stay apart); "" is "%"."""
+    if not name:
+        return "%"
+    return "".join(
+        ch if ch in _PLAIN else "".join(f"%{byte:02X}" for byte in ch.encode("utf-8"))
+        for ch in name
+    )
+
+
 class Support:
     """The support object a provider gets (MAPI's IMAPISupport); see providers.base."""
 
@@ -76,6 +94,16 @@ class Support:
     def resolve_path(self, value: str) -> Path:
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else self._session.env.config_dir / path
+
+    def state_dir(self) -> Path:
+        """`<state dir>/services/<profile>/<service key>`, each name escaped (path_part)."""
+        path = self._session.env.state_dir
+        for part in (SERVICES_STATE, path_part(self.profile_name), path_part(self.service_key)):
+            path = path / part
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)  # parents: the state dir
+        if stat.S_IMODE(path.stat().st_mode) != 0o700:
+            os.chmod(path, 0o700)
+        return path
 
     def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
         row = self._slot.row

@@ -78,6 +78,8 @@ class SessionEnv:
     send_notification: Callable[[bytes, dict[str, Any]], None]
     registry: ServiceRegistry
     config_dir: Path
+    state_dir: Path
+    """The daemon's state directory; providers get their own folder of it (Support.state_dir)."""
     provider_timeout: float
     max_handles: int
     make_spooler: Callable[[Session], Spooler]

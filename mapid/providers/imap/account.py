@@ -50,23 +50,27 @@ from mapid.providers.imap.config import ImapSettings
 from mapid.providers.imap.connection import (
     LINK_ERRORS,
     AuthFailed,
+    Login,
+    TokenRejected,
     close_quietly,
     describe,
     open_connection,
     tls_context,
 )
 from mapid.providers.imap.entryids import KIND_FOLDER, KIND_SUBTREE
-from mapid.providers.imap.idle import IdleWatch
+from mapid.providers.imap.idle import IdleWatch, SuspendWatch
 from mapid.providers.imap.names import INBOX, Tree, build_tree
 from mapid.providers.imap.rows import flag_props, row_of
 from mapid.providers.imap.sync import (
     Capabilities,
     FolderSync,
+    Progress,
     fetch_body,
     greet,
     list_mailboxes,
     sync_folder,
 )
+from mapid.providers.row_pacer import RowPacer
 
 __all__ = ["Account", "Change", "Listener", "acquire", "backoff", "release"]
 
@@ -94,6 +98,9 @@ class Change:
     object_type: ObjectType = ObjectType.MAPI_MESSAGE
     message_class: str = ""
     message_flags: int = 0
+    old_entryid: bytes | None = None
+    """fnevObjectMoved and fnevObjectCopied: what it was (and where) before."""
+    old_parent_entryid: bytes | None = None
 
     def fields(self) -> dict[str, Any]:
         if self.event == NotificationEvent.fnevNewMail:
@@ -102,7 +109,14 @@ class Change:
                 "message_class": self.message_class,
                 "message_flags": self.message_flags,
             }
-        return {"object_type": int(self.object_type), "parent_entryid": self.parent_entryid}
+        out: dict[str, Any] = {
+            "object_type": int(self.object_type),
+            "parent_entryid": self.parent_entryid,
+        }
+        if self.old_entryid is not None:
+            out["old_entryid"] = self.old_entryid
+            out["old_parent_entryid"] = self.old_parent_entryid
+        return out
 
 
 class Listener(Protocol):
@@ -110,7 +124,7 @@ class Listener(Protocol):
 
     def account_status(self) -> None: ...
     def account_changes(self, changes: Sequence[Change]) -> None: ...
-    async def account_password(self) -> str | None: ...
+    async def account_login(self, settings: ImapSettings) -> Login: ...
 
 
 class _Lost(Exception):
@@ -145,12 +159,19 @@ class Account:
         self._first = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._suspend = SuspendWatch(self.resumed)
+        self._hurry = False
+        """Resumed from a suspend: the next wait of the reconnect loop is skipped."""
+        self.progress: tuple[str, int, int] | None = None
+        """(mailbox, done, total) of a long sync's new messages (the row shows it)."""
+        self._pacer = RowPacer(self._push_status, log)
 
     # -- life --------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
+            self._suspend.start()
 
     async def wait_first(self, timeout: float) -> None:
         """Wait (at most `timeout`) for the first connection attempt and its sync."""
@@ -167,6 +188,18 @@ class Account:
         self._dirty.add(folder)
         self._wake.set()
 
+    def resumed(self, seconds: float) -> None:
+        """The machine woke from a suspend (idle.SuspendWatch): reconnect at once, online
+        or not (the connections may be dead without a word, a backoff may be long)."""
+        if self._closed:
+            return
+        log.info("imap %s: resumed from a suspend of %d s", self.settings.where, seconds)
+        self._hurry = True
+        if self.online:
+            self.connection_lost(f"resumed from a suspend of {round(seconds)} s")
+            self._cut()  # a command waiting on a dead link fails now, not at its timeout
+        self._wake.set()
+
     def connection_lost(self, reason: str) -> None:
         """The IDLE thread's report (on the loop): offline at once."""
         if self._closed or not self.online:
@@ -177,6 +210,8 @@ class Account:
 
     async def close(self) -> None:
         self._closed = True
+        self._suspend.stop()
+        self._pacer.close()
         self._stop_idle()
         if self._task is not None:
             self._task.cancel()
@@ -204,23 +239,33 @@ class Account:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def _password(self) -> str | None:
+    async def _login(self) -> Login | None:
         for listener in list(self.listeners):
-            return await listener.account_password()
+            return await listener.account_login(self.settings)
         return None
 
     async def _run(self) -> None:
         attempt = 0
         while not self._closed:
             try:
-                password = await self._password()
-                self._caps = await self._cmd(self._connect_blocking, password)
+                login = await self._login()
+                self._caps = await self._cmd(self._connect_blocking, login)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, unreachable, no password, TLS...
                 if not isinstance(exc, (*LINK_ERRORS, AuthFailed, MapiError)):
                     log.warning("connecting to %s failed: %r", self.settings.where, exc)
                 reason = exc.message if isinstance(exc, MapiError) else describe(exc)
+                if isinstance(exc, TokenRejected):  # a third token would fare no better
+                    self._set_offline(
+                        f"{self.settings.where}: {reason}; trying again on validate_state "
+                        "or a new configuration"
+                    )
+                    self._first.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    attempt = 0
+                    continue
                 delay = backoff(attempt, self.settings.reconnect_max)
                 attempt += 1
                 what = "" if isinstance(exc, AuthFailed | MapiError) else "cannot reach "
@@ -236,7 +281,7 @@ class Account:
             try:
                 await self._sync_all()
                 self._first.set()
-                self._start_idle(password)
+                self._start_idle(login)
                 await self._serve()
             except asyncio.CancelledError:
                 raise
@@ -249,15 +294,18 @@ class Account:
                 return
             self._stop_idle()
             await self._cmd(self._drop_blocking)
-            delay = backoff(0, self.settings.reconnect_max)
+            delay = 0.0 if self._hurry else backoff(0, self.settings.reconnect_max)
             attempt = 1
             self._set_offline(
                 f"lost the connection to {self.settings.where}: {reason}; "
-                f"retrying in {round(delay)} s"
+                + (f"retrying in {round(delay)} s" if delay else "reconnecting")
             )
             await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
+        if self._hurry:  # resumed from a suspend: no waiting
+            self._hurry = False
+            return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
@@ -280,11 +328,11 @@ class Account:
 
     # -- the command thread's side (blocking) ---------------------------------------
 
-    def _connect_blocking(self, password: str | None) -> Capabilities:
+    def _connect_blocking(self, login: Login | None) -> Capabilities:
         self._drop_blocking()
         if self._tls is None and self.settings.security != "none":
             self._tls = tls_context(self.settings)
-        client = open_connection(self.settings, password, self._tls)
+        client = open_connection(self.settings, login, self._tls)
         try:
             caps = greet(client)
         except BaseException:
@@ -308,23 +356,29 @@ class Account:
         return listing, self.cache.set_listing(listing)
 
     def _sync_blocking(
-        self, name: str, known: dict[int, tuple[str, ...]], marks: FolderMarks | None
+        self,
+        name: str,
+        known: dict[int, tuple[str, ...]],
+        marks: FolderMarks | None,
+        progress: Progress | None = None,
     ) -> FolderSync | None:
-        return sync_folder(self._need_client(), self.cache, name, known, marks, self._caps)
+        return sync_folder(
+            self._need_client(), self.cache, name, known, marks, self._caps, progress
+        )
 
     def _body_blocking(self, name: str, validity: int, uid: int) -> bytes | None:
         return fetch_body(self._need_client(), self.cache, name, validity, uid)
 
     # -- IDLE ----------------------------------------------------------------------------
 
-    def _start_idle(self, password: str | None) -> None:
+    def _start_idle(self, login: Login | None) -> None:
         self._stop_idle()
         if not self._caps.idle:
             return  # the Inbox is polled with the rest
         self._idle = IdleWatch(
             asyncio.get_running_loop(),
             self.settings,
-            password,
+            login,
             self._tls,
             lambda: self.poke(INBOX),
             self.connection_lost,
@@ -340,6 +394,13 @@ class Account:
     # -- syncing (on the loop; the blocking parts on the command thread) ---------------
 
     async def _sync_all(self) -> None:
+        await self.relist()
+        for name, info in sorted(self.tree.folders.items()):
+            if info.selectable:
+                await self._sync_folder(name)
+
+    async def relist(self) -> None:
+        """LIST again: the new tree, its folders' creations and deletions raised."""
         listing, gone = await self._cmd(self._list_blocking)
         before = self.tree
         self.tree = build_tree(listing)
@@ -353,9 +414,6 @@ class Account:
             self.marks.pop(name, None)
             self._rows.pop(name, None)
         self._publish(changes)
-        for name, info in sorted(self.tree.folders.items()):
-            if info.selectable:
-                await self._sync_folder(name)
 
     def _folder_change(
         self, event: NotificationEvent, name: str, tree: Tree | None = None
@@ -383,7 +441,16 @@ class Account:
         records = await self.loaded(name)
         marks = self.marks.get(name)
         known = {uid: r.flags for uid, r in records.items()}
-        result = await self._cmd(self._sync_blocking, name, known, marks)
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int) -> None:  # on the command thread
+            with contextlib.suppress(RuntimeError):  # a closed loop: the daemon is stopping
+                loop.call_soon_threadsafe(self._set_progress, (name, done, total))
+
+        try:
+            result = await self._cmd(self._sync_blocking, name, known, marks, progress)
+        finally:
+            self._set_progress(None)
         if result is None:
             return
         old = marks.uidvalidity if marks is not None else 0
@@ -488,6 +555,44 @@ class Account:
                 f"message: {describe(exc)}",
             ) from None
 
+    # -- writes (writes.py says what they do) --------------------------------------------
+
+    async def command(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(client, *args)` on the command thread: a change on the server. Offline,
+        or when the link breaks meanwhile, MAPI_E_NETWORK_ERROR saying that `what` failed
+        (nothing is queued: the client tries again once the row says online)."""
+        if not self.online:
+            raise MapiError(
+                ErrorCode.MAPI_E_NETWORK_ERROR,
+                f"imap: cannot {what}: {self.settings.where} is out of reach ({self.status_text})",
+            )
+        try:
+            return await self._cmd(lambda: fn(self._need_client(), *args))
+        except LINK_ERRORS as exc:
+            self.connection_lost(describe(exc))
+            raise MapiError(
+                ErrorCode.MAPI_E_NETWORK_ERROR,
+                f"imap: cannot {what}: lost the connection to {self.settings.where} "
+                f"({describe(exc)})",
+            ) from None
+
+    def note_local(self, name: str | None, changes: Sequence[Change]) -> None:
+        """A write changed the cached records of a mailbox (the cache has it already; None:
+        the local Outbox): its rows are built again, `changes` raised, the Inbox recounted."""
+        if name is not None:
+            self._rows.pop(name, None)
+        self._publish(changes)
+        if name == INBOX:
+            self._status_changed()
+
+    async def resync(self, name: str) -> None:
+        """Sync one mailbox now, after a write put messages there whose UIDs we do not know
+        (or whose headers we have not cached); a lost link is the reconnect loop's."""
+        try:
+            await self._sync_folder(name)
+        except LINK_ERRORS as exc:
+            self.connection_lost(describe(exc))
+
     # -- status ----------------------------------------------------------------------------
 
     def status_props(self) -> tuple[int, str]:
@@ -516,6 +621,37 @@ class Account:
     def _status_changed(self) -> None:
         for listener in list(self.listeners):
             listener.account_status()
+
+    def progress_props(self) -> dict[str, Any]:
+        """PR_REMOTE_PROGRESS(_TEXT) of the row: a long sync's share done ("syncing Inbox:
+        4 000 of 10 000"), both None (removed from the row) when none runs."""
+        if self.progress is None:
+            return {"PR_REMOTE_PROGRESS": None, "PR_REMOTE_PROGRESS_TEXT": None}
+        name, done, total = self.progress
+        info = self.tree.folders.get(name)
+        shown = info.display if info is not None else name
+        return {
+            "PR_REMOTE_PROGRESS": min(99, done * 100 // max(total, 1)),
+            "PR_REMOTE_PROGRESS_TEXT": f"syncing {shown}: {_count(done)} of {_count(total)}",
+        }
+
+    def _set_progress(self, progress: tuple[str, int, int] | None) -> None:
+        if progress == self.progress:
+            return
+        self.progress = progress
+        if progress is None:
+            self._status_changed()  # the end shows at once
+        else:
+            self._pacer.changed()  # the steps at most twice a second (row_pacer.py)
+
+    async def _push_status(self) -> bool:
+        self._status_changed()
+        return True
+
+
+def _count(n: int) -> str:
+    """10 000, as people write it."""
+    return f"{n:,}".replace(",", " ")
 
 
 # --- sharing --------------------------------------------------------------------------------

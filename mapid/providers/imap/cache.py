@@ -8,6 +8,11 @@ header fields a contents table shows (already summarised by rfc5322.py), and bod
 fetched. A cache written for another account (user, host, port or security changed) is
 emptied, and the store then has a new MAPIUID: it is another store.
 
+The local Outbox is files beside it (`OutboxFiles`): `outbox/` holds the submitted
+messages, the spooler's queue, and `sent-copies/` what was sent and waits for its APPEND to
+the server's Sent folder. Each file lands whole and durable (mapid.atomic_files), so a killed
+daemon loses no queued mail.
+
 Blocking: called from the account's command thread and the daemon's thread pool, never
 the event loop. One connection, serialised by a lock; every change is one transaction.
 """
@@ -19,15 +24,17 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mapid.atomic_files import atomic_delete, atomic_rename, create_atomic, write_atomic
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.rfc5322 import HeaderSummary
 
-__all__ = ["DB_FILE", "UID_FILE", "Cache", "FolderMarks", "Record"]
+__all__ = ["DB_FILE", "UID_FILE", "Cache", "FolderMarks", "OutboxFiles", "Record"]
 
 DB_FILE = "cache.sqlite3"
 UID_FILE = "mapid.uid"
@@ -248,6 +255,49 @@ class Cache:
             )
             self._db.execute("COMMIT")
 
+    def note_changes(
+        self,
+        folder: str,
+        *,
+        added: Sequence[Record] = (),
+        gone: Iterable[int] = (),
+        flags: dict[int, tuple[str, ...]] | None = None,
+    ) -> None:
+        """What a write of ours did to a mailbox, in one transaction. The mailbox's marks
+        (HIGHESTMODSEQ, UIDNEXT) stay: the next sync still sees every change since them."""
+        with self.lock:
+            self._db.execute("BEGIN")
+            for uid in gone:
+                self._db.execute("DELETE FROM messages WHERE folder = ? AND uid = ?", (folder, uid))
+                self._db.execute("DELETE FROM bodies WHERE folder = ? AND uid = ?", (folder, uid))
+            for uid, value in (flags or {}).items():
+                self._db.execute(
+                    "UPDATE messages SET flags = ? WHERE folder = ? AND uid = ?",
+                    (" ".join(value), folder, uid),
+                )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        folder,
+                        r.uid,
+                        " ".join(r.flags),
+                        r.size,
+                        _stamp(r.internaldate),
+                        r.header,
+                        r.summary.subject,
+                        r.summary.sender_name,
+                        r.summary.sender_email,
+                        r.summary.display_to,
+                        _stamp(r.summary.submit_time),
+                        r.summary.message_class,
+                        int(r.summary.has_attach),
+                    )
+                    for r in added
+                ],
+            )
+            self._db.execute("COMMIT")
+
     def body(self, folder: str, uid: int) -> bytes | None:
         with self.lock:
             row = self._db.execute(
@@ -264,6 +314,82 @@ class Cache:
                 self._db.execute(
                     "INSERT OR REPLACE INTO bodies VALUES (?, ?, ?)", (folder, uid, raw)
                 )
+
+
+class OutboxFiles:
+    """The local Outbox (`outbox/`) and the sent copies waiting for the server
+    (`sent-copies/`), one file a message named by its key: the submission time in
+    nanoseconds and a random part, so the queue's order is the names' order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.queue = directory / "outbox"
+        self.copies = directory / "sent-copies"
+
+    def _ready(self) -> None:
+        for folder in (self.queue, self.copies):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @staticmethod
+    def _keys(folder: Path) -> list[str]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return sorted(n[: -len(".eml")] for n in names if n.endswith(".eml") and n[0] != ".")
+
+    def queued(self) -> list[str]:
+        """The keys of the queued messages, oldest first."""
+        return self._keys(self.queue)
+
+    def copies_waiting(self) -> list[str]:
+        return self._keys(self.copies)
+
+    def add(self, data: bytes) -> str:
+        """Queue a message, durably (a killed daemon still sends it); its key."""
+        self._ready()
+        key = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+        create_atomic(self.queue / f"{key}.eml", data)
+        return key
+
+    def read(self, key: str) -> tuple[bytes, float]:
+        """(bytes, submission time) of a queued message; MAPI_E_NOT_FOUND once it left."""
+        try:
+            return (self.queue / f"{key}.eml").read_bytes(), int(key.split("-")[0]) / 1e9
+        except (FileNotFoundError, ValueError):
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox") from None
+
+    def drop(self, key: str) -> None:
+        """A queued message leaves for good; MAPI_E_NOT_FOUND if it left already."""
+        try:
+            atomic_delete(self.queue / f"{key}.eml")
+        except FileNotFoundError:
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox") from None
+
+    def to_copies(self, key: str, sent: bytes | None) -> None:
+        """A sent message leaves the queue for `sent-copies/` (as `sent`, the bytes that went
+        out, when given): durable there before it is gone from the queue, so a crash
+        between the two sends it again rather than lose the Sent copy."""
+        self._ready()
+        source, target = self.queue / f"{key}.eml", self.copies / f"{key}.eml"
+        if not source.exists():
+            raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, "the message left the Outbox")
+        if sent is None or sent == source.read_bytes():
+            with contextlib.suppress(FileExistsError):  # a hand-back a crash cut short
+                atomic_rename(source, target)
+                return
+        write_atomic(target, sent if sent is not None else source.read_bytes())
+        with contextlib.suppress(FileNotFoundError):
+            atomic_delete(source)
+
+    def copy(self, key: str) -> bytes | None:
+        try:
+            return (self.copies / f"{key}.eml").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def copy_filed(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            atomic_delete(self.copies / f"{key}.eml")
 
 
 def _read_uid(path: Path) -> bytes | None:

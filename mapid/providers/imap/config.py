@@ -2,24 +2,22 @@
 settings a connection needs (`ImapSettings`), plus where the account's cache lives.
 
 Credentials never cross a connection without TLS except to this machine: `security =
-"none"` with a username to any other host is a configuration error (the smtp service's
-rule, smtp/config.py). `oauth2_token_command` is accepted by the schema (DESIGN.md 4) but
-answered with a clear "not supported yet" until OAuth2 lands.
+"none"` with any other host is a configuration error (mapid.providers.network's rule, the
+smtp service's too). The account logs in with a password (`password_command`, `keyring`
+or `password`) or with OAuth2 (`oauth2_token_command`, a program that prints an access
+token: SASL OAUTHBEARER or XOAUTH2, connection.py), never both, as smtp does.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mapid import paths
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import SECRET_KEYS, ConfigProblem, ProviderSupport, schema_problems
+from mapid.providers.network import is_loopback
 
 __all__ = [
     "CONFIG_SCHEMA",
@@ -27,14 +25,15 @@ __all__ = [
     "ImapSettings",
     "cache_dir",
     "check_config",
-    "is_loopback",
 ]
 
 DEFAULT_PORTS: Mapping[str, int] = {"none": 143, "starttls": 143, "tls": 993}
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_POLL_S = 60.0
 DEFAULT_RECONNECT_MAX_S = 300.0
-SECRETS = SECRET_KEYS | {"oauth2_token_command"}
+TOKEN_COMMAND = "oauth2_token_command"
+SECRETS = SECRET_KEYS | {TOKEN_COMMAND}
+_PASSWORD_KEYS = ("password_command", "keyring", "password")
 
 CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -71,10 +70,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "description": "A program that prints the password (no shell).",
         },
         "keyring": {"type": "string", "description": "Secret Service entry (with username)."},
-        "oauth2_token_command": {
+        TOKEN_COMMAND: {
             "type": ["string", "array"],
             "items": {"type": "string"},
-            "description": "A program that prints an OAuth2 access token (not supported yet).",
+            "description": "OAuth2 instead of a password: a program that prints an access "
+            "token (no shell), e.g. `oama access ada@gmail.com`.",
         },
         "display_name": {"type": "string", "description": "Name of the store."},
         "primary_store": {
@@ -115,36 +115,31 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine (credentials may cross loopback unencrypted); the
-    same rule as the smtp service's."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """What is wrong with an `imap` section: the schema's problems, then the rules it
     cannot say (ImapService.check_config)."""
     problems = schema_problems(CONFIG_SCHEMA, config, SECRETS)
+    oauth2 = TOKEN_COMMAND in config
+    passwords = [key for key in _PASSWORD_KEYS if key in config]
+    if oauth2 and passwords:
+        problems.append(
+            ConfigProblem(
+                TOKEN_COMMAND,
+                f"give either {TOKEN_COMMAND} (OAuth2) or a password, not both "
+                f"(found {', '.join(passwords)} too)",
+            )
+        )
+    username = config.get("username")
+    if oauth2 and isinstance(username, str) and not username.isascii():
+        problems.append(ConfigProblem("username", f"must be ASCII with {TOKEN_COMMAND}"))
     host = config.get("host")
     if config.get("security") == "none" and isinstance(host, str) and not is_loopback(host):
+        secret = "access token" if oauth2 else "password"
         problems.append(
             ConfigProblem(
                 "security",
-                'must be "starttls" or "tls": "none" would send the password unencrypted '
+                f'must be "starttls" or "tls": "none" would send the {secret} unencrypted '
                 "(it is only for a server on this machine)",
-            )
-        )
-    if "oauth2_token_command" in config:
-        problems.append(
-            ConfigProblem(
-                "oauth2_token_command",
-                "OAuth2 is not supported by the imap store yet: use password_command, "
-                "keyring or password",
             )
         )
     return problems
@@ -163,6 +158,8 @@ class ImapSettings:
     reconnect_max: float
     save_sent: bool
     ca_file: Path | None
+    oauth2: bool = False
+    """Log in with an access token from `oauth2_token_command` (OAUTHBEARER or XOAUTH2)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], support: ProviderSupport) -> ImapSettings:
@@ -185,6 +182,7 @@ class ImapSettings:
             reconnect_max=float(config.get("reconnect_max", DEFAULT_RECONNECT_MAX_S)),
             save_sent=bool(config.get("save_sent", True)),
             ca_file=support.resolve_path(ca_file) if isinstance(ca_file, str) else None,
+            oauth2=TOKEN_COMMAND in config,
         )
 
     @property
@@ -199,23 +197,7 @@ class ImapSettings:
         return f"{self.username}@{self.where} ({self.security})"
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
 def cache_dir(support: ProviderSupport) -> Path:
-    """The account's cache directory: `<state dir>/imap/<profile>/<service key>`.
-
-    ProviderSupport names no state directory, so this is the daemon's: `$MAPID_STATE_DIR`
-    when set (tests, side-by-side daemons), else systemd's `$STATE_DIRECTORY` (the unit's
-    StateDirectory=mapid, user or system), else the XDG one (`mapid.paths.state_dir`).
-    """
-    given = getattr(support, "state_dir", None)  # a later ProviderSupport may say it
-    if callable(given):
-        root = Path(given())
-    elif os.environ.get("MAPID_STATE_DIR") or not os.environ.get("STATE_DIRECTORY"):
-        root = paths.state_dir()
-    else:
-        root = Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    profile = _UNSAFE.sub("_", support.profile_name) or "_"
-    key = _UNSAFE.sub("_", support.service_key) or "_"
-    return root / "imap" / profile / key
+    """The account's cache directory: the service's own state directory (private, the same
+    across sessions and restarts: `support.state_dir()`)."""
+    return support.state_dir()

@@ -5,7 +5,8 @@ directory), the provider-private bytes are version 0x01 and a kind letter:
 
 - `store`: the store object; `R` the root folder; `T` the IPM subtree; `O` the local Outbox;
 - `F` + the mailbox's server name (UTF-8): a server folder;
-- `M` + UIDVALIDITY (4 bytes, big-endian) + UID (4 bytes) + the mailbox name: a message.
+- `M` + UIDVALIDITY (4 bytes, big-endian) + UID (4 bytes) + the mailbox name: a message;
+- `Q` + the file's key (ASCII): a message queued in the local Outbox.
 
 A message's entry ID holds what IMAP promises to keep (RFC 3501 2.3.1.1): the UID within a
 mailbox, valid while the mailbox's UIDVALIDITY stays. So it survives restarts, reconnects
@@ -24,6 +25,7 @@ __all__ = [
     "KIND_FOLDER",
     "KIND_MESSAGE",
     "KIND_OUTBOX",
+    "KIND_QUEUED",
     "KIND_ROOT",
     "KIND_STORE",
     "KIND_SUBTREE",
@@ -32,16 +34,18 @@ __all__ = [
     "folder_entryid",
     "message_entryid",
     "parse_entryid",
+    "queued_entryid",
     "store_entryid",
 ]
 
-KIND_STORE, KIND_ROOT, KIND_SUBTREE, KIND_OUTBOX, KIND_FOLDER, KIND_MESSAGE = (
+KIND_STORE, KIND_ROOT, KIND_SUBTREE, KIND_OUTBOX, KIND_FOLDER, KIND_MESSAGE, KIND_QUEUED = (
     "store",
     "root",
     "subtree",
     "outbox",
     "folder",
     "message",
+    "queued",
 )
 _FIXED = {
     KIND_STORE: b"\x01store",
@@ -52,6 +56,7 @@ _FIXED = {
 _BY_BYTES = {value: kind for kind, value in _FIXED.items()}
 _FOLDER = b"\x01F"
 _MESSAGE = b"\x01M"
+_QUEUED = b"\x01Q"
 _NUMBERS = struct.Struct(">II")
 
 
@@ -62,6 +67,7 @@ class Parsed:
 
     kind: str
     mailbox: str = ""
+    """The mailbox of a server folder or message; the file's key of a queued message."""
     uidvalidity: int = 0
     uid: int = 0
 
@@ -86,6 +92,11 @@ def message_entryid(uid: bytes, mailbox: str, uidvalidity: int, message_uid: int
     )
 
 
+def queued_entryid(uid: bytes, key: str) -> bytes:
+    """A message of the local Outbox, by its file's key."""
+    return make(uid, _QUEUED + key.encode("ascii"))
+
+
 def parse_entryid(uid: bytes, entryid: bytes) -> Parsed:
     """What an entry ID of the store whose MAPIUID is `uid` names."""
     if not isinstance(entryid, bytes) or uid_of(entryid) != uid:
@@ -102,6 +113,10 @@ def parse_entryid(uid: bytes, entryid: bytes) -> Parsed:
             mailbox = private[2 + _NUMBERS.size :].decode("utf-8", "surrogateescape")
             if number > 0:
                 return Parsed(KIND_MESSAGE, mailbox, validity, number)
+        if private.startswith(_QUEUED) and len(private) > 2:
+            key = private[2:].decode("ascii")
+            if key.replace("-", "").isalnum():
+                return Parsed(KIND_QUEUED, key)
     except (UnicodeDecodeError, struct.error):
         pass
     raise MapiError(ErrorCode.MAPI_E_INVALID_ENTRYID, "no object with that entry ID in this store")

@@ -8,6 +8,15 @@ connection. IDLE is renewed every 25 minutes (servers may end it after 29). A BY
 end of file or a socket error is handed over as `lost(reason)`: the account goes offline
 at once. `stop()` (from the loop) sets a flag and shuts the socket down, which wakes the
 thread's poll; the thread then closes its connection and ends.
+
+`SuspendWatch` notices a resume from suspend on the loop: every SUSPEND_CHECK_S it reads
+two clocks, and when the wall clock (CLOCK_BOOTTIME where there is one: it counts the time
+suspended and no one sets it; else time.time()) ran ahead of the monotonic one, which stops
+while the machine sleeps, by more than SUSPEND_SLACK_S, the machine slept: the account
+reconnects at once instead of finishing a backoff or trusting connections that the server
+or a NAT on the way has likely dropped meanwhile. `clock_jump` is the pure test, fed the
+readings, so a test needs no sleeping machine. logind's PrepareForSleep signal (D-Bus)
+would also say it before the fact; that waits for the daemon's D-Bus work (issue 16).
 """
 
 from __future__ import annotations
@@ -20,17 +29,36 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from imapclient import IMAPClient
 
 from mapid.providers.imap.config import ImapSettings
-from mapid.providers.imap.connection import LINK_ERRORS, close_quietly, describe, open_connection
+from mapid.providers.imap.connection import (
+    LINK_ERRORS,
+    Login,
+    close_quietly,
+    describe,
+    open_connection,
+)
 from mapid.providers.imap.names import INBOX
 
-__all__ = ["REIDLE_S", "IdleWatch"]
+__all__ = [
+    "REIDLE_S",
+    "SUSPEND_CHECK_S",
+    "SUSPEND_SLACK_S",
+    "IdleWatch",
+    "SuspendWatch",
+    "clock_jump",
+    "clocks",
+]
 
 REIDLE_S = 25 * 60.0
 """Renew IDLE this often: RFC 2177 lets a server end it after 29 minutes."""
+SUSPEND_CHECK_S = 2.0
+"""How often SuspendWatch reads the clocks: a resume is noticed within this long."""
+SUSPEND_SLACK_S = 3.0
+"""A gap between the clocks below this is no suspend (a slewing NTP moves milliseconds)."""
 _CHANGES = (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT", b"VANISHED")
 
 
@@ -41,7 +69,7 @@ class IdleWatch:
         self,
         loop: asyncio.AbstractEventLoop,
         settings: ImapSettings,
-        password: str | None,
+        password: Login | None,
         context: ssl.SSLContext | None,
         changed: Callable[[], None],
         lost: Callable[[str], None],
@@ -116,3 +144,57 @@ class IdleWatch:
                 break  # woke with nothing to read: an end of file? idle_done will tell
         if not self._stopping.is_set():
             client.idle_done()  # raises on a dead connection
+
+
+Clocks = tuple[float, float]
+"""(wall, monotonic) seconds, read together."""
+
+
+def clocks() -> Clocks:
+    """(CLOCK_BOOTTIME, or time.time() without one; time.monotonic())."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    wall = time.clock_gettime(boottime) if boottime is not None else time.time()
+    return wall, time.monotonic()
+
+
+def clock_jump(before: Clocks, after: Clocks, slack: float = SUSPEND_SLACK_S) -> float:
+    """How many seconds the wall clock ran ahead of the monotonic one between two readings:
+    the length of a suspend in between, or 0.0 when that is within `slack` (a clock set
+    back, or slewed, is no suspend)."""
+    ahead = (after[0] - before[0]) - (after[1] - before[1])
+    return ahead if ahead > slack else 0.0
+
+
+class SuspendWatch:
+    """Calls `resumed(seconds)` on the loop once the machine woke from a suspend."""
+
+    def __init__(
+        self,
+        resumed: Callable[[float], None],
+        *,
+        interval: float = SUSPEND_CHECK_S,
+        read: Callable[[], Clocks] = clocks,
+    ) -> None:
+        self._resumed = resumed
+        self._interval = interval
+        self._read = read
+        self._task: asyncio.Task[Any] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # its loop is gone already
+                task.cancel()
+
+    async def _run(self) -> None:
+        last = self._read()
+        while True:
+            await asyncio.sleep(self._interval)
+            now = self._read()
+            jump, last = clock_jump(last, now), now
+            if jump:
+                self._resumed(jump)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mapid.errors import ErrorCode, MapiError
+
 __all__ = [
     "INBOX",
     "ROLES",
@@ -20,6 +22,7 @@ __all__ = [
     "FolderInfo",
     "Tree",
     "build_tree",
+    "check_folder_name",
 ]
 
 INBOX = "INBOX"
@@ -145,3 +148,22 @@ def _parent(name: str, delim: str, entries: dict[str, tuple[set[bytes], str]]) -
         if candidate.upper() == INBOX:
             return INBOX
     return None
+
+
+def check_folder_name(name: object, delimiter: str) -> str:
+    """A new folder's name: not empty, no hierarchy delimiter, no LIST wildcard."""
+    if not isinstance(name, str) or not name.strip():
+        raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "a folder name must not be empty")
+    bad = [ch for ch in {delimiter, "/", "\\", "*", "%"} if ch and ch in name]
+    if bad or any(ord(ch) < 0x20 for ch in name):
+        raise MapiError(
+            ErrorCode.MAPI_E_INVALID_PARAMETER,
+            f"folder name {name!r} holds {bad[0] if bad else 'a control character'!r}: the "
+            f"server puts {delimiter!r} between folder levels, and '/', '\\', '*' and '%' "
+            "cannot be in a name",
+        )
+    if name != name.strip():
+        raise MapiError(
+            ErrorCode.MAPI_E_INVALID_PARAMETER, f"folder name {name!r} starts or ends with a space"
+        )
+    return name

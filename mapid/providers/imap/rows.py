@@ -1,14 +1,19 @@
 """Cached IMAP messages -> MAPI properties: contents-table rows and an opened message's
-computed properties (pure). The headers' mapping is the shared rfc5322.py's, so a row and
-its opened message never disagree; here are only IMAP's own parts.
+computed properties, and the local Outbox's rows and queued messages (pure). The headers'
+mapping is the shared rfc5322.py's, so a row and its opened message never disagree; here
+are only IMAP's own parts.
 
-IMAP flags: \\Seen is MSGFLAG_READ, \\Draft MSGFLAG_UNSENT, \\Flagged PR_FLAG_STATUS 2
-(followupFlagged), \\Deleted MSGSTATUS_DELMARKED; INTERNALDATE is the delivery time.
+IMAP flags, both ways (`flag_props` reads them, `flag_edits` says what a client's change
+stores): \\Seen is MSGFLAG_READ, \\Flagged PR_FLAG_STATUS 2 (followupFlagged), \\Deleted
+MSGSTATUS_DELMARKED, \\Answered PR_LAST_VERB_EXECUTED 102 (EXCHIVERB_REPLYTOSENDER; 103,
+reply to all, stores \\Answered too) and the $Forwarded keyword 104 (EXCHIVERB_FORWARD);
+\\Draft is MSGFLAG_UNSENT, read only. INTERNALDATE is the delivery time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from mapid.constants import MessageFlags, MsgStatus, ObjectType
@@ -20,6 +25,7 @@ from mapid.proptags import (
     PR_HASATTACH,
     PR_INSTANCE_KEY,
     PR_INTERNET_MESSAGE_ID,
+    PR_LAST_VERB_EXECUTED,
     PR_MESSAGE_CLASS,
     PR_MESSAGE_DELIVERY_TIME,
     PR_MESSAGE_FLAGS,
@@ -34,14 +40,27 @@ from mapid.proptags import (
     PR_STORE_ENTRYID,
     PR_SUBJECT,
 )
+from mapid.providers.base import QueuedMessage, Recipient
 from mapid.providers.imap.cache import Record
-from mapid.providers.rfc5322 import message_props
+from mapid.providers.rfc5322 import (
+    DELETE_AFTER_SUBMIT_HEADER,
+    message_props,
+    parse_header_block,
+    recipients_of,
+    split_head,
+    summarize,
+)
 
 __all__ = [
     "FLAG_FOLLOWUP",
+    "FLAG_TAGS",
     "HEADER_FIELDS",
+    "QUEUED_FLAGS",
+    "flag_edits",
     "flag_props",
     "opened_props",
+    "queued_message",
+    "queued_row",
     "row_of",
 ]
 
@@ -57,10 +76,19 @@ HEADER_FIELDS = (
 )
 """The header fields fetched for the contents table (BODY.PEEK[HEADER.FIELDS (...)])."""
 FLAG_FOLLOWUP = 2
+VERB_REPLY, VERB_REPLY_ALL, VERB_FORWARD = 102, 103, 104
+"""PR_LAST_VERB_EXECUTED: EXCHIVERB_REPLYTOSENDER, EXCHIVERB_REPLYTOALL, EXCHIVERB_FORWARD."""
+FORWARDED = "$Forwarded"
+FLAG_TAGS = frozenset(
+    {PR_MESSAGE_FLAGS.name, PR_FLAG_STATUS.name, PR_MSG_STATUS.name, PR_LAST_VERB_EXECUTED.name}
+)
+"""The properties a server message keeps in its IMAP flags (a UID STORE changes them)."""
 _READ = int(MessageFlags.MSGFLAG_READ)
 _UNSENT = int(MessageFlags.MSGFLAG_UNSENT)
 _HASATTACH = int(MessageFlags.MSGFLAG_HASATTACH)
 _DELMARKED = int(MsgStatus.MSGSTATUS_DELMARKED)
+QUEUED_FLAGS = int(MessageFlags.MSGFLAG_SUBMIT) | _UNSENT | _READ
+"""PR_MESSAGE_FLAGS of a message in the local Outbox."""
 
 
 def _lower(flags: Iterable[str]) -> set[str]:
@@ -68,18 +96,47 @@ def _lower(flags: Iterable[str]) -> set[str]:
 
 
 def flag_props(flags: Iterable[str], has_attach: bool) -> dict[str, int]:
-    """PR_MESSAGE_FLAGS, PR_FLAG_STATUS and PR_MSG_STATUS from a message's IMAP flags."""
+    """PR_MESSAGE_FLAGS, PR_FLAG_STATUS, PR_MSG_STATUS and (when answered or forwarded)
+    PR_LAST_VERB_EXECUTED from a message's IMAP flags."""
     found = _lower(flags)
     value = _HASATTACH if has_attach else 0
     if "\\seen" in found:
         value |= _READ
     if "\\draft" in found:
         value |= _UNSENT
-    return {
+    props = {
         PR_MESSAGE_FLAGS.name: value,
         PR_FLAG_STATUS.name: FLAG_FOLLOWUP if "\\flagged" in found else 0,
         PR_MSG_STATUS.name: _DELMARKED if "\\deleted" in found else 0,
     }
+    if "\\answered" in found:
+        props[PR_LAST_VERB_EXECUTED.name] = VERB_REPLY
+    elif FORWARDED.lower() in found:
+        props[PR_LAST_VERB_EXECUTED.name] = VERB_FORWARD
+    return props
+
+
+def flag_edits(changes: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """(flags to add, flags to remove) for a client's changes of FLAG_TAGS (a value None
+    is a deleted property). Only PR_MESSAGE_FLAGS' read bit is the client's to change."""
+    add: set[str] = set()
+    remove: set[str] = set()
+
+    def turn(flag: str, on: bool) -> None:
+        (add if on else remove).add(flag)
+        (remove if on else add).discard(flag)
+
+    if PR_MESSAGE_FLAGS.name in changes:
+        turn("\\Seen", bool(int(changes[PR_MESSAGE_FLAGS.name] or 0) & _READ))
+    if PR_FLAG_STATUS.name in changes:
+        turn("\\Flagged", changes[PR_FLAG_STATUS.name] == FLAG_FOLLOWUP)
+    if PR_MSG_STATUS.name in changes:
+        turn("\\Deleted", bool(int(changes[PR_MSG_STATUS.name] or 0) & _DELMARKED))
+    if PR_LAST_VERB_EXECUTED.name in changes:
+        verb = changes[PR_LAST_VERB_EXECUTED.name]
+        turn("\\Answered", verb in (VERB_REPLY, VERB_REPLY_ALL))
+        turn(FORWARDED, verb == VERB_FORWARD)
+    return add, remove
 
 
 def row_of(record: Record, entryid: bytes, folder_entryid: bytes) -> dict[str, Any]:
@@ -136,3 +193,45 @@ def opened_props(
     if record.internaldate is not None:
         props[PR_MESSAGE_DELIVERY_TIME.name] = record.internaldate
     return props
+
+
+def queued_row(
+    raw: bytes, entryid: bytes, outbox_entryid: bytes, submitted: float
+) -> dict[str, Any]:
+    """The contents-table row of a message queued in the local Outbox (`submitted`: when,
+    in seconds since the epoch)."""
+    s = summarize(parse_header_block(split_head(raw)))
+    row: dict[str, Any] = {
+        PR_ENTRYID.name: entryid,
+        PR_INSTANCE_KEY.name: entryid,
+        PR_SUBJECT.name: s.subject,
+        PR_DISPLAY_TO.name: s.display_to,
+        PR_MESSAGE_SIZE.name: len(raw),
+        PR_HASATTACH.name: s.has_attach,
+        PR_MESSAGE_CLASS.name: s.message_class,
+        PR_MESSAGE_FLAGS.name: QUEUED_FLAGS,
+        PR_OBJECT_TYPE.name: int(ObjectType.MAPI_MESSAGE),
+        PR_PARENT_ENTRYID.name: outbox_entryid,
+        PR_CLIENT_SUBMIT_TIME.name: datetime.fromtimestamp(submitted, UTC),
+    }
+    if s.sender_name is not None:
+        row[PR_SENDER_NAME.name] = s.sender_name
+    if s.sender_email is not None:
+        row[PR_SENDER_EMAIL_ADDRESS.name] = s.sender_email
+    return row
+
+
+def queued_message(entryid: bytes, raw: bytes, submitted: float) -> QueuedMessage:
+    """The spooler's view of a message queued in the local Outbox."""
+    headers = parse_header_block(split_head(raw))
+    delete = str(headers.get(DELETE_AFTER_SUBMIT_HEADER, "")).strip().lower()
+    return QueuedMessage(
+        entryid=entryid,
+        mime=raw,
+        recipients=tuple(
+            Recipient(r.address, r.display_name, "SMTP", int(r.recipient_type))
+            for r in recipients_of(headers)
+        ),
+        delete_after_submit=delete in ("yes", "true", "1"),
+        submitted=datetime.fromtimestamp(submitted, UTC),
+    )

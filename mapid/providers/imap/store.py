@@ -8,15 +8,21 @@ the loop: the account runs the connections on threads of their own, and the cach
 go through `support.run_blocking`.
 
 An unreachable server is not a failed logon: the row says STATUS_OFFLINE and why, the
-tables answer from the cache, and the account keeps trying.
+tables answer from the cache, and the account keeps trying. What changes the server, and
+the local Outbox the spooler sends from, are `writes` (writes.py): the same ops and errors
+as the Maildir store's; offline, a change of the server is MAPI_E_NETWORK_ERROR.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from mapid.constants import (
+    AccessLevel,
+    MdbFlags,
+    MessageFlags,
     NotificationEvent,
     ObjectType,
     ResourceFlags,
@@ -54,21 +60,26 @@ from mapid.providers.base import (
     MapiObject,
     MessageService,
     ProviderSupport,
+    QueuedMessage,
     Row,
     StoreProvider,
 )
 from mapid.providers.imap import entryids
 from mapid.providers.imap.account import LOGON_WAIT_S, Account, Change, acquire, release
+from mapid.providers.imap.cache import FolderMarks
 from mapid.providers.imap.config import CONFIG_SCHEMA, ImapSettings, cache_dir, check_config
+from mapid.providers.imap.connection import Login, make_login
 from mapid.providers.imap.entryids import (
     KIND_FOLDER,
     KIND_MESSAGE,
     KIND_OUTBOX,
+    KIND_QUEUED,
     KIND_ROOT,
     KIND_STORE,
     KIND_SUBTREE,
+    Parsed,
 )
-from mapid.providers.imap.names import ROLE_NAMES
+from mapid.providers.imap.names import INBOX, ROLE_NAMES
 from mapid.providers.imap.objects import (
     ROOT_NAME,
     SUBTREE_NAME,
@@ -77,20 +88,24 @@ from mapid.providers.imap.objects import (
     ImapStoreObject,
     folder_props,
 )
-from mapid.providers.imap.rows import opened_props
+from mapid.providers.imap.rows import QUEUED_FLAGS, opened_props
+from mapid.providers.imap.writes import Writes
+from mapid.providers.rfc5322 import message_props
 
 __all__ = ["IMAP_STORE_TYPE", "ImapService", "ImapStore"]
 
 IMAP_STORE_TYPE = uid_from_name("mapid-imap-store-type")
 """PR_MDB_PROVIDER: the MAPIUID of this kind of store."""
-# Not STORE_READONLY: MDB_WRITE opens (a store that writes is stage 2), and each write then
-# answers MAPI_E_NO_SUPPORT saying so; no MODIFY_OK or CREATE_OK, so clients know.
 STORE_SUPPORT = (
     StoreSupport.STORE_ENTRYID_UNIQUE
+    | StoreSupport.STORE_MODIFY_OK
+    | StoreSupport.STORE_CREATE_OK
+    | StoreSupport.STORE_SUBMIT_OK
     | StoreSupport.STORE_NOTIFY_OK
     | StoreSupport.STORE_HTML_OK
     | StoreSupport.STORE_UNICODE_OK
 )
+_READ_ONLY_CLEARS = StoreSupport.STORE_MODIFY_OK | StoreSupport.STORE_CREATE_OK
 ADVISE_EVENTS = (
     NotificationEvent.fnevNewMail
     | NotificationEvent.fnevObjectCreated
@@ -123,6 +138,10 @@ class ImapStore(StoreProvider):
         self._account: Account | None = None
         self._registered: set[bytes] = set()
         self._shown: dict[str, Any] | None = None
+        self.writes = Writes(self)
+        """What changes the server, and the local Outbox (the spooler's queue)."""
+        self._was_online = False
+        self._filing: asyncio.Task[Any] | None = None
 
     # -- logon, logoff, the row ---------------------------------------------------------
 
@@ -174,6 +193,7 @@ class ImapStore(StoreProvider):
             PR_STATUS_CODE.name: code,
             PR_STATUS_STRING.name: text,
             PR_RESOURCE_PATH.name: f"imap://{self._account.settings.where}",
+            **self._account.progress_props(),  # a long sync's progress, else both None
         }
 
     def row_flags(self) -> ResourceFlags:
@@ -185,6 +205,12 @@ class ImapStore(StoreProvider):
     # -- what the account tells me (account.Listener) --------------------------------
 
     def account_status(self) -> None:
+        account = self._account
+        online = account is not None and account.online
+        if online and not self._was_online and (self._filing is None or self._filing.done()):
+            # Back online: the Sent copies that waited for the server go there now.
+            self._filing = asyncio.ensure_future(self.writes.file_sent_copies())
+        self._was_online = online
         props = self.status_props()
         if props != self._shown:
             self._shown = props
@@ -194,8 +220,8 @@ class ImapStore(StoreProvider):
         for change in changes:
             self.support.notify(change.event, entryid=change.entryid, **change.fields())
 
-    async def account_password(self) -> str | None:
-        return await self.support.password()
+    async def account_login(self, settings: ImapSettings) -> Login:
+        return await make_login(settings, self.support)
 
     # -- entry IDs -------------------------------------------------------------------------
 
@@ -217,9 +243,10 @@ class ImapStore(StoreProvider):
 
     # -- the store object ----------------------------------------------------------------
 
-    def store_props(self) -> dict[str, Any]:
+    def store_props(self, *, writable: bool = True) -> dict[str, Any]:
         account = self.logged_on()
         eid = self.store_entryid()
+        support_mask = STORE_SUPPORT if writable else STORE_SUPPORT & ~_READ_ONLY_CLEARS
         props: dict[str, Any] = {
             PR_ENTRYID.name: eid,
             PR_STORE_ENTRYID.name: eid,
@@ -229,8 +256,8 @@ class ImapStore(StoreProvider):
             PR_DISPLAY_NAME.name: self.display_name(),
             PR_MDB_PROVIDER.name: IMAP_STORE_TYPE,
             PR_OBJECT_TYPE.name: int(ObjectType.MAPI_STORE),
-            PR_STORE_SUPPORT_MASK.name: int(STORE_SUPPORT),
-            PR_ACCESS_LEVEL.name: 0,
+            PR_STORE_SUPPORT_MASK.name: int(support_mask),
+            PR_ACCESS_LEVEL.name: int(AccessLevel.MAPI_MODIFY) if writable else 0,
             PR_RESOURCE_PATH.name: f"imap://{account.settings.where}",
             PR_IPM_SUBTREE_ENTRYID.name: self.folder_eid(KIND_SUBTREE),
             PR_IPM_OUTBOX_ENTRYID.name: self.folder_eid(KIND_OUTBOX),
@@ -249,7 +276,8 @@ class ImapStore(StoreProvider):
         return props
 
     async def open_store(self, flags: int) -> MapiObject:
-        return ImapStoreObject(self)
+        writable = bool(flags & (MdbFlags.MDB_WRITE | MdbFlags.MAPI_BEST_ACCESS))
+        return ImapStoreObject(self, writable)
 
     async def open_entry(self, entryid: bytes, flags: int) -> MapiObject:
         parsed = entryids.parse_entryid(self.uid, entryid)
@@ -258,6 +286,9 @@ class ImapStore(StoreProvider):
             return ImapStoreObject(self)
         if parsed.kind in (KIND_ROOT, KIND_SUBTREE, KIND_OUTBOX):
             return ImapFolder(self, parsed.kind, "")
+        if parsed.kind == KIND_QUEUED:
+            await self.writes.queued_raw(parsed.mailbox)  # MAPI_E_NOT_FOUND once sent
+            return ImapMessage(self, "", 0, 0, queued=entryid)
         info = account.tree.folders.get(parsed.mailbox)
         if info is None:
             raise MapiError(
@@ -338,8 +369,10 @@ class ImapStore(StoreProvider):
         return rows
 
     async def contents(self, kind: str, name: str) -> Sequence[Row]:
+        if kind == KIND_OUTBOX:
+            return await self.writes.outbox_rows()
         if kind != KIND_FOLDER:
-            return ()  # the root and the subtree hold none; the Outbox is empty in stage 1
+            return ()  # the root and the subtree hold none
         account = self.logged_on()
         if name not in account.tree.folders:
             raise MapiError(ErrorCode.MAPI_E_NOT_FOUND, f"no folder {name!r} on the server")
@@ -379,6 +412,71 @@ class ImapStore(StoreProvider):
             opened_props, record, raw, eid, folder, self.store_entryid()
         )
         return props, raw, complete
+
+    def parse(self, entryid: bytes) -> Parsed:
+        return entryids.parse_entryid(self.uid, entryid)
+
+    def validity(self, name: str) -> int:
+        """The UIDVALIDITY of a mailbox as last synced (0: never)."""
+        return self.logged_on().marks.get(name, FolderMarks()).uidvalidity
+
+    def current_flags(self, name: str, uid: int) -> tuple[str, ...]:
+        record = self.logged_on().records.get(name, {}).get(uid)
+        return record.flags if record is not None else ()
+
+    def new_message_props(self, name: str) -> dict[str, Any]:
+        """What a new, unsaved message already has."""
+        return {
+            "PR_MESSAGE_CLASS": "IPM.Note",
+            "PR_OBJECT_TYPE": int(ObjectType.MAPI_MESSAGE),
+            "PR_PARENT_ENTRYID": self.folder_eid(KIND_FOLDER, name),
+            "PR_STORE_ENTRYID": self.store_entryid(),
+        }
+
+    async def queued_props(self, entryid: bytes) -> tuple[dict[str, Any], bytes]:
+        """(properties, bytes) of a message queued in the local Outbox."""
+        raw, _ = await self.writes.queued_raw(self.writes.queued_key(entryid))
+        props, _ = await self.support.run_blocking(message_props, raw)
+        props.update(
+            {
+                "PR_ENTRYID": entryid,
+                "PR_RECORD_KEY": entryid,
+                "PR_INSTANCE_KEY": entryid,
+                "PR_PARENT_ENTRYID": self.folder_eid(KIND_OUTBOX),
+                "PR_STORE_ENTRYID": self.store_entryid(),
+                "PR_OBJECT_TYPE": int(ObjectType.MAPI_MESSAGE),
+                "PR_MESSAGE_SIZE": len(raw),
+                "PR_MESSAGE_FLAGS": QUEUED_FLAGS
+                | (int(MessageFlags.MSGFLAG_HASATTACH) if props.get("PR_HASATTACH") else 0),
+            }
+        )
+        return props, raw
+
+    def require_online(self, what: str) -> None:
+        account = self.logged_on()
+        if not account.online:
+            raise MapiError(
+                ErrorCode.MAPI_E_NETWORK_ERROR,
+                f"imap: cannot {what}: {account.settings.where} is out of reach "
+                f"({account.status_text})",
+            )
+
+    # -- the spooler's side: the local Outbox is the queue (writes.py) ------------------
+
+    async def queued(self) -> list[bytes]:
+        return await self.writes.queued()
+
+    async def queued_message(self, entryid: bytes) -> QueuedMessage:
+        return await self.writes.queued_message(entryid)
+
+    async def finished(
+        self, entryid: bytes, *, sent_mime: bytes | None, delete: bool
+    ) -> bytes | None:
+        return await self.writes.finished(entryid, sent_mime, delete)
+
+    async def deliver(self, mime: bytes) -> bytes:
+        """APPEND to INBOX (unread): its sync raises fnevNewMail."""
+        return await self.writes.append(INBOX, mime, ())
 
 
 class ImapService(MessageService):

@@ -6,7 +6,6 @@ and the service (which declares the schema), so that neither imports the other f
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from mapid.providers.base import (
     ProviderSupport,
     schema_problems,
 )
+from mapid.providers.network import is_loopback
 
 __all__ = [
     "ADDRTYPE",
@@ -147,7 +147,7 @@ def check_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
         (username or oauth2)
         and config.get("security") == "none"
         and isinstance(host, str)
-        and not _loopback(host)
+        and not is_loopback(host)
     ):
         secret = "access token" if oauth2 else "password"
         problems.append(
@@ -159,16 +159,6 @@ def check_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
             )
         )
     return problems
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` names this machine (a password may cross loopback unencrypted)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
