@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 from mapid.constants import RecipientType
 from mapid.entryid import one_off, search_key
+from mapid.errors import ErrorCode, MapiError
 from mapid.proptags import (
     PR_ADDRTYPE,
     PR_BODY,
@@ -797,3 +798,37 @@ def text_size(values: Iterable[Any]) -> int:
         elif isinstance(value, list | tuple):
             size += text_size(value)
     return size
+
+
+def check_recipients(recipients: Sequence[Mapping[str, Any]], store: str) -> list[dict[str, Any]]:
+    """Recipient rows a client gave (message.modify_recipients) as a message of `store`
+    keeps them: an address without spaces or brackets, TO/CC/BCC, SMTP only; the type
+    and address type filled in. MAPI_E_INVALID_PARAMETER names the first bad row."""
+    checked: list[dict[str, Any]] = []
+    for i, given in enumerate(recipients):
+        address = given.get("PR_EMAIL_ADDRESS")
+        if not isinstance(address, str) or not address.strip():
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER, f"recipients[{i}] has no PR_EMAIL_ADDRESS"
+            )
+        if any(ch.isspace() or ch in "<>," for ch in address.strip()):
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"recipients[{i}]: {address!r} is not an e-mail address (no spaces, commas or "
+                "angle brackets; put the name in PR_DISPLAY_NAME)",
+            )
+        kind = given.get("PR_RECIPIENT_TYPE", int(RecipientType.MAPI_TO))
+        if kind not in (1, 2, 3):
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"recipients[{i}]: PR_RECIPIENT_TYPE must be MAPI_TO (1), MAPI_CC (2) or "
+                "MAPI_BCC (3)",
+            )
+        addrtype = given.get("PR_ADDRTYPE", "SMTP")
+        if not isinstance(addrtype, str) or addrtype.upper() != "SMTP":
+            raise MapiError(
+                ErrorCode.MAPI_E_INVALID_PARAMETER,
+                f"recipients[{i}]: {store} message holds SMTP addresses only, not {addrtype!r}",
+            )
+        checked.append({**given, "PR_RECIPIENT_TYPE": int(kind), "PR_ADDRTYPE": "SMTP"})
+    return checked

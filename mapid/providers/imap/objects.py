@@ -30,6 +30,7 @@ from mapid.providers.imap.rows import FLAG_TAGS, flag_edits, flag_props
 from mapid.providers.rfc5322 import (
     SETTABLE,
     MailRecipient,
+    check_recipients,
     compose,
     message_props,
     parse_header_block,
@@ -413,7 +414,7 @@ class ImapMessage(Message):
 
     async def modify_recipients(self, recipients: Sequence[Mapping[str, Any]]) -> None:
         self._writable()
-        self._recipients = _checked_recipients(recipients)
+        self._recipients = check_recipients(recipients, "an IMAP")
 
     def _clear(self) -> None:
         self._changes.clear()
@@ -489,38 +490,6 @@ def _mail_recipient(row: Mapping[str, Any]) -> MailRecipient:
         address,
         RecipientType(int(row.get("PR_RECIPIENT_TYPE", 1))),
     )
-
-
-def _checked_recipients(recipients: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The Maildir store's rules: an address without spaces or brackets, TO/CC/BCC, SMTP."""
-    checked: list[dict[str, Any]] = []
-    for i, given in enumerate(recipients):
-        address = given.get("PR_EMAIL_ADDRESS")
-        if not isinstance(address, str) or not address.strip():
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER, f"recipients[{i}] has no PR_EMAIL_ADDRESS"
-            )
-        if any(ch.isspace() or ch in "<>," for ch in address.strip()):
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"recipients[{i}]: {address!r} is not an e-mail address (no spaces, commas or "
-                "angle brackets; put the name in PR_DISPLAY_NAME)",
-            )
-        kind = given.get("PR_RECIPIENT_TYPE", int(RecipientType.MAPI_TO))
-        if kind not in (1, 2, 3):
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"recipients[{i}]: PR_RECIPIENT_TYPE must be MAPI_TO (1), MAPI_CC (2) or "
-                "MAPI_BCC (3)",
-            )
-        addrtype = given.get("PR_ADDRTYPE", "SMTP")
-        if not isinstance(addrtype, str) or addrtype.upper() != "SMTP":
-            raise MapiError(
-                ErrorCode.MAPI_E_INVALID_PARAMETER,
-                f"recipients[{i}]: an IMAP message holds SMTP addresses only, not {addrtype!r}",
-            )
-        checked.append({**given, "PR_RECIPIENT_TYPE": int(kind), "PR_ADDRTYPE": "SMTP"})
-    return checked
 
 
 def folder_props(

@@ -51,6 +51,7 @@ from mapid.providers.rfc5322 import (
     SETTABLE,
     MailRecipient,
     Save,
+    check_recipients,
     compose,
     message_props,
     parse_header_block,
@@ -383,39 +384,7 @@ class MaildirMessage(Message):
         return [recipient_row(r, i) for i, r in enumerate(recipients, start=1)]
 
     async def modify_recipients(self, recipients: Sequence[Mapping[str, Any]]) -> None:
-        checked: list[dict[str, Any]] = []
-        for i, given in enumerate(recipients):
-            address = given.get("PR_EMAIL_ADDRESS")
-            if not isinstance(address, str) or not address.strip():
-                raise MapiError(
-                    ErrorCode.MAPI_E_INVALID_PARAMETER,
-                    f"recipients[{i}] has no PR_EMAIL_ADDRESS",
-                )
-            if any(ch.isspace() or ch in "<>," for ch in address.strip()):
-                raise MapiError(
-                    ErrorCode.MAPI_E_INVALID_PARAMETER,
-                    f"recipients[{i}]: {address!r} is not an e-mail address (no spaces, "
-                    "commas or angle brackets; put the name in PR_DISPLAY_NAME)",
-                )
-            kind = given.get("PR_RECIPIENT_TYPE", int(RecipientType.MAPI_TO))
-            if kind not in (1, 2, 3):
-                raise MapiError(
-                    ErrorCode.MAPI_E_INVALID_PARAMETER,
-                    f"recipients[{i}]: PR_RECIPIENT_TYPE must be MAPI_TO (1), MAPI_CC (2) or "
-                    "MAPI_BCC (3)",
-                )
-            addrtype = given.get("PR_ADDRTYPE", "SMTP")
-            if not isinstance(addrtype, str) or addrtype.upper() != "SMTP":
-                raise MapiError(
-                    ErrorCode.MAPI_E_INVALID_PARAMETER,
-                    f"recipients[{i}]: a Maildir message holds SMTP addresses only, not "
-                    f"{addrtype!r}",
-                )
-            row = dict(given)
-            row["PR_RECIPIENT_TYPE"] = int(kind)
-            row["PR_ADDRTYPE"] = "SMTP"
-            checked.append(row)
-        self._recipients = checked
+        self._recipients = check_recipients(recipients, "a Maildir")
 
     async def submit(self, *, sender: Identity | None = None) -> bytes:
         save: Save | None = None
