@@ -17,7 +17,7 @@ from typing import Any
 
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import SECRET_KEYS, ConfigProblem, ProviderSupport, schema_problems
-from mapid.providers.network import is_loopback
+from mapid.providers.network import CREDENTIAL_PROPERTIES, TOKEN_COMMAND, credential_problems
 
 __all__ = [
     "CONFIG_SCHEMA",
@@ -31,9 +31,7 @@ DEFAULT_PORTS: Mapping[str, int] = {"none": 143, "starttls": 143, "tls": 993}
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_POLL_S = 60.0
 DEFAULT_RECONNECT_MAX_S = 300.0
-TOKEN_COMMAND = "oauth2_token_command"
 SECRETS = SECRET_KEYS | {TOKEN_COMMAND}
-_PASSWORD_KEYS = ("password_command", "keyring", "password")
 
 CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -60,22 +58,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "Certificates and host names are always checked.",
         },
         "username": {"type": "string", "pattern": "\\S", "x-error": "must not be empty"},
-        "password": {
-            "type": "string",
-            "description": "Only in a profile file that no one else can read.",
-        },
-        "password_command": {
-            "type": ["string", "array"],
-            "items": {"type": "string"},
-            "description": "A program that prints the password (no shell).",
-        },
-        "keyring": {"type": "string", "description": "Secret Service entry (with username)."},
-        TOKEN_COMMAND: {
-            "type": ["string", "array"],
-            "items": {"type": "string"},
-            "description": "OAuth2 instead of a password: a program that prints an access "
-            "token (no shell), e.g. `oama access ada@gmail.com`.",
-        },
+        **CREDENTIAL_PROPERTIES,
         "display_name": {"type": "string", "description": "Name of the store."},
         "primary_store": {
             "type": "boolean",
@@ -119,29 +102,7 @@ def check_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """What is wrong with an `imap` section: the schema's problems, then the rules it
     cannot say (ImapService.check_config)."""
     problems = schema_problems(CONFIG_SCHEMA, config, SECRETS)
-    oauth2 = TOKEN_COMMAND in config
-    passwords = [key for key in _PASSWORD_KEYS if key in config]
-    if oauth2 and passwords:
-        problems.append(
-            ConfigProblem(
-                TOKEN_COMMAND,
-                f"give either {TOKEN_COMMAND} (OAuth2) or a password, not both "
-                f"(found {', '.join(passwords)} too)",
-            )
-        )
-    username = config.get("username")
-    if oauth2 and isinstance(username, str) and not username.isascii():
-        problems.append(ConfigProblem("username", f"must be ASCII with {TOKEN_COMMAND}"))
-    host = config.get("host")
-    if config.get("security") == "none" and isinstance(host, str) and not is_loopback(host):
-        secret = "access token" if oauth2 else "password"
-        problems.append(
-            ConfigProblem(
-                "security",
-                f'must be "starttls" or "tls": "none" would send the {secret} unencrypted '
-                "(it is only for a server on this machine)",
-            )
-        )
+    problems += credential_problems(config, sends_credentials=True, known=problems)
     return problems
 
 

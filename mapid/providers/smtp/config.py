@@ -21,7 +21,7 @@ from mapid.providers.base import (
     ProviderSupport,
     schema_problems,
 )
-from mapid.providers.network import is_loopback
+from mapid.providers.network import CREDENTIAL_PROPERTIES, TOKEN_COMMAND, credential_problems
 
 __all__ = [
     "ADDRTYPE",
@@ -38,10 +38,8 @@ __all__ = [
 ADDRTYPE = "SMTP"
 DEFAULT_PORTS: Mapping[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 DEFAULT_TIMEOUT_S = 30.0
-TOKEN_COMMAND = "oauth2_token_command"
 SMTP_SECRET_KEYS = SECRET_KEYS | {TOKEN_COMMAND}
 """The keys never shown: the password's, and the command that prints the access token."""
-_PASSWORD_KEYS = ("password_command", "keyring", "password")
 
 
 def parse_sender(value: str) -> Identity | None:
@@ -79,22 +77,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "Certificates and host names are always checked.",
         },
         "username": {"type": "string", "description": "AUTH user; AUTH only when set."},
-        "password": {
-            "type": "string",
-            "description": "Only in a profile file that no one else can read.",
-        },
-        "password_command": {
-            "type": ["string", "array"],
-            "items": {"type": "string"},
-            "description": "A program that prints the password (no shell).",
-        },
-        "keyring": {"type": "string", "description": "Secret Service entry (with username)."},
-        TOKEN_COMMAND: {
-            "type": ["string", "array"],
-            "items": {"type": "string"},
-            "description": "OAuth2 instead of a password: a program that prints an access "
-            "token (no shell), e.g. `oama access ada@gmail.com`; needs username.",
-        },
+        **CREDENTIAL_PROPERTIES,
         "timeout": {
             "type": "number",
             "exclusiveMinimum": 0,
@@ -125,39 +108,9 @@ def check_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     sender = config.get("from")
     if isinstance(sender, str) and parse_sender(sender) is None:
         problems.append(ConfigProblem("from", 'must be "Name <name@domain>" or name@domain'))
-    oauth2 = TOKEN_COMMAND in config
-    passwords = [key for key in _PASSWORD_KEYS if key in config]
-    username = config.get("username")
-    if oauth2 and passwords:
-        problems.append(
-            ConfigProblem(
-                TOKEN_COMMAND,
-                f"give either {TOKEN_COMMAND} (OAuth2) or a password, not both "
-                f"(found {', '.join(passwords)} too)",
-            )
-        )
-    if oauth2 and not username:
-        problems.append(
-            ConfigProblem("username", f"required with {TOKEN_COMMAND} (the account's address)")
-        )
-    elif oauth2 and isinstance(username, str) and not username.isascii():
-        problems.append(ConfigProblem("username", f"must be ASCII with {TOKEN_COMMAND}"))
-    host = config.get("host")
-    if (
-        (username or oauth2)
-        and config.get("security") == "none"
-        and isinstance(host, str)
-        and not is_loopback(host)
-    ):
-        secret = "access token" if oauth2 else "password"
-        problems.append(
-            ConfigProblem(
-                "security",
-                f'must be "starttls" or "tls" with a {"token command" if oauth2 else "username"}'
-                f': "none" would send the {secret} unencrypted (it is only for a server on this '
-                "machine)",
-            )
-        )
+    problems += credential_problems(
+        config, sends_credentials=bool(config.get("username")), known=problems
+    )
     return problems
 
 
