@@ -33,6 +33,7 @@ from pathlib import Path
 from mapid.atomic_files import atomic_delete, atomic_rename, create_atomic, write_atomic
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.rfc5322 import HeaderSummary
+from mapid.providers.store_uid import load_or_create_uid
 
 __all__ = ["DB_FILE", "UID_FILE", "Cache", "FolderMarks", "OutboxFiles", "Record"]
 
@@ -133,7 +134,7 @@ class Cache:
             "INSERT OR REPLACE INTO meta VALUES ('account', ?), ('version', ?)",
             (account, str(SCHEMA_VERSION)),
         )
-        self.uid = _load_or_create_uid(directory / UID_FILE)
+        self.uid = load_or_create_uid(directory / UID_FILE)
 
     def _wipe(self) -> None:
         with self.lock:
@@ -390,45 +391,3 @@ class OutboxFiles:
     def copy_filed(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             atomic_delete(self.copies / f"{key}.eml")
-
-
-def _read_uid(path: Path) -> bytes | None:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MapiError(ErrorCode.MAPI_E_CORRUPT_DATA, f"cannot read {path}: {exc}") from exc
-    try:
-        uid = bytes.fromhex(text)
-    except ValueError:
-        uid = b""
-    if len(uid) != 16:
-        raise MapiError(
-            ErrorCode.MAPI_E_CORRUPT_DATA,
-            f"{path} does not hold a store UID (32 hex digits); remove it to get a new one "
-            "(entry IDs of this store then change)",
-        )
-    return uid
-
-
-def _load_or_create_uid(path: Path) -> bytes:
-    """The store's MAPIUID, written on first use beside its final name and linked into
-    place, so two logons racing on a new cache agree on one (the first link wins)."""
-    uid = _read_uid(path)
-    if uid is not None:
-        return uid
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(secrets.token_hex(16) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    uid = _read_uid(path)
-    assert uid is not None
-    return uid

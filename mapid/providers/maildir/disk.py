@@ -12,9 +12,7 @@ import functools
 import itertools
 import mailbox
 import os
-import secrets
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from mapid.atomic_files import fsync_dir
 from mapid.errors import ErrorCode, MapiError
+from mapid.providers import store_uid
 from mapid.providers.maildir.flush import Durable
 from mapid.providers.maildir.index import FolderIndex, join_name, split_name
 from mapid.providers.maildir.names import STANDARD_FOLDERS
@@ -54,57 +53,9 @@ class MaildirState:
     inbox_count: int
 
 
-def _read_uid(path: Path) -> bytes | None:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MapiError(ErrorCode.MAPI_E_CORRUPT_DATA, f"cannot read {path}: {exc}") from exc
-    try:
-        uid = bytes.fromhex(text)
-    except ValueError:
-        uid = b""
-    if len(uid) != 16:
-        raise MapiError(
-            ErrorCode.MAPI_E_CORRUPT_DATA,
-            f"{path} does not hold a store UID (32 hex digits); repair it, or remove it "
-            "to get a new one (entry IDs of this store then change)",
-        )
-    return uid
-
-
 def load_or_create_uid(root: Path) -> bytes:
-    """The store's MAPIUID from `mapid.uid`, written on first use.
-
-    The new file is written beside its final name and then linked into place, so a reader
-    never sees half a file, and two logons racing on a new store agree on one UID: the
-    first link wins and the loser reads it.
-    """
-    path = root / UID_FILE
-    uid = _read_uid(path)
-    if uid is not None:
-        return uid
-    fd, tmp = tempfile.mkstemp(prefix=f".{UID_FILE}.", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_hex(16) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        except OSError:  # a file system without hard links
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(root)
-    uid = _read_uid(path)
-    if uid is None:
-        raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, f"{path} vanished while it was written")
-    return uid
+    """The store's MAPIUID from `mapid.uid` in the root, written on first use."""
+    return store_uid.load_or_create_uid(root / UID_FILE)
 
 
 def _count_keys(folder: Path) -> int:
