@@ -277,7 +277,7 @@ class TableQuery:
         """Filter, sort, page and project; `total` counts matches before paging."""
         end = None if self.limit is None else self.offset + self.limit
         if self.restriction is None and not self.sort:
-            seq: Sequence[Row] = rows if isinstance(rows, (list, tuple)) else list(rows)
+            seq: Sequence[Row] = rows if isinstance(rows, Sequence) else list(rows)
             page = seq[self.offset : end]  # the rows are never copied, only the page
             return {"rows": [self.project(r) for r in page], "total": len(seq)}
         pred = self.restriction

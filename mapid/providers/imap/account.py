@@ -60,7 +60,7 @@ from mapid.providers.imap.connection import (
 from mapid.providers.imap.entryids import KIND_FOLDER, KIND_SUBTREE
 from mapid.providers.imap.idle import IdleWatch, SuspendWatch
 from mapid.providers.imap.names import INBOX, Tree, build_tree
-from mapid.providers.imap.rows import flag_props, row_of
+from mapid.providers.imap.rows import RecordRows, flag_props, row_of
 from mapid.providers.imap.sync import (
     Capabilities,
     FolderSync,
@@ -141,7 +141,7 @@ class Account:
         self.tree: Tree = build_tree(cache.listing())
         self.marks: dict[str, FolderMarks] = cache.marks()
         self.records: dict[str, dict[int, Record]] = {}
-        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._rows: dict[str, RecordRows] = {}
         self.online = False
         self.status_text = f"connecting to {settings.where}"
         self.listeners: list[Listener] = []
@@ -515,17 +515,20 @@ class Account:
     def folder_entryid(self, name: str) -> bytes:
         return entryids.folder_entryid(self.uid, KIND_FOLDER, name)
 
-    async def rows(self, name: str) -> list[dict[str, Any]]:
-        """A mailbox's contents rows from the cache (the same list while nothing changed)."""
+    async def rows(self, name: str) -> RecordRows:
+        """A mailbox's contents rows from the cache (the same sequence while nothing
+        changed; each row built when first read)."""
         rows = self._rows.get(name)
         if rows is None:
             records = await self.loaded(name)
             folder = self.folder_entryid(name)
             validity = self.marks.get(name, FolderMarks()).uidvalidity
-            rows = [
-                row_of(r, entryids.message_entryid(self.uid, name, validity, uid), folder)
-                for uid, r in sorted(records.items())
-            ]
+            uid = self.uid
+
+            def make(r: Record) -> dict[str, Any]:
+                return row_of(r, entryids.message_entryid(uid, name, validity, r.uid), folder)
+
+            rows = RecordRows([records[u] for u in sorted(records)], make)
             self._rows[name] = rows
         return rows
 

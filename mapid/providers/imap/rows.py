@@ -12,9 +12,9 @@ reply to all, stores \\Answered too) and the $Forwarded keyword 104 (EXCHIVERB_F
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from mapid.constants import MessageFlags, MsgStatus, ObjectType
 from mapid.proptags import (
@@ -56,6 +56,7 @@ __all__ = [
     "FLAG_TAGS",
     "HEADER_FIELDS",
     "QUEUED_FLAGS",
+    "RecordRows",
     "flag_edits",
     "flag_props",
     "opened_props",
@@ -166,6 +167,29 @@ def row_of(record: Record, entryid: bytes, folder_entryid: bytes) -> dict[str, A
         row[PR_MESSAGE_DELIVERY_TIME.name] = record.internaldate
     record.row = row
     return row
+
+
+class RecordRows(Sequence[Mapping[str, Any]]):
+    """A mailbox's contents rows in UID order, each built when first read (row_of keeps it
+    on its record): the first page of 10 000 cached messages builds 50 rows, not 10 000.
+    The daemon pages any Sequence without copying it (table_query); a sort or restriction
+    reads every row and so builds them all, once."""
+
+    def __init__(self, records: Sequence[Record], make: Callable[[Record], dict[str, Any]]):
+        self._records = records
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Mapping[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | list[Mapping[str, Any]]:
+        if isinstance(index, slice):
+            return [self._make(r) for r in self._records[index]]
+        return self._make(self._records[index])
 
 
 def opened_props(

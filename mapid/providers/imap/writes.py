@@ -32,7 +32,6 @@ import logging
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from imapclient import IMAPClient
@@ -167,7 +166,7 @@ def copy_blocking(
             return {}, []  # the target was renumbered since its last sync: a sync finds them
         mapping = _copies_of(client, target, int(before.get(b"UIDNEXT", 0)), records)
     made = [
-        replace(records[o], uid=n, row=None, flags=_without_recent(records[o].flags))
+        records[o].copy_as(n, _without_recent(records[o].flags))
         for o, n in mapping.items()
     ]
     if made:
