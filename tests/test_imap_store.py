@@ -286,6 +286,36 @@ def test_new_mail_on_the_server_is_pushed_through_idle(
     assert "Pushed" in mapi.contents("Inbox")
 
 
+def test_each_pushed_message_is_announced_once_and_cached(
+    make_daemon: DaemonFactory, server: DovecotServer
+) -> None:
+    """The IDLE connection fetches new mail itself and the command connection's sync
+    follows: the two must not both announce a message, and the cache must keep it."""
+    proc = make_daemon(profiles={"alpha": imap_profile(server, poll_interval=600)})
+    mapi = Mapi(proc.client())
+    inbox = mapi.folder_entryid("Inbox")
+    mapi.client.session_advise(mapi.token, ["fnevNewMail"], inbox)
+    time.sleep(0.5)  # the IDLE connection is set up after the first sync
+    imap = server.imapclient()
+    subjects = [f"Push {i}" for i in range(3)]
+    announced: list[str] = []
+    for subject in subjects:
+        imap.append("INBOX", mime(subject))
+        note = wait_notification(mapi.client, "fnevNewMail", timeout=10)
+        announced.append(mapi.open(note["entryid"])["props"]["PR_SUBJECT"])
+    assert announced == subjects
+    extra = []
+    while (note := mapi.client.recv_notification(timeout=1.5)) is not None:
+        extra.append(note)
+    assert [n for n in extra if n.get("event") == "fnevNewMail"] == [], extra
+    assert set(subjects) <= set(mapi.contents("Inbox"))
+    assert proc.stop() == 0
+    server.stop()  # what the restarted daemon shows now comes from its cache alone
+    proc.start()
+    again = Mapi(proc.client())
+    assert set(subjects) <= set(again.contents("Inbox"))
+
+
 def test_an_unreachable_server_at_logon_is_offline_not_a_failed_logon(
     make_daemon: DaemonFactory, server: DovecotServer
 ) -> None:

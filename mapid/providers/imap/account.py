@@ -37,6 +37,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -383,8 +384,24 @@ class Account:
             lambda: self.poke(INBOX),
             self.connection_lost,
             log,
+            self._arrived,
         )
         self._idle.start()
+
+    def _arrived(self, validity: int, records: list[Record]) -> None:
+        """New Inbox mail the IDLE connection fetched: rows and fnevNewMail now, the cache
+        written on the pool (the sync that follows finds these messages known)."""
+        marks = self.marks.get(INBOX)
+        known = self.records.get(INBOX)
+        if marks is None or known is None or marks.uidvalidity != validity:
+            return  # not synced yet, or renumbered: the sync that follows sees to it
+        fresh = [r for r in records if r.uid not in known]
+        if not fresh:
+            return
+        loop = asyncio.get_running_loop()
+        written = loop.run_in_executor(None, partial(self.cache.note_changes, INBOX, added=fresh))
+        written.add_done_callback(_log_failure)
+        self._apply(INBOX, FolderSync(INBOX, marks, added=fresh), validity, announce_new=True)
 
     def _stop_idle(self) -> None:
         idle, self._idle = self._idle, None
@@ -486,6 +503,9 @@ class Account:
                     Change(NotificationEvent.fnevObjectModified, eid(validity, uid), folder)
                 )
         for record in result.added:
+            if records.get(record.uid) is not None:
+                records[record.uid] = record  # the IDLE connection announced it already
+                continue
             records[record.uid] = record
             new = eid(validity, record.uid)
             changes.append(Change(NotificationEvent.fnevObjectCreated, new, folder))
@@ -650,6 +670,11 @@ class Account:
     async def _push_status(self) -> bool:
         self._status_changed()
         return True
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("imap: writing new mail to the cache failed: %r", future.exception())
 
 
 def _count(n: int) -> str:

@@ -1,10 +1,17 @@
 """The Inbox's IDLE connection (RFC 2177), on a thread of its own.
 
 `IdleWatch` opens a second connection (IMAPClient is blocking, and a connection in IDLE
-can do nothing else), EXAMINEs the Inbox and waits in IDLE. Whatever the server says about
-the mailbox (EXISTS, EXPUNGE, FETCH) is handed to the event loop with
-`loop.call_soon_threadsafe(changed)`; the account then syncs the Inbox on its command
-connection. IDLE is renewed every 25 minutes (servers may end it after 29). A BYE, an
+can do nothing else), EXAMINEs the Inbox and waits in IDLE. New mail (EXISTS) it fetches
+itself: it ends the IDLE, reads the messages from the UIDNEXT it knows on (sync.py
+`fetch_arrivals`) and hands them to the event loop as `arrived(uidvalidity, records)`, then
+IDLEs again. Its view of the Inbox is already up to date when the server says EXISTS, so
+this costs two quick commands, where the command connection would first select the Inbox
+and have the server rescan it (a third of a second on a Dovecot Maildir of 10 000). Whatever
+else the server says about the mailbox (EXPUNGE, FETCH) is handed over with
+`loop.call_soon_threadsafe(changed)`, and so is every arrival after it: the account then
+syncs the Inbox on its command connection, which also keeps the cache's marks right.
+
+IDLE is renewed every 25 minutes (servers may end it after 29). A BYE, an
 end of file or a socket error is handed over as `lost(reason)`: the account goes offline
 at once. `stop()` (from the loop) sets a flag and shuts the socket down, which wakes the
 thread's poll; the thread then closes its connection and ends.
@@ -33,6 +40,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from mapid.providers.imap.cache import Record
 from mapid.providers.imap.config import ImapSettings
 from mapid.providers.imap.connection import (
     LINK_ERRORS,
@@ -42,6 +50,7 @@ from mapid.providers.imap.connection import (
     open_connection,
 )
 from mapid.providers.imap.names import INBOX
+from mapid.providers.imap.sync import fetch_arrivals
 
 __all__ = [
     "REIDLE_S",
@@ -74,8 +83,12 @@ class IdleWatch:
         changed: Callable[[], None],
         lost: Callable[[str], None],
         logger: logging.Logger,
+        arrived: Callable[[int, list[Record]], None] | None = None,
     ) -> None:
         self._loop = loop
+        self._arrived = arrived
+        self._validity = 0
+        self._uidnext = 0
         self._settings = settings
         self._password = password
         self._context = context
@@ -108,7 +121,9 @@ class IdleWatch:
             self._client = open_connection(self._settings, self._password, self._context)
             if self._stopping.is_set():
                 return
-            self._client.select_folder(INBOX, readonly=True)
+            status = self._client.select_folder(INBOX, readonly=True)
+            self._validity = int(status.get(b"UIDVALIDITY", 0))
+            self._uidnext = int(status.get(b"UIDNEXT", 0))
             self._report(self._changed)  # what came between the sync and this EXAMINE
             while not self._stopping.is_set():
                 self._idle_once(self._client)
@@ -138,12 +153,28 @@ class IdleWatch:
             for response in responses:
                 if len(response) >= 1 and response[0] == b"BYE":
                     raise EOFError("the server said BYE")  # no DONE: it is going away
+            if (
+                self._arrived is not None
+                and self._uidnext
+                and any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses)
+            ):
+                client.idle_done()
+                self._fetch_arrivals(client)
+                return
             if any(len(r) >= 2 and r[1] in _CHANGES for r in responses):
                 self._report(self._changed)
             elif not responses and time.monotonic() - asked < left - 0.5:
                 break  # woke with nothing to read: an end of file? idle_done will tell
         if not self._stopping.is_set():
             client.idle_done()  # raises on a dead connection
+
+    def _fetch_arrivals(self, client: IMAPClient) -> None:
+        """New mail, fetched here (module docstring); the command connection syncs after."""
+        assert self._arrived is not None
+        records, self._uidnext = fetch_arrivals(client, self._uidnext)
+        if records:
+            self._report(self._arrived, self._validity, records)
+        self._report(self._changed)
 
 
 Clocks = tuple[float, float]

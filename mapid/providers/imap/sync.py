@@ -46,6 +46,7 @@ from mapid.providers.rfc5322 import parse_header_block, summarize
 __all__ = [
     "Capabilities",
     "FolderSync",
+    "fetch_arrivals",
     "fetch_body",
     "greet",
     "list_mailboxes",
@@ -256,6 +257,20 @@ def _fetch_new(client: IMAPClient, fresh: Sequence[int], progress: Progress | No
         if report is not None:
             report(min(total, start + step), total)
     return added
+
+
+def fetch_arrivals(client: IMAPClient, uidnext: int) -> tuple[list[Record], int]:
+    """(the messages from `uidnext` on, the UIDNEXT after them) in the selected mailbox:
+    the IDLE connection's own fetch of new mail (idle.py), so the notification does not
+    wait for the command connection to select and sync the Inbox again. A batch of
+    PROGRESS_MIN or more is left to that sync, which shows its progress in the row."""
+    # `n:*` names the last message even when its UID is below n: keep those from n on.
+    fresh = sorted(u for u in _uids(client.search(["UID", f"{uidnext}:*"])) if u >= uidnext)
+    if not fresh:
+        return [], uidnext
+    if len(fresh) >= PROGRESS_MIN:
+        return [], fresh[-1] + 1
+    return _fetch_new(client, fresh, None), fresh[-1] + 1
 
 
 def fetch_body(

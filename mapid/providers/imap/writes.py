@@ -165,10 +165,7 @@ def copy_blocking(
         if marks is None or marks.uidvalidity != target_validity:
             return {}, []  # the target was renumbered since its last sync: a sync finds them
         mapping = _copies_of(client, target, int(before.get(b"UIDNEXT", 0)), records)
-    made = [
-        records[o].copy_as(n, _without_recent(records[o].flags))
-        for o, n in mapping.items()
-    ]
+    made = [records[o].copy_as(n, _without_recent(records[o].flags)) for o, n in mapping.items()]
     if made:
         cache.note_changes(target, added=made)
     return mapping, made
