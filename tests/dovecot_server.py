@@ -112,8 +112,13 @@ service imap-login {{
 }}
 service anvil {{
   chroot ={anvil_penalty}
-}}
+}}{capability}
 """
+PLAIN_CAPABILITY = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT MULTIAPPEND UNSELECT CHILDREN "
+    "NAMESPACE LIST-EXTENDED LITERAL+ SPECIAL-USE"
+)
+"""A server of few extensions: no IDLE, CONDSTORE, QRESYNC, MOVE, UIDPLUS, NOTIFY."""
 # Each `{` block opens on its own line with one setting a line: Dovecot rejects one-line
 # blocks ("Garbage after '{'"). Dovecot 2.4 renamed the settings; this is the 2.3 syntax.
 
@@ -405,8 +410,13 @@ def start_dovecot(
     version: str,
     timeout: float = 15.0,
     oauth2: Sequence[str] = (),
+    capability: str | None = None,
 ) -> DovecotServer:
     """Write the config into `root`, start Dovecot in the foreground, wait for its greeting.
+
+    With `capability` (e.g. PLAIN_CAPABILITY), the server announces that list after login
+    in place of its own (`imap_capability`): a client then uses only those extensions,
+    which is how the tests play a server without IDLE, CONDSTORE, MOVE or UIDPLUS.
 
     With `oauth2` (SASL mechanisms among OAUTH2_MECHANISMS), the server also offers those,
     checking tokens with a new `Introspection` endpoint (the server's `introspection`)."""
@@ -439,6 +449,7 @@ def start_dovecot(
             passwd_mechanisms="\n  mechanisms = plain login" if oauth2 else "",
             oauth2_passdb=OAUTH2_PASSDB.format(mechanisms=mechanisms, root=root) if oauth2 else "",
             anvil_penalty=NO_AUTH_PENALTY if oauth2 else "",
+            capability=f"\nimap_capability = {capability}" if capability else "",
         )
     )
     with open(root / "dovecot.out", "ab") as out:
@@ -491,9 +502,12 @@ class DovecotFactory:
         self.version = version
         self.servers: list[DovecotServer] = []
 
-    def start(self, maildir: Path, *, oauth2: Sequence[str] = ()) -> DovecotServer:
+    def start(
+        self, maildir: Path, *, oauth2: Sequence[str] = (), capability: str | None = None
+    ) -> DovecotServer:
         """A server on `maildir`; with `oauth2` (e.g. ("oauthbearer", "xoauth2")) it offers
-        those mechanisms as well, against its own introspection endpoint."""
+        those mechanisms as well, against its own introspection endpoint; `capability`
+        replaces the extensions it announces (start_dovecot)."""
         for parent in maildir.resolve().parents:
             if not os.stat(parent).st_mode & 0o001:
                 raise RuntimeError(
@@ -506,6 +520,7 @@ class DovecotFactory:
             exe=self.exe,
             version=self.version,
             oauth2=oauth2,
+            capability=capability,
         )
         self.servers.append(server)
         return server

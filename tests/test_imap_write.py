@@ -170,6 +170,12 @@ def test_create_folders_and_the_maildir_stores_errors(
 def test_append_copy_move_and_delete_show_on_the_server(
     make_daemon: DaemonFactory, server: DovecotServer
 ) -> None:
+    check_append_copy_move_delete(make_daemon, server)
+
+
+def check_append_copy_move_delete(make_daemon: DaemonFactory, server: DovecotServer) -> None:
+    """Save, import, copy, move and delete, each checked on the server; also run against a
+    server without MOVE and UIDPLUS (test_imap_plain_server.py)."""
     proc = make_daemon(profiles={"alpha": imap_profile(server)})
     mapi = Mapi(proc.client())
     c, t = mapi.client, mapi.token
