@@ -68,6 +68,14 @@ class DaemonConfig:
     """The longest wait between two tries of a transport that keeps failing."""
     remote: RemoteConfig | None = None
     """`[remote]`: TCP endpoints with CURVE, bound at start beside the ipc sockets."""
+    metrics_listen: tuple[str, int] | None = None
+    """`metrics_listen = "127.0.0.1:9464"`: where /metrics is served (None: not at all)."""
+    outbox_alert_s: float = 900.0
+    """A message waiting in an Outbox longer than this is stuck mail: the spooler's row,
+    `mapictl status` and (with desktop_notifications) the desktop say so."""
+    desktop_notifications: bool = False
+    """Tell the desktop (org.freedesktop.Notifications on the session bus) of new mail, a
+    send that failed for good and stuck mail."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -167,6 +175,18 @@ def _number(
     return kind(value)
 
 
+def parse_listen(value: object) -> tuple[str, int] | None:
+    """("host", port) of "host:port" or "[v6]:port"; None when it is not one."""
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigProblem]]:
     """Read `mapid.toml`; `base` gives the directories and, where the file is broken, the
     values that stay in force (the whole of `base` when the file does not parse)."""
@@ -199,6 +219,7 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
         ("provider_timeout", float, 0.1),
         ("spooler_retry_s", float, 0.1),
         ("spooler_retry_max_s", float, 0.1),
+        ("outbox_alert_s", float, 1),
     ):
         value = _number(data, key, kind, low, messages)
         if value is not None:
@@ -208,6 +229,19 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
             changes["watch"] = data["watch"]
         else:
             messages.append(f"watch must be one of {', '.join(WATCH_MODES)}")
+    if "desktop_notifications" in data:
+        if isinstance(data["desktop_notifications"], bool):
+            changes["desktop_notifications"] = data["desktop_notifications"]
+        else:
+            messages.append("desktop_notifications must be true or false")
+    if "metrics_listen" in data:
+        listen = parse_listen(data["metrics_listen"])
+        if listen is None:
+            messages.append(
+                'metrics_listen must be "host:port" (e.g. "127.0.0.1:9464"; "[::1]:9464")'
+            )
+        else:
+            changes["metrics_listen"] = listen
     if "log_level" in data:
         level = data["log_level"]
         if isinstance(level, str) and level.lower() in LOG_LEVELS:
@@ -216,6 +250,7 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
             messages.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     known = {"default_profile", "log_level", "watch", "lease_s", "events_hwm", "max_in_flight"}
     known |= {"max_handles", "provider_timeout", "spooler_retry_s", "spooler_retry_max_s"}
+    known |= {"outbox_alert_s", "desktop_notifications", "metrics_listen"}
     known.add(remote_config.SECTION)
     remote, remote_problems = remote_config.parse(data.get(remote_config.SECTION), text)
     extra = {k: v for k, v in data.items() if k not in known}
