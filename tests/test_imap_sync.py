@@ -19,9 +19,10 @@ from typing import Any
 import msgpack
 import zmq
 from imapclient import IMAPClient
-from test_imap_store import Mapi, imap_profile, mime
+from dbus_daemon import DBusFactory, dbus_fixture, emit  # noqa: F401 (the fixture)
+from test_imap_store import Mapi, StatusEvents, imap_profile, mime
 
-from mapid.constants import MessageFlags
+from mapid.constants import MessageFlags, StatusCode
 from mapid.paths import read_connection_file
 from mapid.providers.imap.cache import Cache
 from mapid.providers.imap.idle import SuspendWatch, clock_jump, clocks
@@ -37,6 +38,8 @@ from dovecot_server import (  # noqa: F401 (the fixture)
 )
 
 READ = int(MessageFlags.MSGFLAG_READ)
+OFFLINE = int(StatusCode.STATUS_OFFLINE)
+LOGIND = ("/org/freedesktop/login1", "org.freedesktop.login1.Manager", "PrepareForSleep", "b")
 
 
 class Recorder:
@@ -235,3 +238,50 @@ def test_the_suspend_detector_is_fed_clock_readings() -> None:
 
     asyncio.run(run())
     assert heard == [3600.0]
+
+
+def test_logind_prepare_for_sleep_makes_the_account_reconnect_at_once(
+    make_daemon: DaemonFactory, dovecot: DovecotFactory, dbus: DBusFactory
+) -> None:
+    """A real dbus-daemon plays the system bus; the test owns org.freedesktop.login1 on it,
+    as logind does, and says PrepareForSleep(false): the machine woke up. The account
+    reconnects at once (offline, then online again). The same signal from anyone else on
+    the bus is not logind's and changes nothing."""
+    server = seeded(dovecot, 1)
+    bus = dbus.start()
+    proc = make_daemon(
+        profiles={"alpha": imap_profile(server, poll_interval=600)},
+        env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address},
+    )
+    mapi = Mapi(proc.client())
+    assert not mapi.row()["PR_STATUS_CODE"] & OFFLINE
+    events = StatusEvents(proc, mapi.session)
+    logind = bus.connect()
+    bus.own(logind, "org.freedesktop.login1")
+    try:
+        emit(logind, *LOGIND, True)  # going to sleep: nothing to do yet
+        deadline = time.monotonic() + 15
+        row: dict[str, Any] | None = None
+        while row is None:  # until the daemon's match rule is in place
+            assert time.monotonic() < deadline, f"no reconnect after PrepareForSleep: {events.rows}"
+            emit(logind, *LOGIND, False)
+            try:
+                row = events.wait(
+                    lambda r: (
+                        r["PR_STATUS_CODE"] & OFFLINE and "logind: resumed" in r["PR_STATUS_STRING"]
+                    ),
+                    0.5,
+                    "offline after the resume",
+                )
+            except AssertionError:
+                continue
+        events.wait(lambda r: not r["PR_STATUS_CODE"] & OFFLINE, 10, "online again")
+        time.sleep(1.0)  # the repeats sent while waiting have all been heard
+        events.rows.clear()
+
+        stranger = bus.connect()  # not the owner of org.freedesktop.login1
+        emit(stranger, *LOGIND, False)
+        time.sleep(1.5)
+        assert not [r for r in events.rows if r["PR_STATUS_CODE"] & OFFLINE], events.rows
+    finally:
+        events.close()

@@ -44,6 +44,7 @@ from typing import Any, Protocol, TypeVar
 from imapclient import IMAPClient
 
 from mapid.constants import MessageFlags, NotificationEvent, ObjectType, StatusCode
+from mapid.dbus_bus import watch_resume
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.imap import entryids
 from mapid.providers.imap.cache import Cache, FolderMarks, Record
@@ -161,6 +162,8 @@ class Account:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._suspend = SuspendWatch(self.resumed)
+        self._logind = watch_resume(lambda: self.resumed(None))
+        """logind's word of a resume, before the clocks would tell (idle.py)."""
         self._hurry = False
         """Resumed from a suspend: the next wait of the reconnect loop is skipped."""
         self.progress: tuple[str, int, int] | None = None
@@ -173,6 +176,7 @@ class Account:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
             self._suspend.start()
+            self._logind.start()
 
     async def wait_first(self, timeout: float) -> None:
         """Wait (at most `timeout`) for the first connection attempt and its sync."""
@@ -189,15 +193,19 @@ class Account:
         self._dirty.add(folder)
         self._wake.set()
 
-    def resumed(self, seconds: float) -> None:
-        """The machine woke from a suspend (idle.SuspendWatch): reconnect at once, online
-        or not (the connections may be dead without a word, a backoff may be long)."""
+    def resumed(self, seconds: float | None) -> None:
+        """The machine woke from a suspend (idle.SuspendWatch with its length, or logind's
+        PrepareForSleep with None): reconnect at once, online or not (the connections may
+        be dead without a word, a backoff may be long)."""
         if self._closed:
             return
-        log.info("imap %s: resumed from a suspend of %d s", self.settings.where, seconds)
+        what = (
+            "logind: resumed" if seconds is None else f"resumed from a suspend of {seconds:.0f} s"
+        )
+        log.info("imap %s: %s", self.settings.where, what)
         self._hurry = True
         if self.online:
-            self.connection_lost(f"resumed from a suspend of {round(seconds)} s")
+            self.connection_lost(what)
             self._cut()  # a command waiting on a dead link fails now, not at its timeout
         self._wake.set()
 
@@ -212,6 +220,7 @@ class Account:
     async def close(self) -> None:
         self._closed = True
         self._suspend.stop()
+        self._logind.stop()
         self._pacer.close()
         self._stop_idle()
         if self._task is not None:

@@ -22,8 +22,9 @@ suspended and no one sets it; else time.time()) ran ahead of the monotonic one, 
 while the machine sleeps, by more than SUSPEND_SLACK_S, the machine slept: the account
 reconnects at once instead of finishing a backoff or trusting connections that the server
 or a NAT on the way has likely dropped meanwhile. `clock_jump` is the pure test, fed the
-readings, so a test needs no sleeping machine. logind's PrepareForSleep signal (D-Bus)
-would also say it before the fact; that waits for the daemon's D-Bus work (issue 16).
+readings, so a test needs no sleeping machine. logind's PrepareForSleep(false) on the
+system bus says it sooner, where there is a logind (mapid.dbus_bus.watch_resume; the
+account holds both).
 """
 
 from __future__ import annotations
