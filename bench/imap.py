@@ -326,7 +326,9 @@ def phase_reconnect(server: dc.DovecotServer, session: Session, outage: float) -
 
 
 @contextlib.contextmanager
-def dovecot(messages: int, keep: bool) -> Iterator[tuple[dc.DovecotServer, Path]]:
+def dovecot(
+    messages: int, keep: bool, settings: dict[str, str]
+) -> Iterator[tuple[dc.DovecotServer, Path]]:
     exe, version = dc.find_dovecot()
     dc.mail_user()
     root = Path(tempfile.mkdtemp(prefix="mapid-bench-dc-", dir="/tmp"))
@@ -338,7 +340,9 @@ def dovecot(messages: int, keep: bool) -> Iterator[tuple[dc.DovecotServer, Path]
         f"setup: {messages} messages written into the Maildir in "
         f"{ms(time.perf_counter() - started)}"
     )
-    server = dc.start_dovecot(root / "dovecot", maildir, exe=exe, version=version)
+    server = dc.start_dovecot(
+        root / "dovecot", maildir, exe=exe, version=version, settings=settings
+    )
     try:
         yield server, root
     finally:
@@ -354,11 +358,21 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=1.0, help="seconds Dovecot stays down")
     parser.add_argument("--rounds", type=int, default=2, help="raw baseline runs around mapid's")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    parser.add_argument(
+        "--dovecot-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more Dovecot setting, e.g. maildir_very_dirty_syncs=yes (repeatable)",
+    )
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.dovecot_setting)
     handle_sigterm()
     print(f"bench/imap.py: {machine()}")
     print(f"Dovecot {dc.find_dovecot()[1]}, {args.messages} messages in the Inbox")
-    with interrupt_exit(), dovecot(args.messages, args.keep) as (server, _root):
+    if settings:
+        print("Dovecot settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()))
+    with interrupt_exit(), dovecot(args.messages, args.keep, settings) as (server, _root):
         server.chown_mail()
         warm = time.perf_counter()
         _, count = raw_fetch(server)  # Dovecot builds its index and header cache

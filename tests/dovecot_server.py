@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ service imap-login {{
 }}
 service anvil {{
   chroot ={anvil_penalty}
-}}{capability}
+}}{capability}{settings}
 """
 PLAIN_CAPABILITY = (
     "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT MULTIAPPEND UNSELECT CHILDREN "
@@ -411,12 +411,14 @@ def start_dovecot(
     timeout: float = 15.0,
     oauth2: Sequence[str] = (),
     capability: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> DovecotServer:
     """Write the config into `root`, start Dovecot in the foreground, wait for its greeting.
 
     With `capability` (e.g. PLAIN_CAPABILITY), the server announces that list after login
     in place of its own (`imap_capability`): a client then uses only those extensions,
     which is how the tests play a server without IDLE, CONDSTORE, MOVE or UIDPLUS.
+    `settings` are more top-level settings (bench/imap.py --dovecot-setting).
 
     With `oauth2` (SASL mechanisms among OAUTH2_MECHANISMS), the server also offers those,
     checking tokens with a new `Introspection` endpoint (the server's `introspection`)."""
@@ -450,6 +452,7 @@ def start_dovecot(
             oauth2_passdb=OAUTH2_PASSDB.format(mechanisms=mechanisms, root=root) if oauth2 else "",
             anvil_penalty=NO_AUTH_PENALTY if oauth2 else "",
             capability=f"\nimap_capability = {capability}" if capability else "",
+            settings="".join(f"\n{k} = {v}" for k, v in (settings or {}).items()),
         )
     )
     with open(root / "dovecot.out", "ab") as out:
