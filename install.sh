@@ -38,7 +38,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1
 mkdir -p "$HOME/.local/bin"
 ln -sf "$PWD/.venv/bin/mapid" "$HOME/.local/bin/mapid"
 ln -sf "$PWD/.venv/bin/mapictl" "$HOME/.local/bin/mapictl"
-echo "mapid installed: $HOME/.local/bin/mapid and $HOME/.local/bin/mapictl"
+# The man pages mapid(1) and mapictl(1), written from the commands' typer apps into
+# ~/.local/share/man/man1: man-db looks in ../share/man beside each PATH entry, so
+# `man mapictl` finds them once ~/.local/bin is on PATH.
+.venv/bin/python -m mapid.cli.manpages --user >/dev/null
+echo "mapid installed: $HOME/.local/bin/mapid and $HOME/.local/bin/mapictl (man mapid, man mapictl)"
+echo "shell completion: mapictl --install-completion (bash, zsh or fish)"
 
 if [ "${1:-}" = "--no-start" ]; then
     exit 0

@@ -25,11 +25,15 @@ PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
 
 def journal_daemon(tmp_path: Path, **kwargs: object) -> DaemonProc:
-    """A daemon whose stderr is a file that JOURNAL_STREAM names, as systemd's stream."""
+    """A daemon whose stderr is a file that JOURNAL_STREAM names, as systemd's stream.
+
+    journald's socket is missing (MAPID_JOURNAL_SOCKET names no file), so the daemon writes
+    lines to the stream; tests/test_journal.py has the native protocol over a socket."""
     proc = prepare_daemon(tmp_path / "d", **kwargs)  # type: ignore[arg-type]
     proc.log_path.touch()
     info = proc.log_path.stat()
     proc.env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+    proc.env["MAPID_JOURNAL_SOCKET"] = str(tmp_path / "no-journald.socket")
     return proc
 
 

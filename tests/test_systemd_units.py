@@ -1,4 +1,4 @@
-"""The systemd units (DESIGN.md 10): one text, verified and rated by systemd's own tools.
+"""The systemd units (docs/design.md 10): one text, verified and rated by systemd's own tools.
 
 `mapid units` renders mapid.daemon.system.units with this install's paths; systemd/ holds the
 same text with the usual install paths. `systemd-analyze verify` must accept both units
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mapid.cli import manpages
 from mapid.daemon.system import units
 
 from conftest import DaemonFactory, standard_profile
@@ -130,17 +131,27 @@ def test_the_system_unit_runs_as_mapid_under_hardening(tmp_path: Path) -> None:
 
 def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
     tool = analyze()
+    # verify runs `man` for each Documentation=man:... entry: the pages ./install.sh builds
+    # (without man-db there is nothing to run; .ci/run installs it).
+    manpages.write_pages(tmp_path / "man" / "man1")
+    with_pages = {**os.environ, "MANPATH": str(tmp_path / "man")}
+    man = [] if shutil.which("man") or os.environ.get("CI") else ["--man=no"]
     system = rendered(tmp_path, "system")
     result = subprocess.run(
-        [tool, "verify", str(system)], capture_output=True, text=True, timeout=60, check=False
+        [tool, "verify", *man, str(system)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=with_pages,
     )
     assert result.returncode == 0 and str(system) not in result.stderr, result.stderr
     user = rendered(tmp_path, "user")
     runtime = tmp_path / "xdg-runtime"
     runtime.mkdir(mode=0o700)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    env = {**with_pages, "XDG_RUNTIME_DIR": str(runtime)}
     result = subprocess.run(
-        [tool, "--user", "verify", str(user)],
+        [tool, "--user", "verify", *man, str(user)],
         capture_output=True,
         text=True,
         timeout=60,

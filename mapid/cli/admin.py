@@ -1,10 +1,10 @@
 """`mapictl profiles`, `mapictl services` and `mapictl config`: look at profiles and their
 message services, change them through the daemon, and check the configuration files offline.
 
-Every change goes through the daemon's `profiles.*` and `services.*` ops (PROTOCOL.md 6.2,
+Every change goes through the daemon's `profiles.*` and `services.*` ops (docs/protocol.md 6.2,
 6.3), which write the files with the user's comments and layout kept and then apply them as
 a hand edit would be. `config validate` runs the daemon's own checker in a child process:
-the CLI never imports the daemon (DESIGN.md 1).
+the CLI never imports the daemon (docs/design.md 1).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mapid.cli.completion import installed_services, profile_names, service_keys
 from mapid.cli.context import JsonOpt, Options, RuntimeOpt, TimeoutOpt, connected, options
 from mapid.cli.exits import ExitCode, report, usage_when_bare
 from mapid.cli.output import console, emit_json
@@ -81,7 +82,13 @@ def profiles_list(
 
 
 ProfileNameArg = Annotated[
-    str, typer.Argument(metavar="NAME", help="The profile's name.", show_default=False)
+    str,
+    typer.Argument(
+        metavar="NAME",
+        help="The profile's name.",
+        show_default=False,
+        autocompletion=profile_names,
+    ),
 ]
 NewNameArg = Annotated[
     str,
@@ -188,6 +195,7 @@ def profiles_default(
             metavar="NAME",
             help="The profile to make the default (omit it to show the default).",
             show_default=False,
+            autocompletion=profile_names,
         ),
     ] = None,
     none: Annotated[
@@ -267,13 +275,19 @@ def services_available(
 
 ProfileOpt = Annotated[
     str,
-    typer.Option("--profile", "-p", metavar="NAME", help="The profile to look at."),
+    typer.Option(
+        "--profile",
+        "-p",
+        metavar="NAME",
+        help="The profile to look at.",
+        autocompletion=profile_names,
+    ),
 ]
 
 
 def service_key(row: Mapping[str, Any]) -> str | None:
     """The `[services.KEY]` of a services.table row (PR_MAPID_SERVICE_KEY,
-    docs/protocol-notes.md); None from a daemon too old to send it."""
+    docs/protocol.md 6.3); None from a daemon too old to send it."""
     key = row.get("PR_MAPID_SERVICE_KEY")
     return key if isinstance(key, str) and key else None
 
@@ -343,7 +357,13 @@ def services_list(
 
 ChangeProfileOpt = Annotated[
     str,
-    typer.Option("--profile", "-p", metavar="NAME", help="The profile to change."),
+    typer.Option(
+        "--profile",
+        "-p",
+        metavar="NAME",
+        help="The profile to change.",
+        autocompletion=profile_names,
+    ),
 ]
 ServiceArg = Annotated[
     str,
@@ -352,6 +372,7 @@ ServiceArg = Annotated[
         help="The service: its key as `mapictl services list` shows it (the KEY of its "
         "[services.KEY] section), its display name, or its UID in hex.",
         show_default=False,
+        autocompletion=service_keys,
     ),
 ]
 SetOpt = Annotated[
@@ -483,6 +504,7 @@ def services_add(
             metavar="SERVICE_NAME",
             help="An installed message service (see `mapictl services available`).",
             show_default=False,
+            autocompletion=installed_services,
         ),
     ],
     profile: ChangeProfileOpt,
@@ -591,10 +613,22 @@ def services_copy(
     service: ServiceArg,
     profile: Annotated[
         str,
-        typer.Option("--profile", "-p", metavar="NAME", help="The profile to copy from."),
+        typer.Option(
+            "--profile",
+            "-p",
+            metavar="NAME",
+            help="The profile to copy from.",
+            autocompletion=profile_names,
+        ),
     ],
     to_profile: Annotated[
-        str, typer.Option("--to", metavar="OTHER", help="The profile to copy the service into.")
+        str,
+        typer.Option(
+            "--to",
+            metavar="OTHER",
+            help="The profile to copy the service into.",
+            autocompletion=profile_names,
+        ),
     ],
     json_output: JsonOpt = False,
     timeout: TimeoutOpt = None,
@@ -635,6 +669,7 @@ def services_identity(
             help="The service that supplies the identity: its key as `mapictl services "
             "list` shows it, its display name, or its UID in hex.",
             show_default=False,
+            autocompletion=service_keys,
         ),
     ] = None,
     *,

@@ -1,7 +1,7 @@
 """`mapictl`, the control command of mapid: a typer app that is only a protocol client.
 
 It talks to the daemon through `mapid.Client`, `mapid.StatusMirror` and a SUB socket, never
-by importing the daemon (DESIGN.md 1). Every command has a readable default output and
+by importing the daemon (docs/design.md 1). Every command has a readable default output and
 `--json` for scripts; failures become a message on stderr and a documented exit code
 (mapid.cli.exits), never a traceback.
 """
@@ -21,6 +21,7 @@ import mapid
 from mapid.cli import events as events_mod
 from mapid.cli import watch as watch_mod
 from mapid.cli.admin import config_app, profiles_app, services_app
+from mapid.cli.completion import profile_names
 from mapid.cli.contacts import register as register_contacts_commands
 from mapid.cli.context import (
     DEFAULT_TIMEOUT,
@@ -90,7 +91,7 @@ app = typer.Typer(
     name="mapictl",
     help=APP_HELP,
     invoke_without_command=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -443,6 +444,7 @@ def logon(
             help="The profile to log on (omit it to join the shared session, or with "
             "--use-default for the default profile).",
             show_default=False,
+            autocompletion=profile_names,
         ),
     ] = None,
     flag: Annotated[

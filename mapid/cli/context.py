@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from mapid.cli.completion import profile_names
 from mapid.cli.exits import handled
 from mapid.client import Client
 from mapid.curve_keys import KeyFileError, default_client_key, load_client_keys
@@ -150,6 +151,7 @@ ProfileOpt = Annotated[
         "(the autologon profile's) if one runs, else the default profile. MAPI's rule: a "
         "running shared session is joined whatever the name.",
         show_default=False,
+        autocompletion=profile_names,
     ),
 ]
 

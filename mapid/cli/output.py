@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
@@ -30,7 +31,7 @@ from mapid.constants import (
 )
 
 # Status-row columns whose integers are MAPI flags or enums: decoded into names everywhere
-# mapictl shows a row (PROTOCOL.md 7.2). flag_names keeps unknown bits as "0x…".
+# mapictl shows a row (docs/protocol.md 7.2). flag_names keeps unknown bits as "0x…".
 FLAG_COLUMNS: dict[str, type[Any]] = {
     "PR_STATUS_CODE": StatusCode,
     "PR_RESOURCE_FLAGS": ResourceFlags,
@@ -354,6 +355,16 @@ def status_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) ->
     return table
 
 
+STUCK_MAIL = re.compile(r"^\d+ messages? waiting longer than [^;]*")
+"""The words a spooler row starts with while mail is stuck (mapid/daemon/spool/stuck.py)."""
+
+
+def stuck_lines(rows: Sequence[Mapping[str, Any]]) -> list[Text]:
+    """A line of its own, whole and loud, for each spooler row that reports stuck mail."""
+    found = (STUCK_MAIL.match(str(r.get("PR_STATUS_STRING") or "")) for r in rows)
+    return [Text(f"stuck mail: {m.group(0)}", style="bold yellow") for m in found if m]
+
+
 def status_renderable(view: Mapping[str, Any]) -> RenderableType:
     """The whole `status` output: daemon line, config line, then each session and its rows."""
     parts: list[RenderableType] = [*daemon_lines(view)]
@@ -363,6 +374,7 @@ def status_renderable(view: Mapping[str, Any]) -> RenderableType:
     for info in sessions:
         parts.append(Text(""))
         parts.append(session_line(info))
+        parts.extend(stuck_lines(info.get("status") or []))
         parts.append(status_table(info.get("status") or []))
     return Group(*parts)
 

@@ -1,6 +1,6 @@
 """The daemon: wires the sockets, sessions, publisher and configuration together and runs them.
 
-One asyncio loop owns all state (DESIGN.md 2). Start-up binds both sockets in the checked
+One asyncio loop owns all state (docs/design.md 2). Start-up binds both sockets in the checked
 runtime directory, then writes the connection file; SIGTERM or SIGINT ends every session,
 removes the connection file and returns, well within five seconds.
 """
@@ -43,7 +43,10 @@ from mapid.daemon.config.service_registry import ServiceRegistry
 from mapid.daemon.config.watcher import ConfigWatcher
 from mapid.daemon.sessions.manager import SessionManager
 from mapid.daemon.sessions.session import Session, SessionEnv, SessionState
+from mapid.daemon.sessions.slots import ProviderSlot
 from mapid.daemon.spool.spooler import Spooler
+from mapid.daemon.system.desktop import DesktopNotifier, sender_and_subject
+from mapid.daemon.system.metrics import LiveState, Metrics
 from mapid.daemon.system.sd_notify import Notifier
 from mapid.errors import MapiError
 from mapid.paths import ConnectionInfo
@@ -105,6 +108,10 @@ class Daemon:
             in_use=self._path_in_use,
             reload=lambda trigger: self.reload(trigger=trigger),
         )
+        self.metrics = Metrics()
+        """Counted always; served at /metrics when mapid.toml sets metrics_listen."""
+        self.desktop = DesktopNotifier()
+        """Desktop notifications (desktop_notifications in mapid.toml; user mode only)."""
         self.publisher = Publisher(None, self.epoch)
         self.publisher.heartbeat_fields = lambda: {
             "sessions": self.sessions.public_count,
@@ -119,7 +126,10 @@ class Daemon:
             state_dir=config.state_dir,
             provider_timeout=config.provider_timeout,
             max_handles=config.max_handles,
-            make_spooler=Spooler,
+            make_spooler=lambda session: Spooler(session, self.metrics),
+            on_new_mail=self._new_mail,
+            on_send_failed=self.desktop.send_failed,
+            on_stuck_mail=self.desktop.stuck_mail,
         )
         self.sessions = SessionManager(
             env,
@@ -133,6 +143,7 @@ class Daemon:
             self,
             epoch=self.epoch,
             max_in_flight=lambda: self.config.max_in_flight,
+            metrics=self.metrics,
         )
         self.snapshots = SnapshotStore(
             self.publisher, self.sessions.public_sessions, self.config_info
@@ -192,8 +203,27 @@ class Daemon:
         env.max_handles = self.config.max_handles
         env.spooler_retry_s = self.config.spooler_retry_s
         env.spooler_retry_max_s = self.config.spooler_retry_max_s
+        env.outbox_alert_s = self.config.outbox_alert_s
+        self.desktop.configure(self.config.desktop_notifications and not self.config.system)
         # Providers' directory watches (Maildir new/, vCard folders) follow `watch` too.
         shared_watcher().set_polling(self.config.watch == "poll")
+
+    def _live_state(self) -> LiveState:
+        """What a scrape of /metrics reads of the daemon, on its loop (system/metrics.py)."""
+        return LiveState(
+            sessions=self.sessions.public_count,
+            events_published=self.publisher.published,
+            event_drops=self.publisher.dropped,
+            config_generation=self.config_gen,
+            providers=self.sessions.service_availability(),
+        )
+
+    async def _serve_metrics(self) -> None:
+        """Serve /metrics where metrics_listen says (nowhere without it); off the loop,
+        since stopping the old server waits for its thread."""
+        listen = self.config.metrics_listen
+        if listen != self.metrics.listen:
+            await asyncio.to_thread(self.metrics.serve, listen)
 
     def config_info(self) -> dict[str, Any]:
         watcher = self.watcher
@@ -237,7 +267,7 @@ class Daemon:
     async def reload(
         self, *, check: bool = False, trigger: str = "request", quiet_if_same: bool = False
     ) -> dict[str, Any]:
-        """Re-read every file; a broken file keeps its last good version (DESIGN.md 8).
+        """Re-read every file; a broken file keeps its last good version (docs/design.md 8).
 
         With `quiet_if_same` (the watcher's reloads), a reload that finds exactly what is
         already in force applies and publishes nothing: an explicit reload may have applied
@@ -271,6 +301,7 @@ class Daemon:
                 return self.last_reload or self._report([], [], [], problems)
             self.config = config
             self._apply_config()
+            await self._serve_metrics()
             self.profile_files = fresh
             self.profiles = visible
             by_path = {p.path: p for p in fresh.values()}
@@ -289,6 +320,8 @@ class Daemon:
             self.config_problems = problems
             report = self._report(added, removed, changed, problems)
             self.last_reload = report
+            if not report["ok"]:
+                self.metrics.reload_failures.inc()
             kind = "reloaded" if report["ok"] else "reload_failed"
             self.publisher.publish(envelope.TOPIC_DAEMON, kind, trigger=trigger, **report)
             log.info(
@@ -346,6 +379,13 @@ class Daemon:
     # -- sockets -------------------------------------------------------------------------
     def _send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
         self.server.send_notification(identity, payload)
+
+    def _new_mail(self, slot: ProviderSlot, entryid: bytes) -> None:
+        """fnevNewMail from a store, to the desktop (which reads the sender and subject
+        only when the message is alone in its burst)."""
+        store = slot.provider
+        if store is not None:
+            self.desktop.new_mail(entryid, lambda: sender_and_subject(store, entryid))
 
     def check_can_start(self) -> None:
         """Raise StartupError for whatever would refuse this start, writing nothing.
@@ -456,6 +496,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        self.metrics.attach(loop, self._live_state)
+        await self._serve_metrics()
         self._start_watcher()
         self.notifier.status("starting: logging on the autologon profile")
         await self._autologon()
@@ -484,7 +526,7 @@ class Daemon:
             await self._shutdown()
 
     def _start_watcher(self) -> None:
-        """Reload when a file changes on disk (DESIGN.md 8); polling if inotify is short."""
+        """Reload when a file changes on disk (docs/design.md 8); polling if inotify is short."""
         self.config.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         async def changed(paths: set[Path]) -> None:
@@ -531,6 +573,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         log.info("stopping")
+        metrics_closed = asyncio.ensure_future(asyncio.to_thread(self.metrics.close))
         self.publisher.publish(envelope.TOPIC_DAEMON, "stopping")
         # Take no new request, let the running ones answer, then end the sessions.
         self._tasks[0].cancel()  # the request loop (started first in run())
@@ -546,6 +589,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for task in list(self.server.tasks):
             task.cancel()
+        await metrics_closed
+        await self.desktop.close()
         runtime_dir.remove_connection_file(self.config.runtime_dir, os.getpid())
         if self.server.sock is not None:
             self.server.sock.close(linger=0)

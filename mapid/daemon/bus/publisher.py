@@ -1,4 +1,4 @@
-"""The one publisher every public event goes through (PROTOCOL.md 7.1, DESIGN.md 6).
+"""The one publisher every public event goes through (docs/protocol.md 7.1, docs/design.md 6).
 
 It stamps `epoch` and one `seq` across all topics, remembers each topic's last `seq` (for
 `prev` and for snapshots), sends a heartbeat every second and whenever a new subscription
@@ -30,6 +30,9 @@ class Publisher:
         self.seq = 0
         self.topics: dict[str, int] = {}
         self.published = 0
+        self.dropped = 0
+        """Events (and heartbeats) the socket refused; a subscriber's own losses at its
+        high-water mark libzmq drops silently (it sees a gap in seq)."""
         self.heartbeat_fields: Callable[[], dict[str, Any]] = dict
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
@@ -46,7 +49,7 @@ class Publisher:
         return self.seq
 
     def forget_topics(self, *topics: str) -> None:
-        """A session's topics are forgotten when it ends (PROTOCOL.md 6.1 snapshot)."""
+        """A session's topics are forgotten when it ends (docs/protocol.md 6.1 snapshot)."""
         for topic in topics:
             self.topics.pop(topic, None)
 
@@ -64,10 +67,18 @@ class Publisher:
                 envelope.encode_event_frames(topic, payload), flags=zmq.NOBLOCK
             )
         except zmq.ZMQError as exc:  # closed socket at shutdown, or EAGAIN
+            self.dropped += 1
             log.debug("event on %s not sent: %s", topic, exc)
             return
-        if isinstance(fut, asyncio.Future):
-            fut.add_done_callback(_consume)
+        if isinstance(fut, asyncio.Future):  # zmq.asyncio: a refused send (EAGAIN) is
+            if fut.done():  # not raised but set on the future, done at once
+                self._sent(fut)
+            else:
+                fut.add_done_callback(self._sent)
+
+    def _sent(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.dropped += 1
 
     async def run(self) -> None:
         """Heartbeat every second, and at once for each new subscription (XPUB_VERBOSE)."""
@@ -84,8 +95,3 @@ class Publisher:
                 continue
             if msg[:1] == b"\x01":
                 self.heartbeat()
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()

@@ -1,4 +1,4 @@
-"""The request socket: receive, check, dispatch, reply (PROTOCOL.md 2, 3 and 4).
+"""The request socket: receive, check, dispatch, reply (docs/protocol.md 2, 3 and 4).
 
 One ROUTER socket, read straight from its file descriptor on the event loop (not through
 zmq.asyncio, whose future per receive and per send cost more than most ops: section 6 of
@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import errno
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from mapid.daemon.bus.reply_cache import Pending, ReplyCache, cache_key
 from mapid.daemon.sessions.manager import SessionManager
 from mapid.daemon.sessions.table_query import TableQuery
 from mapid.daemon.system import logs, memory
+from mapid.daemon.system.metrics import RESULT_OK, UNKNOWN_OP, Metrics
 from mapid.errors import ErrorCode, MapiError
 from mapid.wire import envelope
 from mapid.wire.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
@@ -67,6 +69,7 @@ class RequestServer:
         *,
         epoch: str,
         max_in_flight: Callable[[], int],
+        metrics: Metrics,
         registry: OpRegistry = REGISTRY,
     ) -> None:
         self.sock = sock
@@ -76,6 +79,10 @@ class RequestServer:
         self.registry = registry
         self.max_in_flight = max_in_flight
         self.stats = Stats()
+        self.metrics = metrics
+        self._outcome = RESULT_OK
+        """The `result` label of the reply `_ok` or `_error` built last: read at once, with
+        no await between, by `_count`."""
         self.cache = ReplyCache()
         self.in_flight: dict[bytes, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +119,7 @@ class RequestServer:
 
     def _error(self, req_id: object, error: MapiError) -> bytes:
         self.stats.errors += 1
+        self._outcome = error.code.name
         return pack(envelope.error_reply(req_id, self.epoch, error))
 
     # -- receiving -----------------------------------------------------------------------
@@ -164,6 +172,7 @@ class RequestServer:
         self._loop.call_soon(self._drain)
 
     def handle_frames(self, frames: list[bytes]) -> None:
+        start = time.perf_counter()
         self.stats.requests += 1
         if len(frames) != 3 or frames[1] != b"":
             self.stats.malformed += 1
@@ -178,6 +187,7 @@ class RequestServer:
             else:
                 error = MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, f"malformed payload: {exc}")
                 self._send(identity, self._error(req_id, error))
+                self._count(UNKNOWN_OP, start)
             return
         if not isinstance(payload, dict) or not valid_id(payload.get("id")):
             self.stats.malformed += 1
@@ -197,25 +207,30 @@ class RequestServer:
                 f"more than {self.max_in_flight()} requests in flight from this client",
             )
             self._send(identity, self._error(req_id, error))
+            self._count(self._op_label(payload), start)
             return
         try:
             spec, ctx, args = self._check(identity, req_id, payload)
         except MapiError as exc:
-            self._finish(key, identity, self._error(req_id, exc), counted=False)
+            data = self._error(req_id, exc)
+            self._count(self._op_label(payload), start)
+            self._finish(key, identity, data, counted=False)
             return
         self.cache.start(key)
         self.in_flight[identity] = self.in_flight.get(identity, 0) + 1
         session = ctx.session
         if not spec.is_async and (session is None or not spec.locks_session):
-            self._finish(key, identity, self._run_inline(spec, ctx, args))
+            data = self._run_inline(spec, ctx, args)
+            self._count(spec.name, start)
+            self._finish(key, identity, data)
             return
         # Under the session lock even when it never waits: the lock's queue keeps the
         # session's requests in order (eager.start runs it at once when the lock is free).
         # Its own context: its log lines (and its tasks') name the session.
         context = contextvars.copy_context()
-        context.run(logs.SESSION_ID.set, session.id if session is not None else None)
+        context.run(logs.enter_request, spec.name, session)
         deadline_ms = payload.get("deadline_ms")
-        coro = self._run(key, spec, ctx, args, deadline_ms)
+        coro = self._run(key, spec, ctx, args, deadline_ms, start)
         if deadline_ms is None:
             task = eager.start(coro, context)  # None: it has answered already
         else:  # wait_for needs a task around it
@@ -227,7 +242,7 @@ class RequestServer:
     def _check(
         self, identity: bytes, req_id: object, payload: dict[str, Any]
     ) -> tuple[OpSpec, OpContext, dict[str, Any]]:
-        """The checks of PROTOCOL.md 3, in its order, up to the handle (checked under lock)."""
+        """The checks of docs/protocol.md 3, in its order, up to the handle (checked under lock)."""
         version = payload.get("v")
         if not is_int(version):
             raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "v must be an int")
@@ -267,7 +282,7 @@ class RequestServer:
     def _run_inline(self, spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> bytes:
         """A synchronous op that takes no session lock."""
         session = ctx.session
-        mark = logs.SESSION_ID.set(session.id if session is not None else None)
+        mark = logs.enter_request(spec.name, session)
         try:
             return self._ok(ctx.req_id, spec.handler(ctx, args))
         except MapiError as exc:
@@ -283,7 +298,7 @@ class RequestServer:
             log.exception("op %s failed", spec.name)
             return self._error(ctx.req_id, _internal(spec.name))
         finally:
-            logs.SESSION_ID.reset(mark)
+            logs.leave_request(mark)
 
     async def _run(
         self,
@@ -292,6 +307,7 @@ class RequestServer:
         ctx: OpContext,
         args: dict[str, Any],
         deadline_ms: int | None,
+        start: float,
     ) -> None:
         try:
             coro = self._execute(spec, ctx, args)
@@ -321,6 +337,7 @@ class RequestServer:
         except Exception:
             log.exception("op %s failed", spec.name)
             data = self._error(ctx.req_id, _internal(spec.name))
+        self._count(spec.name, start)
         self._finish(key, ctx.identity, data)
 
     async def _execute(self, spec: OpSpec, ctx: OpContext, args: dict[str, Any]) -> Any:
@@ -355,11 +372,24 @@ class RequestServer:
             except CodecError as exc:
                 error = MapiError(
                     ErrorCode.MAPI_E_TOO_BIG,
-                    f"the reply breaks a limit of PROTOCOL.md 2 ({exc}); ask for fewer "
+                    f"the reply breaks a limit of docs/protocol.md 2 ({exc}); ask for fewer "
                     "columns or rows, or leave the large property out",
                 )
                 return self._error(req_id, error)
+        self._outcome = RESULT_OK
         return data
+
+    def _count(self, op: str, start: float) -> None:
+        """/metrics: one request answered, with the result of the reply just built."""
+        self.metrics.request(op, self._outcome, time.perf_counter() - start)
+
+    def _op_label(self, payload: dict[str, Any]) -> str:
+        """The request's op for a label: a name the daemon serves, else UNKNOWN_OP (a
+        client's made-up names must not make new series)."""
+        name = payload.get("op")
+        if isinstance(name, str) and self.registry.get(name) is not None:
+            return name
+        return UNKNOWN_OP
 
     def _release(self, identity: bytes) -> None:
         left = self.in_flight.get(identity, 1) - 1

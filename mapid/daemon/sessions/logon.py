@@ -1,4 +1,4 @@
-"""Provider logon and logoff for one session, with MAPI's rules (DESIGN.md 4).
+"""Provider logon and logoff for one session, with MAPI's rules (docs/design.md 4).
 
 Address books log on first, then stores, then (while a member is mail-enabled) transports.
 A provider that answers MAPI_E_UNCONFIGURED gets its service configured once and one retry;
@@ -35,6 +35,7 @@ from mapid.daemon.config.service_registry import ServiceUnavailable
 from mapid.daemon.sessions.session import Session, SessionState
 from mapid.daemon.sessions.slots import ProviderSlot, ServiceInstance, SlotState
 from mapid.daemon.sessions.status_table import RowKey
+from mapid.daemon.system import logs
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     MessageService,
@@ -127,6 +128,9 @@ class Support:
     ) -> int:
         if entryid is not None:
             fields.setdefault("entryid", entryid)
+            new_mail = self._session.env.on_new_mail  # the desktop, advised or not
+            if event == NotificationEvent.fnevNewMail and new_mail is not None:
+                new_mail(self._slot, entryid)
         reached = 0
         for advise in list(self._session.advises.values()):
             if advise.slot is not self._slot or not advise.mask & event:
@@ -265,7 +269,7 @@ class ProviderHost:
             instance.slots.append(ProviderSlot(instance, provider_cls, uid))
         return instance
 
-    # -- following the profile (DESIGN.md 8) ---------------------------------------------
+    # -- following the profile (docs/design.md 8) ---------------------------------------------
     async def add_service(self, section: ServiceSection) -> None:
         """A section added to the profile: its providers log on in this live session."""
         instance = self._load_service(section)
@@ -387,7 +391,10 @@ class ProviderHost:
         except Exception as exc:
             if not isinstance(exc, TimeoutError):
                 log.exception(
-                    "provider %s of profile %s failed", slot.key, self.session.profile.name
+                    "provider %s of profile %s failed",
+                    slot.key,
+                    self.session.profile.name,
+                    extra=self._about(slot),
                 )
             await self.disable_service(service, _reason(exc))
             return
@@ -395,6 +402,11 @@ class ProviderHost:
         row = base_row(slot)
         row.update(provider.status_props())
         self.session.table.modify(slot.row, row)
+
+    def _about(self, slot: ProviderSlot) -> dict[str, str]:
+        """`extra=` naming the session, profile and service of a provider's log record."""
+        session = self.session
+        return logs.about(session.id, session.profile.name, slot.service.section.key)
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
         return await asyncio.wait_for(aw, self.env.provider_timeout)
@@ -412,7 +424,13 @@ class ProviderHost:
         self._unroute(slot)
         slot.state = state
         slot.reason = reason
-        log.warning("profile %s: %s: %s", self.session.profile.name, slot.key, reason)
+        log.warning(
+            "profile %s: %s: %s",
+            self.session.profile.name,
+            slot.key,
+            reason,
+            extra=self._about(slot),
+        )
         if slot.row is not None:
             self.session.table.modify(slot.row, self._failure_row(slot, reason), update=False)
 
@@ -437,7 +455,7 @@ class ProviderHost:
 
     # -- profile-wide rules --------------------------------------------------------------
     def apply_profile_rules(self) -> None:
-        """One primary identity and one default store per session (mapi-digest 6 and 7.5)."""
+        """One primary identity and one default store per session (docs/mapi.md 6 and 7.5)."""
         table = self.session.table
         chosen = self.session.profile.extra.get("primary_identity")
         # services.set_primary_identity names the service ("" for none); else the first wins.
@@ -500,7 +518,7 @@ class ProviderHost:
         try:
             await self._bounded(provider.logoff())
         except Exception:
-            log.exception("logoff of provider %s failed", slot.key)
+            log.exception("logoff of provider %s failed", slot.key, extra=self._about(slot))
         for stop in list(slot.watches):  # the watches it forgot to stop
             stop()
         slot.watches.clear()

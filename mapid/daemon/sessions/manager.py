@@ -1,6 +1,6 @@
-"""All sessions of the daemon: MAPI's logon algorithm, logoff, leases (DESIGN.md 5).
+"""All sessions of the daemon: MAPI's logon algorithm, logoff, leases (docs/design.md 5).
 
-Logon follows reference/mapi-digest.md 1.3: the shared session unless MAPI_NEW_SESSION; else
+Logon follows docs/mapi.md 1.3: the shared session unless MAPI_NEW_SESSION; else
 the named profile; else the default with MAPI_USE_DEFAULT; else MAPI_E_LOGON_FAILED. A new
 session logs its providers on privately and goes public at once when done, so the first
 `logon` event and its TABLE_ROW_ADDED events describe a complete table.
@@ -34,6 +34,7 @@ from mapid.daemon.sessions.session import (
     SessionState,
     new_token,
 )
+from mapid.daemon.system import logs
 from mapid.errors import ErrorCode, MapiError
 
 log = logging.getLogger("mapid.sessions")
@@ -91,8 +92,30 @@ class SessionManager:
     def public_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.public]
 
+    def service_availability(self) -> dict[tuple[str, str], bool]:
+        """(profile, service key) -> whether the service's status rows (each provider's, or
+        the one row of a service that did not load) all have STATUS_AVAILABLE without
+        STATUS_OFFLINE, in every live session of the profile (/metrics)."""
+        found: dict[tuple[str, str], bool] = {}
+        for session in self.sessions.values():
+            if not session.alive:
+                continue
+            for instance in session.services:
+                keys = [slot.row for slot in instance.slots] + [instance.row]
+                rows = [session.table.get(key) or {} for key in keys if key is not None]
+                if not rows:
+                    continue
+                codes = [int(row.get("PR_STATUS_CODE", 0)) for row in rows]
+                up = all(
+                    c & StatusCode.STATUS_AVAILABLE and not c & StatusCode.STATUS_OFFLINE
+                    for c in codes
+                )
+                key = (session.profile.name, instance.section.key)
+                found[key] = found.get(key, True) and up
+        return found
+
     def touch(self, member: Member) -> None:
-        """Any op on a token renews its lease (PROTOCOL.md 8)."""
+        """Any op on a token renews its lease (docs/protocol.md 8)."""
         expires = member.renew()
         if expires is not None and not member.queued:
             # One heap entry per member: a renewed member is pushed again when popped.
@@ -198,6 +221,7 @@ class SessionManager:
             session.id,
             session.profile.name,
             len(session.table),
+            extra=logs.about(session.id, session.profile.name),
         )
 
     async def _discard(self, session: Session) -> None:
@@ -205,7 +229,11 @@ class SessionManager:
         try:
             await ProviderHost(session).log_off_all()
         except Exception:
-            log.exception("cleanup of session %s failed", session.id)
+            log.exception(
+                "cleanup of session %s failed",
+                session.id,
+                extra=logs.about(session.id, session.profile.name),
+            )
         for token in list(session.members):
             self.tokens.pop(token, None)
 
@@ -233,7 +261,7 @@ class SessionManager:
         return member
 
     def update_mapi_rows(self, session: Session) -> None:
-        """The spooler row fails while no member is mail-enabled (mapi-digest 1.4)."""
+        """The spooler row fails while no member is mail-enabled (docs/mapi.md 1.4)."""
         row = session.mapi_rows.get(SPOOLER_ROW)
         if row is None:
             return
@@ -255,7 +283,7 @@ class SessionManager:
 
     # -- following the profile ---------------------------------------------------------
     async def follow_profile(self, session: Session, profile: Profile) -> None:
-        """Apply a changed profile to a live session, as DESIGN.md 8 says.
+        """Apply a changed profile to a live session, as docs/design.md 8 says.
 
         Sections are matched by key: a new key is a service to log on, a key gone is one
         to log off, a key whose `service` changed is both, and a key whose configuration
@@ -345,11 +373,16 @@ class SessionManager:
         self.sessions.pop(session.id, None)
         for hook in self.on_session_end:
             hook(session)
-        log.info("session %s ended (%s)", session.id, reason or "logoff")
+        log.info(
+            "session %s ended (%s)",
+            session.id,
+            reason or "logoff",
+            extra=logs.about(session.id, session.profile.name),
+        )
 
     # -- leases --------------------------------------------------------------------------
     async def run_leases(self) -> None:
-        """Drop members whose lease ran out, within a second of it (PROTOCOL.md 8)."""
+        """Drop members whose lease ran out, within a second of it (docs/protocol.md 8)."""
         while True:
             await asyncio.sleep(LEASE_CHECK_INTERVAL)
             now = time.monotonic()
@@ -372,7 +405,11 @@ class SessionManager:
                         member.token in session.members
                         and (member.expires or 0) <= time.monotonic()
                     ):
-                        log.info("session %s: a member's lease expired", session.id)
+                        log.info(
+                            "session %s: a member's lease expired",
+                            session.id,
+                            extra=logs.about(session.id, session.profile.name),
+                        )
                         await self.logoff(session, member, reason="expired")
 
     async def end_all(self) -> None:

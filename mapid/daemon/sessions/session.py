@@ -88,6 +88,14 @@ class SessionEnv:
     spooler_retry_s: float = 30.0
     """First wait after a temporary send failure; doubled each time, up to the cap."""
     spooler_retry_max_s: float = 3600.0
+    outbox_alert_s: float = 900.0
+    """A message queued longer than this is stuck mail (spool/stuck.py)."""
+    on_new_mail: Callable[[ProviderSlot, bytes], None] | None = None
+    """A store provider raised fnevNewMail for this entry ID (the desktop notifier hears)."""
+    on_send_failed: Callable[[str, str, bytes | None], None] | None = None
+    """A send failed for good: summary, reason, the non-delivery report's entry ID."""
+    on_stuck_mail: Callable[[str, str], None] | None = None
+    """Mail became stuck in an Outbox: summary, details (once per episode)."""
     queue_claims: QueueClaims = field(default_factory=QueueClaims)
     """Which session's spooler sends each store's Outbox (daemon-wide)."""
 
@@ -176,7 +184,7 @@ class Session:
         return self.state in (SessionState.ACTIVE, SessionState.ORPHANED, SessionState.CLOSING)
 
     def info(self) -> dict[str, Any]:
-        """The SESSION map of PROTOCOL.md 6.1."""
+        """The SESSION map of docs/protocol.md 6.1."""
         state = self.state.value if self.state != SessionState.CLOSED else "closing"
         if state == "logging_on":
             state = "active"

@@ -6,6 +6,9 @@ text a person reads (each failed recipient with the server's words), the
 `message/rfc822`, whole (Bcc included: the report goes to the sender's own Inbox and is the
 only copy left when nothing could be delivered). The store maps such a message to
 PR_MESSAGE_CLASS "REPORT.IPM.Note.NDR".
+
+`announce` tells the daemon's hook (the desktop notifier) of the failure in a line a person
+reads: "Could not send 'Subject'" and the first recipient's reason.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import email.utils
 import re
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 
@@ -163,3 +166,32 @@ def _delivery_status(failures: Sequence[Failure], host: str, date: str) -> str:
             f"Last-Attempt-Date: {date}\n"
         )
     return "\n".join(blocks)
+
+
+def headline(
+    original: bytes, failures: Sequence[Failure], *, delivered_to_others: bool
+) -> tuple[str, str]:
+    """A send that failed for good, in a summary and a body: the message's subject, then
+    the first failed recipient and the server's (or mapid's) words."""
+    fields, _rest = split_header(original)
+    subject = " ".join((header_value(fields, "Subject") or "").split()) or "(no subject)"
+    summary = f"Could not send '{subject}'"
+    if delivered_to_others:
+        summary += f" to {len(failures)} recipient{'' if len(failures) == 1 else 's'}"
+    first = failures[0]
+    body = f"{first.label()}: {' '.join(first.reason.split())}"
+    if len(failures) > 1:
+        body += f" (and {len(failures) - 1} more)"
+    return summary, body
+
+
+def announce(
+    tell: Callable[[str, str, bytes | None], None] | None,
+    original: bytes,
+    failures: Sequence[Failure],
+    delivered_to_others: bool,
+    report: bytes | None,
+) -> None:
+    """Hand `headline` and the report's entry ID to `tell` (SessionEnv.on_send_failed)."""
+    if tell is not None and failures:
+        tell(*headline(original, failures, delivered_to_others=delivered_to_others), report)

@@ -1,4 +1,4 @@
-"""The spooler (DESIGN.md 7, reference/mapi-digest.md 5.5): the default store's Outbox to the
+"""The spooler (docs/design.md 7, docs/mapi.md 5.5): the default store's Outbox to the
 transports, then Sent Items.
 
 One spooler per session while a member is mail-enabled. The queue is the store's Outbox on
@@ -59,6 +59,8 @@ from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.daemon.spool import ndr
 from mapid.daemon.spool.outgoing import NoSender, Prepared, header_address, prepare, split_header
 from mapid.daemon.spool.routing import Router, Routes
+from mapid.daemon.spool.stuck import StuckWatch
+from mapid.daemon.system import metrics as m
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
     REMOTE_PROGRESS_IDLE,
@@ -90,6 +92,12 @@ whole batch, which the Maildir store files in one trip)."""
 NO_TRANSPORT_STATUS = "5.1.0"
 NO_SENDER_STATUS = "5.1.7"
 NO_RECIPIENT_STATUS = "5.1.3"
+_FAILED_AS = {
+    NO_TRANSPORT_STATUS: m.SPOOL_NO_TRANSPORT,
+    NO_SENDER_STATUS: m.SPOOL_NO_SENDER,
+    NO_RECIPIENT_STATUS: m.SPOOL_NO_RECIPIENT,
+}
+"""/metrics' reason for a report of mapid's own making; a server's refusal is SPOOL_REFUSED."""
 
 
 class SpoolerState(enum.Enum):
@@ -189,6 +197,8 @@ class _Pass:
     """When the rows last showed this pass's progress (monotonic)."""
     finishing: set[asyncio.Task[None]] = field(default_factory=set)
     """Messages sent and being handed back to the store while the next one is sent."""
+    stamps: dict[bytes, float] = field(default_factory=dict)
+    """When each message read was submitted (epoch s), while it stays queued: /metrics."""
     flush: bool = False
     """A flush asked for it: its end shows at once (the caller reads the rows next)."""
     continued: bool = False
@@ -250,8 +260,9 @@ def _addrtype(recipient: Recipient) -> str:
 
 
 class Spooler:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, metrics: m.Metrics) -> None:
         self.session = session
+        self._metrics = metrics
         self.state = SpoolerState.IDLE
         self.status_string = "idle"
         """What the spooler's row says; "idle" from the start, so a logon whose queue is
@@ -270,6 +281,7 @@ class Spooler:
         """Kicks since the last pass began (a submit kicks once)."""
         self._first_kick = 0.0
         self._go = asyncio.Event()
+        self.stuck = StuckWatch(session, self._own_store, self._set_status)
         """Set when the next pass must not wait (a batch is queued, a flush, a stop)."""
 
     # -- state machine -------------------------------------------------------------------
@@ -289,7 +301,7 @@ class Spooler:
         self._set_status(text)
 
     def _set_status(self, text: str) -> None:
-        self.status_string = text
+        self.status_string = text = self.stuck.decorate(text)  # stuck mail first (stuck.py)
         row = self.session.mapi_rows.get(SPOOLER_ROW)
         if row is not None and self.session.transports_on:
             self.session.table.modify(row, {"PR_STATUS_STRING": text})
@@ -307,6 +319,7 @@ class Spooler:
             self._run(), name=f"spooler-{self.session.id}"
         )
         self._task.add_done_callback(self._ended)
+        self.stuck.start()
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -390,12 +403,14 @@ class Spooler:
                 await asyncio.wait({task})
         self._settle_now()
         self._release()
+        self._metrics.spool_forget(self)
         for request in self._flushes:
             if not request.done.done():
                 request.done.set_result(None)
         self._flushes.clear()
         self._transition(SpoolerState.STOPPED)
         self.status_string = "stopped"
+        self.stuck.stop()
 
     # -- the loop ------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -452,6 +467,11 @@ class Spooler:
         self._claimed = uid  # in line for it; release() takes us out of the line
         return False
 
+    def _own_store(self) -> StoreProvider | None:
+        """The default store while this spooler sends its Outbox (stuck.py looks at it)."""
+        owner = self.session.env.queue_claims.owner(self._claimed or b"")
+        return self._default_store() if owner is self else None
+
     def _default_store(self) -> StoreProvider | None:
         table = self.session.table
         for instance in self.session.services:
@@ -489,6 +509,11 @@ class Spooler:
         except BaseException:
             self._end_transports(run)
             raise
+        if self.state is SpoolerState.STANDBY:  # the queue's owner counts it
+            self._metrics.spool_forget(self)
+        else:
+            oldest = min(run.stamps.values(), default=None)
+            self._metrics.spool_queue(self, run.total - run.handled, oldest)
         if run.used and (self._busy is None or self._busy.used is not run.used):
             self._end_transports(run)  # it stopped midway: no sending period goes on
 
@@ -521,7 +546,7 @@ class Spooler:
         transports = ProviderHost(self.session).transport_slots()
         run.routes = self._router.routes(transports, primary_identity(self.session))
         forced = run.forced
-        if forced is not None and not forced and await self._all_waiting(store, transports):
+        if forced is not None and not forced and await self._all_waiting(store, transports, run):
             self._end_transports(run)
             return  # a submit while every transport waits out its backoff: nothing to try
         entryids = await self._bounded(store.queued())
@@ -541,6 +566,8 @@ class Spooler:
                 message = await self._read_queued(store, entryid, run)
                 if message is None:
                     continue
+                if message.submitted is not None:
+                    run.stamps[entryid] = message.submitted.timestamp()
                 job = self._plan(message, run.routes, run)
                 if job is None:
                     continue
@@ -567,7 +594,9 @@ class Spooler:
         if run.only is not None:
             self.kick()  # the other transports' messages follow the ordinary rules
 
-    async def _all_waiting(self, store: StoreProvider, transports: list[ProviderSlot]) -> bool:
+    async def _all_waiting(
+        self, store: StoreProvider, transports: list[ProviderSlot], run: _Pass
+    ) -> bool:
         """Whether every logged-on transport is in backoff; if so, count the queue for the
         spooler's row and leave the messages to the retry timer. Reading each queued
         message only to find its transport waiting cost milliseconds a submit."""
@@ -577,7 +606,7 @@ class Spooler:
         if not active or any(w is None or w.until <= now for w in waits):
             return False
         first = min((w for w in waits if w is not None), key=lambda w: w.until)
-        count = len(await self._bounded(store.queued()))
+        count = run.total = len(await self._bounded(store.queued()))
         self._next_try = first.until
         delay = _seconds(max(0.0, first.until - now))
         self._enter(
@@ -759,6 +788,7 @@ class Spooler:
                 break
         self._show_progress(slot, run, sent=True)
         if uid in run.failed_now:  # a temporary failure: this message and the rest wait
+            self._metrics.spooler_failed.labels(m.SPOOL_TEMPORARY).inc(len(ready) - failed_at)
             reason = self._backoff[uid].reason
             for position, _recipients, _prepared in ready[failed_at:]:
                 jobs[position].hold(reason)
@@ -837,8 +867,10 @@ class Spooler:
                     to=own_from or primary_identity(self.session),
                     delivered_to_others=delivered,
                 )
-                await self._bounded(store.deliver(report))
+                report_id = await self._bounded(store.deliver(report))
                 progress.reported = True
+                tell = self.session.env.on_send_failed  # the desktop (system/desktop.py)
+                ndr.announce(tell, message.mime, failures, delivered, report_id)
             delete = message.delete_after_submit if delivered else True
             sent = progress.sent_mime if delivered else None
             try:
@@ -854,6 +886,12 @@ class Spooler:
             run.handled -= 1
             return
         self._progress.pop(message.entryid, None)
+        run.stamps.pop(message.entryid, None)
+        if delivered:
+            self._metrics.spooler_sent.inc()
+        if failures:
+            reason = _FAILED_AS.get(failures[0].status, m.SPOOL_REFUSED)
+            self._metrics.spooler_failed.labels(reason).inc()
 
     # -- transport rows ------------------------------------------------------------------
     def _show_progress(self, slot: ProviderSlot, run: _Pass, *, sent: bool) -> None:

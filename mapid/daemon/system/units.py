@@ -1,4 +1,4 @@
-"""The systemd units, generated with the path of the installed `mapid` (DESIGN.md 10).
+"""The systemd units, generated with the path of the installed `mapid` (docs/design.md 10).
 
 The unit text lives here only: `mapid units --user|--system` prints it with the real paths
 of `mapid` and `mapictl`, and the files in `systemd/` are this text rendered with the usual
@@ -56,6 +56,7 @@ USER_TEMPLATE = (
 # To keep it running without a login: loginctl enable-linger "$USER". See docs/admin.md.
 [Unit]
 Description=mapid, the MAPI session service
+Documentation=man:mapid(1) man:mapictl(1)
 After=network.target
 # A daemon that cannot start (its error is in the journal) is not restarted forever.
 StartLimitIntervalSec=60s
@@ -91,6 +92,7 @@ SYSTEM_TEMPLATE = (
 # Members of the group mapid reach the sockets in /run/mapid. See docs/admin.md.
 [Unit]
 Description=mapid, the MAPI session service (system)
+Documentation=man:mapid(1) man:mapictl(1)
 After=network.target nss-user-lookup.target
 # A daemon that cannot start (its error is in the journal) is not restarted forever.
 StartLimitIntervalSec=60s
