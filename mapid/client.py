@@ -1,6 +1,6 @@
 """The client library: `Client` (blocking) and `AsyncClient` (asyncio).
 
-Both speak PROTOCOL.md over one DEALER socket with a stable routing id, so the daemon's
+Both speak docs/protocol.md over one DEALER socket with a stable routing id, so the daemon's
 reply cache and private notifications follow the client across reconnects. Each has one
 method per operation (named after the op: `session.status_table` is `session_status_table`)
 and a generic `call`. Errors are distinct: `DaemonUnreachable` when no daemon is there,
@@ -143,7 +143,7 @@ R = TypeVar("R")
 
 
 class _Ops(Generic[R]):
-    """One method per operation of PROTOCOL.md section 6, shared by both clients."""
+    """One method per operation of docs/protocol.md 6, shared by both clients."""
 
     def call(
         self,
@@ -587,7 +587,7 @@ class Client(_Ops[Result]):
         return payload
 
     def recv_notification(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next private notification (PROTOCOL.md 7.4), or None after `timeout` s."""
+        """The next private notification (docs/protocol.md 7.4), or None after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.notifications:
             wait = -1 if deadline is None else int(1000 * max(0.0, deadline - time.monotonic()))

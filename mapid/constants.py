@@ -1,9 +1,9 @@
 """MAPI flags and enumerations, with the exact MAPI names and header values.
 
 Member names are the MAPI names so that the wire form of a flags argument (a list of names,
-PROTOCOL section 3), mapisvc.inf-style symbolic values and log output all use the words a
+docs/protocol.md 3), mapisvc.inf-style symbolic values and log output all use the words a
 MAPI programmer already knows. Values come from MAPIDefS.h, MAPIX.h, MAPISPI.h and MAPIHook.h
-(see reference/mapi-digest.md); a few Outlook-era flags that the old headers lack are taken from
+(see docs/mapi.md); a few Outlook-era flags that the old headers lack are taken from
 the Outlook MAPI reference and noted where they appear.
 
 Bitmasks are `enum.IntFlag`, one-of-a-list values are `enum.IntEnum`. Several MAPI flags share
@@ -88,7 +88,7 @@ __all__ = [
 
 
 class InitFlags(enum.IntFlag):
-    """MAPIINIT_0.ulFlags (digest 1.1)."""
+    """MAPIINIT_0.ulFlags (docs/mapi.md 1.1)."""
 
     MAPI_MULTITHREAD_NOTIFICATIONS = 0x00000001
     MAPI_NO_COINIT = 0x00000008
@@ -101,7 +101,7 @@ PROFILE_NAME_MAX = 64  # cchProfileNameMax
 
 
 class LogonFlags(enum.IntFlag):
-    """MAPILogonEx flFlags (digest 1.2)."""
+    """MAPILogonEx flFlags (docs/mapi.md 1.2)."""
 
     MAPI_LOGON_UI = 0x00000001
     MAPI_NEW_SESSION = 0x00000002
@@ -130,7 +130,7 @@ MAPI_SIMPLE_EXPLICIT = int(
 
 
 class LogoffFlags(enum.IntFlag):
-    """IMAPISession::Logoff ulFlags (digest 1.6)."""
+    """IMAPISession::Logoff ulFlags (docs/mapi.md 1.6)."""
 
     MAPI_LOGOFF_SHARED = 0x00000001
     MAPI_LOGOFF_UI = 0x00000002
@@ -140,7 +140,7 @@ class LogoffFlags(enum.IntFlag):
 
 
 class OpenFlags(enum.IntFlag):
-    """OpenEntry / OpenProfileSection ulFlags (digest 2).
+    """OpenEntry / OpenProfileSection ulFlags (docs/mapi.md 2).
 
     MAPI_CACHE_OK is left out: the docs name it for IAddrBook::OpenEntry but no public header
     we could check gives its value.
@@ -152,11 +152,11 @@ class OpenFlags(enum.IntFlag):
     MAPI_BEST_ACCESS = 0x00000010
     MAPI_NO_CACHE = 0x00000200  # Outlook cached mode; not in the old MAPIDefS.h
     MAPI_CACHE_ONLY = 0x00004000  # Outlook cached mode; not in the old MAPIDefS.h
-    MAPI_FORCE_ACCESS = 0x00080000  # value from a docs code sample (digest 12)
+    MAPI_FORCE_ACCESS = 0x00080000  # value from a docs code sample (docs/mapi.md 12)
 
 
 class MdbFlags(enum.IntFlag):
-    """IMAPISession::OpenMsgStore ulFlags (digest 2, 7.4)."""
+    """IMAPISession::OpenMsgStore ulFlags (docs/mapi.md 2, 7.4)."""
 
     MDB_NO_DIALOG = 0x00000001
     MDB_WRITE = 0x00000004
@@ -184,7 +184,7 @@ class DefaultStoreFlag(enum.IntEnum):
 
 
 class ObjectType(enum.IntEnum):
-    """PR_OBJECT_TYPE and OpenEntry's lpulObjType (digest 9)."""
+    """PR_OBJECT_TYPE and OpenEntry's lpulObjType (docs/mapi.md 9)."""
 
     MAPI_STORE = 0x1
     MAPI_ADDRBOOK = 0x2
@@ -201,7 +201,7 @@ class ObjectType(enum.IntEnum):
 
 
 class StoreLogoffFlags(enum.IntFlag):
-    """IMsgStore::StoreLogoff in (low word) and out (high word) flags (digest 7.7)."""
+    """IMsgStore::StoreLogoff in (low word) and out (high word) flags (docs/mapi.md 7.7)."""
 
     LOGOFF_NO_WAIT = 0x00000001
     LOGOFF_ORDERLY = 0x00000002
@@ -218,7 +218,7 @@ class StoreLogoffFlags(enum.IntFlag):
 
 
 class EntryIdFlags(enum.IntFlag):
-    """Bits of ENTRYID.abFlags[0] (digest 7.1); 0 means long-term."""
+    """Bits of ENTRYID.abFlags[0] (docs/mapi.md 7.1); 0 means long-term."""
 
     MAPI_NOTRESERVED = 0x08
     MAPI_NOW = 0x10
@@ -229,7 +229,7 @@ class EntryIdFlags(enum.IntFlag):
 
 MAPI_COMPOUND = 0x80  # abFlags[1], not abFlags[0]
 MAPIUID_LENGTH = 16
-ENTRYID_MIN_LENGTH = 4 + MAPIUID_LENGTH  # flags + provider MAPIUID (PROTOCOL section 5)
+ENTRYID_MIN_LENGTH = 4 + MAPIUID_LENGTH  # flags + provider MAPIUID (docs/protocol.md 5)
 
 MAPI_ONE_OFF_UID = bytes(
     [0x81, 0x2B, 0x1F, 0xA4, 0xBE, 0xA3, 0x10, 0x19, 0x9D, 0x6E, 0x00, 0xDD, 0x01, 0x0F, 0x54, 0x02]
@@ -247,7 +247,7 @@ PB_GLOBAL_PROFILE_SECTION_GUID = bytes.fromhex("13DBB0C8AA05101A9BB000AA002FC45A
 
 
 class ResourceType(enum.IntEnum):
-    """PR_RESOURCE_TYPE (digest 4.3)."""
+    """PR_RESOURCE_TYPE (docs/mapi.md 4.3)."""
 
     MAPI_STORE_PROVIDER = 33
     MAPI_AB = 34
@@ -260,7 +260,7 @@ class ResourceType(enum.IntEnum):
 
 
 class StatusCode(enum.IntFlag):
-    """PR_STATUS_CODE: low word common, high word transport-specific (digest 4.4)."""
+    """PR_STATUS_CODE: low word common, high word transport-specific (docs/mapi.md 4.4)."""
 
     STATUS_AVAILABLE = 0x00000001
     STATUS_OFFLINE = 0x00000002
@@ -275,7 +275,7 @@ class StatusCode(enum.IntFlag):
 
 
 class ResourceFlags(enum.IntFlag):
-    """PR_RESOURCE_FLAGS of a provider, status row or store-table row (digest 4.5).
+    """PR_RESOURCE_FLAGS of a provider, status row or store-table row (docs/mapi.md 4.5).
 
     The message-service table uses the same property with other meanings: see ServiceFlags.
     """
@@ -297,7 +297,7 @@ class ResourceFlags(enum.IntFlag):
 
 
 class ServiceFlags(enum.IntFlag):
-    """PR_RESOURCE_FLAGS of a message service (service table and section; digest 4.5)."""
+    """PR_RESOURCE_FLAGS of a message service (service table and section; docs/mapi.md 4.5)."""
 
     SERVICE_DEFAULT_STORE = 0x00000001
     SERVICE_SINGLE_COPY = 0x00000002
@@ -307,7 +307,7 @@ class ServiceFlags(enum.IntFlag):
 
 
 class ResourceMethods(enum.IntFlag):
-    """PR_RESOURCE_METHODS: which IMAPIStatus methods an object supports (digest 4.6)."""
+    """PR_RESOURCE_METHODS: which IMAPIStatus methods an object supports (docs/mapi.md 4.6)."""
 
     STATUS_VALIDATE_STATE = 0x00000001
     STATUS_SETTINGS_DIALOG = 0x00000002
@@ -316,7 +316,7 @@ class ResourceMethods(enum.IntFlag):
 
 
 class ValidateStateFlags(enum.IntFlag):
-    """IMAPIStatus::ValidateState ulFlags (digest 5.2)."""
+    """IMAPIStatus::ValidateState ulFlags (docs/mapi.md 5.2)."""
 
     SUPPRESS_UI = 0x00000001
     REFRESH_XP_HEADER_CACHE = 0x00010000
@@ -329,7 +329,7 @@ class ValidateStateFlags(enum.IntFlag):
 
 
 class FlushFlags(enum.IntFlag):
-    """IMAPIStatus::FlushQueues ulFlags (digest 5.3)."""
+    """IMAPIStatus::FlushQueues ulFlags (docs/mapi.md 5.3)."""
 
     FLUSH_UPLOAD = 0x00000002
     FLUSH_DOWNLOAD = 0x00000004
@@ -345,7 +345,7 @@ STATUSROW_UPDATE = 0x10000000
 
 
 class SpoolerNotify(enum.IntFlag):
-    """IMAPISupport::SpoolerNotify ulFlags (digest 5.5)."""
+    """IMAPISupport::SpoolerNotify ulFlags (docs/mapi.md 5.5)."""
 
     NOTIFY_NEWMAIL = 0x00000001
     NOTIFY_READYTOSEND = 0x00000002
@@ -361,7 +361,7 @@ class SpoolerNotify(enum.IntFlag):
 
 
 class ServiceContext(enum.IntEnum):
-    """ulContext of a message service entry point (digest 3.7)."""
+    """ulContext of a message service entry point (docs/mapi.md 3.7)."""
 
     MSG_SERVICE_INSTALL = 1
     MSG_SERVICE_CREATE = 2
@@ -391,7 +391,7 @@ class ServiceEntryFlags(enum.IntFlag):
 
 
 class NotificationEvent(enum.IntFlag):
-    """NOTIFICATION.ulEventType and Advise event masks (digest 8.1)."""
+    """NOTIFICATION.ulEventType and Advise event masks (docs/mapi.md 8.1)."""
 
     fnevCriticalError = 0x00000001
     fnevNewMail = 0x00000002
@@ -409,7 +409,7 @@ class NotificationEvent(enum.IntFlag):
 
 
 class TableEvent(enum.IntEnum):
-    """TABLE_NOTIFICATION.ulTableEvent (digest 8.3)."""
+    """TABLE_NOTIFICATION.ulTableEvent (docs/mapi.md 8.3)."""
 
     TABLE_CHANGED = 1
     TABLE_ERROR = 2
@@ -444,7 +444,7 @@ class TableType(enum.IntEnum):
 
 
 class RestrictionType(enum.IntEnum):
-    """SRestriction.rt (digest 8.4, MAPIDefS.h)."""
+    """SRestriction.rt (docs/mapi.md 8.4, MAPIDefS.h)."""
 
     RES_AND = 0x0
     RES_OR = 0x1
@@ -703,7 +703,7 @@ def parse_flags(enum_cls: type[F], value: object, *, field: str = "flags") -> F:
     """Turn a wire flags argument into a MAPI flag value.
 
     Accepts None (meaning 0), a non-negative 32-bit int, one member name, or (for bitmasks) a
-    list of member names, as PROTOCOL section 3 allows. Unknown bits, values or names raise
+    list of member names, as docs/protocol.md 3.6 allows. Unknown bits, values or names raise
     MAPI_E_UNKNOWN_FLAGS, as MAPI does for unknown flags; a value of the wrong type raises
     MAPI_E_INVALID_PARAMETER. For one-of-a-list classes None is only accepted when 0 is a
     member.

@@ -1,4 +1,4 @@
-"""CURVE key files for remote access (PROTOCOL.md 9), shared by clients and the daemon.
+"""CURVE key files for remote access (docs/protocol.md 9), shared by clients and the daemon.
 
 The files are pyzmq's `zmq.auth` certificates: `NAME.key` holds the Z85 public key and may
 be copied anywhere; `NAME.key_secret` holds both keys and must stay private (0600 in a 0700

@@ -1,4 +1,4 @@
-"""Entry IDs (PROTOCOL.md 5, reference/mapi-digest.md 7.1): building and reading them.
+"""Entry IDs (docs/protocol.md 5, docs/mapi.md 7.1): building and reading them.
 
 An entry ID is 4 flag bytes, the 16-byte MAPIUID of the provider that owns the object, then
 bytes private to that provider. One-off entry IDs carry a display name, an address type and
@@ -90,7 +90,7 @@ def parse_one_off(entryid: bytes) -> OneOff | None:
                 while end + 1 < len(rest) and rest[end : end + 2] != b"\0\0":
                     end += 2
                 if rest[end : end + 2] != b"\0\0":
-                    return None  # each string is NUL-terminated (digest 7.1): truncated
+                    return None  # each string is NUL-terminated (docs/mapi.md 7.1): truncated
                 texts.append(rest[:end].decode("utf-16-le"))
                 rest = rest[end + 2 :]
         else:

@@ -136,7 +136,7 @@ def is_error(code: int) -> bool:
 
 
 # Codes for which resending the same request unchanged may succeed later. The daemon's reply
-# cache makes a resend with the same `id` safe (PROTOCOL section 3).
+# cache makes a resend with the same `id` safe (docs/protocol.md 3.4).
 # - BUSY: too many requests in flight, or a concurrent ValidateState/FlushQueues.
 # - TIMEOUT: deadline_ms passed, or the logon lock was held (MAPI_TIMEOUT_SHORT).
 # - NETWORK_ERROR, OFFLINE, RECONNECTED, WAIT: a transport or server link is down or
@@ -218,7 +218,7 @@ class MapiError(MapidError):
         )
 
     def to_wire(self) -> dict[str, object]:
-        """The ERROR map of PROTOCOL section 3."""
+        """The ERROR map of docs/protocol.md 3.3."""
         return {
             "code": self.code.name,
             "hresult": self.hresult,

@@ -1,4 +1,4 @@
-"""`StatusMirror`: a live copy of the daemon's sessions and status tables (PROTOCOL.md 7.3).
+"""`StatusMirror`: a live copy of the daemon's sessions and status tables (docs/protocol.md 7.3).
 
 It follows the clone recipe: subscribe, wait for a heartbeat, snapshot, then apply events
 in order, and snapshot again by itself on a gap, a new epoch or three seconds without a

@@ -1,4 +1,4 @@
-"""Where mapid keeps its files, for the daemon and its clients alike (DESIGN.md 3, PROTOCOL.md 1).
+"""Where mapid keeps its files, for the daemon and clients (docs/design.md 3, docs/protocol.md 1).
 
 Every directory can be overridden by an environment variable so that tests and benchmarks
 run daemons side by side.
@@ -78,7 +78,7 @@ def data_dir() -> Path:
 
 @dataclass(frozen=True)
 class ConnectionInfo:
-    """The connection file a running daemon writes (PROTOCOL.md 1)."""
+    """The connection file a running daemon writes (docs/protocol.md 1)."""
 
     protocol: int
     version: str

@@ -1,7 +1,7 @@
 """MAPI property tags: names, values and the two lookups the wire format needs.
 
 The wire keys properties by canonical tag name ("PR_DISPLAY_NAME") or, for a tag without one,
-by its 8-digit hex form ("0x6600001F") (PROTOCOL section 5). Values are those of MAPITags.h;
+by its 8-digit hex form ("0x6600001F") (docs/protocol.md 5). Values are those of MAPITags.h;
 string properties use their PT_UNICODE form, as the daemon speaks Unicode only. Two tags are
 PT_STRING8 in every build of MAPI and stay so here: PR_SERVICE_ENTRY_NAME (an export name) and
 PR_7BIT_DISPLAY_NAME.
@@ -377,7 +377,7 @@ PR_SERVICE_SUPPORT_FILES = PropTag("PR_SERVICE_SUPPORT_FILES", 0x3D0F101F)
 PR_SERVICE_DELETE_FILES = PropTag("PR_SERVICE_DELETE_FILES", 0x3D10101F)
 PR_AB_SEARCH_PATH_UPDATE = PropTag("PR_AB_SEARCH_PATH_UPDATE", 0x3D110102)
 PR_PROFILE_NAME = PropTag("PR_PROFILE_NAME", 0x3D12001F)
-# Kopano mapi4linux's Linux name of PR_SERVICE_DLL_NAME (digest 10.1); not in MAPITags.h.
+# Kopano mapi4linux's Linux name of PR_SERVICE_DLL_NAME (docs/mapi.md 10.1); not in MAPITags.h.
 PR_SERVICE_SO_NAME = PropTag("PR_SERVICE_SO_NAME", 0x3D13001F)
 
 # Status object properties

@@ -1,4 +1,4 @@
-"""The client side of remote access (PROTOCOL.md 9): CURVE on a socket and why it failed.
+"""The client side of remote access (docs/protocol.md 9): CURVE on a socket and why it failed.
 
 A daemon refuses a key at the CURVE handshake through ZAP and then says nothing more, and
 libzmq stops reconnecting after such a refusal. So that a refused client hears more than a

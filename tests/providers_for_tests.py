@@ -1,4 +1,4 @@
-"""Small third-party message services that exercise the provider rules of DESIGN.md 4.
+"""Small third-party message services that exercise the provider rules of docs/design.md 4.
 
 They are real services on the public provider API, loaded by the real daemon through a
 profile's `service = "providers_for_tests:<Class>"`; nothing of mapid is replaced. Each one
@@ -158,7 +158,7 @@ class Transport(MessageService):
 
 
 class FlaggedBook(AddressBookProvider):
-    """Flags STATUS_PRIMARY_IDENTITY but gives no PR_IDENTITY_ENTRYID (digest 11 item 55)."""
+    """Flags STATUS_PRIMARY_IDENTITY but gives no PR_IDENTITY_ENTRYID (docs/mapi.md 11 item 55)."""
 
     name = "book"
     resource_flags = ResourceFlags.STATUS_PRIMARY_IDENTITY
@@ -182,7 +182,7 @@ UNFLAGGED_IDENTITY = entryid.one_off("Unflagged Person", "SMTP", "unflagged@exam
 
 
 class UnflaggedBook(AddressBookProvider):
-    """Has identity columns but no STATUS_PRIMARY_IDENTITY (digest 11 item 56)."""
+    """Has identity columns but no STATUS_PRIMARY_IDENTITY (docs/mapi.md 11 item 56)."""
 
     name = "book"
     resource_flags = ResourceFlags.STATUS_NO_PRIMARY_IDENTITY

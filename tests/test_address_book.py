@@ -1,5 +1,5 @@
 """The integrated address book through the daemon: session.open_address_book, its hierarchy,
-container.open_entry routed by MAPIUID, and ab.resolve_names (PROTOCOL.md 6.4 and 6.5).
+container.open_entry routed by MAPIUID, and ab.resolve_names (docs/protocol.md 6.4 and 6.5).
 
 Real vCard folders on disk, a real daemon, real sockets.
 """

@@ -828,7 +828,7 @@ def test_commands_release_their_handles_in_the_shared_session(
 
 
 def test_show_a_message_over_one_mebibyte(mail: DaemonProc, tmp_path: Path) -> None:
-    """One reply carries values up to 1 MiB (PROTOCOL.md 2): a bigger body is left out and
+    """One reply carries values up to 1 MiB (docs/protocol.md 2): a bigger body is left out and
     named in too_big, and a bigger message has no get_mime; show says so and goes on."""
     msg = EmailMessage()
     msg["From"] = "Bob <bob@example.net>"

@@ -1,4 +1,4 @@
-"""Remote access over TCP with CURVE (PROTOCOL.md 9), against the real daemon.
+"""Remote access over TCP with CURVE (docs/protocol.md 9), against the real daemon.
 
 Each daemon binds its ipc sockets and, from `[remote]` in mapid.toml, two TCP endpoints on
 127.0.0.1 with free ports. Clients are the library's (`Client`, `StatusMirror`), plain

@@ -1,4 +1,4 @@
-"""Live sessions follow their profile file on reload (DESIGN.md 8)."""
+"""Live sessions follow their profile file on reload (docs/design.md 8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile input (PROTOCOL.md 2 and DESIGN.md 9): nothing a client sends stops or bloats the daemon.
+"""Hostile input (docs/protocol.md 2, docs/design.md 9): no client input stops or bloats mapid.
 
 One daemon serves the whole module. Hypothesis throws random bytes, random frames, random
 MessagePack values, maps with random keys and values, and well-formed requests of every op in

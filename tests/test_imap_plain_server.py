@@ -18,6 +18,8 @@ import pytest
 from test_imap_store import Mapi, imap_profile, mime, wait_notification
 from test_imap_write import check_append_copy_move_delete, peer
 
+from mapid.constants import MessageFlags
+
 from conftest import DaemonFactory, wait_until
 from dovecot_server import (  # noqa: F401 (the fixture)
     PLAIN_CAPABILITY,
@@ -25,7 +27,6 @@ from dovecot_server import (  # noqa: F401 (the fixture)
     DovecotServer,
     dovecot_fixture,
 )
-from mapid.constants import MessageFlags
 
 READ = int(MessageFlags.MSGFLAG_READ)
 

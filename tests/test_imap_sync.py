@@ -18,8 +18,8 @@ from typing import Any
 
 import msgpack
 import zmq
-from imapclient import IMAPClient
 from dbus_daemon import DBusFactory, dbus_fixture, emit  # noqa: F401 (the fixture)
+from imapclient import IMAPClient
 from test_imap_store import Mapi, StatusEvents, imap_profile, mime
 
 from mapid.constants import MessageFlags, StatusCode

@@ -1,6 +1,6 @@
 """MAPI's logon, logoff, status-table and identity rules against the real daemon.
 
-Numbers in the test names are the items of reference/mapi-digest.md section 11.
+Numbers in the test names are the items of docs/mapi.md 11.
 """
 
 from __future__ import annotations

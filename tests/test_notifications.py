@@ -1,4 +1,4 @@
-"""Notifications (PROTOCOL.md 7.4): the directory watcher behind watch_directory, and events
+"""Notifications (docs/protocol.md 7.4): the directory watcher behind watch_directory, and events
 from stores to the DEALER socket of the client that advised, through the real daemon.
 
 The watcher tests run the daemon's DirectoryWatcher on their own loop over real directories

@@ -1,4 +1,4 @@
-"""profiles.* (PROTOCOL.md 6.2) with MAPI's rules, against the real daemon and real files."""
+"""profiles.* (docs/protocol.md 6.2) with MAPI's rules, against the real daemon and real files."""
 
 from __future__ import annotations
 

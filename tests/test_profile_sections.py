@@ -1,4 +1,4 @@
-"""session.open_profile_section with MAPI's rules (reference/mapi-digest.md 2, item 34)."""
+"""session.open_profile_section with MAPI's rules (docs/mapi.md 2 and 11, item 34)."""
 
 from __future__ import annotations
 

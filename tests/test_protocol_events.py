@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 7: the event stream, snapshots, the clone recipe, private notifications.
+"""docs/protocol.md 7: the event stream, snapshots, the clone recipe, private notifications.
 
 Events are read from a plain SUB socket on the connection file's `events` endpoint and
 checked frame by frame; requests go through the client library except where the frames of a
@@ -70,7 +70,7 @@ class Event:
 
 
 def check_event(topic: str, msg: Any) -> None:
-    """What PROTOCOL.md 7.1 promises of every payload."""
+    """What docs/protocol.md 7.1 promises of every payload."""
     assert isinstance(msg, dict), msg
     assert msg["v"] == 1
     assert isinstance(msg["epoch"], str) and msg["epoch"]
@@ -693,7 +693,7 @@ def test_a_profile_deleted_by_hand_orphans_its_sessions(
     found = sub.until(lambda e: e.topic == topic or e.type == "reloaded", 3.0)
     orphaned = [e for e in sub.drain(0.3) + found if e.topic == topic]
     assert [e.type for e in orphaned] == ["orphaned"], (
-        "PROTOCOL.md 7.1 / DESIGN.md 8: a profile file deleted by hand leaves its sessions "
+        "docs/protocol.md 7.1, docs/design.md 8: a hand-deleted profile file leaves its sessions "
         f"running, marked orphaned, with an `orphaned` event; got {[e.type for e in orphaned]}"
     )
     event = orphaned[0]

@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 8: leases end the members of clients that went silent.
+"""docs/protocol.md 8: leases end the members of clients that went silent.
 
 The daemon here has `lease_s = 1` in mapid.toml and an `autologon` profile, so the default
 lease, explicit leases, renewals and the daemon's own member are all seen within seconds.
@@ -27,7 +27,7 @@ from conftest import DaemonFactory, DaemonProc, standard_profile
 NEW = ["MAPI_NEW_SESSION"]
 LEASE = 1.0
 SLACK = 0.35
-"""Scheduling slack on top of PROTOCOL.md's "within one second" of the lease's end (and
+"""Scheduling slack on top of docs/protocol.md's "within one second" of the lease's end (and
 below it: the lease runs from when the daemon read the last op, a little before its reply)."""
 
 

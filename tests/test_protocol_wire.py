@@ -1,9 +1,9 @@
-"""PROTOCOL.md sections 2, 3 and 4, spoken the way a stranger would speak them.
+"""docs/protocol.md sections 2, 3 and 4, spoken the way a stranger would speak them.
 
 Every request here is a MessagePack map packed by hand and sent over a plain pyzmq DEALER
 (or REQ) socket connected to the `request` endpoint of the connection file; nothing of the
 mapid client library is used to talk to the daemon, so what passes here is what a client
-written from PROTOCOL.md alone will see.
+written from docs/protocol.md alone will see.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from conftest import DaemonFactory, DaemonProc, prepare_daemon, standard_profile
 
 MiB = 1024 * 1024
 
-# The unsigned 32-bit values of reference/mapi-digest.md section 9, written out as a client
+# The unsigned 32-bit values of docs/mapi.md 9, written out as a client
 # author would copy them.
 HRESULT = {
     "MAPI_E_CALL_FAILED": 0x80004005,
@@ -518,7 +518,7 @@ def test_handles_released_or_of_another_session_are_invalid_objects(wire: Wire) 
 def test_error_map_carries_the_unsigned_hresult(wire: Wire) -> None:
     token = wire.logon()["token"]
     error = wire.error("MAPI_E_NOT_FOUND", "session.unadvise", {"connection": 4242}, token=token)
-    assert error["hresult"] == 2147746063  # PROTOCOL.md's own example
+    assert error["hresult"] == 2147746063  # docs/protocol.md's own example
     assert error["retryable"] is False
     invalid = wire.error("MAPI_E_INVALID_PARAMETER", "session.logon", {"profile": 5})
     assert invalid["hresult"] == 0x80070057 > 2**31  # unsigned, not a negative LONG

@@ -1,4 +1,4 @@
-"""services.* writes (PROTOCOL.md 6.3) with MAPI's rules, against the real daemon and files."""
+"""services.* writes (docs/protocol.md 6.3) with MAPI's rules, against the real daemon and files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A snapshot too large for one part comes in parts, all at one `seq` (PROTOCOL.md 6.1)."""
+"""A snapshot too large for one part comes in parts, all at one `seq` (docs/protocol.md 6.1)."""
 
 from __future__ import annotations
 

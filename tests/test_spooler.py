@@ -854,7 +854,7 @@ def test_sigterm_while_the_server_is_silent_stops_at_once_and_keeps_the_message(
     server.stall("DATA", 60)
     mail.send("held by a silent server", to=[GRACE])
     server.wait_connections(1)
-    # DESIGN.md 10: SIGTERM ends the daemon within 5 s (proc.stop kills and raises if not).
+    # docs/design.md 10: SIGTERM ends the daemon within 5 s (proc.stop kills and raises if not).
     assert proc.stop(signal.SIGTERM, timeout=5) == 0
     maildir = tmp_path / "a" / "Mail"
     assert _subjects(maildir / ".Outbox") == {"held by a silent server"}

@@ -1,6 +1,6 @@
 """Status rows stay true: what a row states follows the change it describes, paced.
 
-Monitors read the status table and its events (PROTOCOL.md 7.2), so a row's values must
+Monitors read the status table and its events (docs/protocol.md 7.2), so a row's values must
 follow changes made by other programs within a second or two (a TABLE_ROW_MODIFIED), and a
 burst of such changes must be a few events, never one per change. Read here through a
 plain SUB socket on the daemon's event endpoint and through session.status_table.

@@ -1,4 +1,4 @@
-"""Stores through the daemon (PROTOCOL.md 6.4 and 6.5): the store table, open_msg_store and
+"""Stores through the daemon (docs/protocol.md 6.4 and 6.5): the store table, open_msg_store and
 open_entry with their write rules, set_default_store in both tables and the profile, and the
 folder and message ops on a real Maildir, read-only handles refusing every change.
 """
@@ -568,7 +568,7 @@ def test_argument_checks(client: Client) -> None:
     assert row["PR_ADDRTYPE"] == "SMTP" and row["PR_DISPLAY_NAME"] == "Zed"
 
 
-# -- the compact requests (PROTOCOL.md 10: additions announced in daemon.hello) ---------------
+# -- the compact requests (docs/protocol.md 10: additions announced in daemon.hello) ---------------
 # folder.create_message with `props` and `recipients`, message.submit with `release`: what
 # set_props, modify_recipients and release do in three requests, in one, so a client that
 # waits for each reply sends a message in two round trips instead of five.
@@ -686,7 +686,7 @@ def test_submit_with_release_frees_the_handle_only_when_it_succeeds(client: Clie
     assert client.object_get_props(token, kept["handle"], ["PR_SUBJECT"])["props"] == {
         "PR_SUBJECT": "k"
     }
-    # Without `release`, submit is PROTOCOL.md's: the handle lives until object.release.
+    # Without `release`, submit is docs/protocol.md's: the handle lives until object.release.
     client.message_modify_recipients(token, kept["handle"], [GRACE])
     client.message_submit(token, kept["handle"])
     client.object_release(token, kept["handle"])

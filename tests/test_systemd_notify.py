@@ -1,4 +1,4 @@
-"""The notify protocol (sd_notify(3), DESIGN.md 10) against a real datagram socket.
+"""The notify protocol (sd_notify(3), docs/design.md 10) against a real datagram socket.
 
 The real daemon runs with NOTIFY_SOCKET pointing at a socket the test binds, as systemd's
 would be; the test reads what it sends: READY=1 once the sockets are bound and the autologon

@@ -25,7 +25,7 @@ from conftest import DaemonFactory, DaemonProc, standard_profile
 from smtp_server import SmtpServer, smtp_section
 
 STOP_TIMEOUT = 15.0
-"""TimeoutStopSec of the shipped units; DESIGN.md 10 asks for 5 s, which the test checks."""
+"""TimeoutStopSec of the shipped units; docs/design.md 10 asks for 5 s, which the test checks."""
 
 
 def mapictl(proc: DaemonProc, *args: str) -> Any:

@@ -1,4 +1,4 @@
-"""System mode (`mapid run --system`) and its runtime directory (PROTOCOL.md 1, DESIGN.md 9).
+"""`mapid run --system` and its runtime directory (docs/protocol.md 1, docs/design.md 9).
 
 The directory is 0750 with the group whose members may connect; the daemon refuses one
 that is looser, belongs to someone else, or has another group, naming the path and the fix.

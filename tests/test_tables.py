@@ -1,4 +1,4 @@
-"""Table arguments (PROTOCOL.md 5): columns, every restriction kind, sort, offset, limit.
+"""Table arguments (docs/protocol.md 5): columns, every restriction kind, sort, offset, limit.
 
 The first tests go through `session.status_table` on the real daemon; the rest drive
 `TableQuery` directly over hand-made rows, to reach the corners a status table lacks.

@@ -159,10 +159,10 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) ->
         await asyncio.sleep(0.02)
 
 
-# --- One-off entry IDs (digest 7.1) ---------------------------------------------------------
+# --- One-off entry IDs (docs/mapi.md 7.1) ---------------------------------------------------------
 
 
-def test_one_off_entryid_has_the_digest_layout() -> None:
+def test_one_off_entryid_has_the_layout_of_docs_mapi_md() -> None:
     eid = one_off("Ada Lövelace", "SMTP", "ada@example.org")
     expected = (
         b"\x00\x00\x00\x00"  # abFlags: long-term

@@ -1,4 +1,4 @@
-"""The daemon follows hand edits of its files through the watcher (DESIGN.md 8)."""
+"""The daemon follows hand edits of its files through the watcher (docs/design.md 8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`mapictl events`: follow the daemon's public event stream (PROTOCOL.md 7.1).
+"""`mapictl events`: follow the daemon's public event stream (docs/protocol.md 7.1).
 
 It is a plain SUB subscriber on the connection file's `events` endpoint. It also listens to
 heartbeats, whether it prints them or not, to prove the daemon is there at the start (so a
@@ -29,7 +29,7 @@ from mapid.wire import envelope
 from mapid.wire.codec import CodecError
 
 QUIET_AFTER = 3.0
-"""Seconds without a heartbeat before saying the daemon went quiet (PROTOCOL.md 7.3)."""
+"""Seconds without a heartbeat before saying the daemon went quiet (docs/protocol.md 7.3)."""
 
 
 def notice(message: str) -> None:
@@ -125,7 +125,7 @@ def _summary(topic: str, event: Mapping[str, Any]) -> str:
 
 class StreamCheck:
     """Says on stderr when the daemon restarted or events were lost (the recipe's checks of
-    PROTOCOL.md 7.3, used here only to inform: `events` prints what arrives)."""
+    docs/protocol.md 7.3, used here only to inform: `events` prints what arrives)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -2,7 +2,7 @@
 
 Scripts depend on the codes, so they are stable and documented in `mapictl --help`. Telling
 "no daemon" (4) apart from "a daemon that did not answer" (5) is the point of having them
-(bus-anchors.md takeaway 7).
+(docs/design.md A.2).
 """
 
 from __future__ import annotations

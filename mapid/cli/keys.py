@@ -1,4 +1,4 @@
-"""`mapictl keys`: the client key pairs of remote access over CURVE (PROTOCOL.md 9).
+"""`mapictl keys`: the client key pairs of remote access over CURVE (docs/protocol.md 9).
 
 Key making needs no daemon: it runs on the client's host, and only the public half travels
 to the server, into `authorized_keys.d/` in the daemon's configuration directory.

@@ -1,6 +1,6 @@
 """`mapictl status --watch`: the status view kept live by a `StatusMirror`.
 
-The mirror does the hard part (the clone recipe of PROTOCOL.md 7.3: it re-snapshots by
+The mirror does the hard part (the clone recipe of docs/protocol.md 7.3: it re-snapshots by
 itself on a gap, a new epoch or a silent daemon); this module draws it with rich.live, or
 prints one JSON line per change, and builds a fresh mirror when the daemon came back with a
 new connection file, so a restart needs nothing from the person watching.

@@ -1,4 +1,4 @@
-"""The daemon: the service that owns MAPI sessions (DESIGN.md 2 to 9).
+"""The daemon: the service that owns MAPI sessions (docs/design.md 2 to 9).
 
 Its rooms, lowest first; each imports only rooms below it:
 

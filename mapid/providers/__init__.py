@@ -1,6 +1,6 @@
 """Message services and their providers: the provider API (base.py) and the built-in
-services, `maildir` and `imap` (message stores), `vcard` (an address book) and `smtp` (a
-transport), one package each.
+services, `maildir` and `imap` (message stores), `vcard` (an address book), `smtp` and
+`sendmail` (transports), one package each (docs/providers.md: writing one).
 
 What the services share sits here beside the API: rfc5322.py (messages <-> MAPI
 properties, recipient checks), row_pacer.py (status rows kept true without flooding),

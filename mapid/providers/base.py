@@ -479,7 +479,7 @@ class StoreProvider(Provider):
         """The store object (IMsgStore), for session.open_msg_store; `flags` are MdbFlags."""
         return await self.open_entry(self.store_entryid(), flags)
 
-    # The spooler's side (DESIGN.md 7): the Outbox is the queue, on disk.
+    # The spooler's side (docs/design.md 7): the Outbox is the queue, on disk.
 
     async def queued(self) -> list[bytes]:
         """Entry IDs of the messages submitted and not yet sent, oldest first."""

@@ -1,4 +1,4 @@
-"""A store's MAPIUID, kept in a file beside the store's data (DESIGN.md 4: entry IDs are
+"""A store's MAPIUID, kept in a file beside the store's data (docs/design.md 4: entry IDs are
 long-term), for every store that keeps one: the Maildir store's `mapid.uid` in its root,
 the IMAP store's in its cache directory.
 

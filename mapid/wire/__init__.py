@@ -1,4 +1,4 @@
-"""The wire protocol, once for both ends (PROTOCOL.md 2, 3, 9).
+"""The wire protocol, once for both ends (docs/protocol.md 2, 3, 9).
 
 envelope.py builds and reads every message shape (requests, replies, events,
 notifications) and names the topics; codec.py packs them with msgpack inside the

@@ -1,4 +1,4 @@
-"""MessagePack encoding with the limits of PROTOCOL.md section 2.
+"""MessagePack encoding with the limits of docs/protocol.md 2.
 
 Both sides use this module, so the limits the daemon enforces on untrusted input are the
 same ones it keeps its own replies within.
@@ -91,7 +91,7 @@ def _check_depth(obj: object) -> None:
 
 
 def valid_id(value: object) -> bool:
-    """A request id is a str, an int or a bin of at most 64 bytes (PROTOCOL section 3)."""
+    """A request id is a str, an int or a bin of at most 64 bytes (docs/protocol.md 3.2)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):

@@ -1,4 +1,4 @@
-"""The one place that knows the shape of every message on the wire (PROTOCOL.md 3 and 7).
+"""The one place that knows the shape of every message on the wire (docs/protocol.md 3 and 7).
 
 Requests and replies travel as two frames, an empty delimiter then the payload; events as
 two frames, the topic then the payload. Everything else in mapid builds and reads messages
@@ -16,7 +16,7 @@ from mapid.wire.codec import pack, unpack
 
 PROTOCOL_VERSION = 1
 
-# Topics of the event stream (PROTOCOL.md 7.1).
+# Topics of the event stream (docs/protocol.md 7.1).
 TOPIC_HEARTBEAT = "hb"
 TOPIC_DAEMON = "daemon"
 SESSION_TOPIC_PREFIX = "session."
@@ -75,7 +75,7 @@ def error_reply(req_id: object, epoch: str, error: MapiError) -> dict[str, Any]:
 
 
 def notification(connection: int, event: str, session: str, **fields: Any) -> dict[str, Any]:
-    """A private MAPI notification (PROTOCOL.md 7.4): no `id`, sent on the request socket."""
+    """A private MAPI notification (docs/protocol.md 7.4): no `id`, sent on the request socket."""
     body: dict[str, Any] = {"connection": connection, "event": event, "session": session}
     body.update(fields)
     return {"v": PROTOCOL_VERSION, "notify": body}
@@ -89,7 +89,7 @@ def event(
         "v": PROTOCOL_VERSION,
         "epoch": epoch,
         "seq": seq,
-        "ts": datetime.now(UTC),  # a msgpack timestamp (PROTOCOL.md 2)
+        "ts": datetime.now(UTC),  # a msgpack timestamp (docs/protocol.md 2)
         "type": event_type,
     }
     if prev is not None:

@@ -17,6 +17,6 @@ POLLIN = int(zmq.POLLIN)
 RCVMORE = int(zmq.RCVMORE)
 
 HEARTBEAT_IVL_MS = 5_000
-"""ZMTP heartbeats on remote (TCP, CURVE) links, both ways (PROTOCOL.md 9): a peer that
+"""ZMTP heartbeats on remote (TCP, CURVE) links, both ways (docs/protocol.md 9): a peer that
 stops answering is noticed within HEARTBEAT_TIMEOUT_MS, not at the next TCP time-out."""
 HEARTBEAT_TIMEOUT_MS = 15_000

@@ -1,5 +1,5 @@
 """`mapictl notify`: the command, the event names it takes, and the loop that prints each
-notification (PROTOCOL.md 7.4) as it arrives while renewing the lease.
+notification (docs/protocol.md 7.4) as it arrives while renewing the lease.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def notify(
     Registers with session.advise and prints each notification as it arrives: new mail
     (with its sender and subject), messages and folders created, deleted, modified, moved
     and copied, whether through mapid or by another program in the Maildir. With --json,
-    one JSON object per line, the notification as the daemon sent it (PROTOCOL.md 7.4).
+    one JSON object per line, the notification as the daemon sent it (docs/protocol.md 7.4).
     Ctrl-C (or SIGTERM) stops it with exit code 0. If the session ends under it (a
     MAPI_LOGOFF_SHARED elsewhere), it says so and exits with code 1."""
     opts = command_options(ctx, json_output, timeout, runtime_dir, profile)

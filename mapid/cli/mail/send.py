@@ -216,7 +216,7 @@ def _fits(size: int, what: str) -> None:
         raise MapiError(
             ErrorCode.MAPI_E_TOO_BIG,
             f"{what} is {size / 2**20:.1f} MiB; one value on the wire is at most "
-            f"{MAX_STR // 2**20} MiB (PROTOCOL.md 2), so mapid cannot take it yet",
+            f"{MAX_STR // 2**20} MiB (docs/protocol.md 2), so mapid cannot take it yet",
         )
 
 

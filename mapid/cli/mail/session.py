@@ -2,7 +2,7 @@
 
 A mail command logs on without MAPI_NEW_SESSION, so it joins the shared session when one
 runs (the autologon profile's) and otherwise opens the profile's own. Handles belong to the
-session, not to the member (PROTOCOL.md 5): in a shared session they would outlive the
+session, not to the member (docs/protocol.md 5): in a shared session they would outlive the
 command, so every handle opened here is released before the logoff. The logon carries a
 lease, so a mapictl killed halfway leaves no member behind.
 """
@@ -139,7 +139,7 @@ def table_args(
     offset: int | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """PROTOCOL.md 5 table arguments, leaving out what is not asked for."""
+    """docs/protocol.md 5 table arguments, leaving out what is not asked for."""
     args: dict[str, Any] = {}
     if columns is not None:
         args["columns"] = list(columns)
@@ -262,7 +262,7 @@ class MailSession:
 
     def store_of(self, entryid: bytes, *, write: bool = False) -> Store:
         """The store an object's entry ID belongs to: the one with the same provider MAPIUID
-        (PROTOCOL.md 5: flags, MAPIUID, private bytes)."""
+        (docs/protocol.md 5: flags, MAPIUID, private bytes)."""
         uid = uid_of(entryid)
         info = next((s for s in self.stores() if uid_of(s.entryid) == uid), None)
         if info is None:
@@ -424,7 +424,7 @@ class MailSession:
         return FolderInfo(entryid, display, display, 0)
 
     def same(self, a: bytes | None, b: bytes | None) -> bool:
-        """Whether two entry IDs name one object (session.compare_entryids, as PROTOCOL.md 5
+        """Whether two entry IDs name one object (session.compare_entryids, as docs/protocol.md 5
         asks of clients)."""
         if a is None or b is None:
             return False

@@ -1,4 +1,4 @@
-"""The bus: how clients reach the daemon (PROTOCOL.md 1 to 3, 9, 10).
+"""The bus: how clients reach the daemon (docs/protocol.md 1 to 3, 9, 10).
 
 The request socket and its dispatch (server.py), the registry of operations and their
 argument checks (registry.py), the reply cache that answers retried requests

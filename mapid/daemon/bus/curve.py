@@ -1,4 +1,4 @@
-"""Remote access: the TCP endpoints with CURVE and the ZAP allow-list (PROTOCOL.md 9).
+"""Remote access: the TCP endpoints with CURVE and the ZAP allow-list (docs/protocol.md 9).
 
 The ROUTER and the XPUB are bound to their ipc paths first, with the NULL mechanism and no
 ZAP domain, so the local sockets stay behind file permissions only. Only then are CURVE

@@ -1,7 +1,7 @@
-"""The registry of operations and the checking of their arguments (PROTOCOL.md 3 and 6).
+"""The registry of operations and the checking of their arguments (docs/protocol.md 3 and 6).
 
 Each op declares whether it needs a session token, whether it works on a handle, and a
-checker for each argument. The dispatcher checks in the order PROTOCOL.md 3 gives before the
+checker for each argument. The dispatcher checks in the order docs/protocol.md 3.5 gives before the
 op's code runs, so handlers receive arguments of the right types and never re-check them.
 """
 
@@ -139,7 +139,7 @@ def Map(*, required: bool = False) -> Arg:
 
 
 def Props(*, required: bool = False) -> Arg:
-    """A PROPS map (PROTOCOL.md 5): tag names to values; the provider judges each tag."""
+    """A PROPS map (docs/protocol.md 5): tag names to values; the provider judges each tag."""
 
     def check(value: object, name: str) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -159,7 +159,7 @@ def StrList(*, required: bool = False) -> Arg:
 
 
 def Flags(enum_cls: type[enum.IntFlag] | type[enum.IntEnum], *, required: bool = False) -> Arg:
-    """A flags argument: the integer bitmask or a list of names (PROTOCOL.md 3)."""
+    """A flags argument: the integer bitmask or a list of names (docs/protocol.md 3.6)."""
 
     def check(value: object, name: str) -> Any:
         return parse_flags(enum_cls, value, field=name)

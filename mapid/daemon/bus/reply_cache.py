@@ -1,4 +1,4 @@
-"""The reply cache: a resent request is answered again, not run twice (PROTOCOL.md 2).
+"""The reply cache: a resent request is answered again, not run twice (docs/protocol.md 3.4).
 
 Replies are kept by (client identity, request id) for `ttl` seconds after they were sent,
 and a duplicate of a request still running waits for its reply. The cache is bounded in

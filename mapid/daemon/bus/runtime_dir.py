@@ -1,4 +1,4 @@
-"""The private runtime directory and the connection file (PROTOCOL.md 1, DESIGN.md 9).
+"""The private runtime directory and the connection file (docs/protocol.md 1, docs/design.md 9).
 
 The directory's permissions are the security boundary of the local sockets, so the daemon
 refuses to bind in one that another user owns or that others can enter. In system mode the

@@ -1,4 +1,4 @@
-"""`daemon.snapshot`: the state of the selected sessions at one `seq` (PROTOCOL.md 6.1, 7.3).
+"""`daemon.snapshot`: the state of the selected sessions at one `seq` (docs/protocol.md 6.1, 7.3).
 
 The state is captured in one step of the event loop, so it matches the event stream
 exactly. Capturing only takes references (rows are replaced, never changed in place), so it

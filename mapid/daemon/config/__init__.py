@@ -1,4 +1,4 @@
-"""What the daemon is told: mapid.toml and the profile files (DESIGN.md 3, 7, 8).
+"""What the daemon is told: mapid.toml and the profile files (docs/design.md 3, 7, 8).
 
 daemon_config.py and remote_config.py read mapid.toml; profiles.py reads profile files;
 writer.py edits TOML keeping people's comments; profile_admin.py and service_admin.py

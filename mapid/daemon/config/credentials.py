@@ -1,4 +1,4 @@
-"""Where a service's password comes from, and keeping it out of sight (DESIGN.md 3 and 9).
+"""Where a service's password comes from, and keeping it out of sight (docs/design.md 3 and 9).
 
 A `[services.<key>]` table names its password in one of three ways:
 
@@ -167,7 +167,7 @@ def _command_argv(value: object, key: str = "password_command") -> list[str]:
 def check_file_secrecy(
     path: Path, config_sections: Iterable[Mapping[str, Any]], *, text: str | None = None
 ) -> ConfigProblem | None:
-    """Refuse a profile file that others can read while it holds a password (DESIGN.md 9).
+    """Refuse a profile file that others can read while it holds a password (docs/design.md 9).
 
     `config_sections` are the file's `[services.<key>]` tables; a non-empty `password` at any
     depth in one of them counts. Such a file must be owned by the daemon's user (or root) and

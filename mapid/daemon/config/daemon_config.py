@@ -1,4 +1,4 @@
-"""The daemon's own configuration, `mapid.toml` (DESIGN.md 3).
+"""The daemon's own configuration, `mapid.toml` (docs/design.md 3).
 
 Every key has a default, so a missing file is a valid configuration. A broken file is
 reported with its line and the defaults (or, on reload, the last good values) stay in force.

@@ -1,6 +1,6 @@
-"""Profile administration (IProfAdmin, PROTOCOL.md 6.2): create, delete, copy, rename, default.
+"""Profile administration (IProfAdmin, docs/protocol.md 6.2): create, delete, copy, rename, default.
 
-Every change is a file change (DESIGN.md 8): the op writes the file, then the daemon reloads
+Every change is a file change (docs/design.md 8): the op writes the file, then the daemon reloads
 as it would after a hand edit. Deleting or renaming a profile that live sessions use is
 deferred as MAPI does: hidden (or renamed) at once for new logons and tables, while the file
 stays until the last session on it ends. Pending changes are kept in the state directory so

@@ -1,4 +1,4 @@
-"""Profile sections (IProfSect, reference/mapi-digest.md 2 and 3.1; PROTOCOL.md 6.4).
+"""Profile sections (IProfSect, docs/mapi.md 2 and 3.1; docs/protocol.md 6.4).
 
 A service's section, opened by its PR_SERVICE_UID (or a provider's PR_PROVIDER_UID), is that
 service's configuration: its keys are the section's properties, next to the MAPI ones

@@ -1,4 +1,4 @@
-"""Profile files: one TOML file per profile in the profiles directory (DESIGN.md 3).
+"""Profile files: one TOML file per profile in the profiles directory (docs/design.md 3).
 
 The file stem is the profile name. Each `[services.<key>]` table is one message service
 instance: `service` names an installed service, the other keys are its configuration. A file
@@ -68,7 +68,7 @@ def is_profile_file_name(name: str) -> bool:
 
 
 def check_profile_name(name: object) -> str:
-    """MAPI's profile name rules (reference/mapi-digest.md 3.1), plus no path separators."""
+    """MAPI's profile name rules (docs/mapi.md 3.1), plus no path separators."""
     if not isinstance(name, str) or not name:
         raise MapiError(ErrorCode.MAPI_E_INVALID_PARAMETER, "a profile name is a non-empty str")
     if len(name) > MAX_PROFILE_NAME:

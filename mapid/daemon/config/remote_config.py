@@ -1,4 +1,4 @@
-"""The `[remote]` table of `mapid.toml`: TCP endpoints, always with CURVE (PROTOCOL.md 9).
+"""The `[remote]` table of `mapid.toml`: TCP endpoints, always with CURVE (docs/protocol.md 9).
 
 ```toml
 [remote]

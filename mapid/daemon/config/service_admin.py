@@ -1,4 +1,4 @@
-"""Message-service administration (IMsgServiceAdmin, PROTOCOL.md 6.3): writes to profiles.
+"""Message-service administration (IMsgServiceAdmin, docs/protocol.md 6.3): writes to profiles.
 
 Each change is written to the profile file through config_writer (the user's comments and
 layout survive) and then reloaded like a hand edit, so live sessions follow it. A service's

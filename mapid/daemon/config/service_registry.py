@@ -1,4 +1,4 @@
-"""Installed message services: the `mapid.services` entry-point group (DESIGN.md 4).
+"""Installed message services: the `mapid.services` entry-point group (docs/design.md 4).
 
 `pip install` a package and its services appear. A profile may also name a service by its
 Python path, `"package.module:Class"`, which is handy for services under development. A

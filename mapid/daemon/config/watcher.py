@@ -1,4 +1,4 @@
-"""The configuration watcher (DESIGN.md 3 and 8; bus-anchors.md 6).
+"""The configuration watcher (docs/design.md 3, 8 and A.1).
 
 watchdog watches the configuration *directory* and its `profiles/` subdirectory, never the
 files: editors save by writing a temporary file and renaming it over the target, and a watch

@@ -1,4 +1,4 @@
-"""Writing profile files and `mapid.toml` without losing the user's work (DESIGN.md 3, 8).
+"""Writing profile files and `mapid.toml` without losing the user's work (docs/design.md 3, 8).
 
 The daemon edits files that people also edit by hand, so every write made here:
 

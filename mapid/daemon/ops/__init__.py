@@ -1,4 +1,4 @@
-"""The operations the daemon serves (PROTOCOL.md 4 to 8); importing this package registers
+"""The operations the daemon serves (docs/protocol.md 4 to 8); importing this package registers
 them all.
 
 Each module is one section of the protocol: thin adapters that check nothing the registry

@@ -1,5 +1,5 @@
 """Writing the address book: `abcontainer.create_entry` and `abcontainer.delete_entries`
-(IABContainer::CreateEntry and DeleteEntries, PROTOCOL.md 6.5's naming).
+(IABContainer::CreateEntry and DeleteEntries, docs/protocol.md 6.5's naming).
 
 Editing a mail user needs no op of its own: a contact opened with MAPI_MODIFY (session.open_entry,
 or container.open_entry on a container handle opened so) takes object.set_props and

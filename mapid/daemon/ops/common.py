@@ -1,4 +1,4 @@
-"""What several op modules share about the wire (PROTOCOL.md 4 to 6): the request's session,
+"""What several op modules share about the wire (docs/protocol.md 4 to 6): the request's session,
 member and handle as the registry promised them, the profile an admin op works on, and the
 reply for a newly opened object (its handle, type and properties as a client may decode them).
 """
@@ -81,7 +81,7 @@ def target_profile(ctx: OpContext, args: dict[str, Any], *, by_name: bool = Fals
 
 def fit_props(props: dict[str, Any]) -> list[str]:
     """Leave out the values a client could not decode (a str or bin over the codec's 1 MiB,
-    PROTOCOL.md 2), as MAPI's GetProps answers MAPI_E_NOT_ENOUGH_MEMORY for a property too
+    docs/protocol.md 2), as MAPI's GetProps answers MAPI_E_NOT_ENOUGH_MEMORY for a property too
     big for it; returns their tags (the reply's `too_big`). message.get_mime has the rest."""
     big = [
         tag

@@ -1,4 +1,4 @@
-"""Containers, folders, messages and the address book on handles (PROTOCOL.md 6.5).
+"""Containers, folders, messages and the address book on handles (docs/protocol.md 6.5).
 
 The ops check what the provider contract leaves to the daemon: that the handle's object is
 of the right kind (MAPI_E_NO_SUPPORT), that the handle is writable for anything that changes
@@ -59,7 +59,7 @@ from mapid.providers.base import Container, Folder, Message, StoreProvider
 log = logging.getLogger("mapid.ops.container")
 
 MAX_MIME = 1 << 20
-"""The codec's limit for one bin value (PROTOCOL.md 2): a MIME message travels as one."""
+"""The codec's limit for one bin value (docs/protocol.md 2): a MIME message travels as one."""
 
 
 def _container(ctx: OpContext) -> Container:

@@ -1,4 +1,4 @@
-"""`daemon.*` operations (PROTOCOL.md 6.1) and `services.available`: no token needed."""
+"""`daemon.*` operations (docs/protocol.md 6.1) and `services.available`: no token needed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`object.*` and `status.*` operations on handles (PROTOCOL.md 6.5 and 6.6)."""
+"""`object.*` and `status.*` operations on handles (docs/protocol.md 6.5 and 6.6)."""
 
 from __future__ import annotations
 

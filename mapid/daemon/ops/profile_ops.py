@@ -1,4 +1,4 @@
-"""`profiles.*` operations (PROTOCOL.md 6.2, IProfAdmin); no token needed.
+"""`profiles.*` operations (docs/protocol.md 6.2, IProfAdmin); no token needed.
 
 Each change is written to the files and then reloaded like a hand edit; see profile_admin.
 """

@@ -1,4 +1,4 @@
-"""`services.*` operations (PROTOCOL.md 6.3, IMsgServiceAdmin).
+"""`services.*` operations (docs/protocol.md 6.3, IMsgServiceAdmin).
 
 Each takes the session's `token` or `args.profile`, so a configuration tool can look at a
 profile without logging on to it.

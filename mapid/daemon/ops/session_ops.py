@@ -1,4 +1,4 @@
-"""`session.*` operations (PROTOCOL.md 6.4) of this slice: logon to advise."""
+"""`session.*` operations (docs/protocol.md 6.4) of this slice: logon to advise."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def status_table(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("session.query_identity", token=True)
 def query_identity(ctx: OpContext, args: dict[str, Any]) -> Reply:
-    """reference/mapi-digest.md section 6, steps 1 to 5 (the row: daemon/identity.py)."""
+    """docs/mapi.md 6, steps 1 to 5 (the row: daemon/identity.py)."""
     session = session_of(ctx)
     row = identity_row(session.table.rows())
     if row is None:
@@ -128,7 +128,7 @@ def _one_off_from_row(row: Mapping[str, Any]) -> bytes:
 )
 async def open_entry(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """A store's entry ID opens the store as open_msg_store with MDB_NO_DIALOG would, with
-    MDB_WRITE for MAPI_MODIFY (mapi-digest 2, notes); routing.open_entry has the rules."""
+    MDB_WRITE for MAPI_MODIFY (docs/mapi.md 2, notes); routing.open_entry has the rules."""
     session = session_of(ctx)
     entryid = args["entryid"]
     if entryid is None:

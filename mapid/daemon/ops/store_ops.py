@@ -1,4 +1,4 @@
-"""Stores and the address book on the session (PROTOCOL.md 6.4): the store table,
+"""Stores and the address book on the session (docs/protocol.md 6.4): the store table,
 open_msg_store, open_address_book and set_default_store.
 
 Write access is the daemon's business (the shared agreement of issue 4): a store handle is
@@ -68,7 +68,7 @@ _FLAG_BITS = {
 
 
 def store_rows(session: Session) -> list[dict[str, Any]]:
-    """One row per logged-on store (mapi-digest 7.3), from its store_props and status row."""
+    """One row per logged-on store (docs/mapi.md 7.3), from its store_props and status row."""
     rows: list[dict[str, Any]] = []
     for slot in store_slots(session):
         provider = slot.provider
@@ -145,7 +145,7 @@ async def open_address_book(ctx: OpContext, args: dict[str, Any]) -> Reply:
     },
 )
 async def set_default_store(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """reference/mapi-digest.md section 2 notes: one flag; the status rows change at once
+    """docs/mapi.md 2 notes: one flag; the status rows change at once
     (events go out), and MAPI_DEFAULT_STORE and MAPI_SIMPLE_STORE_PERMANENT are written to the
     profile, whose reload the session then follows."""
     session = session_of(ctx)

@@ -1,4 +1,4 @@
-"""The session model: MAPI sessions and what each one holds (DESIGN.md 5, PROTOCOL.md 4 to 7).
+"""The session model: MAPI sessions and what each holds (docs/design.md 5, docs/protocol.md 4 to 7).
 
 session.py is one session (members, handles, advises, its state machine); manager.py
 creates, shares, leases and ends them; logon.py loads a profile's services and logs their

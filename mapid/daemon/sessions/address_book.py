@@ -1,4 +1,4 @@
-"""The integrated address book (IAddrBook, mapi-digest 7.6): every address book provider of
+"""The integrated address book (IAddrBook, docs/mapi.md 7.6): every address book provider of
 the session behind one object.
 
 Its hierarchy table lists each logged-on provider's top-level containers; open_entry routes
@@ -58,7 +58,7 @@ def smtp_address(name: str) -> tuple[str, str] | None:
 
 
 def one_off_row(display: str, address: str) -> dict[str, Any]:
-    """A recipient row for an address no provider knows (a one-off, mapi-digest 7.1)."""
+    """A recipient row for an address no provider knows (a one-off, docs/mapi.md 7.1)."""
     entryid = eid.one_off(display, "SMTP", address)
     return {
         PR_ENTRYID.name: entryid,

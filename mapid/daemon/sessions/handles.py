@@ -1,4 +1,4 @@
-"""Handles: small ints naming the objects a session has open (PROTOCOL.md 5).
+"""Handles: small ints naming the objects a session has open (docs/protocol.md 5).
 
 Each session has its own table, so a handle from another session is simply unknown there.
 Handles die with `object.release`, with the session, and with the provider behind them.

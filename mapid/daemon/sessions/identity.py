@@ -1,4 +1,4 @@
-"""The session's primary identity, read from its status rows (reference/mapi-digest.md 6).
+"""The session's primary identity, read from its status rows (docs/mapi.md 6).
 
 `session.query_identity` answers with an entry ID; `message.submit` and the spooler need a
 name and an address to put in From. Both start from the same row, chosen here.

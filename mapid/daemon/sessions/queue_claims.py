@@ -1,4 +1,4 @@
-"""Which spooler sends each store's Outbox: one per store MAPIUID, daemon-wide (DESIGN.md 7).
+"""Which spooler sends each store's Outbox: one per store MAPIUID, daemon-wide (docs/design.md 7).
 
 Two sessions of one profile open the same Maildir, so they see the same Outbox; if both sent
 it, every message would go out twice. The first mail-enabled session whose default store has

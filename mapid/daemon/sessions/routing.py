@@ -1,4 +1,4 @@
-"""Which provider of a session owns an entry ID, and how it may be opened (PROTOCOL.md 6.4).
+"""Which provider of a session owns an entry ID, and how it may be opened (docs/protocol.md 6.4).
 
 An entry ID names a status row, a one-off recipient, or an object of the logged-on provider
 that registered its MAPIUID. Write access is the daemon's business (the shared agreement of
@@ -178,10 +178,11 @@ async def open_store(session: Session, entryid: bytes, flags: MdbFlags) -> Opene
 async def open_object(session: Session, entryid: bytes, flags: int) -> Opened:
     """Route an entry ID to whoever owns it: a status row, a one-off, or a provider.
 
-    Write rules (PROTOCOL 6.4): MAPI_MODIFY (or MAPI_BEST_ACCESS) on a folder or message of a
-    store gives a writable object only while the session holds a store handle opened with
-    MDB_WRITE on that store; else the object opens read-only and the provider is asked
-    without MAPI_MODIFY. Other providers' objects (address book entries) keep MAPI_MODIFY.
+    Write rules (docs/protocol.md 6.4): MAPI_MODIFY (or MAPI_BEST_ACCESS) on a folder or
+    message of a store gives a writable object only while the session holds a store handle
+    opened with MDB_WRITE on that store; else the object opens read-only and the provider
+    is asked without MAPI_MODIFY. Other providers' objects (address book entries) keep
+    MAPI_MODIFY.
     """
     row = session.status_objects.get(entryid)
     if row is not None:
@@ -202,7 +203,7 @@ async def open_object(session: Session, entryid: bytes, flags: int) -> Opened:
 
 async def open_entry(session: Session, entryid: bytes, flags: OpenFlags) -> Opened:
     """session.open_entry: a store's entry ID opens the store as open_msg_store with
-    MDB_NO_DIALOG would, with MDB_WRITE for MAPI_MODIFY (mapi-digest 2, notes); any other
+    MDB_NO_DIALOG would, with MDB_WRITE for MAPI_MODIFY (docs/mapi.md 2, notes); any other
     goes to open_object."""
     if names_store(session, entryid):
         mdb = MdbFlags.MDB_NO_DIALOG

@@ -1,5 +1,5 @@
 """What a session holds of its profile's services: each loaded service and each of its
-providers, with the provider's state (DESIGN.md 4).
+providers, with the provider's state (docs/design.md 4).
 
 Plain records, apart from logon.py's algorithm, so that session.py can hold them without
 importing logon.py (which imports session.py): no import cycle.

@@ -1,8 +1,8 @@
-"""Status objects (IMAPIStatus, PROTOCOL.md 6.6) and the other objects MAPI itself owns.
+"""Status objects (IMAPIStatus, docs/protocol.md 6.6) and the other objects MAPI itself owns.
 
 A status object is a view of one status row. MAPI's own three rows are served here; a
 provider's row forwards its methods to the provider. Which methods an object supports is
-exactly its row's PR_RESOURCE_METHODS (reference/mapi-digest.md 5.1).
+exactly its row's PR_RESOURCE_METHODS (docs/mapi.md 5.1).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class StatusObject(MapiObject):
             self._refresh_row(slot)
 
     async def _relogon_transports(self) -> None:
-        """The spooler's ValidateState logs every transport on again (mapi-digest 5.1)."""
+        """The spooler's ValidateState logs every transport on again (docs/mapi.md 5.1)."""
         if not self.session.transports_on:
             return
         host = ProviderHost(self.session)
@@ -125,7 +125,7 @@ class StatusObject(MapiObject):
 
     async def flush_queues(self, flags: FlushFlags) -> None:
         """On the spooler: every transport's queue; on a transport: only the messages it
-        takes (mapi-digest 5.3). FLUSH_UPLOAD or FLUSH_FORCE (or no direction at all: the
+        takes (docs/mapi.md 5.3). FLUSH_UPLOAD or FLUSH_FORCE (or no direction at all: the
         Outbox is the only queue there is) runs a pass now that ignores the retry backoff;
         each transport's own flush_queues is called first (IXPLogon::FlushQueues).
         Synchronous unless FLUSH_ASYNC_OK, which only the spooler takes."""

@@ -1,4 +1,4 @@
-"""A session's status table (PROTOCOL.md 7.2): its rows and the events their changes make.
+"""A session's status table (docs/protocol.md 7.2): its rows and the events their changes make.
 
 While the session logs on, the table is private and changes publish nothing; when the session
 goes public, `publish_all` announces every row, and from then on each change is published as

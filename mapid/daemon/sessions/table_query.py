@@ -1,4 +1,4 @@
-"""The table arguments of PROTOCOL.md section 5: columns, restriction, sort, offset, limit.
+"""The table arguments of docs/protocol.md 5: columns, restriction, sort, offset, limit.
 
 Every op that returns rows parses its arguments with `TableQuery.parse` and answers with
 `TableQuery.run`, so all tables filter, sort and page the same way. Arguments are checked

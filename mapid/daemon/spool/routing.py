@@ -1,4 +1,4 @@
-"""Which transport sends a message (DESIGN.md 4 and 7): by its sender, then by its
+"""Which transport sends a message (docs/design.md 4 and 7): by its sender, then by its
 recipients' address types, in the profile's transport order.
 
 A profile may hold several accounts, each with its transport, and each transport sends as

@@ -1,4 +1,4 @@
-"""The `imap` message service: a message store over an IMAP account (DESIGN.md 4): reading,
+"""The `imap` message service: a message store over an IMAP account (docs/design.md 4): reading,
 push, the offline cache, and the write side (flags, folders, messages, the local Outbox).
 
 - store.py: `ImapStore`, the provider of one session (logon, status row, folders,

@@ -92,7 +92,7 @@ def backoff(attempt: int, cap: float) -> float:
 
 @dataclass(frozen=True)
 class Change:
-    """One notification to raise to the sessions (PROTOCOL 7.4 fields)."""
+    """One notification to raise to the sessions (docs/protocol.md 7.4 fields)."""
 
     event: NotificationEvent
     entryid: bytes

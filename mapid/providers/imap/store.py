@@ -1,4 +1,4 @@
-"""The `imap` message service: a message store over an IMAP account (DESIGN.md 4).
+"""The `imap` message service: a message store over an IMAP account (docs/design.md 4).
 
 `ImapStore` is the provider of one session: logon (the configuration checked, the
 account's shared state acquired, account.py), the status row (online or offline, and why),

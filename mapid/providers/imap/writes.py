@@ -1,5 +1,5 @@
 """The write side of the IMAP store: what changes the server, and the local Outbox as the
-spooler's queue (DESIGN.md 4 and 7).
+spooler's queue (docs/design.md 4 and 7).
 
 Each change is one trip to the command thread (`Account.command`): SELECT read-write (the
 UIDVALIDITY checked against the entry ID's), then UID STORE, UID COPY / UID MOVE, UID

@@ -1,4 +1,4 @@
-"""The `maildir` message service: a message store over a Maildir++ tree (DESIGN.md 4).
+"""The `maildir` message service: a message store over a Maildir++ tree (docs/design.md 4).
 
 - store.py: `MaildirStore`, the provider proper (logon, status row, folders, messages),
   and `MaildirService`, the entry point's service.

@@ -223,7 +223,7 @@ def _summary_of(row: IndexRow) -> HeaderSummary:
 
 @dataclass(frozen=True)
 class Change:
-    """One change to raise: a PROTOCOL 7.4 event and its fields."""
+    """One change to raise: a docs/protocol.md 7.4 event and its fields."""
 
     event: NotificationEvent
     entryid: bytes

@@ -1,4 +1,4 @@
-"""The `maildir` message service: a message store over a Maildir++ tree (DESIGN.md 4).
+"""The `maildir` message service: a message store over a Maildir++ tree (docs/design.md 4).
 
 The tree is the one mutt, neomutt, Dovecot, mbsync and offlineimap share: Maildir++ folders
 (`.Sent`, `.Work.Projects`, "." between levels, non-ASCII names in IMAP's modified UTF-7 as

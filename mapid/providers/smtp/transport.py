@@ -1,4 +1,4 @@
-"""The `smtp` transport provider: sends through an SMTP server (DESIGN.md 4).
+"""The `smtp` transport provider: sends through an SMTP server (docs/design.md 4).
 
 smtplib does the talking, always in a worker thread (`support.run_blocking`). The transport
 does not connect at logon: an unreachable server is a temporary failure of a send, shown in
@@ -478,7 +478,7 @@ class SmtpTransport(TransportProvider):
     async def validate_state(self, flags: ValidateStateFlags) -> None:
         """FORCE_XP_CONNECT: go online and reach the server now; FORCE_XP_DISCONNECT: close
         and stay offline (sends wait in the queue); CONFIG_CHANGED: read the configuration
-        again and tell the spooler (digest 5.2). SUPPRESS_UI changes nothing: there is no UI."""
+        again and tell the spooler (docs/mapi.md 5.2). SUPPRESS_UI changes nothing (no UI)."""
         if int(flags) & ~int(_KNOWN_FLAGS):
             raise MapiError(ErrorCode.MAPI_E_UNKNOWN_FLAGS, f"unknown flags {int(flags):#x}")
         if flags & _REMOTE_ONLY:

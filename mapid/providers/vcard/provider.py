@@ -1,4 +1,4 @@
-"""The `vcard` address book provider: a folder of `.vcf` files as one container (DESIGN.md 4).
+"""The `vcard` address book provider: a folder of `.vcf` files as one container (docs/design.md 4).
 
 The folder is a vdir, the layout khard and vdirsyncer share: `.vcf` files side by side, each
 holding one card or several. The provider reads the folder at logon, whenever the folder
