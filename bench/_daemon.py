@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -225,6 +228,18 @@ class BenchDaemon:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS in /proc status")
 
+    def open_fds(self) -> int:
+        """How many file descriptors the daemon has open."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def fd_limit(self) -> int | None:
+        """The daemon's soft limit on open files (RLIMIT_NOFILE), None if unlimited."""
+        for line in Path(f"/proc/{self.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft = line.split()[3]
+                return None if soft == "unlimited" else int(soft)
+        return None
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the daemon used so far."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -320,6 +335,110 @@ def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
         "min": values[0] if values else float("nan"),
         "max": values[-1] if values else float("nan"),
     }
+
+
+def verdict(ok: bool | None, target: str = "") -> str:
+    """PASS or MISS beside a figure that has a target; `target` is shown with a MISS.
+
+    None means the figure was not measured in this run ("n/a").
+    """
+    if ok is None:
+        return "n/a"
+    if ok:
+        return "PASS"
+    return f"MISS (target {target})" if target else "MISS"
+
+
+@dataclass
+class Figure:
+    """One line of a benchmark's summary: a figure, its result and its target."""
+
+    name: str
+    result: str
+    target: str
+    ok: bool | None
+    value: float | None = None
+    unit: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """PASS, MISS, n/a (a target, not measured) or — (no target)."""
+        if self.ok is None:
+            return "n/a" if self.target else "—"
+        return "PASS" if self.ok else "MISS"
+
+
+@dataclass
+class Summary:
+    """A benchmark's figures against their targets: a printed table and `--json FILE`.
+
+    The JSON holds each figure with its command and date, and the same figures as rows of
+    bench/RESULTS.md's "Current figures" table (figure | target | latest result |
+    PASS/MISS | command | date), so that table can be regenerated from a run.
+    """
+
+    bench: str
+    command: str
+    date: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M"))
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(
+        self,
+        name: str,
+        result: str,
+        target: str,
+        ok: bool | None,
+        value: float | None = None,
+        unit: str = "",
+    ) -> Figure:
+        figure = Figure(name, result, target, ok, value, unit)
+        self.figures.append(figure)
+        return figure
+
+    def print(self, title: str = "summary") -> None:
+        """The figures as an aligned table: figure, result, target, PASS/MISS."""
+        rows = [("figure", "result", "target", "PASS/MISS")]
+        rows += [(f.name, f.result, f.target or "—", f.verdict) for f in self.figures]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        print(f"{title}:")
+        for r in rows:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)), r[3])
+
+    def markdown_rows(self) -> list[str]:
+        return [
+            f"| {f.name} | {f.target or '—'} | {f.result} | "
+            f"{'**' + f.verdict + '**' if f.ok is not None else f.verdict} | `{self.command}` | "
+            f"{self.date} |"
+            for f in self.figures
+        ]
+
+    def write_json(self, path: str | os.PathLike[str], **extra: Any) -> None:
+        data = {
+            "bench": self.bench,
+            "command": self.command,
+            "date": self.date,
+            "machine": machine(),
+            "figures": [{**asdict(f), "verdict": f.verdict} for f in self.figures],
+            "markdown": self.markdown_rows(),
+            **extra,
+        }
+        Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def command_line(drop: Sequence[str] = ("--json",)) -> str:
+    """`python bench/NAME.py ARGS` as this process was run, without `drop` options."""
+    args: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in drop:
+            skip = "=" not in arg
+            continue
+        args.append(shlex.quote(arg))
+    return " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *args])
 
 
 def machine() -> str:

@@ -1,7 +1,7 @@
 """Status fan-out: many subscribers mirror the daemon while sessions come and go.
 
 `--subscribers` SUB sockets (default 50), spread over `--procs` processes (default 5, so the
-GIL of one process does not serialize them all), each run the clone recipe of PROTOCOL.md
+GIL of one process does not serialize them all), each run the clone recipe of docs/protocol.md
 7.3 with `mapid.mirror.MirrorState`: subscribe to everything, wait for the first heartbeat,
 snapshot, apply events checking `seq`, re-snapshot on a gap, a new epoch or 3 s without a
 heartbeat. Meanwhile one client makes at least `--events` status changes (default 1000):
@@ -36,7 +36,15 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 import zmq
-from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, percentile, py_spy
+from _daemon import (
+    BenchDaemon,
+    handle_sigterm,
+    interrupt_exit,
+    machine,
+    percentile,
+    py_spy,
+    verdict,
+)
 
 from mapid.client import Client
 from mapid.mirror import HEARTBEAT_TIMEOUT, MirrorState, Resync
@@ -398,10 +406,10 @@ def report(
             f"max {lat[-1]:.2f}"
         )
     rows = sum(len(t) for t in tables.values())
-    verdict = "OK" if len(equal) == args.subscribers else "MISMATCH"
+    mark = verdict(len(equal) == args.subscribers, "every mirror equal")
     print(
         f"  final state: {len(sessions)} sessions, {rows} rows at seq {final_seq}; "
-        f"{len(equal)}/{args.subscribers} subscribers equal to a fresh daemon.snapshot — {verdict}"
+        f"{len(equal)}/{args.subscribers} subscribers equal to a fresh daemon.snapshot — {mark}"
     )
     for r in reports:
         if r not in equal:

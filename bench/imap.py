@@ -42,7 +42,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, percentile
+from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, percentile, verdict
 from imapclient import IMAPClient
 
 from mapid.client import Client
@@ -71,10 +71,6 @@ BODY = (
     "Hello Ada,\r\n\r\nthe figures for this week are attached below, as promised. "
     "Nothing surprising: the engines turned as expected, and the cards were punched.\r\n"
 ) * 8
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def message(i: int) -> bytes:
