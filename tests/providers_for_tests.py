@@ -125,6 +125,19 @@ class Hanging(MessageService):
     providers = (HangingStore,)
 
 
+class SlowGoodbyeBook(PlainBook):
+    """Logs on at once; logging off takes an hour (a server that never answers QUIT)."""
+
+    async def logoff(self) -> None:
+        await asyncio.sleep(3600)
+
+
+class SlowGoodbye(MessageService):
+    name = "slow-goodbye"
+    display_name = "takes an hour to log off"
+    providers = (SlowGoodbyeBook,)
+
+
 class TestTransport(TransportProvider, _Counting):
     name = "transport"
     display = "test transport"

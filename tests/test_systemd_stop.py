@@ -196,3 +196,34 @@ def test_a_worker_thread_stuck_forever_does_not_hold_the_stop(
     log = proc.log()
     assert "exiting without 1 worker thread(s) still blocked in I/O" in log
     assert "stopped" in log and not (proc.runtime / "mapid.json").exists()
+
+
+def test_the_stop_deadline_holds_with_many_sessions_slow_to_log_off(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """150 sessions whose providers take an hour to say goodbye, and a profile deletion that
+    waits for its last session: SIGTERM still ends the daemon with exit 0 (the bound here is
+    the unit's stop time-out, not a measurement). The log says how many sessions were ended
+    without their goodbyes, and the deletion is done before the exit."""
+    slow = 'autologon = false\n[services.slow]\nservice = "providers_for_tests:SlowGoodbye"\n'
+    proc = make_daemon(
+        profiles={"slow": slow, "alpha": standard_profile(tmp_path / "alpha")},
+        config='default_profile = "slow"\nwatch = "off"\n',
+    )
+    client = proc.client()
+    for _ in range(150):
+        client.session_logon("slow", ["MAPI_NEW_SESSION"])
+    client.session_logon("alpha", ["MAPI_NEW_SESSION"])
+    client.profiles_delete("alpha")  # waits for the alpha session to end
+    alpha = proc.config_dir / "profiles" / "alpha.toml"
+    assert alpha.exists()
+
+    code, _took = sigterm(proc)
+    log = proc.log()
+    assert code == 0, log[-3000:]
+    assert "of 151 sessions logged off within 3.5 s; the other" in log, log[-3000:]
+    assert "ended without their providers' goodbyes" in log
+    ended = int(log.split(" of 151 sessions logged off")[0].rsplit(maxsplit=1)[-1])
+    assert ended < 151  # every worker was held by a slow goodbye at the deadline
+    assert not alpha.exists(), "the deletion that waited for its session was not done"
+    assert "stopped" in log and "Traceback" not in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -46,6 +47,7 @@ from mapid.daemon.sessions.session import Session, SessionEnv, SessionState
 from mapid.daemon.sessions.slots import ProviderSlot
 from mapid.daemon.spool.spooler import Spooler
 from mapid.daemon.system.desktop import DesktopNotifier, sender_and_subject
+from mapid.daemon.system.heap import HeapFreezer
 from mapid.daemon.system.metrics import LiveState, Metrics
 from mapid.daemon.system.sd_notify import Notifier
 from mapid.errors import MapiError
@@ -56,7 +58,8 @@ from mapid.wire.codec import MAX_PAYLOAD
 log = logging.getLogger("mapid.daemon")
 
 STOP_BUDGET = 3.5
-"""Seconds shutdown may spend logging sessions off; the rest of the 5 s is for the sockets."""
+"""Seconds from SIGTERM to the end of the logoffs; sessions still logged on then are ended
+without their providers' goodbyes. The rest of the 5 s is for the sockets and the exit."""
 DRAIN_BUDGET = 0.5
 """Seconds running requests get to answer at shutdown, before sessions are ended."""
 MAX_IPC_PATH = 107
@@ -172,6 +175,7 @@ class Daemon:
         self.profile_files = profiles
         self.profiles = self.admin.visible(profiles)
         self.sessions.on_session_end.append(self._session_ended)
+        self.heap = HeapFreezer(lambda: self.sessions.public_count)
         self.config_problems = problems + profile_problems
         self.config_gen = 1
         self._apply_config()
@@ -501,6 +505,7 @@ class Daemon:
         self._start_watcher()
         self.notifier.status("starting: logging on the autologon profile")
         await self._autologon()
+        self.heap.start()  # what start-up built lives as long as the daemon: out of gc's sight
         # Clients find the daemon through this file: only once the autologon session is up,
         # so that the first logon attaching to the shared session finds it.
         assert self.connection is not None
@@ -572,16 +577,31 @@ class Daemon:
             log.error("autologon of profile %s failed: %s", chosen[0].name, exc)
 
     async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET
+        # Exiting: a full collection of a big heap now would only stall the goodbyes.
+        gc.disable()
+        self.heap.stop()
         log.info("stopping")
         metrics_closed = asyncio.ensure_future(asyncio.to_thread(self.metrics.close))
         self.publisher.publish(envelope.TOPIC_DAEMON, "stopping")
         # Take no new request, let the running ones answer, then end the sessions.
         self._tasks[0].cancel()  # the request loop (started first in run())
         await self.server.drain(DRAIN_BUDGET)
-        try:
-            await asyncio.wait_for(self.sessions.end_all(), STOP_BUDGET)
-        except TimeoutError:
-            log.warning("sessions did not all log off within %.1f s", STOP_BUDGET)
+        ended, total = await self.sessions.end_all(deadline)
+        if ended < total:
+            log.warning(
+                "%d of %d sessions logged off within %.1f s; the other %d ended without "
+                "their providers' goodbyes",
+                ended,
+                total,
+                STOP_BUDGET,
+                total - ended,
+            )
+        elif total:
+            log.info("%d session(s) logged off", total)
+        if self.admin.pending and self.admin.finish():  # deletions that waited for a session
+            log.info("pending profile changes done at the stop")
         if self.watcher is not None:
             await self.watcher.stop()
         for task in self._tasks:

@@ -81,6 +81,27 @@ def schema_problems(
     A subschema may carry `x-error`, a plain sentence used instead of the validator's
     message (which quotes regular expressions at the user) for any failure but a wrong type.
     """
+    key = (id(schema), secret_keys, json.dumps(config, sort_keys=True, default=str))
+    hit = _CHECKED.get(key)
+    if hit is not None and hit[0] is schema:  # the same section, logged on once more
+        return list(hit[1])
+    problems = _check(schema, config, secret_keys)
+    if len(_CHECKED) >= CHECKED_MAX:
+        _CHECKED.pop(next(iter(_CHECKED)))
+    _CHECKED[key] = (schema, tuple(problems))
+    return problems
+
+
+CHECKED_MAX = 1024
+"""Configurations whose check is remembered: a logon of a profile checks each service's
+section, and 100 000 logons of one profile must not validate it 100 000 times."""
+_Checked = tuple[Mapping[str, Any], tuple[ConfigProblem, ...]]
+_CHECKED: dict[tuple[int, frozenset[str], str], _Checked] = {}
+
+
+def _check(
+    schema: Mapping[str, Any], config: Mapping[str, Any], secret_keys: frozenset[str]
+) -> list[ConfigProblem]:
     validator = _validator(json.dumps(schema, sort_keys=True))
     problems: list[ConfigProblem] = []
     for error in sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.path)):

@@ -9,6 +9,7 @@ session logs its providers on privately and goes public at once when done, so th
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import logging
@@ -57,6 +58,12 @@ def _mapi_row(name: str, kind: ResourceType, methods: ResourceMethods) -> dict[s
         "PR_RESOURCE_METHODS": int(methods),
         "PR_STATUS_CODE": int(StatusCode.STATUS_AVAILABLE),
     }
+
+
+STOP_WORKERS = 64
+"""Sessions logged off at once when the daemon stops (each waits on its own providers)."""
+STOP_CANCEL_GRACE = 0.2
+"""How long the logoffs cancelled at the stop's deadline get to unwind."""
 
 
 class SessionManager:
@@ -412,8 +419,48 @@ class SessionManager:
                         )
                         await self.logoff(session, member, reason="expired")
 
-    async def end_all(self) -> None:
-        for session in list(self.sessions.values()):
-            async with session.lock:
-                if session.alive:
-                    await self.end_session(session, reason="daemon stopping")
+    async def end_all(self, deadline: float) -> tuple[int, int]:
+        """End every session by `deadline` (the loop's clock): (logged off, of how many).
+
+        STOP_WORKERS sessions log off at once, each with its providers' goodbyes. What is
+        still running at the deadline is cancelled, and every session left is dropped
+        without its goodbyes (drop_all): the stop is a promise, not a hope."""
+        loop = asyncio.get_running_loop()
+        todo = collections.deque(self.sessions.values())
+        total = len(todo)
+        ended = 0
+
+        async def worker() -> None:
+            nonlocal ended
+            while todo:
+                session = todo.popleft()
+                try:
+                    async with session.lock:
+                        if session.alive:
+                            await self.end_session(session, reason="daemon stopping")
+                except Exception:
+                    log.exception("session %s: logging off at the stop failed", session.id)
+                ended += 1
+
+        workers = [loop.create_task(worker()) for _ in range(min(STOP_WORKERS, total))]
+        if workers:
+            _, late = await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()))
+            for task in late:
+                task.cancel()
+            if late:  # let the cancellations run their finally blocks (locks, files)
+                await asyncio.wait(late, timeout=STOP_CANCEL_GRACE)
+        self.drop_all()
+        return ended, total
+
+    def drop_all(self) -> int:
+        """Forget every session left, without its providers' goodbyes (the daemon is
+        exiting: queued mail is on disk, nothing else of a session must survive)."""
+        left = len(self.sessions)
+        for session in self.sessions.values():
+            if session.state is not SessionState.CLOSED:
+                session.state = SessionState.CLOSED
+        self.sessions.clear()
+        self.tokens.clear()
+        self.public_count = 0
+        self.shared = None
+        return left

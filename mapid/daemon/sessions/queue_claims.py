@@ -35,7 +35,9 @@ class Claimant(Protocol):
 class QueueClaims:
     def __init__(self) -> None:
         self._owners: dict[bytes, Claimant] = {}
-        self._waiting: dict[bytes, list[Claimant]] = {}
+        self._waiting: dict[bytes, dict[Claimant, None]] = {}
+        """Per store, the spoolers in line, oldest first (a dict: O(1) to join and leave
+        with 100 000 sessions of one profile in line)."""
 
     def claim(self, uid: bytes, who: Claimant) -> bool:
         """Ask for the queue of the store `uid`; True when `who` owns it now."""
@@ -45,9 +47,7 @@ class QueueClaims:
             return True
         if owner is who:
             return True
-        line = self._waiting.setdefault(uid, [])
-        if who not in line:
-            line.append(who)
+        self._waiting.setdefault(uid, {}).setdefault(who, None)
         return False
 
     def owner(self, uid: bytes) -> Claimant | None:
@@ -55,13 +55,13 @@ class QueueClaims:
 
     def release(self, uid: bytes, who: Claimant) -> None:
         """`who` gives up the store `uid` (or its place in line); the next one takes over."""
-        line = self._waiting.get(uid, [])
-        if who in line:
-            line.remove(who)
+        line = self._waiting.get(uid, {})
+        line.pop(who, None)
         if self._owners.get(uid) is who:
             del self._owners[uid]
             if line:
-                successor = line.pop(0)
+                successor = next(iter(line))
+                del line[successor]
                 self._owners[uid] = successor
                 successor.took_over()
         if not line:
