@@ -144,6 +144,8 @@ class Account:
         self.marks: dict[str, FolderMarks] = cache.marks()
         self.records: dict[str, dict[int, Record]] = {}
         self._rows: dict[str, RecordRows] = {}
+        self._loading: dict[str, asyncio.Future[dict[int, Record]]] = {}
+        """Mailboxes being read from the cache now (loaded)."""
         self.online = False
         self.status_text = f"connecting to {settings.where}"
         self.listeners: list[Listener] = []
@@ -453,13 +455,21 @@ class Account:
         return Change(event, self.folder_entryid(name), parent, ObjectType.MAPI_FOLDER)
 
     async def loaded(self, name: str) -> dict[int, Record]:
-        """The cached messages of a mailbox (read from SQLite on first use)."""
+        """The cached messages of a mailbox (read from SQLite on first use, once: the first
+        sync and a client's first page after a restart share one read)."""
         found = self.records.get(name)
-        if found is None:
+        if found is not None:
+            return found
+        loading = self._loading.get(name)
+        if loading is None:
             loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(None, self.cache.records, name)
-            found = self.records.setdefault(name, found)
-        return found
+            loading = loop.run_in_executor(None, self.cache.records, name)
+            self._loading[name] = loading
+            loading.add_done_callback(
+                lambda f: self._loading.pop(name) if self._loading.get(name) is f else None
+            )
+        records = await asyncio.shield(loading)
+        return self.records.setdefault(name, records)
 
     async def _sync_folder(self, name: str) -> None:
         if name not in self.tree.folders:
@@ -566,7 +576,7 @@ class Account:
         records = self.records.get(name)
         if records is None:
             return 0, 0
-        unread = sum(1 for r in records.values() if not any(f.lower() == "\\seen" for f in r.flags))
+        unread = sum(1 for r in records.values() if _unread(r.flags))
         return len(records), unread
 
     async def fetch_body(self, name: str, validity: int, uid: int) -> bytes | None:
@@ -679,6 +689,11 @@ class Account:
     async def _push_status(self) -> bool:
         self._status_changed()
         return True
+
+
+def _unread(flags: tuple[str, ...]) -> bool:
+    """No \\Seen among the flags (IMAP's flags ignore case; servers send "\\Seen")."""
+    return "\\Seen" not in flags and all(f.lower() != "\\seen" for f in flags)
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
