@@ -319,7 +319,6 @@ class Spooler:
             self._run(), name=f"spooler-{self.session.id}"
         )
         self._task.add_done_callback(self._ended)
-        self.stuck.start()
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -463,8 +462,10 @@ class Spooler:
             self._release()  # the default store changed: let the old queue go
         if self.session.env.queue_claims.claim(uid, self):
             self._claimed = uid
+            self.stuck.start()  # only the sender of a queue watches it (no task per session)
             return True
         self._claimed = uid  # in line for it; release() takes us out of the line
+        self.stuck.stop()
         return False
 
     def _own_store(self) -> StoreProvider | None:
