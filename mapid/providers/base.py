@@ -86,13 +86,13 @@ def schema_problems(
     if hit is not None and hit[0] is schema:  # the same section, logged on once more
         return list(hit[1])
     problems = _check(schema, config, secret_keys)
-    if len(_CHECKED) >= CHECKED_MAX:
+    if len(_CHECKED) >= _CHECKED_MAX:
         _CHECKED.pop(next(iter(_CHECKED)))
     _CHECKED[key] = (schema, tuple(problems))
     return problems
 
 
-CHECKED_MAX = 1024
+_CHECKED_MAX = 1024
 """Configurations whose check is remembered: a logon of a profile checks each service's
 section, and 100 000 logons of one profile must not validate it 100 000 times."""
 _Checked = tuple[Mapping[str, Any], tuple[ConfigProblem, ...]]
