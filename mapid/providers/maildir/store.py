@@ -17,6 +17,7 @@ from logon, paced by row_pacer.py.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -147,7 +148,7 @@ class MaildirStore(StoreProvider):
         """Notifications: the folder watches behind advise."""
 
     async def logon(self) -> None:
-        await self._load()
+        await self._load(reuse=True)
         self._shown = self.status_props()  # what the daemon puts in my row now
         self._tree.follow_inbox()
 
@@ -206,7 +207,7 @@ class MaildirStore(StoreProvider):
             self._stop_watching()  # another Maildir: its Inbox is the one to count
             self._tree.follow_inbox()
 
-    async def _load(self) -> None:
+    async def _load(self, *, reuse: bool = False) -> None:
         config = self.support.config()
         problems = MaildirService.check_config(config)
         if problems:
@@ -216,7 +217,7 @@ class MaildirStore(StoreProvider):
                 details={"errors": [{"key": p.key, "message": p.message} for p in problems]},
             )
         root = self.support.resolve_path(str(config["path"]))
-        state = await self.support.run_blocking(open_maildir, root)
+        state = await self.support.run_blocking(functools.partial(open_maildir, root, reuse=reuse))
         if state.uid not in self._registered:
             self.support.set_provider_uid(state.uid)
             self._registered.add(state.uid)
