@@ -60,6 +60,7 @@ from mapid.daemon.spool import ndr
 from mapid.daemon.spool.outgoing import NoSender, Prepared, header_address, prepare, split_header
 from mapid.daemon.spool.routing import Router, Routes
 from mapid.daemon.spool.stuck import StuckWatch
+from mapid.daemon.spool.wakeup import Wakeup
 from mapid.daemon.system import metrics as m
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
@@ -267,7 +268,7 @@ class Spooler:
         self.status_string = "idle"
         """What the spooler's row says; "idle" from the start, so a logon whose queue is
         empty publishes its rows once, not again when the first pass finds nothing."""
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._flushes: list[_Flush] = []
@@ -280,7 +281,7 @@ class Spooler:
         self._kicks = 0
         """Kicks since the last pass began (a submit kicks once)."""
         self._first_kick = 0.0
-        self._go = asyncio.Event()
+        self._go = Wakeup()
         self.stuck = StuckWatch(session, self._own_store, self._set_status)
         """Set when the next pass must not wait (a batch is queued, a flush, a stop)."""
 
@@ -315,6 +316,14 @@ class Spooler:
         """Run a pass at once (start-up sends what a killed daemon left in the Outbox)."""
         self.refresh_address_types()
         self._wake.set()
+        self._ensure_task()
+
+    def _ensure_task(self) -> None:
+        """The loop runs while there is something to do: a kick, a flush, a retry timer.
+        With nothing to do it ends (`_run`), so the many spoolers in standby or idle hold no
+        task, coroutine and timer each; the next kick starts it again."""
+        if self._stopping or (self._task is not None and not self._task.done()):
+            return
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"spooler-{self.session.id}"
         )
@@ -344,6 +353,7 @@ class Spooler:
         if self._kicks >= BATCH_MAX:
             self._go.set()
         self._wake.set()
+        self._ensure_task()
 
     async def _gather(self) -> None:
         """In a sending period, the next pass waits until a batch is queued or the first
@@ -378,12 +388,11 @@ class Spooler:
         transport), sending only what `only` takes when given; returns when it is done."""
         if self._stopping:
             return
-        if self._task is None or self._task.done():
-            raise MapiError(ErrorCode.MAPI_E_CALL_FAILED, "the spooler is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flushes.append(_Flush(only.provider_uid if only is not None else None, done))
         self._go.set()
         self._wake.set()
+        self._ensure_task()
         await done
 
     async def stop(self) -> None:
@@ -415,9 +424,9 @@ class Spooler:
     async def _run(self) -> None:
         while not self._stopping:
             if not self._wake.is_set():
-                timeout = None
-                if self._next_try is not None:
-                    timeout = max(0.0, self._next_try - time.monotonic())
+                if self._next_try is None:
+                    return  # nothing to do until a kick (_ensure_task)
+                timeout = max(0.0, self._next_try - time.monotonic())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
             if self._stopping:
