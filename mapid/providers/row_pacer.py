@@ -48,6 +48,13 @@ class RowPacer:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        try:
+            await self._pushes()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None  # a finished task is not kept (one per provider per session)
+
+    async def _pushes(self) -> None:
         loop = asyncio.get_running_loop()
         while self._dirty:
             wait = self._next - loop.time()

@@ -28,6 +28,8 @@ class OpenObject:
 
 
 class HandleTable:
+    __slots__ = ("_next", "_objects", "limit")
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._objects: dict[int, OpenObject] = {}

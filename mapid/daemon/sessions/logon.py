@@ -16,6 +16,7 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from mapid import entryid
@@ -77,7 +78,21 @@ def path_part(name: str) -> str:
 
 
 class Support:
-    """The support object a provider gets (MAPI's IMAPISupport); see providers.base."""
+    """The support object a provider gets (MAPI's IMAPISupport); see providers.base.
+
+    One per provider per session, so it is slotted and its token source is made at the
+    first ask: most providers never ask."""
+
+    __slots__ = (
+        "_session",
+        "_slot",
+        "_tokens",
+        "logger",
+        "profile_name",
+        "provider_uid",
+        "service_key",
+        "service_uid",
+    )
 
     def __init__(self, session: Session, slot: ProviderSlot) -> None:
         self._session = session
@@ -87,7 +102,7 @@ class Support:
         self.service_uid = slot.service.section.uid
         self.provider_uid = slot.provider_uid
         self.logger = logging.getLogger(f"mapid.provider.{slot.service.section.service}")
-        self._tokens = TokenSource()
+        self._tokens: TokenSource | None = None
 
     def config(self) -> Mapping[str, Any]:
         return self._slot.service.config
@@ -159,6 +174,8 @@ class Support:
 
     async def oauth2_token(self, *, refresh: bool = False) -> str | None:
         where = f"profile {self.profile_name}, service {self.service_key}"
+        if self._tokens is None:
+            self._tokens = TokenSource()
         return await self._tokens.token(self.config(), where=where, refresh=refresh)
 
     def watch_directory(
@@ -247,7 +264,7 @@ class ProviderHost:
         except ServiceUnavailable as exc:
             cls = None
             reason = str(exc)
-        instance = ServiceInstance(section, cls, dict(section.config))
+        instance = ServiceInstance(section, cls, MappingProxyType(section.config))
         if cls is None:
             instance.disabled = reason
             instance.row = self._add_row(
@@ -291,7 +308,7 @@ class ProviderHost:
     async def reconfigure(self, instance: ServiceInstance, section: ServiceSection) -> None:
         """A section whose configuration changed: validate_state(CONFIG_CHANGED) on each."""
         instance.section = section
-        instance.config = dict(section.config)
+        instance.config = MappingProxyType(section.config)
         for slot in instance.slots:
             provider = slot.provider
             if slot.state != SlotState.ACTIVE or provider is None or slot.row is None:
@@ -377,7 +394,7 @@ class ProviderHost:
                 try:
                     new_config = await self._bounded(service.cls.configure(service.config))
                     if new_config is not None:
-                        service.config = dict(new_config)
+                        service.config = MappingProxyType(dict(new_config))
                     await self._bounded(provider.logon())
                 except Exception as retry_exc:  # the one retry failed: disable the service
                     await self.disable_service(service, _reason(retry_exc, "after configure"))

@@ -100,7 +100,7 @@ class SessionEnv:
     """Which session's spooler sends each store's Outbox (daemon-wide)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     """One client's logon to a session. The token is the only thing that authorizes it."""
 
@@ -139,6 +139,33 @@ def new_token() -> bytes:
 
 
 class Session:
+    """One MAPI session (module docstring). Slotted: a daemon holds 100 000 of them."""
+
+    __slots__ = (
+        "_next_connection",
+        "advises",
+        "busy",
+        "created",
+        "env",
+        "flags",
+        "handles",
+        "id",
+        "last_error",
+        "lock",
+        "mapi_rows",
+        "members",
+        "profile",
+        "routes",
+        "services",
+        "shared",
+        "spooler",
+        "state",
+        "status_objects",
+        "table",
+        "topics",
+        "transports_on",
+    )
+
     def __init__(self, profile: Profile, flags: LogonFlags, env: SessionEnv) -> None:
         self.id = secrets.token_hex(8)
         self.topics = (envelope.session_topic(self.id), envelope.status_topic(self.id))

@@ -8,7 +8,7 @@ importing logon.py (which imports session.py): no import cycle.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,19 +28,20 @@ class SlotState(enum.Enum):
     LOGGED_OFF = "logged_off"
 
 
-@dataclass
+@dataclass(slots=True)
 class ServiceInstance:
     """One `[services.<key>]` of the session's profile, loaded (or not) in this session."""
 
     section: ServiceSection
     cls: type[MessageService] | None
-    config: dict[str, Any]
+    config: Mapping[str, Any]
+    """The section's configuration, read-only (shared by the profile's sessions)."""
     slots: list[ProviderSlot] = field(default_factory=list)
     disabled: str | None = None
     row: RowKey | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ProviderSlot:
     """One provider of one service in one session."""
 

@@ -22,6 +22,8 @@ _COMPUTED = frozenset({"PR_ENTRYID", "PR_INSTANCE_KEY", "PR_ROWID", "PR_OBJECT_T
 
 
 class StatusTable:
+    __slots__ = ("_next_rowid", "_publish", "_rows", "session_id", "topic")
+
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.topic = envelope.status_topic(session_id)

@@ -330,6 +330,8 @@ class Spooler:
         self._task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None  # a finished loop is not kept (one spooler a session)
         if task.cancelled() or task.exception() is None:
             return
         log.error(

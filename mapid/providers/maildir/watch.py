@@ -81,7 +81,14 @@ class TreeWatch:
     def follow_inbox(self) -> None:
         """The row says how many messages the Inbox holds: the Inbox's watch (the one an
         Inbox advise uses) keeps that true. Its baseline runs after logon, not in it."""
-        self._refreshing[f"watch:{INBOX}"] = asyncio.ensure_future(self._watch_inbox())
+        key = f"watch:{INBOX}"
+        task = self._refreshing[key] = asyncio.ensure_future(self._watch_inbox())
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._refreshing.get(key) is done:
+                del self._refreshing[key]  # a finished task is not kept, one a session
+
+        task.add_done_callback(forget)
 
     async def _watch_inbox(self) -> None:
         try:
