@@ -212,12 +212,22 @@ class FallbackObserver:
             threading.Thread(target=observer.join, args=(5,), daemon=True).start()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Subscriber:
     callback: WatchCallback
+    stopped: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Watch:
+    """One watched directory: its subscribers (a dict, so that one of 100 000 sessions
+    leaves in O(1)) and one coalescing timer for all of them, not a timer and a set of
+    pending paths per subscriber: a delivery to the Inbox every session watches was
+    100 000 timers."""
+
+    subscribers: dict[_Subscriber, None] = field(default_factory=dict)
     pending: set[Path] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
-    stopped: bool = False
 
 
 class DirectoryWatcher:
@@ -243,7 +253,7 @@ class DirectoryWatcher:
             polls="polling provider directories",
         )
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._watches: dict[str, list[_Subscriber]] = {}
+        self._watches: dict[str, _Watch] = {}
 
     @property
     def mode(self) -> str:
@@ -270,9 +280,9 @@ class DirectoryWatcher:
             if not os.path.isdir(key):
                 raise FileNotFoundError(errno.ENOENT, "no such directory to watch", key)
             self._fallback.schedule(key, functools.partial(self._on_event, key))
-            self._watches[key] = []
+            self._watches[key] = _Watch()
         subscriber = _Subscriber(callback)
-        self._watches[key].append(subscriber)
+        self._watches[key].subscribers[subscriber] = None
 
         def stop() -> None:
             self._unsubscribe(key, subscriber)
@@ -292,20 +302,19 @@ class DirectoryWatcher:
 
     def stop_all(self) -> None:
         """Stop every watch and the observer (daemon shutdown)."""
-        for subscribers in self._watches.values():
-            for subscriber in subscribers:
-                self._cancel(subscriber)
+        for watch in self._watches.values():
+            self._end(watch)
         self._watches.clear()
         self._fallback.stop()
 
     def _unsubscribe(self, key: str, subscriber: _Subscriber) -> None:
-        self._cancel(subscriber)
-        subscribers = self._watches.get(key)
-        if subscribers is None or subscriber not in subscribers:
+        subscriber.stopped = True
+        watch = self._watches.get(key)
+        if watch is None or watch.subscribers.pop(subscriber, False) is False:
             return
-        subscribers.remove(subscriber)
-        if subscribers:
+        if watch.subscribers:
             return
+        self._end(watch)
         del self._watches[key]
         self._fallback.unschedule(key)
         if not self._watches:
@@ -323,32 +332,35 @@ class DirectoryWatcher:
             loop.call_soon_threadsafe(self._deliver, key, paths)
 
     @staticmethod
-    def _cancel(subscriber: _Subscriber) -> None:
-        subscriber.stopped = True
-        if subscriber.timer is not None:
-            subscriber.timer.cancel()
-            subscriber.timer = None
-        subscriber.pending.clear()
+    def _end(watch: _Watch) -> None:
+        for subscriber in watch.subscribers:
+            subscriber.stopped = True
+        if watch.timer is not None:
+            watch.timer.cancel()
+            watch.timer = None
+        watch.pending.clear()
 
     def _deliver(self, key: str, paths: set[Path]) -> None:
-        """On the loop: queue the paths for each callback of the watch."""
-        subscribers = self._watches.get(key)
-        if subscribers is None or self.loop is None:
+        """On the loop: queue the paths for the watch's callbacks (one timer for all)."""
+        watch = self._watches.get(key)
+        if watch is None or self.loop is None:
             return
-        for subscriber in subscribers:
-            subscriber.pending |= paths
-            if subscriber.timer is None:
-                subscriber.timer = self.loop.call_later(self.coalesce, self._flush, subscriber)
+        watch.pending |= paths
+        if watch.timer is None:
+            watch.timer = self.loop.call_later(self.coalesce, self._flush, watch)
 
-    def _flush(self, subscriber: _Subscriber) -> None:
-        subscriber.timer = None
-        paths, subscriber.pending = subscriber.pending, set()
-        if subscriber.stopped or not paths:
+    def _flush(self, watch: _Watch) -> None:
+        watch.timer = None
+        paths, watch.pending = watch.pending, set()
+        if not paths:
             return
-        try:
-            subscriber.callback(paths)
-        except Exception:
-            log.exception("directory watcher: a callback failed")
+        for subscriber in list(watch.subscribers):
+            if subscriber.stopped:
+                continue
+            try:
+                subscriber.callback(set(paths))  # its own set: a callback may change it
+            except Exception:
+                log.exception("directory watcher: a callback failed")
 
 
 _shared: DirectoryWatcher | None = None
