@@ -429,7 +429,40 @@ def test_flags_from_mutt_and_entry_ids_that_survive_them(tmp_path: Path) -> None
     run(main())
 
 
-def test_entry_ids_stable_across_a_new_process(tmp_path: Path) -> None:
+def test_the_indexes_linger_after_the_last_logoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A logon soon after the last logoff finds the indexes in memory; when none comes,
+    they are saved and freed after LINGER_S."""
+    monkeypatch.setattr(maildir_index, "LINGER_S", 0.3)
+    root = tmp_path / "Mail"
+
+    async def main() -> None:
+        store = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await store.logon()
+        mta_deliver(root / ".Sent", PLAIN, "1704099600.M1P1Q1.mx")
+        assert len(await rows_of(await open_folder(store, "Sent Items"))) == 1
+        hub = maildir_index.hub_for(root.resolve(), store.logged_on().uid)
+        await store.logoff()
+        kept = hub.indexes()
+        assert kept  # lingering
+        again = MaildirStore(Support({"path": "Mail"}, tmp_path))
+        await again.logon()
+        assert hub.indexes() == kept  # taken back as they were: nothing read again
+        await again.logoff()
+        deadline = time.monotonic() + 5
+        while hub.indexes():
+            assert time.monotonic() < deadline, "the indexes outlived the linger"
+            await asyncio.sleep(0.05)
+        assert (root / ".Sent" / maildir_index.INDEX_FILE).is_file()
+
+    run(main())
+
+
+def test_entry_ids_stable_across_a_new_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maildir_index, "LINGER_S", 0.0)  # the last logoff releases at once
     store, _ = logon(tmp_path)
     root = tmp_path / "Mail"
     mta_deliver(root / ".Sent", PLAIN, "1704099600.M1P1Q1.mx")

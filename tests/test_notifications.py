@@ -100,7 +100,46 @@ def test_the_observer_stops_with_the_last_watch(tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError):
             w.watch(tmp_path / "missing", lambda paths: None)
 
-    run(body)
+    run(body, linger=0)
+
+
+def test_a_watch_lingers_after_its_last_subscriber(tmp_path: Path) -> None:
+    """A logoff and the next logon keep the OS watch and its observer (no emitter thread
+    stopped and started again); a watch nobody takes back goes after the linger."""
+    new = tmp_path / "new"
+    new.mkdir()
+    calls: list[set[Path]] = []
+
+    async def body(w: DirectoryWatcher) -> None:
+        stop = w.watch(new, lambda paths: None)
+        observer = w._observer
+        stop()
+        assert w.paths() == [new] and w._observer is observer  # lingering
+        stop = w.watch(new, calls.append)  # the next logon takes it back
+        assert w._observer is observer
+        deliver(new, "m1")
+        assert await until(lambda: bool(calls))
+        stop()
+        await asyncio.sleep(0.6)
+        assert w.paths() == [] and w._observer is None
+
+    run(body, linger=0.3)
+
+
+def test_a_directory_made_anew_while_its_watch_lingers_is_watched_again(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    new.mkdir()
+    calls: list[set[Path]] = []
+
+    async def body(w: DirectoryWatcher) -> None:
+        w.watch(new, lambda paths: None)()
+        new.rmdir()
+        new.mkdir()  # another inode: the lingering inotify watch was on the old one
+        w.watch(new, calls.append)
+        deliver(new, "m1")
+        assert await until(lambda: any(new / "m1" in c for c in calls))
+
+    run(body, linger=30)
 
 
 def test_a_failing_callback_is_logged_and_others_go_on(

@@ -24,6 +24,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,6 +229,29 @@ class _Watch:
     subscribers: dict[_Subscriber, None] = field(default_factory=dict)
     pending: set[Path] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
+    inode: tuple[int, int, int] = (0, 0, 0)
+    """The directory's (st_dev, st_ino, st_ctime_ns) when the watch was made or last
+    lingered: ext4 gives a directory made anew the inode number of the one removed."""
+    linger: asyncio.TimerHandle | None = None
+    """Set while the watch has no subscriber and waits out `DirectoryWatcher.linger`."""
+
+
+LINGER_S = 5.0
+"""How long a directory's OS watch outlives its last subscriber. A session that logs off
+and another that logs on (a logon cycle, a cron job's short sessions) would otherwise stop
+and start watchdog's emitter threads for each watched directory: 40 % of the daemon's time
+in a logon cycle of one session, with a thread join in every logoff."""
+
+
+def _inode(path: str) -> tuple[int, int, int] | None:
+    """(st_dev, st_ino, st_ctime_ns) of a directory, or None when it is not one."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        return None
+    return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
 class DirectoryWatcher:
@@ -237,11 +261,13 @@ class DirectoryWatcher:
         self,
         *,
         coalesce: float = 0.1,
+        linger: float = LINGER_S,
         use_polling: bool = False,
         poll_interval: float = 1.0,
         observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.coalesce = coalesce
+        self.linger = linger
         self.poll_interval = poll_interval
         self._use_polling = use_polling
         self._fallback = FallbackObserver(
@@ -276,11 +302,18 @@ class DirectoryWatcher:
         function that stops this callback's watch. A missing directory raises OSError."""
         self.loop = asyncio.get_running_loop()
         key = os.path.abspath(path)
+        watch = self._watches.get(key)
+        if watch is not None and watch.linger is not None:  # nobody watched it a moment
+            watch.linger.cancel()
+            watch.linger = None
+            if _inode(key) != watch.inode:  # changed or made anew: watched from scratch
+                self._drop(key, watch)
         if key not in self._watches:
-            if not os.path.isdir(key):
+            inode = _inode(key)
+            if inode is None:
                 raise FileNotFoundError(errno.ENOENT, "no such directory to watch", key)
             self._fallback.schedule(key, functools.partial(self._on_event, key))
-            self._watches[key] = _Watch()
+            self._watches[key] = _Watch(inode=inode)
         subscriber = _Subscriber(callback)
         self._watches[key].subscribers[subscriber] = None
 
@@ -314,6 +347,21 @@ class DirectoryWatcher:
             return
         if watch.subscribers:
             return
+        inode = _inode(key)
+        loop = self.loop
+        if inode is not None and self.linger > 0 and loop is not None and not loop.is_closed():
+            watch.inode = inode  # what a logon in the linger must find (watch())
+            watch.linger = loop.call_later(self.linger, self._linger_out, key, watch)
+            return
+        self._drop(key, watch)
+
+    def _linger_out(self, key: str, watch: _Watch) -> None:
+        watch.linger = None
+        if not watch.subscribers and self._watches.get(key) is watch:
+            self._drop(key, watch)
+
+    def _drop(self, key: str, watch: _Watch) -> None:
+        """The OS watch goes (the observer too, with the last)."""
         self._end(watch)
         del self._watches[key]
         self._fallback.unschedule(key)
@@ -335,9 +383,10 @@ class DirectoryWatcher:
     def _end(watch: _Watch) -> None:
         for subscriber in watch.subscribers:
             subscriber.stopped = True
-        if watch.timer is not None:
-            watch.timer.cancel()
-            watch.timer = None
+        for timer in (watch.timer, watch.linger):
+            if timer is not None:
+                timer.cancel()
+        watch.timer = watch.linger = None
         watch.pending.clear()
 
     def _deliver(self, key: str, paths: set[Path]) -> None:

@@ -17,6 +17,7 @@ from logon, paced by row_pacer.py.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -72,6 +73,7 @@ from mapid.providers.base import (
     StoreProvider,
 )
 from mapid.providers.maildir import entryids, messages
+from mapid.providers.maildir import index as maildir_index
 from mapid.providers.maildir.disk import MaildirState, open_maildir
 from mapid.providers.maildir.entryids import KIND_FOLDER, KIND_ROOT, KIND_STORE, KIND_SUBTREE
 from mapid.providers.maildir.flush import Durable
@@ -186,7 +188,10 @@ class MaildirStore(StoreProvider):
         hub = self._hub
         token = self._subscription
         if hub is not None and token is not None and hub.unsubscribe(token) == 0:
-            await self.support.run_blocking(hub.release)
+            if maildir_index.LINGER_S > 0:
+                hub.release_soon(asyncio.get_running_loop(), maildir_index.LINGER_S)
+            else:
+                await self.support.run_blocking(hub.release)
         self._subscription = None
         self._hub = None
         self._state = None
