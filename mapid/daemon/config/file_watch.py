@@ -303,13 +303,13 @@ class DirectoryWatcher:
         self.loop = asyncio.get_running_loop()
         key = os.path.abspath(path)
         watch = self._watches.get(key)
+        inode = _inode(key) if watch is None or watch.linger is not None else None
         if watch is not None and watch.linger is not None:  # nobody watched it a moment
             watch.linger.cancel()
             watch.linger = None
-            if _inode(key) != watch.inode:  # changed or made anew: watched from scratch
+            if inode != watch.inode:  # changed or made anew: watched from scratch
                 self._drop(key, watch)
         if key not in self._watches:
-            inode = _inode(key)
             if inode is None:
                 raise FileNotFoundError(errno.ENOENT, "no such directory to watch", key)
             self._fallback.schedule(key, functools.partial(self._on_event, key))

@@ -109,11 +109,11 @@ def open_maildir(root: Path, *, reuse: bool = False) -> MaildirState:
     forty system calls and the Inbox listing, which were a third of a logon's CPU with
     many sessions of one profile. validate_state opens in full.
     """
-    if reuse:
-        cached = _OPENED.get(root)
-        if cached is not None and cached[0] == _stamp(root):
-            return cached[1]
     stamp = _stamp(root)
+    if reuse and stamp is not None:
+        cached = _OPENED.get(root)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
     state = _open_maildir(root)
     if stamp is not None and stamp == _stamp(root):  # nothing changed while it was read
         _OPENED[root] = (stamp, state)
