@@ -307,3 +307,48 @@ class OnlyOne(MessageService):
     display_name = "one copy per profile"
     flags = ServiceFlags.SERVICE_SINGLE_COPY | ServiceFlags.SERVICE_NO_PRIMARY_IDENTITY
     providers = (PlainBook,)
+
+
+class SharedBook(AddressBookProvider):
+    """A shared provider (one logon for every session of a profile). Its row counts the
+    logons and logoffs of the class in this daemon, so a test sees how many there were.
+
+    Configuration: `delay` (seconds each logon takes), `fail_first` (a MAPI error name the
+    first logon raises)."""
+
+    name = "book"
+    display = "shared test book"
+    shared = True
+    logons: ClassVar[int] = 0
+    logoffs: ClassVar[int] = 0
+
+    async def logon(self) -> None:
+        config = self.support.config()
+        delay = config.get("delay", 0)
+        if delay:
+            await asyncio.sleep(float(delay))
+        SharedBook.logons += 1
+        fail = config.get("fail_first")
+        if isinstance(fail, str) and SharedBook.logons == 1:
+            raise MapiError(ErrorCode[fail], "the first logon fails")
+
+    async def logoff(self) -> None:
+        SharedBook.logoffs += 1
+
+    def counts(self) -> str:
+        return f"logons={SharedBook.logons} logoffs={SharedBook.logoffs}"
+
+    def status_props(self) -> dict[str, Any]:
+        return {
+            "PR_STATUS_CODE": int(StatusCode.STATUS_AVAILABLE),
+            "PR_STATUS_STRING": self.counts(),
+        }
+
+    async def validate_state(self, flags: ValidateStateFlags) -> None:
+        self.support.modify_status_row({"PR_STATUS_STRING": f"validated {self.counts()}"})
+
+
+class Shared(MessageService):
+    name = "shared"
+    display_name = "one logon for all the sessions of a profile"
+    providers = (SharedBook,)

@@ -392,6 +392,10 @@ class Provider:
     """PR_PROVIDER_DISPLAY: who made it."""
     resource_methods: ClassVar[ResourceMethods] = ResourceMethods.STATUS_VALIDATE_STATE
     resource_flags: ClassVar[ResourceFlags] = ResourceFlags(0)
+    shared: ClassVar[bool] = False
+    """True: one logon serves every session of a profile (docs/providers.md, "Shared
+    providers"). The provider then keeps nothing for one session: its status row, its
+    notifications and its spooler calls reach every session that holds it."""
 
     def __init__(self, support: ProviderSupport) -> None:
         self.support = support

@@ -14,10 +14,11 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from mapid import entryid
 from mapid.constants import (
@@ -33,8 +34,14 @@ from mapid.daemon.config.file_watch import shared_watcher
 from mapid.daemon.config.profiles import ServiceSection, provider_uid
 from mapid.daemon.config.service_admin import transports
 from mapid.daemon.config.service_registry import ServiceUnavailable
-from mapid.daemon.sessions.session import Session, SessionState
-from mapid.daemon.sessions.slots import ProviderSlot, ServiceInstance, SlotState
+from mapid.daemon.sessions.session import Session, SessionEnv, SessionState
+from mapid.daemon.sessions.slots import (
+    Failure,
+    ProviderSlot,
+    ServiceInstance,
+    SharedLogon,
+    SlotState,
+)
 from mapid.daemon.sessions.status_table import RowKey
 from mapid.daemon.system import logs
 from mapid.errors import ErrorCode, MapiError
@@ -47,6 +54,13 @@ log = logging.getLogger("mapid.logon")
 T = TypeVar("T")
 
 _STATUS_MARK = b"mapid-status\0"
+Holder = tuple[Session, ProviderSlot]
+"""A session and its slot of a provider: who hears what the provider says."""
+FANOUT_CHUNK = 1000
+"""Rows changed in one step of the event loop when a shared provider changes its row; the
+rest follow in the next steps, so 100 000 sessions never hold the loop for one change."""
+_LOGOFFS: set[asyncio.Future[None]] = set()
+"""Logoffs of shared providers that no op waits for (kept until done)."""
 SIMPLE_STORE_KEY = "simple_store"
 """Profile key naming the service whose store is the simple store (MAPI_SIMPLE_STORE_PERMANENT)."""
 
@@ -78,12 +92,12 @@ def path_part(name: str) -> str:
 
 
 class Support:
-    """The support object a provider gets (MAPI's IMAPISupport); see providers.base.
+    """The support object of one provider of one session; see providers.base.
 
-    One per provider per session, so it is slotted and its token source is made at the
-    first ask: most providers never ask."""
+    Slotted, and its token source is made at the first ask: most providers never ask."""
 
     __slots__ = (
+        "_env",
         "_session",
         "_slot",
         "_tokens",
@@ -95,6 +109,7 @@ class Support:
     )
 
     def __init__(self, session: Session, slot: ProviderSlot) -> None:
+        self._env: SessionEnv = session.env
         self._session = session
         self._slot = slot
         self.profile_name = session.profile.name
@@ -104,16 +119,32 @@ class Support:
         self.logger = logging.getLogger(f"mapid.provider.{slot.service.section.service}")
         self._tokens: TokenSource | None = None
 
+    # -- who hears me (SharedSupport: every session that holds the provider) -------------
+    def _holders(self) -> Iterable[Holder]:
+        return ((self._session, self._slot),)
+
+    def _watching(self) -> bool:
+        """Whether a directory event is still my provider's business."""
+        return self._slot.state in (SlotState.PENDING, SlotState.ACTIVE)
+
+    def _watches(self) -> list[Callable[[], None]]:
+        """Where my watches' stop functions are kept, to stop the ones my provider forgets."""
+        return self._slot.watches
+
+    def _record_uid(self, uid: bytes) -> None:
+        """A MAPIUID registered (a shared logon hands it to sessions that come later)."""
+
+    # -- ProviderSupport -----------------------------------------------------------------
     def config(self) -> Mapping[str, Any]:
         return self._slot.service.config
 
     def resolve_path(self, value: str) -> Path:
         path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else self._session.env.config_dir / path
+        return path if path.is_absolute() else self._env.config_dir / path
 
     def state_dir(self) -> Path:
         """`<state dir>/services/<profile>/<service key>`, each name escaped (path_part)."""
-        path = self._session.env.state_dir
+        path = self._env.state_dir
         for part in (SERVICES_STATE, path_part(self.profile_name), path_part(self.service_key)):
             path = path / part
             path.mkdir(mode=0o700, parents=True, exist_ok=True)  # parents: the state dir
@@ -122,48 +153,33 @@ class Support:
         return path
 
     def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
-        row = self._slot.row
-        if row is None or self._session.state is SessionState.CLOSED:
-            return
-        if not update:
-            # A provider replaces its own columns, never the ones MAPI keeps for it.
-            keep = base_row(self._slot)
-            keep.update(props)
-            props = keep
-        self._session.table.modify(row, props, update=update)
+        for session, slot in self._holders():
+            modify_row(session, slot, props, update)
 
     def set_provider_uid(self, uid: bytes) -> None:
         if len(uid) != 16:
             raise ValueError("a MAPIUID is 16 bytes")
-        self._slot.uids.append(uid)
-        self._session.routes[uid] = self._slot
+        self._record_uid(uid)
+        for session, slot in self._holders():
+            slot.uids.append(uid)
+            session.routes[uid] = slot
 
     def notify(
         self, event: NotificationEvent, *, entryid: bytes | None = None, **fields: Any
     ) -> int:
         if entryid is not None:
             fields.setdefault("entryid", entryid)
-            new_mail = self._session.env.on_new_mail  # the desktop, advised or not
-            if event == NotificationEvent.fnevNewMail and new_mail is not None:
-                new_mail(self._slot, entryid)
         reached = 0
-        for advise in list(self._session.advises.values()):
-            if advise.slot is not self._slot or not advise.mask & event:
-                continue
-            if entryid is None or self._hears(advise.entryid, entryid, fields):
-                reached += self._session.notify_advise(advise, event, **fields)
+        told = False
+        for session, slot in self._holders():
+            if not told and entryid is not None:
+                told = True  # the desktop hears once, advised or not, however many sessions
+                new_mail = self._env.on_new_mail
+                if event == NotificationEvent.fnevNewMail and new_mail is not None:
+                    new_mail(slot, entryid)
+            if session.advises:
+                reached += notify_session(session, slot, event, entryid, fields)
         return reached
-
-    def _hears(self, target: bytes | None, entryid: bytes, fields: Mapping[str, Any]) -> bool:
-        """An advise hears about its object, the object's children, and (on a store) all."""
-        provider = self._slot.provider
-        if target is None or provider is None:
-            return True
-        return (
-            provider.compare_entryids(target, entryid)
-            or target == fields.get("parent_entryid")
-            or _is_store_advise(target, self._slot)
-        )
 
     async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -181,29 +197,161 @@ class Support:
     def watch_directory(
         self, path: Path, callback: Callable[[set[Path]], None]
     ) -> Callable[[], None]:
-        slot = self._slot
+        watching = self._watching
+        watches = self._watches()
 
         def guarded(paths: set[Path]) -> None:
             # Events still queued when the provider logged off are not its business.
-            if slot.state in (SlotState.PENDING, SlotState.ACTIVE):
+            if watching():
                 callback(paths)
 
         stop_watch = shared_watcher().watch(path, guarded)
 
         def stop() -> None:
             stop_watch()
-            if stop in slot.watches:
-                slot.watches.remove(stop)
+            if stop in watches:
+                watches.remove(stop)
 
-        slot.watches.append(stop)
+        watches.append(stop)
         return stop
 
     def spooler_notify(self, flags: SpoolerNotify) -> None:
         if flags & (SpoolerNotify.NOTIFY_READYTOSEND | SpoolerNotify.NOTIFY_CONFIG_CHANGE):
-            spooler = getattr(self._session, "spooler", None)
-            if spooler is not None:
-                spooler.notify(self._slot, flags)  # kicks a pass; a recovered transport's
-                # backoff ends, a changed one's address types are read again
+            for session, slot in self._holders():
+                spooler = session.spooler
+                if spooler is not None:
+                    spooler.notify(slot, flags)  # kicks a pass; a recovered transport's
+                    # backoff ends, a changed one's address types are read again
+
+
+class SharedSupport(Support):
+    """The support object of a shared provider (slots.py): one for every session that holds
+    its logon. Its configuration is the logon's, its watches live as long as the logon, and
+    what it says reaches every holder."""
+
+    __slots__ = ("_logon", "_pending", "_transport")
+
+    def __init__(self, logon: SharedLogon, env: SessionEnv, profile: str, slot: ProviderSlot):
+        # Not Support.__init__: no session of its own (the first may leave long before).
+        self._env = env
+        self._logon = logon
+        self._transport = slot.is_transport
+        self._tokens = None
+        self.profile_name = profile
+        self.service_key = slot.service.section.key
+        self.service_uid = slot.service.section.uid
+        self.provider_uid = slot.provider_uid
+        self.logger = logging.getLogger(f"mapid.provider.{slot.service.section.service}")
+        self._pending: deque[list[Any]] = deque()
+        """Row changes still to reach some holders: [props, update, holders, next index]."""
+
+    def _holders(self) -> list[Holder]:
+        return cast(list[Holder], self._logon.holders())  # the holders are sessions
+
+    def _watching(self) -> bool:
+        return self._logon.logged_on
+
+    def _watches(self) -> list[Callable[[], None]]:
+        return self._logon.watches
+
+    def _record_uid(self, uid: bytes) -> None:
+        self._logon.uids.append(uid)
+
+    def config(self) -> Mapping[str, Any]:
+        return self._logon.config
+
+    def modify_status_row(self, props: Mapping[str, Any], *, update: bool = True) -> None:
+        """Every holder's row changes: FANOUT_CHUNK of them now, the rest in later steps
+        of the loop, each holder's in the order the changes came."""
+        props = dict(props)  # the provider may reuse its dict
+        holders = self._holders()
+        for session, slot in holders[:FANOUT_CHUNK]:
+            modify_row(session, slot, props, update)
+        if len(holders) > FANOUT_CHUNK:
+            self._pending.append([props, update, holders, FANOUT_CHUNK])
+            if len(self._pending) == 1:
+                asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        budget = FANOUT_CHUNK
+        while self._pending and budget > 0:
+            entry = self._pending[0]
+            props, update, holders, start = entry
+            end = min(len(holders), start + budget)
+            for session, slot in holders[start:end]:
+                modify_row(session, slot, props, update)
+            budget -= end - start
+            if end >= len(holders):
+                self._pending.popleft()
+            else:
+                entry[3] = end
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def spooler_notify(self, flags: SpoolerNotify) -> None:
+        if flags & SpoolerNotify.NOTIFY_CONFIG_CHANGE or self._transport:
+            super().spooler_notify(flags)  # every session's spooler keeps its own view
+            return
+        if not flags & SpoolerNotify.NOTIFY_READYTOSEND:
+            return
+        # A store queued a message: its queue has one sender (queue_claims.py), and a
+        # spooler in line hands a kick on to it, so one spooler is enough.
+        claims = self._env.queue_claims
+        for uid in self._logon.uids:
+            owner = claims.owner(uid)
+            if owner is not None:
+                owner.kick()
+                return
+        for session, slot in self._holders():
+            if session.spooler is not None:
+                session.spooler.notify(slot, flags)
+                return
+
+
+def modify_row(
+    session: Session, slot: ProviderSlot, props: Mapping[str, Any], update: bool
+) -> None:
+    """A provider's change to its row in one session (STATUSROW_UPDATE, or replace)."""
+    row = slot.row
+    if row is None or session.state is SessionState.CLOSED:
+        return
+    if not update:
+        # A provider replaces its own columns, never the ones MAPI keeps for it.
+        keep = base_row(slot)
+        keep.update(props)
+        props = keep
+    session.table.modify(row, props, update=update)
+
+
+def notify_session(
+    session: Session,
+    slot: ProviderSlot,
+    event: NotificationEvent,
+    entryid: bytes | None,
+    fields: Mapping[str, Any],
+) -> int:
+    """Raise a provider's notification to the advise sinks of one session that hear it."""
+    reached = 0
+    for advise in list(session.advises.values()):
+        if advise.slot is not slot or not advise.mask & event:
+            continue
+        if entryid is None or _hears(slot, advise.entryid, entryid, fields):
+            reached += session.notify_advise(advise, event, **fields)
+    return reached
+
+
+def _hears(
+    slot: ProviderSlot, target: bytes | None, entryid: bytes, fields: Mapping[str, Any]
+) -> bool:
+    """An advise hears about its object, the object's children, and (on a store) all."""
+    provider = slot.provider
+    if target is None or provider is None:
+        return True
+    return (
+        provider.compare_entryids(target, entryid)
+        or target == fields.get("parent_entryid")
+        or _is_store_advise(target, slot)
+    )
 
 
 def _is_store_advise(advise_entryid: bytes, slot: ProviderSlot) -> bool:
@@ -313,11 +461,22 @@ class ProviderHost:
             provider = slot.provider
             if slot.state != SlotState.ACTIVE or provider is None or slot.row is None:
                 continue
-            try:
-                await self._bounded(provider.validate_state(ValidateStateFlags.CONFIG_CHANGED))
-            except Exception as exc:
-                reason = f"configuration change failed: {_reason(exc)}"
-                self.session.table.modify(slot.row, self._failure_row(slot, reason))
+            shared = slot.shared
+            failure: str | None = None
+            if shared is not None and shared.section is section:
+                failure = shared.reconfigure_failure  # another holder told the provider
+                instance.config = shared.config
+            else:
+                if shared is not None:
+                    shared.section, shared.config = section, instance.config
+                try:
+                    await self._bounded(provider.validate_state(ValidateStateFlags.CONFIG_CHANGED))
+                except Exception as exc:
+                    failure = f"configuration change failed: {_reason(exc)}"
+                if shared is not None:
+                    shared.reconfigure_failure = failure
+            if failure is not None:
+                self.session.table.modify(slot.row, self._failure_row(slot, failure))
                 continue
             row = base_row(slot)
             row.update(provider.status_props())
@@ -325,15 +484,11 @@ class ProviderHost:
             self.session.table.modify(slot.row, row)
 
     def _add_row(self, uid: bytes, props: Mapping[str, Any]) -> RowKey:
-        session = self.session
-        made: list[bytes] = []
-
-        def entryid_for(rowid: int) -> bytes:
-            made.append(status_entryid(uid, rowid))
-            return made[-1]
-
-        key = session.table.add(entryid_for, props)
-        session.status_objects[made[0]] = key
+        table = self.session.table
+        key = table.add(lambda rowid: status_entryid(uid, rowid), props)
+        row = table.get(key)
+        assert row is not None
+        self.session.status_objects[row["PR_ENTRYID"]] = key  # the shared row's bytes
         return key
 
     def _slots(self, *, transports: bool) -> list[ProviderSlot]:
@@ -383,28 +538,57 @@ class ProviderHost:
                     slot.provider_uid, self._failure_row(slot, service.disabled)
                 )
             return
-        provider = slot.cls(Support(self.session, slot))
-        slot.provider = provider
-        slot.row = self._add_row(slot.provider_uid, {**base_row(slot), "PR_STATUS_CODE": 0})
-        self.session.routes[slot.provider_uid] = slot
+        joined = False  # held a shared logon that was up already
+        if slot.cls.shared:
+            failure, joined = await self._hold_shared(slot)
+        else:
+            provider = slot.cls(Support(self.session, slot))
+            slot.provider = provider
+            slot.row = self._add_row(slot.provider_uid, {**base_row(slot), "PR_STATUS_CODE": 0})
+            self.session.routes[slot.provider_uid] = slot
+
+            def set_config(config: Mapping[str, Any]) -> None:
+                service.config = config
+
+            failure = await self._log_on_provider(provider, slot, set_config)
+        if failure is not None:
+            state, reason = failure
+            if state is SlotState.FAILED:
+                await self._fail_slot(slot, reason, SlotState.FAILED)
+            else:
+                await self.disable_service(service, reason)
+            return
+        slot.state = SlotState.ACTIVE
+        assert slot.provider is not None and slot.row is not None
+        row = base_row(slot)
+        if not joined:  # a logon that was up already: the row copied from a peer is true
+            row.update(slot.provider.status_props())
+        self.session.table.modify(slot.row, row)
+
+    async def _log_on_provider(
+        self,
+        provider: Provider,
+        slot: ProviderSlot,
+        set_config: Callable[[Mapping[str, Any]], None],
+    ) -> Failure | None:
+        """provider.logon() with MAPI's rules (module docstring); None when it is on."""
+        service = slot.service
         try:
             await self._bounded(provider.logon())
         except MapiError as exc:
             if exc.code == ErrorCode.MAPI_E_UNCONFIGURED and service.cls is not None:
                 try:
-                    new_config = await self._bounded(service.cls.configure(service.config))
+                    config = provider.support.config()
+                    new_config = await self._bounded(service.cls.configure(config))
                     if new_config is not None:
-                        service.config = MappingProxyType(dict(new_config))
+                        set_config(MappingProxyType(dict(new_config)))
                     await self._bounded(provider.logon())
                 except Exception as retry_exc:  # the one retry failed: disable the service
-                    await self.disable_service(service, _reason(retry_exc, "after configure"))
-                    return
+                    return SlotState.DISABLED, _reason(retry_exc, "after configure")
             elif exc.code == ErrorCode.MAPI_E_FAILONEPROVIDER:
-                await self._fail_slot(slot, _reason(exc), SlotState.FAILED)
-                return
+                return SlotState.FAILED, _reason(exc)
             else:
-                await self.disable_service(service, _reason(exc))
-                return
+                return SlotState.DISABLED, _reason(exc)
         except Exception as exc:
             if not isinstance(exc, TimeoutError):
                 log.exception(
@@ -413,12 +597,61 @@ class ProviderHost:
                     self.session.profile.name,
                     extra=self._about(slot),
                 )
-            await self.disable_service(service, _reason(exc))
-            return
-        slot.state = SlotState.ACTIVE
-        row = base_row(slot)
-        row.update(provider.status_props())
-        self.session.table.modify(slot.row, row)
+            return SlotState.DISABLED, _reason(exc)
+        return None
+
+    # -- shared providers (slots.py) ------------------------------------------------------
+    async def _hold_shared(self, slot: ProviderSlot) -> tuple[Failure | None, bool]:
+        """Hold the profile's logon of a shared provider, logging it on when there is none;
+        a session that comes while it logs on waits for that one logon. Returns how it
+        went, and whether the logon was up already (the row is then a peer's copy)."""
+        logons = self.env.shared_logons
+        section = slot.service.section
+        shared = logons.find((slot.provider_uid, slot.cls), section)
+        if shared is None:
+            shared = SharedLogon((slot.provider_uid, slot.cls), section, slot.service.config)
+            shared.provider = slot.cls(
+                SharedSupport(shared, self.env, self.session.profile.name, slot)
+            )
+            logons.add(shared)
+            shared.task = asyncio.ensure_future(self._log_on_shared(shared, slot))
+        joined = shared.succeeded()
+        peer = shared.peer_row() if joined else None
+        shared.hold(self.session, slot)
+        props = dict(peer) if peer is not None else {**base_row(slot), "PR_STATUS_CODE": 0}
+        slot.row = self._add_row(slot.provider_uid, props)
+        self.session.routes[slot.provider_uid] = slot
+        assert shared.task is not None
+        failure = await asyncio.shield(shared.task)
+        if failure is None:
+            slot.service.config = shared.config  # one mapping for every holder
+        return failure, joined
+
+    async def _log_on_shared(self, shared: SharedLogon, slot: ProviderSlot) -> Failure | None:
+        """The one logon of a shared provider (a task: the session that started it may go
+        before it is done, the others still wait for it)."""
+        assert shared.provider is not None
+
+        def set_config(config: Mapping[str, Any]) -> None:
+            shared.config = config
+
+        failure = await self._log_on_provider(shared.provider, slot, set_config)
+        if failure is not None:
+            self.env.shared_logons.discard(shared)  # the next session tries again
+            shared.end()
+        elif not shared:  # every holder went while it logged on
+            await self._log_off_shared(shared)
+        return failure
+
+    async def _log_off_shared(self, shared: SharedLogon) -> None:
+        self.env.shared_logons.discard(shared)  # a session that comes now logs on anew
+        provider = shared.provider
+        if provider is not None:
+            try:
+                await self._bounded(provider.logoff())
+            except Exception:
+                log.exception("logoff of shared provider %s failed", shared.section.key)
+        shared.end()
 
     def _about(self, slot: ProviderSlot) -> dict[str, str]:
         """`extra=` naming the session, profile and service of a provider's log record."""
@@ -460,6 +693,12 @@ class ProviderHost:
             await self._fail_slot(slot, f"service disabled: {reason}", SlotState.DISABLED)
 
     def _unroute(self, slot: ProviderSlot) -> None:
+        shared = slot.shared
+        if shared is not None and shared.let_go(slot) and shared.succeeded():
+            # The last holder, never active here: its session ended while it logged on.
+            task = asyncio.ensure_future(self._log_off_shared(shared))
+            _LOGOFFS.add(task)
+            task.add_done_callback(_LOGOFFS.discard)
         for stop in list(slot.watches):  # a provider that failed may have left some
             stop()
         slot.watches.clear()
@@ -532,6 +771,12 @@ class ProviderHost:
                 await self._bounded(entry.obj.release())
             except Exception:
                 log.exception("release of an object of %s failed", slot.key)
+        shared = slot.shared
+        if shared is not None:  # the last holder logs it off
+            if shared.let_go(slot):
+                await self._log_off_shared(shared)
+            slot.state = SlotState.LOGGED_OFF
+            return
         try:
             await self._bounded(provider.logoff())
         except Exception:

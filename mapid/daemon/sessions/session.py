@@ -22,6 +22,7 @@ from mapid.constants import LogonFlags, NotificationEvent
 from mapid.daemon.config.profiles import Profile
 from mapid.daemon.sessions.handles import HandleTable
 from mapid.daemon.sessions.queue_claims import QueueClaims
+from mapid.daemon.sessions.slots import ProviderSlot, ServiceInstance, SharedLogons
 from mapid.daemon.sessions.status_table import RowKey, StatusTable
 from mapid.errors import ErrorCode, MapiError
 from mapid.wire import envelope
@@ -29,7 +30,6 @@ from mapid.wire import envelope
 if TYPE_CHECKING:
     from mapid.constants import SpoolerNotify
     from mapid.daemon.config.service_registry import ServiceRegistry
-    from mapid.daemon.sessions.slots import ProviderSlot, ServiceInstance
 
 
 class SessionState(enum.Enum):
@@ -98,6 +98,8 @@ class SessionEnv:
     """Mail became stuck in an Outbox: summary, details (once per episode)."""
     queue_claims: QueueClaims = field(default_factory=QueueClaims)
     """Which session's spooler sends each store's Outbox (daemon-wide)."""
+    shared_logons: SharedLogons = field(default_factory=SharedLogons)
+    """The logons of shared providers, each held by the sessions of one profile."""
 
 
 @dataclass(slots=True)

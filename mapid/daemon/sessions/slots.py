@@ -1,5 +1,15 @@
 """What a session holds of its profile's services: each loaded service and each of its
-providers, with the provider's state (docs/design.md 4).
+providers, with the provider's state (docs/design.md 4), and the shared logons that
+several sessions' slots hold.
+
+A provider class with `shared = True` (docs/providers.md, "Shared providers") keeps
+nothing for any one session: what it writes in its status row, the notifications it raises
+and what it tells the spooler are meant for every session of its profile. So the daemon
+logs it on once, for the first session of the profile that needs it, and every later
+session holds that same logon (`SharedLogon`): its slot gets the provider, the routes of
+its MAPIUIDs and a row like the others'. The last session to let go logs it off. 100 000
+sessions of one profile are then 100 000 status tables over one Maildir store, one vCard
+book and one SMTP transport, not 300 000 providers with their watches and caches.
 
 Plain records, apart from logon.py's algorithm, so that session.py can hold them without
 importing logon.py (which imports session.py): no import cycle.
@@ -7,14 +17,15 @@ importing logon.py (which imports session.py): no import cycle.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mapid.constants import ResourceType
 from mapid.daemon.config.profiles import ServiceSection
-from mapid.daemon.sessions.status_table import RowKey
+from mapid.daemon.sessions.status_table import RowKey, StatusTable
 from mapid.providers.base import MessageService, Provider
 
 
@@ -55,6 +66,8 @@ class ProviderSlot:
     reason: str = ""
     watches: list[Callable[[], None]] = field(default_factory=list)
     """Stop functions of the provider's directory watches (stopped when it logs off)."""
+    shared: SharedLogon | None = None
+    """The shared logon this slot holds (a `shared` provider class), else None."""
     flags_set: int = 0
     flags_cleared: int = 0
     """PR_RESOURCE_FLAGS bits session.set_default_store set or cleared for this session:
@@ -72,3 +85,117 @@ class ProviderSlot:
     @property
     def is_transport(self) -> bool:
         return self.resource_type == ResourceType.MAPI_TRANSPORT_PROVIDER
+
+
+class Holder(Protocol):
+    """A session as a shared logon sees it (session.Session; a Protocol, since session.py
+    imports this module)."""
+
+    routes: dict[bytes, ProviderSlot]
+    table: StatusTable
+
+
+Failure = tuple[SlotState, str]
+"""How a logon failed: SlotState.FAILED (MAPI_E_FAILONEPROVIDER: this provider only) or
+SlotState.DISABLED (its whole service), with the reason for the row."""
+Holding = tuple[Holder, "ProviderSlot"]
+LogonKey = tuple[bytes, type]
+"""(provider MAPIUID of the profile's section, provider class): one logon each."""
+
+
+class SharedLogon:
+    """One logon of a shared provider and the sessions that hold it."""
+
+    __slots__ = (
+        "_holders",
+        "config",
+        "key",
+        "logged_on",
+        "provider",
+        "reconfigure_failure",
+        "section",
+        "task",
+        "uids",
+        "watches",
+    )
+
+    def __init__(self, key: LogonKey, section: ServiceSection, config: Mapping[str, Any]):
+        self.key = key
+        self.section = section
+        """The profile section it was logged on (or last reconfigured) with."""
+        self.config = config
+        self.provider: Provider | None = None
+        self.task: asyncio.Future[Failure | None] | None = None
+        """The logon itself; every session that comes meanwhile waits for it."""
+        self.logged_on = True
+        """False once it failed or logged off: its directory events are nobody's business."""
+        self.uids: list[bytes] = []
+        self.watches: list[Callable[[], None]] = []
+        self.reconfigure_failure: str | None = None
+        self._holders: dict[int, Holding] = {}
+
+    def __len__(self) -> int:
+        return len(self._holders)
+
+    def holders(self) -> list[Holding]:
+        return list(self._holders.values())
+
+    def succeeded(self) -> bool:
+        task = self.task
+        return task is not None and task.done() and not task.cancelled() and task.result() is None
+
+    def hold(self, session: Holder, slot: ProviderSlot) -> None:
+        """`session` holds the logon through `slot`: its MAPIUIDs route there."""
+        self._holders[id(slot)] = (session, slot)
+        slot.shared = self
+        slot.provider = self.provider
+        for uid in self.uids:
+            slot.uids.append(uid)
+            session.routes[uid] = slot
+
+    def let_go(self, slot: ProviderSlot) -> bool:
+        """`slot` no longer holds it; True when that was the last holder."""
+        slot.shared = None
+        return self._holders.pop(id(slot), None) is not None and not self._holders
+
+    def peer_row(self) -> dict[str, Any] | None:
+        """The row of the longest holder, which every change reached first (a newcomer's
+        row starts as a copy, so that it says what the others say)."""
+        for session, slot in self._holders.values():
+            if slot.row is not None:
+                return session.table.get(slot.row)
+        return None
+
+    def end(self) -> None:
+        """Failed or logged off: stop the watches its provider forgot."""
+        self.logged_on = False
+        for stop in list(self.watches):
+            stop()
+        self.watches.clear()
+
+
+class SharedLogons:
+    """The daemon's current shared logons, one per (profile section, provider class)."""
+
+    def __init__(self) -> None:
+        self._current: dict[LogonKey, SharedLogon] = {}
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def find(self, key: LogonKey, section: ServiceSection) -> SharedLogon | None:
+        """The logon a new holder of `section` joins: none when the one there was made from
+        another configuration (a profile deleted and made anew while sessions held it)."""
+        logon = self._current.get(key)
+        if logon is None or not logon.logged_on:
+            return None
+        if logon.section is not section and logon.section.config != section.config:
+            return None
+        return logon
+
+    def add(self, logon: SharedLogon) -> None:
+        self._current[logon.key] = logon
+
+    def discard(self, logon: SharedLogon) -> None:
+        if self._current.get(logon.key) is logon:
+            del self._current[logon.key]

@@ -21,6 +21,29 @@ Publish = Callable[..., int]
 _COMPUTED = frozenset({"PR_ENTRYID", "PR_INSTANCE_KEY", "PR_ROWID", "PR_OBJECT_TYPE"})
 
 
+SHARED_ROWS_MAX = 4096
+"""Distinct rows kept for sharing (shared_row)."""
+_SHARED: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def shared_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The one copy of a row that many sessions have alike. The sessions of a profile
+    number their rows alike, so each provider's row is the same in all of them, and
+    100 000 sessions then hold one row each, not 100 000 copies. A row is never changed
+    in place (`modify` makes a new one), so sharing it is safe."""
+    try:
+        key = tuple((k, v, type(v)) for k, v in row.items())  # True is not 1 here
+        hit = _SHARED.get(key)
+    except TypeError:  # an unhashable value (a list): this row stays its own
+        return row
+    if hit is not None:
+        return hit
+    if len(_SHARED) >= SHARED_ROWS_MAX:
+        del _SHARED[next(iter(_SHARED))]  # the oldest: rows of sessions long gone
+    _SHARED[key] = row
+    return row
+
+
 class StatusTable:
     __slots__ = ("_next_rowid", "_publish", "_rows", "session_id", "topic")
 
@@ -47,16 +70,18 @@ class StatusTable:
             self._emit("TABLE_ROW_ADDED", key, row)
 
     def add(self, entryid_for: Callable[[int], bytes], props: Mapping[str, Any]) -> RowKey:
+        """Add a row; returns its key (its PR_INSTANCE_KEY)."""
         rowid = self._next_rowid
         self._next_rowid += 1
-        key = struct.pack(">I", rowid)
         row: dict[str, Any] = {
             k: v for k, v in props.items() if k not in _COMPUTED and v is not None
         }
         row["PR_ENTRYID"] = entryid_for(rowid)
-        row["PR_INSTANCE_KEY"] = key
+        row["PR_INSTANCE_KEY"] = struct.pack(">I", rowid)
         row["PR_ROWID"] = rowid
         row["PR_OBJECT_TYPE"] = int(ObjectType.MAPI_STATUS)
+        row = shared_row(row)
+        key: RowKey = row["PR_INSTANCE_KEY"]  # the shared row's bytes: one copy for all
         self._rows[key] = row
         self._emit("TABLE_ROW_ADDED", key, row)
         return key
@@ -76,6 +101,7 @@ class StatusTable:
                 new[k] = v
         if new == row:
             return False
+        new = shared_row(new)
         self._rows[key] = new
         self._emit("TABLE_ROW_MODIFIED", key, new)
         return True

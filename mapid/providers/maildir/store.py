@@ -130,6 +130,7 @@ class MaildirStore(StoreProvider):
 
     name = "store"
     display = "mapid Maildir"
+    shared = True  # one logon for every session of a profile (docs/providers.md)
 
     def __init__(self, support: ProviderSupport) -> None:
         super().__init__(support)

@@ -103,6 +103,7 @@ class SmtpTransport(TransportProvider):
 
     name = "smtp"
     display = "mapid SMTP"
+    shared = True  # one logon (and connection) for every session of a profile
     address_types: ClassVar[tuple[str, ...]] = (ADDRTYPE,)
     resource_methods = (
         ResourceMethods.STATUS_VALIDATE_STATE

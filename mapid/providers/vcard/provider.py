@@ -84,6 +84,7 @@ class VCardAddressBook(AddressBookProvider):
 
     name = "contacts"
     display = "mapid vCard"
+    shared = True  # one logon for every session of a profile (docs/providers.md)
 
     def __init__(self, support: ProviderSupport) -> None:
         super().__init__(support)
