@@ -341,6 +341,10 @@ def main() -> None:
                 t_logons_end = time.time()
                 stop_pings.set()
                 logon_pings = pings_q.get(timeout=150)
+            for proc in [*workers, pinger]:
+                # Gone before anything else is measured: a client process that is still
+                # exiting (freeing its 50 000 sessions) takes a core from the daemon.
+                proc.join(timeout=30)
             failed = [r["failed"] for r in reports if "failed" in r]
             if failed or len(reports) < len(workers):
                 raise RuntimeError(f"logon workers failed: {failed or 'died'}")

@@ -176,6 +176,7 @@ class Daemon:
         self.profiles = self.admin.visible(profiles)
         self.sessions.on_session_end.append(self._session_ended)
         self.heap = HeapFreezer(lambda: self.sessions.public_count)
+        self.sessions.on_session_start.append(lambda _session: self.heap.step())
         self.config_problems = problems + profile_problems
         self.config_gen = 1
         self._apply_config()
