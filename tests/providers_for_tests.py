@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mapid import entryid
@@ -314,7 +315,7 @@ class SharedBook(AddressBookProvider):
     logons and logoffs of the class in this daemon, so a test sees how many there were.
 
     Configuration: `delay` (seconds each logon takes), `fail_first` (a MAPI error name the
-    first logon raises)."""
+    first logon raises), `logoff_marker` (a file each logoff writes the counts to)."""
 
     name = "book"
     display = "shared test book"
@@ -334,6 +335,9 @@ class SharedBook(AddressBookProvider):
 
     async def logoff(self) -> None:
         SharedBook.logoffs += 1
+        marker = self.support.config().get("logoff_marker")
+        if isinstance(marker, str):
+            Path(marker).write_text(self.counts())
 
     def counts(self) -> str:
         return f"logons={SharedBook.logons} logoffs={SharedBook.logoffs}"

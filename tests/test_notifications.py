@@ -28,7 +28,7 @@ from mapid.constants import ObjectType
 from mapid.daemon.config.file_watch import DirectoryWatcher
 from mapid.errors import ErrorCode, MapiError
 
-from conftest import DaemonFactory, DaemonProc, standard_profile
+from conftest import DEFAULT_CONFIG, DaemonFactory, DaemonProc, standard_profile
 
 # -- the directory watcher -----------------------------------------------------------------
 
@@ -359,7 +359,9 @@ def open_inbox(
     return int(store["handle"]), store["props"], bytes(inbox)
 
 
-def test_mail_dropped_into_new_raises_new_mail_once(daemon: DaemonProc) -> None:
+def test_mail_dropped_into_new_raises_new_mail_once(make_daemon: DaemonFactory) -> None:
+    # No linger: the store logs off with the last session, and its watch with it.
+    daemon = make_daemon(config=DEFAULT_CONFIG + "shared_linger_s = 0\n")
     client, second = daemon.client(), daemon.client()
     token = logon(client)
     other = logon(second)

@@ -12,7 +12,7 @@ from typing import Any
 from mapid.client import Client
 from mapid.constants import ResourceType, StatusCode
 
-from conftest import DaemonFactory, standard_profile, wait_until
+from conftest import DEFAULT_CONFIG, DaemonFactory, standard_profile, wait_until
 
 NEW = ["MAPI_NEW_SESSION"]
 
@@ -28,8 +28,11 @@ def book_row(client: Client, token: bytes) -> dict[str, Any]:
     return dict(row)
 
 
+NO_LINGER = DEFAULT_CONFIG + "shared_linger_s = 0\n"
+
+
 def test_sessions_of_a_profile_hold_one_logon(make_daemon: DaemonFactory, tmp_path: Path) -> None:
-    proc = make_daemon(profiles={"alpha": shared_profile(tmp_path)})
+    proc = make_daemon(profiles={"alpha": shared_profile(tmp_path)}, config=NO_LINGER)
     client = proc.client()
     tokens = [client.session_logon("alpha", NEW)["token"] for _ in range(3)]
     for token in tokens:
@@ -43,9 +46,53 @@ def test_sessions_of_a_profile_hold_one_logon(make_daemon: DaemonFactory, tmp_pa
     later = client.session_logon("alpha", NEW)["token"]  # the third still holds it
     assert book_row(client, later)["PR_STATUS_STRING"] == "logons=1 logoffs=0"
     client.session_logoff(tokens[2])
-    client.session_logoff(later)  # the last holder: the provider logs off
+    client.session_logoff(later)  # the last holder, with no linger: the provider logs off
+    assert client.daemon_stats()["shared_logons"] == 0
     again = client.session_logon("alpha", NEW)["token"]
     assert book_row(client, again)["PR_STATUS_STRING"] == "logons=2 logoffs=1"
+
+
+def test_the_last_holder_leaves_the_logon_lingering_for_the_next(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """shared_linger_s: a client that logs on and off again and again finds the logon up,
+    with the row the last session had; when nobody comes, it logs off."""
+    config = DEFAULT_CONFIG + "shared_linger_s = 2\n"
+    proc = make_daemon(profiles={"alpha": shared_profile(tmp_path)}, config=config)
+    client = proc.client()
+    first = client.session_logon("alpha", NEW)["token"]
+    row = book_row(client, first)
+    handle = client.session_open_entry(first, row["PR_ENTRYID"])["handle"]
+    client.status_validate_state(first, handle, 0)  # the provider changes its row
+    client.session_logoff(first)
+    stats = client.daemon_stats()
+    assert (stats["shared_logons"], stats["shared_lingering"]) == (1, 1)
+    second = client.session_logon("alpha", NEW)["token"]  # well within the linger
+    assert book_row(client, second)["PR_STATUS_STRING"] == "validated logons=1 logoffs=0"
+    assert client.daemon_stats()["shared_lingering"] == 0  # held again
+    client.session_logoff(second)
+    wait_until(
+        lambda: client.daemon_stats()["shared_logons"] == 0 or None,
+        "the lingering logon logged off",
+    )
+    third = client.session_logon("alpha", NEW)["token"]
+    assert book_row(client, third)["PR_STATUS_STRING"] == "logons=2 logoffs=1"
+
+
+def test_the_stop_logs_lingering_logons_off(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """A lingering logon says its goodbye at the stop (the test service writes a file when
+    it logs off), within the stop's deadline rather than after its linger."""
+    marker = tmp_path / "logged-off"
+    profile = shared_profile(tmp_path, logoff_marker=str(marker))
+    proc = make_daemon(
+        profiles={"alpha": profile}, config=DEFAULT_CONFIG + "shared_linger_s = 3600\n"
+    )
+    client = proc.client()
+    client.session_logoff(client.session_logon("alpha", NEW)["token"])
+    assert client.daemon_stats()["shared_lingering"] == 1
+    assert not marker.exists()
+    assert proc.stop() == 0  # SIGTERM
+    assert marker.read_text() == "logons=1 logoffs=1"
 
 
 def test_sessions_that_come_while_it_logs_on_wait_for_that_logon(

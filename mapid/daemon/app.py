@@ -209,6 +209,7 @@ class Daemon:
         env.spooler_retry_s = self.config.spooler_retry_s
         env.spooler_retry_max_s = self.config.spooler_retry_max_s
         env.outbox_alert_s = self.config.outbox_alert_s
+        env.shared_linger_s = self.config.shared_linger_s
         self.desktop.configure(self.config.desktop_notifications and not self.config.system)
         # Providers' directory watches (Maildir new/, vCard folders) follow `watch` too.
         shared_watcher().set_polling(self.config.watch == "poll")

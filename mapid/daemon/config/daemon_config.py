@@ -66,6 +66,10 @@ class DaemonConfig:
     """The spooler's first wait after a temporary send failure (doubled after each)."""
     spooler_retry_max_s: float = 3600.0
     """The longest wait between two tries of a transport that keeps failing."""
+    shared_linger_s: float = 10.0
+    """How long a shared provider's logon (a Maildir store, a vCard book, an SMTP transport)
+    stays up after the last session of its profile logged off, for the next one (0: it
+    logs off with the last session)."""
     remote: RemoteConfig | None = None
     """`[remote]`: TCP endpoints with CURVE, bound at start beside the ipc sockets."""
     metrics_listen: tuple[str, int] | None = None
@@ -219,6 +223,7 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
         ("provider_timeout", float, 0.1),
         ("spooler_retry_s", float, 0.1),
         ("spooler_retry_max_s", float, 0.1),
+        ("shared_linger_s", float, 0),
         ("outbox_alert_s", float, 1),
     ):
         value = _number(data, key, kind, low, messages)
@@ -250,7 +255,7 @@ def load_daemon_config(base: DaemonConfig) -> tuple[DaemonConfig, list[ConfigPro
             messages.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     known = {"default_profile", "log_level", "watch", "lease_s", "events_hwm", "max_in_flight"}
     known |= {"max_handles", "provider_timeout", "spooler_retry_s", "spooler_retry_max_s"}
-    known |= {"outbox_alert_s", "desktop_notifications", "metrics_listen"}
+    known |= {"outbox_alert_s", "desktop_notifications", "metrics_listen", "shared_linger_s"}
     known.add(remote_config.SECTION)
     remote, remote_problems = remote_config.parse(data.get(remote_config.SECTION), text)
     extra = {k: v for k, v in data.items() if k not in known}

@@ -67,4 +67,6 @@ def stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         "reply_cache_bytes": server.cache.size,
         "reply_cache_evicted": server.cache.evicted,
         "members": len(daemon.sessions.tokens),
+        "shared_logons": daemon.sessions.env.shared_logons.up(),
+        "shared_lingering": len(daemon.sessions.env.shared_logons.lingering),
     }

@@ -15,7 +15,7 @@ import os
 import stat
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
@@ -265,6 +265,11 @@ class SharedSupport(Support):
         of the loop, each holder's in the order the changes came."""
         props = dict(props)  # the provider may reuse its dict
         holders = self._holders()
+        if not holders:  # lingering (release_shared): the next holder starts from this
+            idle = self._logon.idle_row
+            if idle is not None:
+                self._logon.idle_row = changed_row(idle, props, update)
+            return
         for session, slot in holders[:FANOUT_CHUNK]:
             modify_row(session, slot, props, update)
         if len(holders) > FANOUT_CHUNK:
@@ -368,6 +373,31 @@ def _is_store_advise(advise_entryid: bytes, slot: ProviderSlot) -> bool:
 
 def status_entryid(uid: bytes, rowid: int) -> bytes:
     return entryid.make(uid, _STATUS_MARK + struct.pack(">I", rowid))
+
+
+def changed_row(row: Mapping[str, Any], props: Mapping[str, Any], update: bool) -> dict[str, Any]:
+    """`row` as a provider's change leaves it (as StatusTable.modify does, for a row that
+    is in no table)."""
+    new = dict(row) if update else {k: v for k, v in row.items() if k in BASE_COLUMNS}
+    for key, value in props.items():
+        if value is None:
+            new.pop(key, None)
+        else:
+            new[key] = value
+    return new
+
+
+BASE_COLUMNS = frozenset(
+    {
+        "PR_DISPLAY_NAME",
+        "PR_PROVIDER_DISPLAY",
+        "PR_PROVIDER_DLL_NAME",
+        "PR_RESOURCE_TYPE",
+        "PR_RESOURCE_FLAGS",
+        "PR_RESOURCE_METHODS",
+    }
+)
+"""The columns base_row supplies."""
 
 
 def base_row(slot: ProviderSlot) -> dict[str, Any]:
@@ -617,7 +647,8 @@ class ProviderHost:
             shared.task = asyncio.ensure_future(self._log_on_shared(shared, slot))
         joined = shared.succeeded()
         peer = shared.peer_row() if joined else None
-        shared.hold(self.session, slot)
+        shared.hold(self.session, slot)  # a lingering logon is held again
+        logons.lingering.discard(shared)
         props = dict(peer) if peer is not None else {**base_row(slot), "PR_STATUS_CODE": 0}
         slot.row = self._add_row(slot.provider_uid, props)
         self.session.routes[slot.provider_uid] = slot
@@ -640,18 +671,8 @@ class ProviderHost:
             self.env.shared_logons.discard(shared)  # the next session tries again
             shared.end()
         elif not shared:  # every holder went while it logged on
-            await self._log_off_shared(shared)
+            await release_shared(shared, self.env)
         return failure
-
-    async def _log_off_shared(self, shared: SharedLogon) -> None:
-        self.env.shared_logons.discard(shared)  # a session that comes now logs on anew
-        provider = shared.provider
-        if provider is not None:
-            try:
-                await self._bounded(provider.logoff())
-            except Exception:
-                log.exception("logoff of shared provider %s failed", shared.section.key)
-        shared.end()
 
     def _about(self, slot: ProviderSlot) -> dict[str, str]:
         """`extra=` naming the session, profile and service of a provider's log record."""
@@ -696,9 +717,7 @@ class ProviderHost:
         shared = slot.shared
         if shared is not None and shared.let_go(slot) and shared.succeeded():
             # The last holder, never active here: its session ended while it logged on.
-            task = asyncio.ensure_future(self._log_off_shared(shared))
-            _LOGOFFS.add(task)
-            task.add_done_callback(_LOGOFFS.discard)
+            _track(release_shared(shared, self.env))
         for stop in list(slot.watches):  # a provider that failed may have left some
             stop()
         slot.watches.clear()
@@ -772,9 +791,9 @@ class ProviderHost:
             except Exception:
                 log.exception("release of an object of %s failed", slot.key)
         shared = slot.shared
-        if shared is not None:  # the last holder logs it off
+        if shared is not None:  # the last holder lets it linger, or logs it off
             if shared.let_go(slot):
-                await self._log_off_shared(shared)
+                await release_shared(shared, self.env)
             slot.state = SlotState.LOGGED_OFF
             return
         try:
@@ -825,3 +844,61 @@ def _reason(exc: BaseException, context: str = "") -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return f"{text} ({context})" if context else text
+
+
+# -- shared logons no session holds ----------------------------------------------------
+async def release_shared(shared: SharedLogon, env: SessionEnv) -> None:
+    """The last holder let go: the logon lingers env.shared_linger_s for the next session of
+    its profile (a client logging on and off in a loop then logs no provider on), or logs
+    off now when the linger is 0 (and at the stop)."""
+    if env.shared_linger_s > 0 and shared.logged_on and shared.linger is None:
+        loop = asyncio.get_running_loop()
+        shared.linger = loop.call_later(env.shared_linger_s, _linger_out, shared, env)
+        env.shared_logons.lingering.add(shared)
+        return
+    await _log_off_shared(shared, env)
+
+
+def _linger_out(shared: SharedLogon, env: SessionEnv) -> None:
+    shared.linger = None
+    env.shared_logons.lingering.discard(shared)
+    if not shared and shared.logged_on:  # nobody came meanwhile
+        _track(_log_off_shared(shared, env))
+
+
+def log_off_lingering(env: SessionEnv) -> list[asyncio.Future[None]]:
+    """At the stop: the lingering logons log off now, with their providers' goodbyes (the
+    caller waits for them under its deadline); later last holders do not linger."""
+    env.shared_linger_s = 0.0
+    tasks: list[asyncio.Future[None]] = []
+    for shared in list(env.shared_logons.lingering):
+        if shared.linger is not None:
+            shared.linger.cancel()
+            shared.linger = None
+        if not shared and shared.logged_on:
+            tasks.append(_track(_log_off_shared(shared, env)))
+    env.shared_logons.lingering.clear()
+    return tasks
+
+
+async def _log_off_shared(shared: SharedLogon, env: SessionEnv) -> None:
+    env.shared_logons.discard(shared)  # a session that comes now logs on anew
+    env.shared_logons.lingering.discard(shared)
+    if not shared.logged_on:
+        return  # logged off already (or failed)
+    shared.logged_on = False  # what its watches see from now on is nobody's business
+    provider = shared.provider
+    if provider is not None:
+        try:
+            await asyncio.wait_for(provider.logoff(), env.provider_timeout)
+        except Exception:
+            log.exception("logoff of shared provider %s failed", shared.section.key)
+    shared.end()
+
+
+def _track(aw: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    """A logoff no op waits for: kept until done (a task nobody holds may be collected)."""
+    task = asyncio.ensure_future(aw)
+    _LOGOFFS.add(task)
+    task.add_done_callback(_LOGOFFS.discard)
+    return task

@@ -26,7 +26,7 @@ from mapid.constants import (
     StatusCode,
 )
 from mapid.daemon.config.profiles import Profile, check_profile_name
-from mapid.daemon.sessions.logon import ProviderHost
+from mapid.daemon.sessions.logon import ProviderHost, log_off_lingering
 from mapid.daemon.sessions.session import (
     SPOOLER_ROW,
     Member,
@@ -429,7 +429,8 @@ class SessionManager:
     async def end_all(self, deadline: float) -> tuple[int, int]:
         """End every session by `deadline` (the loop's clock): (logged off, of how many).
 
-        STOP_WORKERS sessions log off at once, each with its providers' goodbyes. What is
+        STOP_WORKERS sessions log off at once, each with its providers' goodbyes (and the
+        lingering shared logons beside them, logon.log_off_lingering). What is
         still running at the deadline is cancelled, and every session left is dropped
         without its goodbyes (drop_all): the stop is a promise, not a hope."""
         loop = asyncio.get_running_loop()
@@ -456,7 +457,10 @@ class SessionManager:
                     # of the loop, past the deadline (11 s at 100 000 sessions).
                     await asyncio.sleep(0)
 
-        workers = [loop.create_task(worker()) for _ in range(min(STOP_WORKERS, total))]
+        # Shared logons no session holds log off beside the sessions; the last holders'
+        # log off at once from now on, without lingering.
+        workers = log_off_lingering(self.env)
+        workers += [loop.create_task(worker()) for _ in range(min(STOP_WORKERS, total))]
         if workers:
             _, late = await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()))
             for task in late:

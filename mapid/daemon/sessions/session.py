@@ -100,6 +100,8 @@ class SessionEnv:
     """Which session's spooler sends each store's Outbox (daemon-wide)."""
     shared_logons: SharedLogons = field(default_factory=SharedLogons)
     """The logons of shared providers, each held by the sessions of one profile."""
+    shared_linger_s: float = 10.0
+    """How long a shared logon no session holds waits for the next before it logs off."""
 
 
 @dataclass(slots=True)

@@ -7,9 +7,12 @@ nothing for any one session: what it writes in its status row, the notifications
 and what it tells the spooler are meant for every session of its profile. So the daemon
 logs it on once, for the first session of the profile that needs it, and every later
 session holds that same logon (`SharedLogon`): its slot gets the provider, the routes of
-its MAPIUIDs and a row like the others'. The last session to let go logs it off. 100 000
-sessions of one profile are then 100 000 status tables over one Maildir store, one vCard
-book and one SMTP transport, not 300 000 providers with their watches and caches.
+its MAPIUIDs and a row like the others'. When the last session lets go, the logon lingers
+`shared_linger_s` (daemon configuration) for the next session of the profile, so that a
+client that logs on and off again and again does not log the providers on each time; then
+it logs off. 100 000 sessions of one profile are then 100 000 status tables over one
+Maildir store, one vCard book and one SMTP transport, not 300 000 providers with their
+watches and caches.
 
 Plain records, apart from logon.py's algorithm, so that session.py can hold them without
 importing logon.py (which imports session.py): no import cycle.
@@ -109,7 +112,9 @@ class SharedLogon:
     __slots__ = (
         "_holders",
         "config",
+        "idle_row",
         "key",
+        "linger",
         "logged_on",
         "provider",
         "reconfigure_failure",
@@ -132,6 +137,11 @@ class SharedLogon:
         self.uids: list[bytes] = []
         self.watches: list[Callable[[], None]] = []
         self.reconfigure_failure: str | None = None
+        self.linger: asyncio.TimerHandle | None = None
+        """While no session holds it: the timer that logs it off (shared_linger_s)."""
+        self.idle_row: dict[str, Any] | None = None
+        """While no session holds it: its row as the last holder had it, kept up to date
+        (SharedSupport), for the next holder to start from."""
         self._holders: dict[int, Holding] = {}
 
     def __len__(self) -> int:
@@ -146,6 +156,9 @@ class SharedLogon:
 
     def hold(self, session: Holder, slot: ProviderSlot) -> None:
         """`session` holds the logon through `slot`: its MAPIUIDs route there."""
+        if self.linger is not None:  # a lingering logon has a holder again
+            self.linger.cancel()
+            self.linger = None
         self._holders[id(slot)] = (session, slot)
         slot.shared = self
         slot.provider = self.provider
@@ -156,15 +169,22 @@ class SharedLogon:
     def let_go(self, slot: ProviderSlot) -> bool:
         """`slot` no longer holds it; True when that was the last holder."""
         slot.shared = None
-        return self._holders.pop(id(slot), None) is not None and not self._holders
+        holding = self._holders.pop(id(slot), None)
+        if holding is None or self._holders:
+            return False
+        if slot.row is not None:  # the last row, for whoever comes while it lingers
+            row = holding[0].table.get(slot.row)
+            self.idle_row = dict(row) if row is not None else None
+        return True
 
     def peer_row(self) -> dict[str, Any] | None:
         """The row of the longest holder, which every change reached first (a newcomer's
-        row starts as a copy, so that it says what the others say)."""
+        row starts as a copy, so that it says what the others say); with no holder, the
+        last one's."""
         for session, slot in self._holders.values():
             if slot.row is not None:
                 return session.table.get(slot.row)
-        return None
+        return self.idle_row
 
     def end(self) -> None:
         """Failed or logged off: stop the watches its provider forgot."""
@@ -179,6 +199,8 @@ class SharedLogons:
 
     def __init__(self) -> None:
         self._current: dict[LogonKey, SharedLogon] = {}
+        self.lingering: set[SharedLogon] = set()
+        """Logons no session holds, waiting out shared_linger_s (or a newcomer)."""
 
     def __len__(self) -> int:
         return len(self._current)
@@ -192,6 +214,10 @@ class SharedLogons:
         if logon.section is not section and logon.section.config != section.config:
             return None
         return logon
+
+    def up(self) -> int:
+        """Logons that are up: held by sessions, or lingering for the next one."""
+        return len({*(x for x in self._current.values() if x.logged_on), *self.lingering})
 
     def add(self, logon: SharedLogon) -> None:
         self._current[logon.key] = logon
