@@ -438,14 +438,16 @@ class Daemon:
         for path in (request_path, events_path):
             path.unlink(missing_ok=True)  # a stale socket of a daemon that died
         self._ctx = zmq.asyncio.Context()
-        # The request socket is a plain one on the same context: RequestServer reads it
-        # from its descriptor (see server.py); ZAP and the publisher stay asyncio.
-        router: zmq.Socket[bytes] = zmq.Context.shadow(self._ctx.underlying).socket(zmq.ROUTER)
+        # The request and events sockets are plain ones on the same context: RequestServer
+        # and Publisher read them from their descriptors (server.py, publisher.py); ZAP
+        # stays asyncio.
+        plain: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self._ctx.underlying)
+        router: zmq.Socket[bytes] = plain.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD)
         router.setsockopt(zmq.SNDHWM, 10_000)
         router.setsockopt(zmq.RCVHWM, 10_000)
-        xpub = self._ctx.socket(zmq.XPUB)
+        xpub: zmq.Socket[bytes] = plain.socket(zmq.XPUB)
         xpub.setsockopt(zmq.LINGER, 200)
         xpub.setsockopt(zmq.SNDHWM, self.config.events_hwm)
         xpub.setsockopt(zmq.XPUB_VERBOSE, 1)

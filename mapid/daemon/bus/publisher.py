@@ -14,17 +14,24 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from mapid.wire import envelope
+from mapid.wire.link import EVENTS as _EVENTS
+from mapid.wire.link import POLLIN as _POLLIN
 
 log = logging.getLogger("mapid.publisher")
 
 HEARTBEAT_INTERVAL = 1.0
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 class Publisher:
-    def __init__(self, sock: zmq.asyncio.Socket | None, epoch: str) -> None:
+    """A plain XPUB socket, read from its descriptor (as the request server reads its
+    ROUTER): zmq.asyncio's future and scheduled events check per send were most of the
+    cost of an event, and a logon publishes a dozen (bench/RESULTS.md)."""
+
+    def __init__(self, sock: zmq.Socket[bytes] | None, epoch: str) -> None:
         self.sock = sock
         self.epoch = epoch
         self.seq = 0
@@ -35,6 +42,8 @@ class Publisher:
         high-water mark libzmq drops silently (it sees a gap in seq)."""
         self.heartbeat_fields: Callable[[], dict[str, Any]] = dict
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._read_pending = False
 
     def publish(self, topic: str, event_type: str, **fields: Any) -> int:
         """Publish one event now; returns its seq. Call only from the daemon's loop."""
@@ -60,38 +69,62 @@ class Publisher:
         self._send(envelope.TOPIC_HEARTBEAT, payload)
 
     def _send(self, topic: str, payload: dict[str, Any]) -> None:
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             return
+        frames = envelope.encode_event_frames(topic, payload)
         try:
-            fut = self.sock.send_multipart(
-                envelope.encode_event_frames(topic, payload), flags=zmq.NOBLOCK
-            )
+            # XPUB never blocks: at a subscriber's high-water mark libzmq drops for it.
+            for frame in frames[:-1]:
+                sock.send(frame, _MORE)
+            sock.send(frames[-1], _NOBLOCK)
         except zmq.ZMQError as exc:  # closed socket at shutdown, or EAGAIN
             self.dropped += 1
             log.debug("event on %s not sent: %s", topic, exc)
             return
-        if isinstance(fut, asyncio.Future):  # zmq.asyncio: a refused send (EAGAIN) is
-            if fut.done():  # not raised but set on the future, done at once
-                self._sent(fut)
-            else:
-                fut.add_done_callback(self._sent)
+        # The descriptor is edge-triggered: a send may take in the signal of a subscription
+        # that arrived meanwhile, which then must be read without waiting for another.
+        if not self._read_pending and self._loop is not None:
+            try:
+                readable = int(sock.getsockopt(_EVENTS)) & _POLLIN
+            except zmq.ZMQError:
+                return
+            if readable:
+                self._read_pending = True
+                self._loop.call_soon(self._read_subscriptions)
 
-    def _sent(self, fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            self.dropped += 1
+    def _read_subscriptions(self) -> None:
+        """Every (un)subscription waiting: a new one gets a heartbeat at once, so that a
+        subscriber knows it is connected (XPUB_VERBOSE: each subscribe is seen)."""
+        self._read_pending = False
+        sock = self.sock
+        if sock is None:
+            return
+        beat = False
+        try:
+            while int(sock.getsockopt(_EVENTS)) & _POLLIN:
+                msg = sock.recv(_NOBLOCK)
+                if msg[:1] == b"\x01":
+                    beat = True
+        except zmq.ZMQError as exc:  # closed at shutdown
+            log.debug("events socket: %s", exc)
+            return
+        if beat:
+            self.heartbeat()
 
     async def run(self) -> None:
         """Heartbeat every second, and at once for each new subscription (XPUB_VERBOSE)."""
-        assert self.sock is not None
+        sock = self.sock
+        assert sock is not None
         loop = asyncio.get_running_loop()
-        next_beat = loop.time()
-        while True:
-            timeout = max(0.0, next_beat - loop.time())
-            try:
-                msg = await asyncio.wait_for(self.sock.recv(), timeout)
-            except TimeoutError:
+        fd = int(sock.getsockopt(zmq.FD))
+        self._loop = loop
+        loop.add_reader(fd, self._read_subscriptions)
+        try:
+            self._read_subscriptions()
+            while True:  # until cancelled
                 self.heartbeat()
-                next_beat = loop.time() + HEARTBEAT_INTERVAL
-                continue
-            if msg[:1] == b"\x01":
-                self.heartbeat()
+                await asyncio.sleep(HEARTBEAT_INTERVAL)
+        finally:
+            loop.remove_reader(fd)
+            self._loop = None
