@@ -334,6 +334,17 @@ class FolderIndex:
             return False
         return self._dir_stamps() == self._stamps
 
+    def known_empty(self) -> bool:
+        """Whether the folder holds no message and nothing changed on disk since it was
+        listed: two stat calls, cheap enough for the event loop (an empty Outbox is then
+        no trip to a thread). False while a refresh holds the lock: it may be changing."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            return not self._entries and self.fresh()
+        finally:
+            self.lock.release()
+
     def _dir_stamps(self) -> dict[str, int]:
         stamps: dict[str, int] = {}
         for sub in SUBDIRS:
