@@ -585,6 +585,10 @@ def test_two_sessions_on_one_profile_send_each_message_once(
 ) -> None:
     first = Mail.logon(mail_daemon.client())
     second = Mail.logon(mail_daemon.client())
+    # In line from its logon on: the row says so in the logon's own table (no pass, no
+    # row change after it).
+    said = second.spooler_says()
+    assert said == f"standby: session {first.session} sends this store's Outbox", said
     first.send("one", to=[GRACE])
     second.send("two", to=[GRACE])
     first.send("three", to=[GRACE])
