@@ -29,14 +29,14 @@ def ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @op("daemon.snapshot", token=False, args={"prefix": Str(max_len=1024), "cursor": Str(max_len=128)})
-def snapshot(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+async def snapshot(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Sessions and status tables at one `seq`, in parts when large (the clone recipe)."""
     snapshots = ctx.daemon.snapshots
     part: dict[str, Any]
     if args["cursor"] is not None:
         part = snapshots.next_part(args["cursor"])
     else:
-        part = snapshots.take(args["prefix"] or "")
+        part = await snapshots.take(args["prefix"] or "")
     return part
 
 
