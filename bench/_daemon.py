@@ -106,6 +106,13 @@ def _pdeathsig() -> None:
         pass
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` onto `cpus` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 class BenchDaemon:
     """One daemon subprocess on private temp directories; use as a context manager."""
 

@@ -39,11 +39,10 @@ import time
 import urllib.request
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
-from pathlib import Path
 from typing import Any
 
 import zmq
-from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, summary_us
+from _daemon import BenchDaemon, handle_sigterm, interrupt_exit, machine, pin, summary_us
 
 from mapid.client import Client
 from mapid.errors import MapidError
@@ -52,13 +51,6 @@ from mapid.wire.codec import pack
 
 TARGET = 1.05
 """p50 with the scraper / p50 without: at most 5 % slower."""
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of process `pid` onto `cpus` (threads it starts later inherit it)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that just ended
-            os.sched_setaffinity(int(task.name), cpus)
 
 
 def free_port() -> int:

@@ -32,7 +32,7 @@ bench/RESULTS.md's "Current figures" table. `--cards N` puts N more cards in the
 vCard folder (a realistic address book).
 
     python bench/scale.py [--sessions 10000] [--procs 2] [--concurrency 32] [--cards 0]
-                          [--steady 3] [--no-snapshot] [--json FILE]
+                          [--steady 3] [--no-snapshot] [--pin] [--json FILE]
     python bench/scale.py --sessions 100000 --json scale-100k.json   # issue 18's run
 """
 
@@ -57,6 +57,7 @@ from _daemon import (
     handle_sigterm,
     interrupt_exit,
     machine,
+    pin,
     py_spy,
     summary_us,
     verdict,
@@ -250,6 +251,12 @@ def main() -> None:
         "--cards", type=int, default=0, help="extra .vcf files in the profile's vCard folder"
     )
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the daemon on one CPU, this process and its clients on the others (the "
+        "logon rate on one core)",
+    )
+    parser.add_argument(
         "--hold",
         type=float,
         default=0.0,
@@ -291,6 +298,13 @@ def main() -> None:
     with interrupt_exit():
         try:
             daemon.start()
+            if args.pin:
+                cpus = sorted(os.sched_getaffinity(0))
+                if len(cpus) < 2:
+                    parser.error("--pin needs two CPUs or more")
+                pin(daemon.pid, {cpus[0]})
+                os.sched_setaffinity(0, set(cpus[1:]))  # the client processes inherit it
+                print(f"  daemon pinned to CPU {cpus[0]}; clients on {cpus[1:]}")
             request_ep, _ = daemon.endpoints()
             with daemon.client() as client:
                 for _ in range(args.warmup):

@@ -47,7 +47,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mapid import entryid as eid
@@ -58,6 +57,7 @@ from mapid.daemon.sessions.session import SPOOLER_ROW
 from mapid.daemon.sessions.slots import ProviderSlot, SlotState
 from mapid.daemon.spool import ndr
 from mapid.daemon.spool.outgoing import NoSender, Prepared, header_address, prepare, split_header
+from mapid.daemon.spool.pass_records import Backoff, Busy, Flush, Job, Pass, Progress
 from mapid.daemon.spool.routing import Router, Routes
 from mapid.daemon.spool.stuck import StuckWatch
 from mapid.daemon.spool.wakeup import Wakeup
@@ -146,116 +146,6 @@ GATHER_S = 0.02
 milliseconds; the daemon's CPU per message in bench/spool.py is."""
 
 
-@dataclass
-class _Backoff:
-    delay: float
-    until: float
-    reason: str
-
-
-@dataclass
-class _Progress:
-    """What earlier tries did with one queued message (kept while part of it waits)."""
-
-    accepted: set[str] = field(default_factory=set)
-    failures: dict[str, ndr.Failure] = field(default_factory=dict)
-    sent_mime: bytes | None = None
-    reported: bool = False
-    """The non-delivery report is in the Inbox already."""
-
-    def done(self, address: str) -> bool:
-        key = address.casefold()
-        return key in self.accepted or key in self.failures
-
-
-@dataclass
-class _Flush:
-    only: bytes | None
-    """The provider UID of the transport whose messages to send; None: all of them."""
-    done: asyncio.Future[None]
-
-
-@dataclass
-class _Pass:
-    """One pass over the queue: what it may force, and what it found."""
-
-    forced: set[bytes] | None
-    """Transports whose backoff this pass ignores (None: all of them)."""
-    only: set[bytes] | None
-    """Send only messages that one of these transports takes (None: every message)."""
-    total: int = 0
-    index: int = 0
-    """1-based position in the queue of the message in hand."""
-    handled: int = 0
-    waiting: int = 0
-    reason: str = ""
-    failed_now: set[bytes] = field(default_factory=set)
-    """Transports that failed in this pass: the rest of their messages wait for the retry."""
-    used: dict[bytes, ProviderSlot] = field(default_factory=dict)
-    routes: Routes | None = None
-    """The transports of this pass and whom they send as (routing.py)."""
-    shown_at: float = 0.0
-    """When the rows last showed this pass's progress (monotonic)."""
-    finishing: set[asyncio.Task[None]] = field(default_factory=set)
-    """Messages sent and being handed back to the store while the next one is sent."""
-    stamps: dict[bytes, float] = field(default_factory=dict)
-    """When each message read was submitted (epoch s), while it stays queued: /metrics."""
-    flush: bool = False
-    """A flush asked for it: its end shows at once (the caller reads the rows next)."""
-    continued: bool = False
-    """It goes on with the sending period of the pass before (see SETTLE_S): even its
-    last step shows only when PROGRESS_INTERVAL_S has passed; the settling shows the end."""
-
-    def is_forced(self, slot: ProviderSlot) -> bool:
-        return self.forced is None or slot.provider_uid in self.forced
-
-    def wait(self, reason: str) -> None:
-        self.waiting += 1
-        self.reason = self.reason or reason
-
-
-@dataclass
-class _Busy:
-    """A sending period that outlives its pass by SETTLE_S: the transports it made
-    STATUS_OUTBOUND_ACTIVE stay so until it settles, or the next pass carries on."""
-
-    used: dict[bytes, ProviderSlot]
-    shown_at: float
-    settle: asyncio.TimerHandle
-
-
-@dataclass
-class _Job:
-    """One queued message in a pass: where its recipients go, and whether it must wait."""
-
-    index: int
-    """1-based position in the pass's queue."""
-    message: QueuedMessage
-    progress: _Progress
-    own_from: Identity | None
-    keep_from: bool = False
-    """Its own From goes out as it is; else the transport's `from` replaces it (routing.py)."""
-    sends: list[tuple[ProviderSlot, list[Recipient]]] = field(default_factory=list)
-    """Each transport that takes some of the recipients still to do, with those."""
-    waiting: str = ""
-    """Why it stays queued (a transport in backoff or not logged on); "" when it goes on."""
-
-    def hold(self, reason: str) -> None:
-        self.waiting = self.waiting or reason
-
-    def single_slot(self) -> ProviderSlot | None:
-        """The one transport all of it goes to, when so: such messages go in batches."""
-        if len(self.sends) == 1 and not self.waiting:
-            return self.sends[0][0]
-        return None
-
-    def recipients_for(self, slot: ProviderSlot) -> list[Recipient]:
-        for target, recipients in self.sends:
-            if target.provider_uid == slot.provider_uid:
-                return recipients
-        return []
-
-
 def _addrtype(recipient: Recipient) -> str:
     return (recipient.addrtype or "SMTP").upper()
 
@@ -271,13 +161,13 @@ class Spooler:
         self._wake = Wakeup()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._flushes: list[_Flush] = []
-        self._backoff: dict[bytes, _Backoff] = {}
-        self._progress: dict[bytes, _Progress] = {}
+        self._flushes: list[Flush] = []
+        self._backoff: dict[bytes, Backoff] = {}
+        self._progress: dict[bytes, Progress] = {}
         self._router = Router()
         self._claimed: bytes | None = None
         self._next_try: float | None = None
-        self._busy: _Busy | None = None
+        self._busy: Busy | None = None
         self._kicks = 0
         """Kicks since the last pass began (a submit kicks once)."""
         self._first_kick = 0.0
@@ -323,21 +213,25 @@ class Spooler:
 
     def _stand_by_at_start(self) -> bool:
         """A new session of a store whose Outbox another session's spooler sends: in line
-        now, before the session is public, with no pass (the sender's passes send what is
-        queued). Its row is right in the logon's table, and 100 000 logons start no task
-        and publish no row change each."""
-        store = self._default_store()
-        if store is None:
-            return False
-        try:
-            uid = eid.uid_of(store.store_entryid())
-        except MapiError:
-            return False
-        owner = self.session.env.queue_claims.owner(uid)
-        if owner is None or owner is self or self._claim(uid):
-            return False  # ours (or free): the pass at once sends what waits
+        now, before the session is public, with no pass (the sender's send what is queued):
+        the logon's table has the right row, and a logon starts no task and no row event."""
+        queue = self._queue()
+        uid = None if isinstance(queue, str) else queue[1]
+        owner = None if uid is None else self.session.env.queue_claims.owner(uid)
+        if uid is None or owner is None or owner is self or self._claim(uid):
+            return False  # ours, free or none: the pass at once sees to it
         self._enter(SpoolerState.STANDBY, f"standby: {owner.label} sends this store's Outbox")
         return True
+
+    def _queue(self) -> tuple[StoreProvider, bytes] | str:
+        """The default store and its MAPIUID (its queue's key), or why the spooler idles."""
+        store = self._default_store()
+        if store is None:
+            return "idle"  # no store, no Outbox: nothing to send
+        try:
+            return store, eid.uid_of(store.store_entryid())
+        except MapiError as exc:  # a store that keeps no queue (no entry ID, no Outbox)
+            return f"idle: the default store queues nothing ({exc})"
 
     def _ensure_task(self) -> None:
         """The loop runs while there is something to do: a kick, a flush, a retry timer.
@@ -412,7 +306,7 @@ class Spooler:
         if self._stopping:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._flushes.append(_Flush(only.provider_uid if only is not None else None, done))
+        self._flushes.append(Flush(only.provider_uid if only is not None else None, done))
         self._go.set()
         self._wake.set()
         self._ensure_task()
@@ -525,14 +419,14 @@ class Spooler:
         async with asyncio.timeout(self.session.env.provider_timeout * calls):
             return await aw
 
-    async def _pass(self, flushes: list[_Flush]) -> None:
+    async def _pass(self, flushes: list[Flush]) -> None:
         if flushes and all(f.only is not None for f in flushes):
             only: set[bytes] | None = {f.only for f in flushes if f.only is not None}
             forced: set[bytes] | None = set(only or ())
         else:
             only = None
             forced = None if flushes else set()
-        run = _Pass(forced=forced, only=only, flush=bool(flushes))
+        run = Pass(forced=forced, only=only, flush=bool(flushes))
         self._next_try = None
         busy = self._take_busy()
         if busy is not None:  # the sending period goes on: no new "first" row events
@@ -550,20 +444,15 @@ class Spooler:
         if run.used and (self._busy is None or self._busy.used is not run.used):
             self._end_transports(run)  # it stopped midway: no sending period goes on
 
-    async def _queue_pass(self, run: _Pass) -> None:
+    async def _queue_pass(self, run: Pass) -> None:
         """The pass proper; it leaves the rows of the transports it used to _after_pass,
         or ends them itself when it returns early."""
-        store = self._default_store()
-        if store is None:
+        queue = self._queue()
+        if isinstance(queue, str):
             self._end_transports(run)
-            self._enter(SpoolerState.IDLE, "idle")  # no store, no Outbox: nothing to send
+            self._enter(SpoolerState.IDLE, queue)
             return
-        try:
-            uid = eid.uid_of(store.store_entryid())
-        except MapiError as exc:  # a store that keeps no queue (no entry ID, no Outbox)
-            self._end_transports(run)
-            self._enter(SpoolerState.IDLE, f"idle: the default store queues nothing ({exc})")
-            return
+        store, uid = queue
         if not self._claim(uid):
             self._end_transports(run)
             owner = self.session.env.queue_claims.owner(uid)
@@ -592,7 +481,7 @@ class Spooler:
             return
         self._transition(SpoolerState.SENDING)
         try:
-            batch: list[_Job] = []  # consecutive messages that all go to one transport
+            batch: list[Job] = []  # consecutive messages that all go to one transport
             for run.index, entryid in enumerate(entryids, 1):
                 if self._stopping:
                     return
@@ -628,7 +517,7 @@ class Spooler:
             self.kick()  # the other transports' messages follow the ordinary rules
 
     async def _all_waiting(
-        self, store: StoreProvider, transports: list[ProviderSlot], run: _Pass
+        self, store: StoreProvider, transports: list[ProviderSlot], run: Pass
     ) -> bool:
         """Whether every logged-on transport is in backoff; if so, count the queue for the
         spooler's row and leave the messages to the retry timer. Reading each queued
@@ -647,14 +536,14 @@ class Spooler:
         )
         return True
 
-    def _after_pass(self, run: _Pass) -> None:
+    def _after_pass(self, run: Pass) -> None:
         if self._stopping:
             self._end_transports(run)
             return
         if not run.waiting:
             if run.used and not run.flush:  # the rows settle a moment later, unless more comes
                 settle = asyncio.get_running_loop().call_later(SETTLE_S, self._settle_now)
-                self._busy = _Busy(run.used, run.shown_at, settle)
+                self._busy = Busy(run.used, run.shown_at, settle)
                 return
             self._end_transports(run)
             self._enter(SpoolerState.IDLE, "idle")
@@ -673,7 +562,7 @@ class Spooler:
 
     # -- one message ---------------------------------------------------------------------
     async def _read_queued(
-        self, store: StoreProvider, entryid: bytes, run: _Pass
+        self, store: StoreProvider, entryid: bytes, run: Pass
     ) -> QueuedMessage | None:
         """The queued message, or None when it left the queue or cannot be read (one
         unreadable file must not stop the queue)."""
@@ -689,11 +578,11 @@ class Spooler:
             run.wait(f"cannot read a queued message: {_reason(exc)}")
         return None
 
-    def _plan(self, message: QueuedMessage, routes: Routes, run: _Pass) -> _Job | None:
+    def _plan(self, message: QueuedMessage, routes: Routes, run: Pass) -> Job | None:
         """Which transport takes which of the recipients still to do (by the sender, then
         the address type); None when a flush of another transport's queue leaves this
         message alone."""
-        progress = self._progress.setdefault(message.entryid, _Progress())
+        progress = self._progress.setdefault(message.entryid, Progress())
         groups: dict[str, list[Recipient]] = {}
         seen: set[str] = set()
         for recipient in message.recipients:
@@ -713,7 +602,7 @@ class Spooler:
             isinstance(r, ProviderSlot) and r.provider_uid in run.only for r in chosen.values()
         ):
             return None
-        job = _Job(run.index, message, progress, sender, routes.keeps_from(sender))
+        job = Job(run.index, message, progress, sender, routes.keeps_from(sender))
         by_slot: dict[bytes, tuple[ProviderSlot, list[Recipient]]] = {}
         for kind, recipients in groups.items():
             route = chosen[kind]
@@ -727,7 +616,7 @@ class Spooler:
         job.sends = list(by_slot.values())
         return job
 
-    async def _send_batch(self, store: StoreProvider, jobs: list[_Job], run: _Pass) -> None:
+    async def _send_batch(self, store: StoreProvider, jobs: list[Job], run: Pass) -> None:
         """Messages that all go to one transport: as many as it takes in one send_batch,
         then the rest; each is handed back in queue order."""
         slot = jobs[0].sends[0][0]
@@ -739,7 +628,7 @@ class Spooler:
             if self._stopping:
                 return  # the rest stays queued
 
-    async def _send_all(self, slot: ProviderSlot, jobs: list[_Job], run: _Pass) -> int:
+    async def _send_all(self, slot: ProviderSlot, jobs: list[Job], run: Pass) -> int:
         """Send each job's recipients of `slot`: one send() for one message, one
         send_batch() for more. Returns how many jobs, from the first, are dealt with; the
         others the transport did not get to (a batch it cut short)."""
@@ -831,7 +720,7 @@ class Spooler:
         return ready[len(outcomes)][0]  # cut short: the transport did not get to these
 
     def _record(
-        self, job: _Job, recipients: list[Recipient], prepared: Prepared, result: SendResult
+        self, job: Job, recipients: list[Recipient], prepared: Prepared, result: SendResult
     ) -> None:
         progress = job.progress
         refused = {a.casefold(): words for a, words in result.refused.items()}
@@ -846,7 +735,7 @@ class Spooler:
         if progress.accepted and progress.sent_mime is None:
             progress.sent_mime = prepared.record
 
-    async def _conclude(self, store: StoreProvider, job: _Job, run: _Pass) -> None:
+    async def _conclude(self, store: StoreProvider, job: Job, run: Pass) -> None:
         """A message whose sends are all done goes back to the store (Sent Items, a report)
         while the next ones are sent; one that waits for a transport stays queued."""
         if job.waiting:
@@ -863,20 +752,20 @@ class Spooler:
 
     @staticmethod
     def _fail(
-        progress: _Progress, recipients: list[Recipient], reason: str, status: str = ""
+        progress: Progress, recipients: list[Recipient], reason: str, status: str = ""
     ) -> None:
         for r in recipients:
             progress.failures[r.address.casefold()] = ndr.Failure(
                 r.address, r.display_name, reason, status
             )
 
-    def _defer(self, slot: ProviderSlot, reason: str, run: _Pass) -> None:
+    def _defer(self, slot: ProviderSlot, reason: str, run: Pass) -> None:
         env = self.session.env
         before = self._backoff.get(slot.provider_uid)
         first = env.spooler_retry_s
         cap = max(first, env.spooler_retry_max_s)
         delay = first if before is None else min(before.delay * 2, cap)
-        self._backoff[slot.provider_uid] = _Backoff(delay, time.monotonic() + delay, reason)
+        self._backoff[slot.provider_uid] = Backoff(delay, time.monotonic() + delay, reason)
         run.failed_now.add(slot.provider_uid)
         log.info("session %s: %s; next try in %s s", self.session.id, reason, _seconds(delay))
 
@@ -884,9 +773,9 @@ class Spooler:
         self,
         store: StoreProvider,
         message: QueuedMessage,
-        progress: _Progress,
+        progress: Progress,
         own_from: Identity | None,
-        run: _Pass,
+        run: Pass,
     ) -> None:
         """Report the failures, then let the message leave the Outbox: the report goes
         first, so a crash in between repeats the report rather than lose it."""
@@ -927,7 +816,7 @@ class Spooler:
             self._metrics.spooler_failed.labels(reason).inc()
 
     # -- transport rows ------------------------------------------------------------------
-    def _show_progress(self, slot: ProviderSlot, run: _Pass, *, sent: bool) -> None:
+    def _show_progress(self, slot: ProviderSlot, run: Pass, *, sent: bool) -> None:
         """ "sending 3 of 10" in the spooler's row; in the transport's, the share of the pass
         done (before the send of message 3: 20 %, after it: 30 %)."""
         total = max(run.total, 1)
@@ -954,7 +843,7 @@ class Spooler:
             props["PR_STATUS_CODE"] = int(code)
         self.session.table.modify(slot.row, props)
 
-    def _take_busy(self) -> _Busy | None:
+    def _take_busy(self) -> Busy | None:
         busy, self._busy = self._busy, None
         if busy is not None:
             busy.settle.cancel()
@@ -969,7 +858,7 @@ class Spooler:
         if not self._stopping and self.state is SpoolerState.SENDING:
             self._enter(SpoolerState.IDLE, "idle")
 
-    def _end_transports(self, run: _Pass) -> None:
+    def _end_transports(self, run: Pass) -> None:
         self._end_used(run.used)
         run.used = {}
 
