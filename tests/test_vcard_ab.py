@@ -478,8 +478,11 @@ def test_changes_on_disk_are_picked_up_and_notified(tmp_path: Path) -> None:
         rows = provider.contents_rows()
         assert rows is not first and "Grace Hopper" in _by_name(rows)
         assert _by_name(rows)["Ada Lovelace"] is ada_row  # unchanged contacts keep their row
-        assert support.rows[-1][0]["PR_STATUS_STRING"] == (
-            "8 contacts, 1 without an e-mail address, 1 unreadable file"
+        # The row follows through the provider's RowPacer: soon, not with the notification.
+        counted = "8 contacts, 1 without an e-mail address, 1 unreadable file"
+        await _until(
+            lambda: bool(support.rows) and support.rows[-1][0]["PR_STATUS_STRING"] == counted,
+            "the row counting the new card",
         )
         assert [c.display_name for c in provider.resolve("grace")] == ["Grace Hopper"]
 
