@@ -16,14 +16,13 @@ from typing import Any
 import zmq
 
 from mapid.wire import envelope
-from mapid.wire.link import EVENTS as _EVENTS
-from mapid.wire.link import POLLIN as _POLLIN
+from mapid.wire.link import MORE as _MORE
+from mapid.wire.link import NOBLOCK as _NOBLOCK
+from mapid.wire.link import readable
 
 log = logging.getLogger("mapid.publisher")
 
 HEARTBEAT_INTERVAL = 1.0
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 class Publisher:
@@ -82,16 +81,10 @@ class Publisher:
             self.dropped += 1
             log.debug("event on %s not sent: %s", topic, exc)
             return
-        # The descriptor is edge-triggered: a send may take in the signal of a subscription
-        # that arrived meanwhile, which then must be read without waiting for another.
-        if not self._read_pending and self._loop is not None:
-            try:
-                readable = int(sock.getsockopt(_EVENTS)) & _POLLIN
-            except zmq.ZMQError:
-                return
-            if readable:
-                self._read_pending = True
-                self._loop.call_soon(self._read_subscriptions)
+        # A send may take in the descriptor's signal of a subscription (link.readable).
+        if not self._read_pending and self._loop is not None and readable(sock):
+            self._read_pending = True
+            self._loop.call_soon(self._read_subscriptions)
 
     def _read_subscriptions(self) -> None:
         """Every (un)subscription waiting: a new one gets a heartbeat at once, so that a
@@ -102,7 +95,7 @@ class Publisher:
             return
         beat = False
         try:
-            while int(sock.getsockopt(_EVENTS)) & _POLLIN:
+            while readable(sock):
                 msg = sock.recv(_NOBLOCK)
                 if msg[:1] == b"\x01":
                     beat = True

@@ -33,11 +33,10 @@ from mapid.errors import ErrorCode, MapiError
 from mapid.wire import envelope
 from mapid.wire.codec import MAX_PAYLOAD, MAX_STR, CodecError, pack, salvage_id, unpack, valid_id
 from mapid.wire.envelope import PROTOCOL_VERSION
-from mapid.wire.link import EVENTS as _EVENTS
 from mapid.wire.link import MORE as _MORE
 from mapid.wire.link import NOBLOCK as _LAST
-from mapid.wire.link import POLLIN as _POLLIN
 from mapid.wire.link import RCVMORE as _RCVMORE
+from mapid.wire.link import readable
 
 log = logging.getLogger("mapid.server")
 
@@ -106,15 +105,9 @@ class RequestServer:
         except zmq.ZMQError as exc:
             log.debug("reply to a client not sent: %s", exc)
             return
-        # The socket's descriptor is edge-triggered: a send may take in the signal of a
-        # request that arrived meanwhile, which then must be read without waiting for it.
-        if not self._drain_pending and self._loop is not None:
-            try:
-                readable = int(sock.getsockopt(_EVENTS)) & _POLLIN
-            except zmq.ZMQError:
-                return
-            if readable:
-                self._schedule_drain()
+        # A send may take in the descriptor's signal of a request (link.readable).
+        if not self._drain_pending and readable(sock):
+            self._schedule_drain()
 
     def send_notification(self, identity: bytes, payload: dict[str, Any]) -> None:
         self._send(identity, pack(payload))
@@ -180,7 +173,7 @@ class RequestServer:
             if time.perf_counter() > until:
                 break
             try:
-                if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
+                if not readable(sock):
                     return  # nothing waits (no zmq.Again raised and caught per wake-up)
                 frames = [sock.recv(_LAST)]
                 while sock.getsockopt(_RCVMORE):
