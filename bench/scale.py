@@ -228,7 +228,9 @@ IN_FLIGHT_CAP = 64
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument(
+        "--sessions", type=int, default=10_000, help="sessions to log on (issue 18: 100000)"
+    )
     parser.add_argument("--procs", type=int, default=2, help="logon client processes")
     parser.add_argument("--concurrency", type=int, default=32, help="logons in flight per process")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up logon/logoff cycles")

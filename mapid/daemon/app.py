@@ -149,7 +149,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.snapshots = SnapshotStore(
-            self.publisher, lambda: list(self.sessions.sessions.values()), self.config_info
+            self.publisher, self.sessions.every_session, self.config_info
         )
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()

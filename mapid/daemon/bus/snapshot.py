@@ -59,8 +59,8 @@ class SnapshotStore:
     ) -> None:
         self.publisher = publisher
         self.sessions = sessions
-        """Every session, public or not (the capture skips the others): a plain copy of the
-        manager's values, not a filtered list built in one step."""
+        """Every session, public or not (SessionManager.every_session; the capture skips
+        the others)."""
         self.config = config
         self._pending: dict[str, _Pending] = {}
 

@@ -42,7 +42,7 @@ from mapid.daemon.sessions.slots import (
     SharedLogon,
     SlotState,
 )
-from mapid.daemon.sessions.status_table import RowKey
+from mapid.daemon.sessions.status_table import RowKey, changed_row
 from mapid.daemon.system import logs
 from mapid.errors import ErrorCode, MapiError
 from mapid.providers.base import (
@@ -268,7 +268,7 @@ class SharedSupport(Support):
         if not holders:  # lingering (release_shared): the next holder starts from this
             idle = self._logon.idle_row
             if idle is not None:
-                self._logon.idle_row = changed_row(idle, props, update)
+                self._logon.idle_row = changed_row(idle, props, update=update, keep=BASE_COLUMNS)
             return
         for session, slot in holders[:FANOUT_CHUNK]:
             modify_row(session, slot, props, update)
@@ -375,18 +375,6 @@ def status_entryid(uid: bytes, rowid: int) -> bytes:
     return entryid.make(uid, _STATUS_MARK + struct.pack(">I", rowid))
 
 
-def changed_row(row: Mapping[str, Any], props: Mapping[str, Any], update: bool) -> dict[str, Any]:
-    """`row` as a provider's change leaves it (as StatusTable.modify does, for a row that
-    is in no table)."""
-    new = dict(row) if update else {k: v for k, v in row.items() if k in BASE_COLUMNS}
-    for key, value in props.items():
-        if value is None:
-            new.pop(key, None)
-        else:
-            new[key] = value
-    return new
-
-
 BASE_COLUMNS = frozenset(
     {
         "PR_DISPLAY_NAME",
@@ -397,7 +385,8 @@ BASE_COLUMNS = frozenset(
         "PR_RESOURCE_METHODS",
     }
 )
-"""The columns base_row supplies."""
+"""The columns base_row supplies: a lingering logon's row keeps them when its provider
+replaces its own (SharedSupport.modify_status_row)."""
 
 
 def base_row(slot: ProviderSlot) -> dict[str, Any]:

@@ -104,6 +104,11 @@ class SessionManager:
     def public_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.public]
 
+    def every_session(self) -> list[Session]:
+        """Public or not: a plain copy, no test per session (a snapshot's capture looks at
+        each in its own step of the loop)."""
+        return list(self.sessions.values())
+
     def service_availability(self) -> dict[tuple[str, str], bool]:
         """(profile, service key) -> whether the service's status rows (each provider's, or
         the one row of a service that did not load) all have STATUS_AVAILABLE without
@@ -457,8 +462,8 @@ class SessionManager:
                     # of the loop, past the deadline (11 s at 100 000 sessions).
                     await asyncio.sleep(0)
 
-        # Shared logons no session holds log off beside the sessions; the last holders'
-        # log off at once from now on, without lingering.
+        # Shared logons no session holds log off beside the sessions; from now on the last
+        # holder of a shared logon logs it off at once, without lingering.
         workers = log_off_lingering(self.env)
         workers += [loop.create_task(worker()) for _ in range(min(STOP_WORKERS, total))]
         if workers:

@@ -21,6 +21,26 @@ Publish = Callable[..., int]
 _COMPUTED = frozenset({"PR_ENTRYID", "PR_INSTANCE_KEY", "PR_ROWID", "PR_OBJECT_TYPE"})
 
 
+def changed_row(
+    row: Mapping[str, Any],
+    props: Mapping[str, Any],
+    *,
+    update: bool,
+    keep: frozenset[str] = _COMPUTED,
+) -> dict[str, Any]:
+    """`row` after a provider's change: merged (STATUSROW_UPDATE) or replaced, keeping the
+    columns in `keep`; a None value removes its column, and the computed ones never change."""
+    new = dict(row) if update else {k: v for k, v in row.items() if k in keep}
+    for k, v in props.items():
+        if k in _COMPUTED:
+            continue
+        if v is None:
+            new.pop(k, None)
+        else:
+            new[k] = v
+    return new
+
+
 SHARED_ROWS_MAX = 4096
 """Distinct rows kept for sharing (shared_row)."""
 _SHARED: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -91,14 +111,7 @@ class StatusTable:
         row = self._rows.get(key)
         if row is None:
             return False
-        new = dict(row) if update else {k: v for k, v in row.items() if k in _COMPUTED}
-        for k, v in props.items():
-            if k in _COMPUTED:
-                continue
-            if v is None:
-                new.pop(k, None)
-            else:
-                new[k] = v
+        new = changed_row(row, props, update=update)
         if new == row:
             return False
         new = shared_row(new)
